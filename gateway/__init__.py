@@ -1,0 +1,43 @@
+"""Gateway: a self-hosted LLM inference gateway.
+
+create_app() wires settings, database, in-memory maps, the ledger writer, jobs and blueprints.
+Imports happen inside it, so that `gevent.monkey.patch_all()` (app.py, `gateway serve`) always
+runs before ssl, requests or SQLAlchemy are imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["create_app"]
+
+
+def create_app(overrides: Mapping[str, Any] | None = None):
+    from flask import Flask
+
+    from gateway import admin, api, db, jobs
+    from gateway.ledger.writer import WRITER
+    from gateway.memo import MEMO
+    from gateway.providers import http
+    from gateway.settings import ROOT, Settings
+
+    settings = Settings.load(overrides)
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
+                instance_path=str(settings.instance))
+    app.extensions["settings"] = settings
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_SORT_KEYS=False,
+    )
+    db.init_app(app)
+    MEMO.configure(settings.secret_key)
+    http.configure(settings)
+    WRITER.init_app(app)
+    api.init_app(app)
+    admin.init_app(app)
+    jobs.init_app(app)
+    return app

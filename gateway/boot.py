@@ -1,0 +1,67 @@
+"""Start-up: migrate, load the config, first-run bootstrap; then the background loops."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from gateway import accounts, db, jobs, migrate, seed
+from gateway.ledger.pricing import usd_to_micros
+from gateway.ledger.writer import WRITER
+from gateway.memo import MEMO
+from gateway.models import Org, Provider, User
+
+log = logging.getLogger(__name__)
+
+FIRST_ORG = "default"
+FIRST_ADMIN = "admin@localhost"
+FIRST_CREDITS_USD = 10
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    email: str
+    password: str
+    org: str
+    api_key: str
+    providers: list[str]
+
+
+def prepare(app: Flask) -> FirstRun | None:
+    """Upgrade the schema, upsert GATEWAY_CONFIG, and on a fresh instance create the first
+    admin, org and key. Raises seed.ConfigError on a bad config (before anything is written)."""
+    settings = app.extensions["settings"]
+    config = seed.load_file(settings.config_path) if settings.config_path else None
+    migrate.upgrade()
+    with db.write_lock, db.session_scope() as session:
+        if config is not None:
+            seed.apply(session, config, settings.secret_key)
+        env_added = []
+        if session.scalar(select(func.count()).select_from(Provider)) == 0:
+            env_added = seed.env_providers(session, dict(settings.env_provider_keys))
+        if session.scalar(select(func.count()).select_from(User)) > 0:
+            return None
+        password = secrets.token_urlsafe(12)
+        accounts.create_admin(session, FIRST_ADMIN, password, superadmin=True, actor="first-run")
+        org = session.scalar(select(Org).where(Org.name == FIRST_ORG)) or accounts.create_org(
+            session, FIRST_ORG, usd_to_micros(FIRST_CREDITS_USD), actor="first-run")
+        key = accounts.create_key(session, org, name="first key", actor="first-run")
+        providers = list(session.scalars(select(Provider.name)).all())
+        return FirstRun(FIRST_ADMIN, password, org.name, key.secret, providers or env_added)
+
+
+def start_background(app: Flask) -> None:
+    """Load the in-memory maps, then start the ledger writer and the scheduler."""
+    with db.session_scope() as session:
+        MEMO.load_all(session)
+    WRITER.start()
+    jobs.start(app)
+
+
+def stop_background(app: Flask) -> None:
+    jobs.stop()
+    WRITER.stop()

@@ -1,0 +1,232 @@
+"""Operator CLI: serve, init, admin, org, credits, key. Scripts depend on these names and outputs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from decimal import Decimal, InvalidOperation
+
+import click
+from sqlalchemy import select
+
+from gateway import accounts, db
+from gateway.ledger.pricing import usd, usd_to_micros
+from gateway.models import ApiKey
+
+
+def _app():
+    from gateway import create_app
+
+    return create_app()
+
+
+def _ready_app():
+    """An app whose database is at the schema head (every command may be the first one run)."""
+    from gateway import migrate
+
+    app = _app()
+    migrate.upgrade()
+    return app
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _usd(value: str) -> int:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        _fail(f"not an amount in USD: {value!r}")
+    if amount < 0:
+        _fail("the amount must not be negative")
+    return usd_to_micros(amount)
+
+
+@click.group()
+def cli() -> None:
+    """Gateway: a self-hosted LLM inference gateway."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1, or GATEWAY_HOST).")
+@click.option("--port", default=None, type=int, help="Port (default 8080, or GATEWAY_PORT).")
+@click.option("--access-log/--no-access-log", default=False, help="Log every request line to stderr.")
+def serve(host: str | None, port: int | None, access_log: bool) -> None:
+    """Set up the instance if needed and serve the API and the console."""
+    from gateway import boot, seed, server
+
+    app = _app()
+    settings = app.extensions["settings"]
+    try:
+        first = boot.prepare(app)
+    except seed.ConfigError as e:
+        _fail(str(e))
+    host = host or settings.host
+    port = port or settings.port
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if first is not None:
+        click.echo("\n  First run: Gateway is set up.\n")
+        click.echo(f"  Console:   http://{shown}:{port}/admin")
+        click.echo(f"  Admin:     {first.email}")
+        click.echo(f"  Password:  {first.password}   (shown once; change it in the console)")
+        click.echo(f"  Org:       {first.org} (credits: ${boot.FIRST_CREDITS_USD})")
+        click.echo(f"  API key:   {first.api_key}   (shown once)")
+        click.echo(f"  Providers: {', '.join(first.providers) or 'none yet (set GATEWAY_CONFIG or add one in the console)'}")
+        click.echo(f"\n  OpenAI SDK: OpenAI(base_url='http://{shown}:{port}/v1', api_key='<API key>')\n")
+    click.echo(f"Serving on http://{shown if host != '0.0.0.0' else host}:{port}  (console: /admin)", err=True)
+    server.serve(app, host, port, access_log=access_log)
+
+
+@cli.command()
+def init() -> None:
+    """Create or upgrade the database schema, and load GATEWAY_CONFIG if set."""
+    from gateway import boot, seed
+
+    app = _app()
+    try:
+        boot.prepare(app)
+    except seed.ConfigError as e:
+        _fail(str(e))
+    click.echo(f"database ready: {db.engine().url.render_as_string(hide_password=True)}")
+
+
+@cli.group()
+def admin() -> None:
+    """Console users."""
+
+
+@admin.command("create")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--superadmin", is_flag=True, default=False)
+def admin_create(email: str, password: str, superadmin: bool) -> None:
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            user = accounts.create_admin(session, email, password, superadmin=superadmin)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    click.echo(f"created {'super-admin' if superadmin else 'admin'} {user.email}")
+
+
+@cli.group()
+def org() -> None:
+    """Organizations."""
+
+
+@org.command("create")
+@click.argument("name")
+@click.option("--credits", "credits_usd", default="0", help="Initial credits in USD.")
+def org_create(name: str, credits_usd: str) -> None:
+    micros = _usd(credits_usd)
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            o = accounts.create_org(session, name, micros)
+            balance = o.credits_micros
+    except accounts.AccountError as e:
+        _fail(str(e))
+    click.echo(f"created org {name} (credits: ${usd(balance)})")
+
+
+@cli.group()
+def credits() -> None:
+    """Credits (1 credit = 1 USD)."""
+
+
+@credits.command("add")
+@click.option("--org", "org_name", required=True)
+@click.option("--usd", "amount", required=True)
+def credits_add(org_name: str, amount: str) -> None:
+    micros = _usd(amount)
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            o = accounts.org_by_name(session, org_name)
+            accounts.add_credits(session, o, micros)
+            balance = o.credits_micros
+    except accounts.AccountError as e:
+        _fail(str(e))
+    click.echo(f"org {org_name}: credits ${usd(balance)}")
+
+
+@cli.group()
+def key() -> None:
+    """API keys."""
+
+
+@key.command("create")
+@click.option("--org", "org_name", required=True)
+@click.option("--name", default="")
+@click.option("--scope", type=click.Choice(accounts.SCOPES), default="inference")
+def key_create(org_name: str, name: str, scope: str) -> None:
+    """Create a key; prints the secret alone on stdout (it is not stored)."""
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            new = accounts.create_key(session, accounts.org_by_name(session, org_name), name=name, scope=scope)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    click.echo(new.secret)
+
+
+@key.command("revoke")
+@click.option("--org", "org_name", required=True)
+@click.argument("prefix")
+def key_revoke(org_name: str, prefix: str) -> None:
+    """Revoke the org's key whose displayed prefix (or id) is PREFIX."""
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            o = accounts.org_by_name(session, org_name)
+            cond = ApiKey.id == int(prefix) if prefix.isdigit() else ApiKey.prefix == prefix
+            k = session.scalar(select(ApiKey).where(ApiKey.org_id == o.id, cond))
+            if k is None:
+                raise accounts.AccountError(f"no key {prefix} in org {org_name}")
+            accounts.revoke_key(session, k)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    click.echo(f"revoked {prefix}")
+
+
+@key.command("list")
+@click.option("--org", "org_name", required=True)
+def key_list(org_name: str) -> None:
+    """Keys of an org: id, prefix, name, scope, state (never the secret)."""
+    _ready_app()
+    with db.session_scope() as session:
+        try:
+            o = accounts.org_by_name(session, org_name)
+        except accounts.AccountError as e:
+            _fail(str(e))
+        for k in session.scalars(select(ApiKey).where(ApiKey.org_id == o.id).order_by(ApiKey.id)):
+            state = "revoked" if k.revoked_at else "active"
+            click.echo(f"{k.id}\t{k.prefix}\t{k.name or '-'}\t{k.scope}\t{state}")
+
+
+@cli.command("check-config")
+@click.argument("path")
+def check_config(path: str) -> None:
+    """Validate a GATEWAY_CONFIG file without applying it."""
+    from pathlib import Path
+
+    from gateway import seed
+
+    try:
+        config = seed.load_file(Path(path))
+    except seed.ConfigError as e:
+        _fail(str(e))
+    click.echo(f"ok: {len(config.get('providers', []))} providers, {len(config.get('models', []))} models")
+
+
+@cli.command("db-revision", hidden=True)
+@click.argument("message")
+def db_revision(message: str) -> None:
+    """Developers: autogenerate a schema migration from the models."""
+    from gateway import migrate
+
+    _app()
+    migrate.revision(message)

@@ -1,0 +1,103 @@
+"""Engine (SQLite pragmas), sessionmaker, session_scope(), init_app.
+
+Under gevent a SQLite lock wait blocks every greenlet, so writes from request handlers never
+happen: the ledger writer and admin actions are short transactions; `write_lock` serialises
+the writers of this process cooperatively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import Flask, g
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.settings import Settings
+
+_engine: Engine | None = None
+SessionLocal = sessionmaker(expire_on_commit=False)
+
+
+class _WriteLock:
+    """A process-wide lock for SQLite writers; a gevent lock once gevent is in use."""
+
+    def __init__(self) -> None:
+        self._lock = None
+
+    def __enter__(self):
+        if self._lock is None:
+            from gevent.lock import BoundedSemaphore
+
+            self._lock = BoundedSemaphore(1)
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
+write_lock = _WriteLock()
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(conn, _record) -> None:
+            cur = conn.cursor()
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def init_engine(settings: Settings) -> Engine:
+    global _engine
+    if _engine is not None:
+        _engine.dispose()
+    _engine = make_engine(settings)
+    SessionLocal.configure(bind=_engine)
+    return _engine
+
+
+def engine() -> Engine:
+    assert _engine is not None, "database not initialised"
+    return _engine
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A short transaction: commit on success, roll back on error."""
+    session = SessionLocal()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def request_session() -> Session:
+    """The admin views' session, on `g`, closed at teardown."""
+    if "db" not in g:
+        g.db = SessionLocal()
+    return g.db
+
+
+def _close(_exc: BaseException | None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
+
+def init_app(app: Flask) -> None:
+    init_engine(app.extensions["settings"])
+    app.teardown_appcontext(_close)

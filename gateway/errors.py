@@ -1,0 +1,135 @@
+"""GatewayError catalogue: status, type and code in one place, rendered per client dialect.
+
+OpenAI routes get `{"error": {message, type, param, code}}`; Anthropic routes get
+`{"type": "error", "error": {type, message}}`. Type strings follow each provider's error reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "api_error"  # OpenAI dialect
+    anthropic_type = "api_error"
+    code: str | None = None
+    retryable = False
+
+    def __init__(self, message: str, param: str | None = None, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+class InvalidRequest(GatewayError):
+    status, type, anthropic_type = 400, "invalid_request_error", "invalid_request_error"
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
+
+
+class MissingApiKey(GatewayError):
+    status, type, anthropic_type, code = 401, "invalid_request_error", "authentication_error", "missing_api_key"
+
+
+class InvalidApiKey(GatewayError):
+    status, type, anthropic_type, code = 401, "invalid_request_error", "authentication_error", "invalid_api_key"
+
+
+class InsufficientCredits(GatewayError):
+    status, type, anthropic_type, code = 402, "insufficient_quota", "billing_error", "insufficient_credits"
+
+
+class PermissionDenied(GatewayError):
+    status, type, anthropic_type, code = 403, "permission_error", "permission_error", "insufficient_scope"
+
+
+class ModelNotFound(GatewayError):
+    status, type, anthropic_type, code = 404, "invalid_request_error", "not_found_error", "model_not_found"
+
+
+class NotFound(GatewayError):
+    status, type, anthropic_type, code = 404, "invalid_request_error", "not_found_error", "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, type, anthropic_type, code = 405, "invalid_request_error", "invalid_request_error", "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status, type, anthropic_type, code = 413, "invalid_request_error", "request_too_large", "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status, type, anthropic_type, code = 429, "rate_limit_error", "rate_limit_error", "rate_limit_exceeded"
+
+
+class InternalError(GatewayError):
+    status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
+
+
+class UpstreamError(GatewayError):
+    """An upstream failure, mapped: the provider's raw body never reaches the client.
+
+    `retryable` tells dispatch whether the next route may be tried.
+    """
+
+    status, type, anthropic_type, code = 502, "api_error", "api_error", "upstream_error"
+
+    def __init__(self, message: str, *, status: int = 502, retryable: bool = True,
+                 upstream_status: int | None = None, retry_after: float | None = None,
+                 type: str | None = None, anthropic_type: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        if type:
+            self.type = type
+        if anthropic_type:
+            self.anthropic_type = anthropic_type
+        if code:
+            self.code = code
+
+
+class UpstreamTimeout(UpstreamError):
+    type, anthropic_type, code = "timeout_error", "timeout_error", "upstream_timeout"
+
+    def __init__(self, message: str = "The upstream provider timed out.") -> None:
+        super().__init__(message, status=504, retryable=True)
+
+
+def as_openai(e: GatewayError) -> dict[str, Any]:
+    return {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
+
+
+def as_anthropic(e: GatewayError) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": e.anthropic_type, "message": e.message}}
+
+
+RENDERERS = {"openai": as_openai, "anthropic": as_anthropic}
+
+
+def render(e: GatewayError, dialect: str) -> dict[str, Any]:
+    return RENDERERS.get(dialect, as_openai)(e)
+
+
+# Upstream HTTP status -> (gateway status, retryable). 4xx from the client's own request are
+# passed on with their status; auth problems with our provider key become 502 (not the client's fault).
+def classify_upstream_status(status: int) -> tuple[int, bool]:
+    if status in (401, 403):
+        return 502, True
+    if status == 429:
+        return 429, True
+    if status == 408:
+        return 504, True
+    if status == 404:  # the route's upstream model is gone: a config problem, try the next route
+        return 502, True
+    if status in (400, 409, 413, 422):
+        return (400 if status in (409, 422) else status), False
+    if status >= 500:
+        return 502, True
+    return 502, False

@@ -1,0 +1,44 @@
+"""Scheduler: periodic housekeeping (rollups, retention, reconciliation and batch polling come later)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import Flask
+from sqlalchemy import delete
+
+from gateway import db
+from gateway.models import ChangeEvent, utcnow
+
+log = logging.getLogger(__name__)
+
+_scheduler = None
+
+
+def prune_change_events() -> None:
+    """Change events only need to outlive the slowest poller; keep a day."""
+    with db.write_lock, db.session_scope() as session:
+        session.execute(delete(ChangeEvent).where(ChangeEvent.created_at < utcnow() - timedelta(days=1)))
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["jobs"] = [prune_change_events]
+
+
+def start(app: Flask) -> None:
+    global _scheduler
+    if not app.extensions["settings"].start_jobs or _scheduler is not None:
+        return
+    from apscheduler.schedulers.gevent import GeventScheduler
+
+    _scheduler = GeventScheduler(timezone="UTC")
+    _scheduler.add_job(prune_change_events, "interval", hours=1, id="prune_change_events")
+    _scheduler.start()
+
+
+def stop() -> None:
+    global _scheduler
+    if _scheduler is not None:
+        _scheduler.shutdown(wait=False)
+        _scheduler = None

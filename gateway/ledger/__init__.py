@@ -1,0 +1,1 @@
+"""The ledger: pricing and the single batched writer."""

@@ -1,0 +1,170 @@
+"""The single ledger writer: queued rows, batched inserts, credits settled, flush on shutdown.
+
+Requests never write to the database: `enqueue()` holds the charge against the org's in-memory
+balance and puts the row on a queue. One greenlet drains the queue in batches, inserts the rows
+and deducts the charges in one short transaction, then polls for admin changes (memo.py), so
+balance reloads and commits never interleave. A batch that cannot be written is retried, then
+spilled to `instance/ledger-spill.jsonl` and replayed at the next start: rows are never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import gevent
+import orjson
+from flask import Flask
+from gevent.lock import Semaphore
+from gevent.queue import Empty, Queue
+from sqlalchemy import insert, select, update
+
+from gateway import db
+from gateway.memo import MEMO
+from gateway.models import LedgerEntry, Org, utcnow
+
+log = logging.getLogger(__name__)
+
+RETRIES = 3
+
+
+class LedgerWriter:
+    def __init__(self) -> None:
+        self.queue: Queue = Queue()
+        self.batch_size = 500
+        self.interval = 0.25
+        self.spill_path: Path | None = None
+        self._cycle_lock = Semaphore(1)
+        self._greenlet: gevent.Greenlet | None = None
+        self._stopping = False
+
+    def init_app(self, app: Flask) -> None:
+        settings = app.extensions["settings"]
+        self.batch_size = settings.ledger_batch_size
+        self.interval = settings.sync_interval
+        self.spill_path = settings.instance / "ledger-spill.jsonl"
+        app.extensions["ledger_writer"] = self
+
+    # ---- request side ----------------------------------------------------------------------
+    def enqueue(self, row: dict[str, Any]) -> None:
+        row.setdefault("created_at", utcnow())
+        MEMO.hold(row["org_id"], row["charge_micros"])
+        self.queue.put(row)
+
+    # ---- writer side -----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._greenlet is None or self._greenlet.dead:
+            self._stopping = False
+            self.replay_spill()
+            self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        """Stop the loop and write everything still queued (graceful shutdown)."""
+        self._stopping = True
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=5)
+            self._greenlet = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write every queued row now and pick up admin changes; returns when the queue is empty."""
+        while True:
+            with self._cycle_lock:
+                batch = self._take(block=False)
+                if batch:
+                    self._write(batch)
+                self._sync()
+            if self.queue.empty():
+                return
+
+    def _run(self) -> None:
+        while not self._stopping:
+            batch = self._take(block=True)
+            with self._cycle_lock:
+                if batch:
+                    self._write(batch)
+                self._sync()
+
+    def _take(self, block: bool) -> list[dict]:
+        batch: list[dict] = []
+        try:
+            batch.append(self.queue.get(block=block, timeout=self.interval if block else None))
+        except Empty:
+            return batch
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self.queue.get_nowait())
+            except Empty:
+                break
+        return batch
+
+    def _sync(self) -> None:
+        try:
+            with db.session_scope() as session:
+                MEMO.poll(session)
+        except Exception:
+            log.exception("config sync failed; will retry")
+
+    def _write(self, batch: list[dict]) -> None:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                self._insert(batch)
+                return
+            except Exception:
+                log.exception("ledger batch of %d rows failed (attempt %d)", len(batch), attempt)
+                gevent.sleep(0.05 * attempt)
+        self._spill(batch)
+
+    def _insert(self, batch: list[dict]) -> None:
+        charges: dict[int, int] = defaultdict(int)
+        for row in batch:
+            charges[row["org_id"]] += row["charge_micros"]
+        with db.write_lock, db.session_scope() as session:
+            session.execute(insert(LedgerEntry), batch)
+            for org_id, micros in charges.items():
+                if micros:
+                    session.execute(
+                        update(Org).where(Org.id == org_id).values(credits_micros=Org.credits_micros - micros)
+                    )
+            balances = dict(session.execute(
+                select(Org.id, Org.credits_micros).where(Org.id.in_(list(charges)))
+            ).tuples().all())
+        MEMO.committed_charges(charges, balances)
+
+    def _spill(self, batch: list[dict]) -> None:
+        assert self.spill_path is not None
+        with self.spill_path.open("ab") as fh:
+            for row in batch:
+                fh.write(orjson.dumps(row, default=str) + b"\n")
+        log.error("spilled %d ledger rows to %s; they are replayed at the next start", len(batch), self.spill_path)
+
+    def replay_spill(self) -> None:
+        if self.spill_path is None or not self.spill_path.exists():
+            return
+        from datetime import datetime
+
+        rows = []
+        for line in self.spill_path.read_bytes().splitlines():
+            if line.strip():
+                row = orjson.loads(line)
+                row["created_at"] = datetime.fromisoformat(row["created_at"])
+                rows.append(row)
+        known = set()
+        with db.session_scope() as session:
+            ids = [r["request_id"] for r in rows]
+            for i in range(0, len(ids), 500):
+                known.update(session.scalars(
+                    select(LedgerEntry.request_id).where(LedgerEntry.request_id.in_(ids[i:i + 500]))
+                ))
+        fresh = [r for r in rows if r["request_id"] not in known]
+        for row in fresh:
+            MEMO.hold(row["org_id"], row["charge_micros"])
+        if fresh:
+            self._insert(fresh)
+        self.spill_path.unlink()
+        log.warning("replayed %d spilled ledger rows", len(fresh))
+
+
+WRITER = LedgerWriter()

@@ -1,0 +1,206 @@
+"""In-memory maps for keys, config and org balances, refreshed when an admin write is seen.
+
+The hot path reads only from here. Every admin write (console or CLI, in any process) appends a
+ChangeEvent; the sync loop (ledger/writer.py) polls for new events and reloads the topics named.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway import crypto
+from gateway.models import Alias, ApiKey, ChangeEvent, Fallback, Model, Org, Provider, Route
+from gateway.settings import environ_value
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("keys", "catalog", "orgs")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: int
+    org_id: int
+    org_name: str
+    scope: str
+    key_name: str = ""
+    user_id: int | None = None
+    app_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    id: int
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None = field(repr=False)  # decrypted, memory only
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    id: int
+    model_slug: str
+    provider: ProviderInfo
+    upstream_model: str
+    input_micros_per_mtok: int
+    output_micros_per_mtok: int
+    cached_input_micros_per_mtok: int | None
+    context_window: int | None
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    slug: str
+    context_window: int | None
+    max_output_tokens: int | None
+    routes: tuple[RouteInfo, ...]
+
+    @property
+    def reference(self) -> RouteInfo | None:
+        return self.routes[0] if self.routes else None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+    aliases: dict[tuple[int | None, str], str] = field(default_factory=dict)  # (org_id|None, name)
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    providers: dict[str, ProviderInfo] = field(default_factory=dict)
+
+    def resolve(self, name: str, org_id: int | None = None) -> ModelInfo | None:
+        """Alias (the org's first, then global) -> slug -> model; None if unknown."""
+        target = self.aliases.get((org_id, name)) or self.aliases.get((None, name)) or name
+        return self.models.get(target)
+
+
+class Memo:
+    def __init__(self) -> None:
+        self.keys: dict[str, Principal] = {}
+        self.catalog = Catalog()
+        self.org_names: dict[int, str] = {}
+        # Balance = committed credits (as last read from the database) minus charges queued for
+        # the ledger writer but not yet committed. The writer moves amounts from one to the other.
+        self.committed: dict[int, int] = {}
+        self.uncommitted: dict[int, int] = {}
+        self.last_event_id = 0
+        self.loaded = False
+        self._cipher_key: bytes | None = None
+
+    # ---- hot path reads -------------------------------------------------------------------
+    def principal(self, digest: str) -> Principal | None:
+        return self.keys.get(digest)
+
+    def balance(self, org_id: int) -> int:
+        return self.committed.get(org_id, 0) - self.uncommitted.get(org_id, 0)
+
+    def hold(self, org_id: int, micros: int) -> None:
+        """A charge has been queued for the ledger: count it against the balance at once."""
+        self.uncommitted[org_id] = self.uncommitted.get(org_id, 0) + micros
+
+    def committed_charges(self, charges: dict[int, int], balances: dict[int, int]) -> None:
+        """The writer committed these charges; `balances` are the database values after commit."""
+        for org_id, micros in charges.items():
+            self.uncommitted[org_id] = self.uncommitted.get(org_id, 0) - micros
+        self.committed.update(balances)
+
+    # ---- loading ----------------------------------------------------------------------------
+    def configure(self, secret_key: str) -> None:
+        self._cipher_key = crypto.derive_key(secret_key)
+
+    def load_all(self, session: Session) -> None:
+        self.last_event_id = session.scalar(select(func.max(ChangeEvent.id))) or 0
+        for topic in TOPICS:
+            self.reload(session, topic)
+        self.loaded = True
+
+    def poll(self, session: Session) -> set[str]:
+        """Reload topics with change events newer than the last seen; returns what changed."""
+        rows = session.execute(
+            select(ChangeEvent.id, ChangeEvent.topic).where(ChangeEvent.id > self.last_event_id)
+        ).all()
+        if not rows:
+            return set()
+        topics = {topic for _, topic in rows}
+        self.last_event_id = max(i for i, _ in rows)
+        for topic in topics:
+            self.reload(session, topic)
+        return topics
+
+    def reload(self, session: Session, topic: str) -> None:
+        if topic == "keys":
+            self._load_keys(session)
+        elif topic == "catalog":
+            self._load_catalog(session)
+        elif topic == "orgs":
+            self._load_orgs(session)
+            self._load_keys(session)  # principals carry the org name
+
+    def _load_orgs(self, session: Session) -> None:
+        rows = session.execute(select(Org.id, Org.name, Org.credits_micros)).all()
+        self.org_names = {r.id: r.name for r in rows}
+        self.committed = {r.id: r.credits_micros for r in rows}
+
+    def _load_keys(self, session: Session) -> None:
+        if not self.org_names:
+            self.org_names = dict(session.execute(select(Org.id, Org.name)).tuples().all())
+        rows = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all()
+        self.keys = {
+            k.digest: Principal(k.id, k.org_id, self.org_names.get(k.org_id, ""), k.scope, k.name, k.user_id, k.app_id)
+            for k in rows
+        }
+
+    def _load_catalog(self, session: Session) -> None:
+        providers = {p.id: self._provider_info(p) for p in session.scalars(select(Provider)).all()}
+        routes: dict[int, list[RouteInfo]] = {}
+        models = session.scalars(select(Model)).all()
+        slugs = {m.id: m.slug for m in models}
+        for r in session.scalars(select(Route).order_by(Route.model_id, Route.position, Route.id)).all():
+            provider = providers.get(r.provider_id)
+            if provider is None or not provider.enabled:
+                continue
+            routes.setdefault(r.model_id, []).append(RouteInfo(
+                r.id, slugs[r.model_id], provider, r.upstream_model, r.input_micros_per_mtok,
+                r.output_micros_per_mtok, r.cached_input_micros_per_mtok, r.context_window, r.position,
+            ))
+        self.catalog = Catalog(
+            models={m.slug: ModelInfo(m.slug, m.context_window, m.max_output_tokens, tuple(routes.get(m.id, ())))
+                    for m in models},
+            aliases={(a.org_id, a.name): a.target for a in session.scalars(select(Alias)).all()},
+            fallbacks={f.model_slug: tuple(orjson.loads(f.chain)) for f in session.scalars(select(Fallback)).all()},
+            providers={p.name: p for p in providers.values()},
+        )
+
+    def _provider_info(self, p: Provider) -> ProviderInfo:
+        api_key = None
+        if p.api_key_enc:
+            try:
+                api_key = crypto.decrypt(self._cipher_key or b"", p.api_key_enc, aad=p.name.encode())
+            except Exception:  # wrong GATEWAY_SECRET_KEY: the route fails upstream, the process stays up
+                log.error("provider %s: stored key cannot be decrypted with this secret key", p.name)
+        elif p.api_key_env:
+            api_key = environ_value(p.api_key_env)
+        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled)
+
+
+def announce(session: Session, *topics: str) -> None:
+    """Record that `topics` changed, so every server process reloads them (call inside the write)."""
+    for topic in topics:
+        assert topic in TOPICS, topic
+        session.add(ChangeEvent(topic=topic))
+
+
+def snapshot(memo: Memo) -> dict[str, Any]:
+    """A summary for /readyz and the console."""
+    return {"keys": len(memo.keys), "models": len(memo.catalog.models), "orgs": len(memo.org_names)}
+
+
+MEMO = Memo()

@@ -1,0 +1,48 @@
+"""Ledger: one row per inference request, with benchmark cost, charge and saving."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.models.base import Base, BigInt, utcnow
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entry"
+    __table_args__ = (
+        Index("ix_ledger_org_created", "org_id", "created_at"),
+        Index("ix_ledger_created", "created_at"),
+        Index("ix_ledger_model_created", "requested_model", "created_at"),
+        Index("ix_ledger_status_created", "status", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id"))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    app_id: Mapped[int | None] = mapped_column(Integer)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    requested_model: Mapped[str] = mapped_column(String(160), default="")
+    model: Mapped[str] = mapped_column(String(160), default="")  # resolved slug
+    provider: Mapped[str] = mapped_column(String(64), default="")
+    upstream_model: Mapped[str] = mapped_column(String(160), default="")
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    saved_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    saved_by: Mapped[str] = mapped_column(String(64), default="")  # mechanism -> micros, "k=v,..."
+    cache: Mapped[str] = mapped_column(String(16), default="miss")
+    status: Mapped[int] = mapped_column(Integer)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    ttfb_ms: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

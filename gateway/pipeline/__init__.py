@@ -1,0 +1,91 @@
+"""The hot path as one ordered list of stages, and run(ctx).
+
+A stage is a module with `name`, `enforcing`, `before(ctx)` and `after(ctx, reply)`. `before` may
+return a reply (a cache hit), which skips the rest and the provider call. `after` runs in reverse
+order for the stages whose `before` ran: on success, on error, and for streams when the stream ends
+(or the client goes away). Enforcing stages fail closed; advisory ones are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from types import ModuleType
+
+from gateway.errors import GatewayError, InternalError
+from gateway.pipeline import auth, decode, gate, meter, route
+from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.dispatch import dispatch
+
+log = logging.getLogger(__name__)
+
+Stage = ModuleType
+STAGES: list[Stage] = [auth, decode, route, gate]
+
+
+def run(ctx: RequestContext) -> Reply:
+    """Run the stages and the provider call. Errors come back as GatewayError, already recorded."""
+    ran: list[Stage] = []
+    reply: Reply | None = None
+    try:
+        for stage in STAGES:
+            ran.append(stage)
+            if (reply := _before(stage, ctx)) is not None:
+                break
+        else:
+            reply = dispatch(ctx)
+    except GatewayError as e:
+        ctx.fail(e)
+        _finish(ctx, ran, None)
+        raise
+    except Exception as e:
+        log.exception("request %s failed", ctx.request_id)
+        err = InternalError("The server had an error while processing your request.")
+        ctx.fail(err)
+        _finish(ctx, ran, None)
+        raise err from e
+    if reply.chunks is not None:
+        reply.chunks = _finishing(ctx, ran, reply, reply.chunks)
+    else:
+        meter.price(ctx)
+        _finish(ctx, ran, reply)
+    return reply
+
+
+def _before(stage: Stage, ctx: RequestContext) -> Reply | None:
+    try:
+        return stage.before(ctx)
+    except Exception:
+        if stage.enforcing:
+            raise
+        log.warning("advisory stage %s skipped", stage.name, exc_info=True)
+        return None
+
+
+def _finish(ctx: RequestContext, ran: list[Stage], reply: Reply | None) -> None:
+    for stage in reversed(ran):
+        try:
+            stage.after(ctx, reply)
+        except Exception:
+            log.warning("stage %s after() failed", stage.name, exc_info=True)
+    meter.record(ctx)
+
+
+def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Relay a stream; at its end (or the client's disconnect) price it and record its row.
+
+    A clean end is followed by an SSE comment with the final cost, which SSE clients ignore.
+    """
+    completed = False
+    try:
+        yield from chunks
+        completed = True
+    except GeneratorExit:
+        if ctx.error is None:
+            ctx.status = 499  # client closed the connection mid-stream
+        raise
+    finally:
+        meter.price(ctx)
+        _finish(ctx, ran, reply)
+    if completed:
+        yield meter.cost_trailer(ctx)

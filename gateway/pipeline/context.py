@@ -1,0 +1,74 @@
+"""RequestContext: principal, request, route plan, decisions, timings and usage of one call."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.memo import ModelInfo, Principal, RouteInfo
+from gateway.wire.canonical import Usage
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the pipeline answers: a whole body, or chunks relayed as they arrive."""
+
+    status: int = 200
+    body: bytes | None = None
+    chunks: Iterator[bytes] | None = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_stream(self) -> bool:
+        return self.chunks is not None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    endpoint: str  # e.g. "chat.completions"
+    dialect: str  # "openai" | "anthropic": the error shape and stream framing the client expects
+    raw: bytes
+    headers: Mapping[str, str]
+    raw_key: str | None
+    request_id: str = field(default_factory=new_request_id)
+    started: float = field(default_factory=time.perf_counter)
+    body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    principal: Principal | None = None
+    requested_model: str = ""
+    model: ModelInfo | None = None
+    plan: list[RouteInfo] = field(default_factory=list)
+    route: RouteInfo | None = None
+    attempts: int = 0
+    usage: Usage = field(default_factory=Usage)
+    usage_estimated: bool = False
+    status: int = 200
+    error: GatewayError | None = None
+    first_byte_at: float | None = None
+    cache: str = "miss"
+    saved: dict[str, int] = field(default_factory=dict)  # mechanism -> micro-dollars
+    benchmark_micros: int = 0
+    charge_micros: int = 0
+    recorded: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-private state
+
+    def fail(self, error: GatewayError) -> None:
+        self.error = error
+        self.status = error.status
+
+    def mark_first_byte(self) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.perf_counter()
+
+    @property
+    def saved_micros(self) -> int:
+        return self.benchmark_micros - self.charge_micros

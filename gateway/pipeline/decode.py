@@ -1,0 +1,32 @@
+"""Decode: parse and check the body once, in the client's dialect (enforcing)."""
+
+from __future__ import annotations
+
+import orjson
+
+from gateway.errors import InvalidJSON
+from gateway.pipeline.context import Reply, RequestContext
+from gateway.wire import openai_chat
+
+name, enforcing = "decode", True
+
+CHECKS = {
+    "chat.completions": openai_chat.check_request,
+}
+
+
+def before(ctx: RequestContext) -> Reply | None:
+    try:
+        ctx.body = orjson.loads(ctx.raw)
+    except orjson.JSONDecodeError:
+        raise InvalidJSON(
+            "We could not parse the JSON body of your request. The body must be valid JSON."
+        ) from None
+    CHECKS[ctx.endpoint](ctx.body)
+    ctx.requested_model = ctx.body["model"]
+    ctx.stream = bool(ctx.body.get("stream"))
+    return None
+
+
+def after(ctx: RequestContext, reply: Reply | None) -> None:
+    return None

@@ -1,0 +1,105 @@
+"""Meter: price usage into benchmark / charge / saved, and enqueue the request's one ledger row."""
+
+from __future__ import annotations
+
+import time
+
+from gateway.ledger import pricing
+from gateway.ledger.writer import WRITER
+from gateway.pipeline.context import RequestContext
+from gateway.wire import sse
+from gateway.wire.canonical import Usage
+
+
+def price(ctx: RequestContext) -> None:
+    """Benchmark: the requested model's reference route at list price. Charge: the route used."""
+    ctx.saved.pop("routing", None)
+    reference = ctx.model.reference if ctx.model else None
+    ctx.benchmark_micros = pricing.list_price_micros(reference, ctx.usage)
+    if ctx.cache == "miss":
+        ctx.charge_micros = pricing.cost_micros(ctx.route, ctx.usage)
+    provider_cache = pricing.list_price_micros(ctx.route, ctx.usage) - pricing.cost_micros(ctx.route, ctx.usage)
+    if provider_cache and ctx.cache == "miss":
+        ctx.saved["provider_cache"] = provider_cache
+    routing = ctx.saved_micros - sum(ctx.saved.values())
+    if routing:
+        ctx.saved["routing"] = routing
+
+
+def cost_headers(ctx: RequestContext) -> dict[str, str]:
+    """Final figures for a whole reply. A live stream's headers leave before its usage is known:
+    they carry an estimate (`x-gateway-cost-status: estimate`) and the stream ends with the final
+    figures in an SSE comment (see cost_trailer)."""
+    return {
+        "x-gateway-cost-status": "final",
+        "x-request-id": ctx.request_id,
+        "x-gateway-benchmark-cost": pricing.usd(ctx.benchmark_micros),
+        "x-gateway-charge": pricing.usd(ctx.charge_micros),
+        "x-gateway-saved": pricing.usd(ctx.saved_micros),
+        "x-gateway-cache": ctx.cache,
+    }
+
+
+def estimate(ctx: RequestContext) -> dict[str, str]:
+    """Headers for a live stream: the prompt side priced from a byte-count estimate."""
+    usage = Usage(input_tokens=len(ctx.raw) // 4)
+    reference = ctx.model.reference if ctx.model else None
+    benchmark = pricing.list_price_micros(reference, usage)
+    charge = pricing.cost_micros(ctx.route, usage)
+    return {
+        "x-gateway-cost-status": "estimate",
+        "x-request-id": ctx.request_id,
+        "x-gateway-benchmark-cost": pricing.usd(benchmark),
+        "x-gateway-charge": pricing.usd(charge),
+        "x-gateway-saved": pricing.usd(benchmark - charge),
+        "x-gateway-cache": ctx.cache,
+    }
+
+
+def cost_trailer(ctx: RequestContext) -> bytes:
+    return sse.comment(
+        f"gateway-cost request_id={ctx.request_id} benchmark={pricing.usd(ctx.benchmark_micros)} "
+        f"charge={pricing.usd(ctx.charge_micros)} saved={pricing.usd(ctx.saved_micros)} cache={ctx.cache}"
+    )
+
+
+def record(ctx: RequestContext) -> None:
+    """Queue exactly one ledger row for an authenticated request (no-op on a second call)."""
+    if ctx.recorded or ctx.principal is None:
+        return
+    ctx.recorded = True
+    if ctx.error is not None and ctx.usage.total == 0:
+        ctx.benchmark_micros = ctx.charge_micros = 0
+        ctx.saved.clear()
+    p = ctx.principal
+    now = time.perf_counter()
+    route = ctx.route
+    err = ctx.error
+    WRITER.enqueue({
+        "request_id": ctx.request_id,
+        "org_id": p.org_id,
+        "key_id": p.key_id,
+        "user_id": p.user_id,
+        "app_id": p.app_id,
+        "endpoint": ctx.endpoint,
+        "requested_model": ctx.requested_model[:160],
+        "model": ctx.model.slug if ctx.model else "",
+        "provider": route.provider.name if route else "",
+        "upstream_model": route.upstream_model if route else "",
+        "stream": ctx.stream,
+        "input_tokens": ctx.usage.input_tokens,
+        "output_tokens": ctx.usage.output_tokens,
+        "cached_tokens": ctx.usage.cached_tokens,
+        "cache_write_tokens": ctx.usage.cache_write_tokens,
+        "benchmark_micros": ctx.benchmark_micros,
+        "charge_micros": ctx.charge_micros,
+        "saved_micros": ctx.saved_micros,
+        "saved_by": ",".join(f"{k}={v}" for k, v in ctx.saved.items() if v)[:64],
+        "cache": ctx.cache,
+        "status": ctx.status,
+        "error_type": err.type if err else None,
+        "error_message": err.message[:500] if err else None,
+        "latency_ms": int((now - ctx.started) * 1000),
+        "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
+        "attempts": ctx.attempts,
+    })

@@ -1,0 +1,1 @@
+"""Provider adapters: one module per upstream wire format, chosen by the provider's `kind`."""

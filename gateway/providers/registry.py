@@ -1,0 +1,24 @@
+"""Provider kind -> adapter module."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from gateway.errors import UpstreamError
+from gateway.providers import openai
+
+ADAPTERS: dict[str, ModuleType] = {
+    "openai": openai,
+    "openrouter": openai,  # OpenAI-compatible wire format
+}
+
+
+def kinds() -> frozenset[str]:
+    return frozenset(ADAPTERS)
+
+
+def adapter(kind: str) -> ModuleType:
+    try:
+        return ADAPTERS[kind]
+    except KeyError:
+        raise UpstreamError(f"No adapter for provider kind '{kind}'.", retryable=True) from None

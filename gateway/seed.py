@@ -1,0 +1,203 @@
+"""Upserts providers, models, aliases and fallbacks from the GATEWAY_CONFIG YAML.
+
+The file is checked against a schema before anything is written: an unknown key or a bad value
+stops the start with a message naming the file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from gateway import crypto
+from gateway.ledger.pricing import usd_to_micros
+from gateway.memo import announce
+from gateway.models import Alias, Fallback, Model, Provider, Route
+
+DEFAULT_CATALOG = Path(__file__).resolve().parent / "default_catalog.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# ---- schema ------------------------------------------------------------------------------------
+# A field is (type, required). Types: str, int, number, bool, list-of-X, map-of-X, or a nested dict.
+
+@dataclass(frozen=True)
+class F:
+    type: Any
+    required: bool = False
+
+
+ROUTE = {
+    "provider": F(str, True), "upstream_model": F(str, True),
+    "input_per_mtok": F("number", True), "output_per_mtok": F("number", True),
+    "cached_input_per_mtok": F("number"), "context_window": F(int),
+}
+MODEL = {"slug": F(str, True), "routes": F([ROUTE], True), "context_window": F(int), "max_output_tokens": F(int)}
+PROVIDER = {"name": F(str, True), "kind": F(str, True), "base_url": F(str, True), "api_key": F(str),
+            "api_key_env": F(str), "enabled": F(bool)}
+ROOT_SCHEMA = {
+    "providers": F([PROVIDER]), "models": F([MODEL]), "aliases": F({"*": str}), "fallbacks": F({"*": [str]}),
+}
+
+
+def _where(node: yaml.Node, source: str) -> str:
+    return f"{source}, line {node.start_mark.line + 1}"
+
+
+def _check(node: yaml.Node, schema: Any, source: str, path: str) -> Any:
+    """Validate a composed YAML node against `schema`, returning plain Python values."""
+    if isinstance(schema, dict) and "*" in schema:  # a mapping of free keys
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError(f"{_where(node, source)}: '{path}' must be a mapping")
+        return {_scalar(k, str, source, f"{path} key"): _check(v, schema["*"], source, f"{path}.{k.value}")
+                for k, v in node.value}
+    if isinstance(schema, dict):
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError(f"{_where(node, source)}: '{path}' must be a mapping")
+        out = {}
+        for k, v in node.value:
+            key = _scalar(k, str, source, f"{path} key")
+            if key not in schema:
+                raise ConfigError(f"{_where(k, source)}: unknown key '{key}' in {path or 'the top level'}"
+                                  f" (expected one of: {', '.join(schema)})")
+            out[key] = _check(v, schema[key].type, source, f"{path}.{key}".strip("."))
+        for key, field in schema.items():
+            if field.required and key not in out:
+                raise ConfigError(f"{_where(node, source)}: '{path}' is missing required key '{key}'")
+        return out
+    if isinstance(schema, list):
+        if not isinstance(node, yaml.SequenceNode):
+            raise ConfigError(f"{_where(node, source)}: '{path}' must be a list")
+        return [_check(item, schema[0], source, f"{path}[{i}]") for i, item in enumerate(node.value)]
+    return _scalar(node, schema, source, path)
+
+
+def _scalar(node: yaml.Node, typ: Any, source: str, path: str) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        raise ConfigError(f"{_where(node, source)}: '{path}' must be a single value")
+    value = yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+    ok = {
+        str: lambda v: isinstance(v, str) and v != "",
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        bool: lambda v: isinstance(v, bool),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+    }[typ](value)
+    if not ok:
+        expected = {str: "a non-empty string", int: "a positive integer", bool: "true or false",
+                    "number": "a non-negative number"}[typ]
+        raise ConfigError(f"{_where(node, source)}: '{path}' must be {expected}, got {node.value!r}")
+    return value
+
+
+def parse(text: str, source: str = "config") -> dict[str, Any]:
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}") from None
+    if node is None:
+        return {}
+    config = _check(node, ROOT_SCHEMA, source, "")
+    _check_references(config, source)
+    return config
+
+
+def _check_references(config: dict[str, Any], source: str) -> None:
+    from gateway.providers.registry import kinds
+
+    names = {p["name"] for p in config.get("providers", [])}
+    for p in config.get("providers", []):
+        if p["kind"] not in kinds():
+            raise ConfigError(f"{source}: provider '{p['name']}' has unknown kind '{p['kind']}'"
+                              f" (known: {', '.join(sorted(kinds()))})")
+        if "api_key" in p and "api_key_env" in p:
+            raise ConfigError(f"{source}: provider '{p['name']}' sets both api_key and api_key_env")
+    for m in config.get("models", []):
+        for r in m["routes"]:
+            if r["provider"] not in names:
+                raise ConfigError(f"{source}: model '{m['slug']}' routes to provider '{r['provider']}',"
+                                  " which is not in providers (config providers must be declared in the same file)")
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read GATEWAY_CONFIG {path}: {e.strerror}") from None
+    return parse(text, str(path))
+
+
+# ---- apply -------------------------------------------------------------------------------------
+
+def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
+    """Upsert everything in `config` (one transaction, caller commits)."""
+    cipher = crypto.derive_key(secret_key)
+    providers = {p.name: p for p in session.scalars(select(Provider)).all()}
+    for spec in config.get("providers", []):
+        p = providers.get(spec["name"]) or Provider(name=spec["name"])
+        p.kind, p.base_url = spec["kind"], spec["base_url"].rstrip("/")
+        p.enabled = spec.get("enabled", True)
+        if "api_key" in spec:
+            p.api_key_enc, p.api_key_env = crypto.encrypt(cipher, spec["api_key"], aad=p.name.encode()), None
+        elif "api_key_env" in spec:
+            p.api_key_enc, p.api_key_env = None, spec["api_key_env"]
+        session.add(p)
+        providers[p.name] = p
+    session.flush()
+    for spec in config.get("models", []):
+        model = session.scalar(select(Model).where(Model.slug == spec["slug"])) or Model(slug=spec["slug"])
+        model.context_window = spec.get("context_window")
+        model.max_output_tokens = spec.get("max_output_tokens")
+        session.add(model)
+        session.flush()
+        session.execute(delete(Route).where(Route.model_id == model.id))
+        for position, r in enumerate(spec["routes"]):
+            cached = r.get("cached_input_per_mtok")
+            session.add(Route(
+                model_id=model.id, provider_id=providers[r["provider"]].id, upstream_model=r["upstream_model"],
+                input_micros_per_mtok=usd_to_micros(r["input_per_mtok"]),
+                output_micros_per_mtok=usd_to_micros(r["output_per_mtok"]),
+                cached_input_micros_per_mtok=None if cached is None else usd_to_micros(cached),
+                context_window=r.get("context_window") or spec.get("context_window"), position=position,
+            ))
+    for name, target in config.get("aliases", {}).items():
+        alias = session.scalar(select(Alias).where(Alias.name == name, Alias.org_id.is_(None)))
+        session.add(alias or Alias(name=name, target=target, org_id=None))
+        if alias:
+            alias.target = target
+    for slug, chain in config.get("fallbacks", {}).items():
+        fb = session.scalar(select(Fallback).where(Fallback.model_slug == slug)) or Fallback(model_slug=slug)
+        fb.chain = orjson.dumps(chain).decode()
+        session.add(fb)
+    announce(session, "catalog")
+
+
+def env_providers(session: Session, env_keys: dict[str, str]) -> list[str]:
+    """First run without a config: providers whose key is in the environment, with a default catalog.
+
+    The key stays in the environment (api_key_env); it is not copied into the database.
+    """
+    from gateway.settings import ENV_PROVIDER_KEYS
+
+    if not env_keys:
+        return []
+    existing_kinds = set(session.scalars(select(Provider.kind)).all())
+    catalog = parse(DEFAULT_CATALOG.read_text(), str(DEFAULT_CATALOG))
+    wanted = [p for p in catalog["providers"] if p["kind"] in env_keys and p["kind"] not in existing_kinds]
+    if not wanted:
+        return []
+    names = {p["name"] for p in wanted}
+    config = {
+        "providers": [{**p, "api_key_env": ENV_PROVIDER_KEYS[p["kind"]]} for p in wanted],
+        "models": [m for m in catalog["models"] if all(r["provider"] in names for r in m["routes"])],
+    }
+    apply(session, config, secret_key="")  # nothing is encrypted: keys are referenced by name
+    return sorted(names)

@@ -1,0 +1,1 @@
+"""Client dialects: canonical types and per-dialect request/response codecs."""
