@@ -118,6 +118,7 @@ class Memo:
 
     def load_all(self, session: Session) -> None:
         self.last_event_id = session.scalar(select(func.max(ChangeEvent.id))) or 0
+        self.uncommitted = {}
         for topic in TOPICS:
             self.reload(session, topic)
         self.loaded = True

@@ -59,6 +59,11 @@ def _headers(resp):
     return resp
 
 
+@bp.after_request
+def _remember_cookie(resp):
+    return login_manager._update_remember_cookie(resp)
+
+
 @bp.get("/")
 def home():
     return redirect(url_for("admin.logs"))
@@ -75,5 +80,4 @@ def init_app(app: Flask) -> None:
     # flask-login hooks its remember-cookie refresh onto every response; keep it off /v1.
     hook = login_manager._update_remember_cookie
     app.after_request_funcs[None] = [f for f in app.after_request_funcs.get(None, []) if f != hook]
-    bp.after_request(hook)
     app.register_blueprint(bp, url_prefix="/admin")

@@ -91,6 +91,7 @@ def record(ctx: RequestContext) -> None:
         "output_tokens": ctx.usage.output_tokens,
         "cached_tokens": ctx.usage.cached_tokens,
         "cache_write_tokens": ctx.usage.cache_write_tokens,
+        "usage_estimated": ctx.usage_estimated,
         "benchmark_micros": ctx.benchmark_micros,
         "charge_micros": ctx.charge_micros,
         "saved_micros": ctx.saved_micros,

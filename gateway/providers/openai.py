@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import orjson
 import requests
 
-from gateway import errors
+from gateway import errors, tokens
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
@@ -97,6 +97,16 @@ def relay(ctx: RequestContext, resp: requests.Response, observer: openai_chat.St
     finally:
         resp.close()
         ctx.usage.merge(observer.usage)
+        if ctx.usage.total == 0 and observer.deltas:
+            estimate_partial(ctx, observer.deltas)
+
+
+def estimate_partial(ctx: RequestContext, chunks: int) -> None:
+    """A stream cut short (client gone, upstream reset) never got its usage chunk; the upstream
+    still bills the prompt and what it generated, so the row carries an estimate of both."""
+    ctx.usage = Usage(input_tokens=tokens.count_messages(ctx.body.get("messages") or []),
+                      output_tokens=max(chunks - 1, 0))  # the first chunk only carries the role
+    ctx.usage_estimated = True
 
 
 def _truncated(ctx: RequestContext, observer: openai_chat.StreamObserver) -> Iterator[bytes]:

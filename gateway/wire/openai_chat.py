@@ -83,7 +83,7 @@ class StreamObserver:
     `hide_usage` drops the usage-only chunk the gateway asked for when the client did not.
     """
 
-    __slots__ = ("splitter", "usage", "done", "hide_usage", "upstream_error")
+    __slots__ = ("splitter", "usage", "done", "hide_usage", "upstream_error", "deltas")
 
     def __init__(self, hide_usage: bool) -> None:
         self.splitter = sse.EventSplitter()
@@ -91,6 +91,7 @@ class StreamObserver:
         self.done = False
         self.hide_usage = hide_usage
         self.upstream_error: dict | None = None
+        self.deltas = 0  # chunks seen: about one output token each, for partial-stream estimates
 
     def feed(self, chunk: bytes) -> bytes:
         """Observe one upstream chunk; return the bytes to forward (the chunk itself unless hiding)."""
@@ -113,6 +114,7 @@ class StreamObserver:
         if data == sse.DONE:
             self.done = True
             return True
+        self.deltas += 1
         if b'"usage"' not in data and b'"error"' not in data:
             return True  # most chunks: no parse needed
         try:

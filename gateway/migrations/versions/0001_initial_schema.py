@@ -183,6 +183,7 @@ def upgrade() -> None:
     sa.Column('output_tokens', sa.Integer(), nullable=False),
     sa.Column('cached_tokens', sa.Integer(), nullable=False),
     sa.Column('cache_write_tokens', sa.Integer(), nullable=False),
+    sa.Column('usage_estimated', sa.Boolean(), nullable=False),
     sa.Column('benchmark_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('charge_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('saved_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),

@@ -1,0 +1,152 @@
+"""Exactly one ledger row per request (success, error, client disconnect), and credits that add up."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+import requests
+from sqlalchemy import create_engine, func, select, text
+
+from gateway.models import LedgerEntry
+from tests.conftest import wait_for
+
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def test_success_row_has_everything(gateway):
+    raw = gateway.sdk().chat.completions.with_raw_response.create(model="fast", messages=MSG)
+    (row,) = gateway.rows(request_id=raw.headers["x-request-id"])
+    org = gateway.org()
+    assert row.org_id == org.id and row.key_id is not None
+    assert (row.endpoint, row.requested_model, row.model, row.provider, row.upstream_model) == (
+        "chat.completions", "fast", "test/fake-gpt", "fake", "fake-gpt")
+    assert (row.input_tokens, row.output_tokens, row.cached_tokens, row.status, row.cache) == (5, 4, 0, 200, "miss")
+    assert (row.benchmark_micros, row.charge_micros, row.saved_micros) == (13000, 13000, 0)
+    assert row.latency_ms >= 0 and row.ttfb_ms is not None and not row.usage_estimated
+    assert row.attempts == 1
+
+
+def test_cached_prompt_tokens_are_priced_at_the_cached_price(gateway):
+    raw = gateway.sdk().chat.completions.with_raw_response.create(model="test/fake-cached", messages=MSG)
+    (row,) = gateway.rows(request_id=raw.headers["x-request-id"])
+    # 5 prompt tokens, 2 of them cached ($250/Mtok instead of $1000/Mtok), 4 output tokens at $2000/Mtok
+    assert row.cached_tokens == 2
+    assert row.benchmark_micros == 5 * 1000 + 4 * 2000
+    assert row.charge_micros == 3 * 1000 + 2 * 250 + 4 * 2000
+    assert row.saved_micros == 1500 and row.saved_by == "provider_cache=1500"
+    assert raw.headers["x-gateway-saved"] == "0.001500"
+
+
+def test_error_rows_are_recorded_uncharged(gateway):
+    with pytest.raises(openai.NotFoundError):
+        gateway.sdk().chat.completions.create(model="nope", messages=MSG)
+    with pytest.raises(openai.RateLimitError):
+        gateway.sdk().chat.completions.create(model="test/error-429", messages=MSG)
+    rows = gateway.rows()
+    assert [(r.status, r.requested_model, r.charge_micros) for r in rows] == [(404, "nope", 0),
+                                                                              (429, "test/error-429", 0)]
+    assert rows[1].error_type == "rate_limit_error" and rows[1].provider == "fake"
+
+
+def test_client_disconnect_mid_stream_still_gets_one_row(gateway, fake_openai):
+    body = orjson.dumps({"model": "test/drip-30", "stream": True, "messages": MSG})
+    sock = socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer " + gateway.api_key.encode() + b"\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    received = b""
+    while received.count(b"data: ") < 4:
+        received += sock.recv(65536)
+    sock.close()
+    rows = wait_for(lambda: gateway.rows(endpoint="chat.completions"))
+    (row,) = rows
+    assert row.status == 499 and row.stream
+    # no usage chunk arrived, so the row carries an estimate of what the upstream will bill
+    assert row.usage_estimated and row.input_tokens > 0 and row.output_tokens >= 3
+    assert row.charge_micros > 0
+    # and the upstream stream was abandoned rather than read to the end
+    stream = wait_for(lambda: fake_openai.streams and fake_openai.streams[-1]["closed_early"] and fake_openai.streams[-1])
+    assert stream["chunks_sent"] < 50
+
+
+def test_ledger_charges_equal_credits_consumed(gateway):
+    before = gateway.org().credits_micros
+    sdk = gateway.sdk()
+    for i in range(5):
+        sdk.chat.completions.create(model="test/fake-gpt", messages=[{"role": "user", "content": "x " * i}])
+    list(sdk.chat.completions.create(model="test/fake-cached", messages=MSG, stream=True))
+    with pytest.raises(openai.APIStatusError):
+        sdk.chat.completions.create(model="test/error-503", messages=MSG)
+    rows = gateway.rows()
+    assert len(rows) == 7
+    charged = sum(r.charge_micros for r in rows)
+    assert charged > 0
+    assert before - gateway.org().credits_micros == charged
+
+
+def test_credits_run_out_then_402(gateway_factory):
+    gw = gateway_factory()
+    gw.new_org("small", usd=0.02)  # $0.013 per call: the second call overdraws, the third is refused
+    key = gw.new_key("small")
+    sdk = gw.sdk(key)
+    sdk.chat.completions.create(model="test/fake-gpt", messages=MSG)
+    sdk.chat.completions.create(model="test/fake-gpt", messages=MSG)
+    with pytest.raises(openai.APIStatusError) as e:
+        sdk.chat.completions.create(model="test/fake-gpt", messages=MSG)
+    assert e.value.status_code == 402
+
+
+def _ready(base: str) -> bool:
+    try:
+        return requests.get(base + "/readyz", timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+def test_graceful_stop_flushes_every_row(tmp_path, fake_openai):
+    """`gateway serve` on SIGTERM finishes in-flight work and writes every queued row before exit."""
+    import yaml
+
+    from tests.conftest import gateway_config
+
+    instance = tmp_path / "inst"
+    instance.mkdir()
+    config = instance / "gw.yaml"
+    config.write_text(yaml.safe_dump(gateway_config(fake_openai.url)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_INSTANCE=str(instance), GATEWAY_CONFIG=str(config))
+    exe = str(Path(sys.executable).parent / "gateway")
+    proc = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        key = None
+        for line in proc.stdout:
+            if "API key:" in line:
+                key = line.split("API key:")[1].split()[0]
+            if "Serving on" in line:
+                break
+        assert key
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(base))
+        sdk = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+        for _ in range(20):
+            sdk.chat.completions.create(model="test/fake-gpt", messages=MSG)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    engine = create_engine(f"sqlite:///{instance / 'gateway.db'}")
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(LedgerEntry)) == 20
+        spent = conn.scalar(text("SELECT 10000000 - credits_micros FROM org WHERE name = 'default'"))
+        assert spent == conn.scalar(select(func.sum(LedgerEntry.charge_micros)))
