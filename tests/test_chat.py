@@ -4,6 +4,7 @@ import json
 
 import orjson
 
+from tests.conftest import wait_for
 from tests.openapi import validate
 
 
@@ -60,7 +61,7 @@ def test_stream_relays_chunks_and_hides_the_usage_it_asked_for(gateway, fake_ope
     assert all(c.usage is None for c in chunks)  # the client did not ask for usage
     # ...but the gateway asked upstream, so the stream is metered
     assert fake_openai.requests[-1]["body"]["stream_options"] == {"include_usage": True}
-    row = gateway.rows()[-1]
+    (row,) = wait_for(lambda: gateway.rows(stream=True))
     assert (row.stream, row.input_tokens, row.output_tokens, row.status) == (True, 5, 4, 200)
 
 

@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from tests.fakes import LEAK_MARKER
+from tests.conftest import wait_for
 from tests.openapi import validate
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -146,5 +147,5 @@ def test_mid_stream_reset_ends_with_an_error_event(gateway):
         for chunk in stream:
             got.append(chunk)
     assert got and "ended the stream" in str(e.value.message)
-    row = gateway.rows()[-1]
+    (row,) = wait_for(lambda: gateway.rows(stream=True))
     assert row.status == 502 and row.error_type == "api_error"

@@ -83,8 +83,7 @@ def test_ledger_charges_equal_credits_consumed(gateway):
     list(sdk.chat.completions.create(model="test/fake-cached", messages=MSG, stream=True))
     with pytest.raises(openai.APIStatusError):
         sdk.chat.completions.create(model="test/error-503", messages=MSG)
-    rows = gateway.rows()
-    assert len(rows) == 7
+    rows = wait_for(lambda: len(gateway.rows()) == 7 and gateway.rows())
     charged = sum(r.charge_micros for r in rows)
     assert charged > 0
     assert before - gateway.org().credits_micros == charged

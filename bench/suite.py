@@ -1,0 +1,220 @@
+"""The benchmark run: start the three targets, run every scenario against each, collect numbers.
+
+Targets, each its own process on 127.0.0.1:
+  direct       the fast fake upstream itself (bench/upstream.py): the baseline for *added* latency;
+  passthrough  the bare gevent + requests reference proxy (bench/passthrough.py);
+  gateway      `python -m gateway serve` on a fresh GATEWAY_INSTANCE with a GATEWAY_CONFIG routing
+               `bench/fast` to the fake upstream (auth, routing, metering and the ledger all on).
+With 2+ CPUs the target under test gets CPU 0 to itself; the fake upstream and this process
+(the load generator) share the last CPU, so neither steals the measured server's CPU.
+Each scenario runs against the three targets back to back, after a warm-up at the same concurrency.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import load
+from bench.procs import Child, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "bench/fast"
+TARGETS = ("direct", "passthrough", "gateway")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    stream: bool
+    concurrency: int
+
+
+SCENARIOS = (
+    Scenario("non-stream c=1", False, 1),
+    Scenario("non-stream c=32", False, 32),
+    Scenario("non-stream c=64", False, 64),
+    Scenario("stream c=32", True, 32),
+)
+
+GATEWAY_CONFIG = """\
+providers:
+  - name: bench-upstream
+    kind: openai
+    base_url: http://127.0.0.1:{port}/v1
+    api_key: sk-bench-upstream
+models:
+  - slug: {model}
+    routes:
+      - {{provider: bench-upstream, upstream_model: fast-model, input_per_mtok: 0.01, output_per_mtok: 0.04}}
+"""
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    server: Child  # the process whose CPU is charged to this target
+    api_key: str = "unused"
+    served: int = 0
+
+    def mix(self, stream: bool) -> list[tuple[bytes, bool]]:
+        return [(load.request_bytes(self.port, self.api_key, MODEL, stream), stream)]
+
+
+def _cpu_sets(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(CPUs for the server under test, CPUs for the fake upstream and the load generator)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, {cpus[-1]}
+
+
+class Bench:
+    def __init__(self, seconds: float, warmup: float, pin: bool, log=print) -> None:
+        self.seconds, self.warmup, self.log = seconds, warmup, log
+        self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+        self.server_cpus, self.side_cpus = _cpu_sets(pin)
+        self.children: list[Child] = []
+        self.targets: dict[str, Target] = {}
+
+    # ---- processes -------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+               cpus: set[int] | None = None) -> Child:
+        child = Child(name, argv, self.tmp, env=env, cpus=cpus)
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        if self.side_cpus:
+            os.sched_setaffinity(0, self.side_cpus)
+        py = sys.executable
+        up_port, pt_port, gw_port = free_port(), free_port(), free_port()
+        upstream = self._spawn("upstream", [py, "-m", "bench.upstream", "--port", str(up_port)],
+                               cpus=self.side_cpus)
+        passthrough = self._spawn("passthrough", [py, "-m", "bench.passthrough", "--port", str(pt_port),
+                                                  "--upstream", f"http://127.0.0.1:{up_port}/v1"],
+                                  cpus=self.server_cpus)
+        config = self.tmp / "gateway.yaml"
+        config.write_text(GATEWAY_CONFIG.format(port=up_port, model=MODEL))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env |= {"GATEWAY_INSTANCE": str(self.tmp / "instance"), "GATEWAY_CONFIG": str(config),
+                "PYTHONUNBUFFERED": "1"}
+        gateway = self._spawn("gateway", [py, "-m", "gateway", "serve", "--port", str(gw_port)], env=env,
+                              cpus=self.server_cpus)
+        upstream.wait_http(up_port, "/", {404})
+        passthrough.wait_http(pt_port, "/", {200})
+        line = gateway.wait_stdout("API key:")
+        api_key = re.search(r"API key:\s+(gw-\S+)", line).group(1)
+        gateway.wait_http(gw_port, "/readyz", {200})
+        self.targets = {
+            "direct": Target("direct", up_port, upstream),
+            "passthrough": Target("passthrough", pt_port, passthrough),
+            "gateway": Target("gateway", gw_port, gateway, api_key=api_key),
+        }
+        for target in self.targets.values():  # fail fast on a misconfiguration
+            for stream in (False, True):
+                result = load.run(target.port, target.mix(stream), 1, requests=2)
+                target.served += 2
+                if result.errors:
+                    raise RuntimeError(f"{target.name}: smoke request failed: {result.first_error}\n"
+                                       f"{target.server.log_tail()}")
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def cleanup(self, keep: bool) -> None:
+        if keep:
+            self.log(f"(kept {self.tmp})")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- measurements ----------------------------------------------------------------------
+    def measure(self, scenario: Scenario, target: Target) -> dict:
+        mix = target.mix(scenario.stream)
+        warm = load.run(target.port, mix, scenario.concurrency, seconds=self.warmup)
+        target.served += warm.ok + warm.errors
+        upstream = self.targets["direct"].server
+        cpu0, up0, client0 = target.server.cpu_seconds(), upstream.cpu_seconds(), _own_cpu()
+        result = load.run(target.port, mix, scenario.concurrency, seconds=self.seconds)
+        cpu1, up1, client1 = target.server.cpu_seconds(), upstream.cpu_seconds(), _own_cpu()
+        target.served += result.ok + result.errors
+        target.server.check_alive()
+        n = result.ok + result.errors
+        lat, ttfb = result.latencies, result.ttfbs
+        return {
+            "scenario": scenario.name, "target": target.name, "stream": scenario.stream,
+            "concurrency": scenario.concurrency, "seconds": round(result.seconds, 3),
+            "requests": result.ok, "errors": result.errors, "first_error": result.first_error,
+            "rps": result.ok / result.seconds if result.seconds else 0.0,
+            "p50_ms": _ms(load.percentile(lat, 0.50)), "p99_ms": _ms(load.percentile(lat, 0.99)),
+            "ttfb_p50_ms": _ms(load.percentile(ttfb, 0.50)) if scenario.stream else None,
+            "ttfb_p99_ms": _ms(load.percentile(ttfb, 0.99)) if scenario.stream else None,
+            "server_cpu_s": round(cpu1 - cpu0, 3),
+            "cpu_ms_per_req": (cpu1 - cpu0) * 1000 / n if n else None,
+            "upstream_cpu_s": round(up1 - up0, 3),
+            "client_cpu_s": round(client1 - client0, 3),
+        }
+
+    def run_scenarios(self) -> list[dict]:
+        runs = []
+        for scenario in SCENARIOS:
+            for name in TARGETS:
+                run = self.measure(scenario, self.targets[name])
+                runs.append(run)
+                self.log(f"  {scenario.name:<16} {name:<12} {run['rps']:8.0f} req/s  p50 {run['p50_ms']:.3f} ms"
+                         f"  p99 {run['p99_ms']:.3f} ms  errors {run['errors']}")
+        return runs
+
+    def memory_soak(self, total: int, every: int = 10_000) -> dict:
+        """`total` gateway requests at c=32 (one stream in four), sampling RSS every `every`."""
+        gateway = self.targets["gateway"]
+        every = min(every, max(1, total // 10))
+        mix = gateway.mix(False) * 3 + gateway.mix(True)
+        samples = [{"requests": 0, "rss_mb": round(gateway.server.rss_mb(), 1)}]
+
+        def on_done(done: int) -> None:
+            if done % every == 0:
+                samples.append({"requests": done, "rss_mb": round(gateway.server.rss_mb(), 1)})
+                self.log(f"  memory: {done:>8} requests  RSS {samples[-1]['rss_mb']:.1f} MB")
+
+        started = time.perf_counter()
+        result = load.run(gateway.port, mix, 32, requests=total, on_done=on_done)
+        gateway.served += result.ok + result.errors
+        return {"requests": total, "errors": result.errors, "first_error": result.first_error,
+                "seconds": round(time.perf_counter() - started, 1), "samples": samples}
+
+    def environment(self) -> dict:
+        return {
+            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(), "pinned": self.server_cpus is not None,
+            "server_cpus": sorted(self.server_cpus or []), "side_cpus": sorted(self.side_cpus or []),
+            "seconds_per_run": self.seconds, "warmup_seconds": self.warmup,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
