@@ -59,6 +59,7 @@ class RequestContext:
     benchmark_micros: int = 0
     charge_micros: int = 0
     recorded: bool = False
+    changed: bool = False  # a stage rewrote the request: it must be re-encoded, not passed through
     extra: dict[str, Any] = field(default_factory=dict)  # stage-private state
 
     def fail(self, error: GatewayError) -> None:

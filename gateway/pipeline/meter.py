@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from gateway import tokens
+
 from gateway.ledger import pricing
 from gateway.ledger.writer import WRITER
 from gateway.pipeline.context import RequestContext
@@ -104,3 +106,12 @@ def record(ctx: RequestContext) -> None:
         "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
         "attempts": ctx.attempts,
     })
+
+
+def estimate_partial(ctx: RequestContext, deltas: int) -> None:
+    """A stream cut short (client gone, upstream reset) never got its usage; the upstream still
+    bills the prompt and what it generated, so the row carries an estimate of both."""
+    messages = ctx.body.get("messages") or []
+    ctx.usage = Usage(input_tokens=tokens.count_messages(messages) if isinstance(messages, list) else 0,
+                      output_tokens=deltas)
+    ctx.usage_estimated = True

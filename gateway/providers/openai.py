@@ -13,16 +13,17 @@ from collections.abc import Iterator
 import orjson
 import requests
 
-from gateway import errors, tokens
+from gateway import errors
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.meter import estimate_partial
 from gateway.providers import http
 from gateway.wire import openai_chat
-from gateway.wire.canonical import Usage
+from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, StreamEvent, Usage
 
 kind = "openai"
-dialects = frozenset({"chat.completions"})
+native = frozenset({"chat.completions"})  # endpoints whose bytes pass through untouched
 
 SECRETISH = re.compile(r"(sk|gw|key|rk|pk)-[A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
 
@@ -47,7 +48,7 @@ def to_wire(ctx: RequestContext, route: RouteInfo) -> tuple[bytes, bool]:
     return orjson.dumps(body), hide_usage
 
 
-def call(ctx: RequestContext, route: RouteInfo) -> Reply:
+def passthrough(ctx: RequestContext, route: RouteInfo) -> Reply:
     payload, hide_usage = to_wire(ctx, route)
     resp = post(route, "/chat/completions", payload, headers_for(route), stream=ctx.stream)
     if resp.status_code >= 400:
@@ -62,6 +63,39 @@ def call(ctx: RequestContext, route: RouteInfo) -> Reply:
         return Reply(status=200, body=content)
     return Reply(status=200, chunks=relay(ctx, resp, openai_chat.StreamObserver(hide_usage)),
                  content_type="text/event-stream")
+
+
+def chat(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> ChatResponse:
+    """Translated call: canonical request in, canonical response out."""
+    req.stream = False
+    resp = post(route, "/chat/completions", orjson.dumps(openai_chat.encode_request(req)), headers_for(route),
+                stream=False)
+    if resp.status_code >= 400:
+        raise error_from(resp, route)
+    try:
+        return openai_chat.decode_response(orjson.loads(resp.content))
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        raise UpstreamError("The upstream provider returned an invalid response.") from None
+
+
+def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> EventStream:
+    """Translated stream: the request is made now (errors raise here), events are parsed lazily."""
+    req.stream = True
+    resp = post(route, "/chat/completions", orjson.dumps(openai_chat.encode_request(req)), headers_for(route),
+                stream=True)
+    if resp.status_code >= 400:
+        raise error_from(resp, route)
+    return _events(resp)
+
+
+def _events(resp: requests.Response) -> EventStream:
+    try:
+        yield from openai_chat.decode_stream(resp.iter_content(chunk_size=None))
+    except requests.exceptions.RequestException:
+        yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
+                                                       "complete."))
+    finally:
+        resp.close()
 
 
 def post(route: RouteInfo, path: str, payload: bytes, headers: dict[str, str], stream: bool) -> requests.Response:
@@ -98,15 +132,7 @@ def relay(ctx: RequestContext, resp: requests.Response, observer: openai_chat.St
         resp.close()
         ctx.usage.merge(observer.usage)
         if ctx.usage.total == 0 and observer.deltas:
-            estimate_partial(ctx, observer.deltas)
-
-
-def estimate_partial(ctx: RequestContext, chunks: int) -> None:
-    """A stream cut short (client gone, upstream reset) never got its usage chunk; the upstream
-    still bills the prompt and what it generated, so the row carries an estimate of both."""
-    ctx.usage = Usage(input_tokens=tokens.count_messages(ctx.body.get("messages") or []),
-                      output_tokens=max(chunks - 1, 0))  # the first chunk only carries the role
-    ctx.usage_estimated = True
+            estimate_partial(ctx, max(observer.deltas - 1, 0))  # the first chunk only carries the role
 
 
 def _truncated(ctx: RequestContext, observer: openai_chat.StreamObserver) -> Iterator[bytes]:

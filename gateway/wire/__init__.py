@@ -1,1 +1,20 @@
-"""Client dialects: canonical types and per-dialect request/response codecs."""
+"""Client dialects: canonical types and per-dialect codecs, keyed by endpoint.
+
+Each dialect module offers `check_request(body)`, `decode_request(body) -> ChatRequest`,
+`render(resp, model, body) -> dict`, `render_stream(events, model, body) -> Iterator[bytes]`
+and `error_event(err) -> bytes`, so dispatch can translate for any client.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from gateway.wire import openai_chat
+
+CODECS: dict[str, ModuleType] = {
+    "chat.completions": openai_chat,
+}
+
+
+def codec(endpoint: str) -> ModuleType:
+    return CODECS[endpoint]

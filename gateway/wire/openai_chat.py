@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidRequest, as_openai
+from gateway.errors import GatewayError, InvalidRequest, UpstreamError, as_openai
 from gateway.wire import sse
-from gateway.wire.canonical import Usage
+from gateway.wire.canonical import (
+    ChatRequest,
+    ChatResponse,
+    EventStream,
+    Message,
+    Part,
+    StreamEvent,
+    Tool,
+    ToolCall,
+    Usage,
+)
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -152,3 +165,289 @@ def upstream_error_message(body: bytes) -> tuple[str | None, str | None]:
     if isinstance(err, str):
         return err, None
     return None, None
+
+
+# ---- translation: OpenAI chat <-> canonical ----------------------------------------------------
+# Used when the client's dialect and the provider's differ (or a stage changed the request).
+
+FINISH_IN = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+             "content_filter": "content_filter"}
+
+
+def _parts(content: Any) -> list[Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [Part("text", text=content)] if content else []
+    parts: list[Part] = []
+    for p in content:
+        if not isinstance(p, dict):
+            continue
+        kind = p.get("type")
+        if kind == "text":
+            parts.append(Part("text", text=p.get("text", "")))
+        elif kind == "image_url":
+            image = p.get("image_url") or {}
+            url = image.get("url", "") if isinstance(image, dict) else str(image)
+            detail = image.get("detail") if isinstance(image, dict) else None
+            parts.append(image_part(url, detail))
+        elif kind == "refusal":
+            parts.append(Part("text", text=p.get("refusal", "")))
+    return parts
+
+
+def image_part(url: str, detail: str | None = None) -> Part:
+    """An image by URL, or inline when the URL is a data: URL (split into media type and base64)."""
+    if url.startswith("data:") and ";base64," in url:
+        head, data = url[5:].split(";base64,", 1)
+        return Part("image", media_type=head or "image/png", data=data, detail=detail)
+    return Part("image", url=url, detail=detail)
+
+
+def decode_request(body: dict[str, Any]) -> ChatRequest:
+    messages: list[Message] = []
+    for m in body.get("messages") or []:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            messages.append(Message("system", _parts(m.get("content"))))
+        elif role == "user":
+            messages.append(Message("user", _parts(m.get("content")), name=m.get("name")))
+        elif role == "assistant":
+            calls = [ToolCall(c.get("id", ""), (c.get("function") or {}).get("name", ""),
+                              (c.get("function") or {}).get("arguments") or "")
+                     for c in m.get("tool_calls") or []]
+            if m.get("function_call"):
+                fc = m["function_call"]
+                calls.append(ToolCall(fc.get("name", ""), fc.get("name", ""), fc.get("arguments") or ""))
+            content = _parts(m.get("content"))
+            reasoning = m.get("reasoning_content") or m.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                content.insert(0, Part("thinking", text=reasoning))
+            messages.append(Message("assistant", content, tool_calls=calls))
+        elif role in ("tool", "function"):
+            messages.append(Message("tool", _parts(m.get("content")),
+                                    tool_call_id=m.get("tool_call_id") or m.get("name")))
+    tools = []
+    for t in body.get("tools") or []:
+        fn = t.get("function") or {}
+        if t.get("type", "function") == "function" and fn.get("name"):
+            tools.append(Tool(fn["name"], fn.get("description"),
+                              fn.get("parameters") or {"type": "object", "properties": {}}, fn.get("strict")))
+    for fn in body.get("functions") or []:  # the deprecated form
+        tools.append(Tool(fn["name"], fn.get("description"), fn.get("parameters") or {"type": "object"}))
+    choice = body.get("tool_choice", body.get("function_call"))
+    if isinstance(choice, dict):
+        choice = {"name": (choice.get("function") or choice).get("name", "")}
+    stop = body.get("stop")
+    return ChatRequest(
+        model=body.get("model", ""),
+        messages=messages,
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=body.get("parallel_tool_calls"),
+        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        temperature=body.get("temperature"),
+        top_p=body.get("top_p"),
+        stop=[stop] if isinstance(stop, str) else stop,
+        stream=bool(body.get("stream")),
+        response_format=body.get("response_format"),
+        seed=body.get("seed"),
+        user=body.get("user"),
+        metadata=body.get("metadata"),
+        reasoning_effort=body.get("reasoning_effort"),
+    )
+
+
+def _content_out(parts: list[Part]) -> str | list[dict] | None:
+    if not parts:
+        return None
+    if all(p.type == "text" for p in parts):
+        return "".join(p.text or "" for p in parts)
+    out: list[dict] = []
+    for p in parts:
+        if p.type == "text":
+            out.append({"type": "text", "text": p.text or ""})
+        elif p.type == "image":
+            url = p.url or f"data:{p.media_type or 'image/png'};base64,{p.data or ''}"
+            image: dict[str, Any] = {"url": url}
+            if p.detail:
+                image["detail"] = p.detail
+            out.append({"type": "image_url", "image_url": image})
+    return out
+
+
+def encode_request(req: ChatRequest) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    for m in req.messages:
+        if m.role == "system":
+            messages.append({"role": "system", "content": m.text})
+        elif m.role == "user":
+            msg: dict[str, Any] = {"role": "user", "content": _content_out(m.content) or ""}
+            if m.name:
+                msg["name"] = m.name
+            messages.append(msg)
+        elif m.role == "assistant":
+            visible = [p for p in m.content if p.type == "text"]
+            msg = {"role": "assistant", "content": "".join(p.text or "" for p in visible) or None}
+            if m.tool_calls:
+                msg["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                                     for c in m.tool_calls]
+            messages.append(msg)
+        elif m.role == "tool":
+            messages.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.text})
+    body: dict[str, Any] = {"model": req.model, "messages": messages}
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": {
+            k: v for k, v in (("name", t.name), ("description", t.description), ("parameters", t.parameters),
+                              ("strict", t.strict)) if v is not None}} for t in req.tools]
+    if req.tool_choice is not None:
+        body["tool_choice"] = ({"type": "function", "function": {"name": req.tool_choice["name"]}}
+                               if isinstance(req.tool_choice, dict) else req.tool_choice)
+    for key, value in (("parallel_tool_calls", req.parallel_tool_calls), ("max_tokens", req.max_tokens),
+                       ("temperature", req.temperature), ("top_p", req.top_p), ("stop", req.stop),
+                       ("response_format", req.response_format), ("seed", req.seed), ("user", req.user),
+                       ("reasoning_effort", req.reasoning_effort)):
+        if value is not None:
+            body[key] = value
+    if req.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def decode_response(body: dict[str, Any]) -> ChatResponse:
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content = _parts(message.get("content"))
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.insert(0, Part("thinking", text=reasoning))
+    calls = [ToolCall(c.get("id", ""), (c.get("function") or {}).get("name", ""),
+                      (c.get("function") or {}).get("arguments") or "")
+             for c in message.get("tool_calls") or []]
+    return ChatResponse(
+        id=body.get("id", ""), model=body.get("model", ""), content=content, tool_calls=calls,
+        finish_reason=FINISH_IN.get(choice.get("finish_reason") or "stop", "stop"),
+        usage=usage_from(body.get("usage")) or Usage(), created=int(body.get("created") or 0),
+    )
+
+
+def _usage_out(u: Usage) -> dict[str, Any]:
+    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
+            "total_tokens": u.input_tokens + u.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
+
+
+def chat_id(source_id: str) -> str:
+    return source_id if source_id.startswith("chatcmpl") else "chatcmpl-" + (source_id or uuid.uuid4().hex)
+
+
+def encode_response(resp: ChatResponse, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": resp.text or None, "refusal": None}
+    if resp.tool_calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                                 for c in resp.tool_calls]
+    elif message["content"] is None:
+        message["content"] = ""
+    finish = resp.finish_reason if resp.finish_reason != "error" else "stop"
+    return {
+        "id": chat_id(resp.id), "object": "chat.completion", "created": resp.created or int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": _usage_out(resp.usage),
+    }
+
+
+def decode_stream(chunks: Iterator[bytes]) -> EventStream:
+    """Upstream OpenAI chat SSE -> canonical events. A stream without `[DONE]` ends in an error."""
+    started = False
+    announced: set[int] = set()
+    for event in sse.events(chunks):
+        data = sse.data_of(event)
+        if data is None:
+            continue
+        if data == sse.DONE:
+            yield StreamEvent("end")
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj.get("error"), dict):
+            yield StreamEvent("error", error=UpstreamError("The upstream provider reported an error during the "
+                                                           "stream.", retryable=False))
+            return
+        if not started:
+            started = True
+            yield StreamEvent("start", id=obj.get("id", ""), model=obj.get("model", ""))
+        for choice in obj.get("choices") or []:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                yield StreamEvent("thinking", text=reasoning)
+            if delta.get("content"):
+                yield StreamEvent("text", text=delta["content"])
+            for tc in delta.get("tool_calls") or []:
+                index = tc.get("index", 0)
+                fn = tc.get("function") or {}
+                if index not in announced:
+                    announced.add(index)
+                    yield StreamEvent("tool_call", index=index, id=tc.get("id", ""), name=fn.get("name", ""))
+                if fn.get("arguments"):
+                    yield StreamEvent("tool_args", index=index, text=fn["arguments"])
+            if choice.get("finish_reason"):
+                yield StreamEvent("finish", finish_reason=FINISH_IN.get(choice["finish_reason"], "stop"))
+        usage = usage_from(obj.get("usage"))
+        if usage is not None:
+            yield StreamEvent("usage", usage=usage)
+    yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
+                                                   "complete."))
+
+
+def encode_stream(events: EventStream, model: str, include_usage: bool) -> Iterator[bytes]:
+    """Canonical events -> OpenAI chat SSE, as OpenAI frames it (role chunk first, `[DONE]` last)."""
+    base: dict[str, Any] = {"id": "", "object": "chat.completion.chunk", "created": int(time.time()),
+                            "model": model}
+    usage: Usage | None = None
+    for ev in events:
+        kind = ev.kind
+        if kind == "start":
+            base["id"] = chat_id(ev.id or "")
+            yield _chunk(base, {"role": "assistant", "content": ""})
+        elif kind == "text":
+            yield _chunk(base, {"content": ev.text})
+        elif kind == "tool_call":
+            yield _chunk(base, {"tool_calls": [{"index": ev.index, "id": ev.id, "type": "function",
+                                                "function": {"name": ev.name, "arguments": ""}}]})
+        elif kind == "tool_args":
+            yield _chunk(base, {"tool_calls": [{"index": ev.index, "function": {"arguments": ev.text}}]})
+        elif kind == "finish":
+            reason = ev.finish_reason if ev.finish_reason != "error" else "stop"
+            yield _chunk(base, {}, finish_reason=reason)
+        elif kind == "usage":
+            usage = ev.usage
+        elif kind == "error":
+            yield error_event(ev.error)
+            return
+        elif kind == "end":
+            if include_usage and usage is not None:
+                yield sse.encode({**base, "choices": [], "usage": _usage_out(usage)})
+            yield b"data: [DONE]\n\n"
+            return
+
+
+def _chunk(base: dict[str, Any], delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    return sse.encode({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                            "finish_reason": finish_reason}]})
+
+
+# ---- the dialect's face to dispatch (same signature in every client dialect module) -------------
+
+def render(resp: ChatResponse, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    return encode_response(resp, model)
+
+
+def render_stream(events: EventStream, model: str, body: dict[str, Any]) -> Iterator[bytes]:
+    return encode_stream(events, model, include_usage=bool((body.get("stream_options") or {}).get("include_usage")))

@@ -1,0 +1,27 @@
+"""fly.toml and the Dockerfile cannot be deployed here; check that they say what the README promises."""
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_fly_runs_the_server_on_all_interfaces_with_instance_on_a_volume():
+    fly = tomllib.loads((ROOT / "fly.toml").read_text())
+    assert "--host 0.0.0.0" in fly["processes"]["app"]
+    assert fly["env"]["GATEWAY_INSTANCE"] == fly["mounts"][0]["destination"]
+    assert fly["http_service"]["internal_port"] == 8080
+    assert fly["http_service"]["checks"][0]["path"] == "/readyz"
+    assert fly["kill_signal"] == "SIGTERM"
+
+
+def test_dockerfile_serves_the_same_command():
+    text = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["gateway", "serve", "--host", "0.0.0.0", "--port", "8080"]' in text
+    assert "requirements.txt" in text
+
+
+def test_app_module_is_a_wsgi_entry_that_patches_gevent_first():
+    first_code = [line for line in (ROOT / "app.py").read_text().splitlines()
+                  if line and not line.startswith(('"""', "#")) and "WSGI entry" not in line]
+    assert first_code[:2] == ["from gevent import monkey", ""] or first_code[0] == "from gevent import monkey"
