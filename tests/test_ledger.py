@@ -149,3 +149,26 @@ def test_graceful_stop_flushes_every_row(tmp_path, fake_openai):
         assert conn.scalar(select(func.count()).select_from(LedgerEntry)) == 20
         spent = conn.scalar(text("SELECT 10000000 - credits_micros FROM org WHERE name = 'default'"))
         assert spent == conn.scalar(select(func.sum(LedgerEntry.charge_micros)))
+
+
+def test_rows_that_cannot_be_written_are_spilled_and_replayed(gateway, monkeypatch):
+    from gateway.ledger.writer import WRITER
+
+    real_insert = WRITER._insert
+
+    def broken(batch):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(WRITER, "_insert", broken)
+    raw = gateway.sdk().chat.completions.with_raw_response.create(model="fast", messages=MSG)
+    WRITER.flush()
+    spill = gateway.instance / "ledger-spill.jsonl"
+    assert spill.exists() and raw.headers["x-request-id"] in spill.read_text()
+    assert gateway.org().credits_micros == 10_000_000  # not yet settled...
+    monkeypatch.setattr(WRITER, "_insert", real_insert)
+    WRITER.replay_spill()  # ...as at the next start
+    (row,) = gateway.rows(request_id=raw.headers["x-request-id"])
+    assert not spill.exists()
+    assert gateway.org().credits_micros == 10_000_000 - row.charge_micros
+    WRITER.replay_spill()  # replaying twice never charges twice
+    assert len(gateway.rows()) == 1

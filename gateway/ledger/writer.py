@@ -49,9 +49,15 @@ class LedgerWriter:
 
     # ---- request side ----------------------------------------------------------------------
     def enqueue(self, row: dict[str, Any]) -> None:
+        """Queue one ledger row; its charge counts against the org's balance at once."""
         row.setdefault("created_at", utcnow())
         MEMO.hold(row["org_id"], row["charge_micros"])
-        self.queue.put(row)
+        self.queue.put((LedgerEntry, row))
+
+    def enqueue_record(self, model: type, row: dict[str, Any]) -> None:
+        """Queue a row for another table written off the hot path (e.g. stored responses)."""
+        row.setdefault("created_at", utcnow())
+        self.queue.put((model, row))
 
     # ---- writer side -----------------------------------------------------------------------
     def start(self) -> None:
@@ -87,8 +93,8 @@ class LedgerWriter:
                     self._write(batch)
                 self._sync()
 
-    def _take(self, block: bool) -> list[dict]:
-        batch: list[dict] = []
+    def _take(self, block: bool) -> list[tuple[type, dict]]:
+        batch: list[tuple[type, dict]] = []
         try:
             batch.append(self.queue.get(block=block, timeout=self.interval if block else None))
         except Empty:
@@ -107,7 +113,7 @@ class LedgerWriter:
         except Exception:
             log.exception("config sync failed; will retry")
 
-    def _write(self, batch: list[dict]) -> None:
+    def _write(self, batch: list[tuple[type, dict]]) -> None:
         for attempt in range(1, RETRIES + 1):
             try:
                 self._insert(batch)
@@ -117,12 +123,16 @@ class LedgerWriter:
                 gevent.sleep(0.05 * attempt)
         self._spill(batch)
 
-    def _insert(self, batch: list[dict]) -> None:
+    def _insert(self, batch: list[tuple[type, dict]]) -> None:
         charges: dict[int, int] = defaultdict(int)
-        for row in batch:
-            charges[row["org_id"]] += row["charge_micros"]
+        tables: dict[type, list[dict]] = defaultdict(list)
+        for model, row in batch:
+            tables[model].append(row)
+            if model is LedgerEntry:
+                charges[row["org_id"]] += row["charge_micros"]
         with db.write_lock, db.session_scope() as session:
-            session.execute(insert(LedgerEntry), batch)
+            for model, rows in tables.items():
+                session.execute(insert(model), rows)
             for org_id, micros in charges.items():
                 if micros:
                     session.execute(
@@ -133,11 +143,11 @@ class LedgerWriter:
             ).tuples().all())
         MEMO.committed_charges(charges, balances)
 
-    def _spill(self, batch: list[dict]) -> None:
+    def _spill(self, batch: list[tuple[type, dict]]) -> None:
         assert self.spill_path is not None
         with self.spill_path.open("ab") as fh:
-            for row in batch:
-                fh.write(orjson.dumps(row, default=str) + b"\n")
+            for model, row in batch:
+                fh.write(orjson.dumps({"table": model.__tablename__, "row": row}, default=str) + b"\n")
         log.error("spilled %d ledger rows to %s; they are replayed at the next start", len(batch), self.spill_path)
 
     def replay_spill(self) -> None:
@@ -145,12 +155,18 @@ class LedgerWriter:
             return
         from datetime import datetime
 
-        rows = []
+        from gateway.models import Base
+
+        by_table = {m.class_.__tablename__: m.class_ for m in Base.registry.mappers}
+        rows, others = [], []
         for line in self.spill_path.read_bytes().splitlines():
             if line.strip():
-                row = orjson.loads(line)
+                item = orjson.loads(line)
+                row = item["row"]
                 row["created_at"] = datetime.fromisoformat(row["created_at"])
-                rows.append(row)
+                model = by_table[item["table"]]
+                (rows if model is LedgerEntry else others).append((model, row))
+        rows = [row for _, row in rows]
         known = set()
         with db.session_scope() as session:
             ids = [r["request_id"] for r in rows]
@@ -161,8 +177,8 @@ class LedgerWriter:
         fresh = [r for r in rows if r["request_id"] not in known]
         for row in fresh:
             MEMO.hold(row["org_id"], row["charge_micros"])
-        if fresh:
-            self._insert(fresh)
+        if fresh or others:
+            self._insert([(LedgerEntry, r) for r in fresh] + others)
         self.spill_path.unlink()
         log.warning("replayed %d spilled ledger rows", len(fresh))
 
