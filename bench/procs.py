@@ -32,6 +32,12 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> int:
         conn.close()
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time all processes on the machine have used (busy jiffies in /proc/stat), in seconds."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 class Child:
     def __init__(self, name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None,
                  cpus: set[int] | None = None) -> None:

@@ -7,6 +7,7 @@ the same scenario. Goals are reported as pass/fail; nothing here fails the proce
 from __future__ import annotations
 
 RSS_LIMIT_MB = 120.0
+NOISE_CORES = 0.15  # CPU used by processes outside the benchmark, above which the report warns
 RSS_FLAT_MB = 5.0  # growth allowed from the first sample (after the first 10k requests) to the last
 
 GOALS = (
@@ -106,6 +107,11 @@ def markdown(results: dict) -> str:
         pt = "–" if g["passthrough"] is None else fmt(g["passthrough"])
         ratio = "–" if g["ratio"] is None else f"{g['ratio']:.2f}x"
         lines.append(f"| {g['label']} | {gw} | {pt} | {ratio} | {g['target']} | {_verdict(g['pass'])} |")
+    noisy = [r for r in results["runs"] if r["other_load_cores"] > NOISE_CORES]
+    if noisy:
+        worst = max(r["other_load_cores"] for r in noisy)
+        lines += ["", f"**Warning:** other processes kept up to {worst:.1f} cores busy during {len(noisy)} of "
+                  f"{len(results['runs'])} runs; these numbers are noisy, re-run on a quiet machine."]
     rss = results["gateway_rss"]
     lines += ["", f"Gateway RSS: {rss['before_mb']:.1f} MB at start, {rss['after_mb']:.1f} MB after "
               f"{rss['requests']} requests."]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import load
-from bench.procs import Child, free_port
+from bench.procs import Child, free_port, machine_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "bench/fast"
@@ -143,9 +143,11 @@ class Bench:
         warm = load.run(target.port, mix, scenario.concurrency, seconds=self.warmup)
         target.served += warm.ok + warm.errors
         upstream = self.targets["direct"].server
+        ours0, all0 = self._our_cpu(), machine_cpu_seconds()
         cpu0, up0, client0 = target.server.cpu_seconds(), upstream.cpu_seconds(), _own_cpu()
         result = load.run(target.port, mix, scenario.concurrency, seconds=self.seconds)
         cpu1, up1, client1 = target.server.cpu_seconds(), upstream.cpu_seconds(), _own_cpu()
+        ours1, all1 = self._our_cpu(), machine_cpu_seconds()
         target.served += result.ok + result.errors
         target.server.check_alive()
         n = result.ok + result.errors
@@ -162,7 +164,12 @@ class Bench:
             "cpu_ms_per_req": (cpu1 - cpu0) * 1000 / n if n else None,
             "upstream_cpu_s": round(up1 - up0, 3),
             "client_cpu_s": round(client1 - client0, 3),
+            # cores kept busy by processes outside the benchmark (noise: ideally ~0)
+            "other_load_cores": round(max(0.0, (all1 - all0) - (ours1 - ours0)) / result.seconds, 2),
         }
+
+    def _our_cpu(self) -> float:
+        return _own_cpu() + sum(child.cpu_seconds() for child in self.children)
 
     def run_scenarios(self) -> list[dict]:
         runs = []
@@ -171,7 +178,7 @@ class Bench:
                 run = self.measure(scenario, self.targets[name])
                 runs.append(run)
                 self.log(f"  {scenario.name:<16} {name:<12} {run['rps']:8.0f} req/s  p50 {run['p50_ms']:.3f} ms"
-                         f"  p99 {run['p99_ms']:.3f} ms  errors {run['errors']}")
+                         f"  p99 {run['p99_ms']:.3f} ms  errors {run['errors']}  other load {run['other_load_cores']:.2f} cores")
         return runs
 
     def memory_soak(self, total: int, every: int = 10_000) -> dict:

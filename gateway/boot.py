@@ -13,6 +13,7 @@ from gateway import accounts, db, jobs, migrate, seed
 from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
+from gateway.routing.health import HEALTH
 from gateway.models import Org, Provider, User
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def start_background(app: Flask) -> None:
     """Load the in-memory maps, then start the ledger writer and the scheduler."""
     with db.session_scope() as session:
         MEMO.load_all(session)
+    HEALTH.reset()
     WRITER.start()
     jobs.start(app)
 

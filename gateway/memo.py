@@ -15,12 +15,25 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import crypto
-from gateway.models import Alias, ApiKey, ChangeEvent, Fallback, Model, Org, Provider, Route
+from gateway.models import (
+    AccessPolicy,
+    AgentConfig,
+    Alias,
+    ApiKey,
+    ChangeEvent,
+    Fallback,
+    GatewaySetting,
+    Model,
+    Org,
+    Provider,
+    Route,
+    SavingsOverride,
+)
 from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("keys", "catalog", "orgs")
+TOPICS = ("keys", "catalog", "orgs", "policy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,54 @@ class RouteInfo:
     cached_input_micros_per_mtok: int | None
     context_window: int | None
     position: int
+    weight: int = 1
+    capabilities: frozenset[str] | None = None  # None: not declared, so nothing is ruled out
+
+    def supports(self, needs: frozenset[str]) -> bool:
+        return self.capabilities is None or needs <= self.capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class AliasInfo:
+    target: str  # the slug, or the first of `targets`
+    strategy: str | None = None
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    name: str
+    normal: str
+    heavy: str | None
+    max: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo:
+    allowed_models: frozenset[str] | None
+    allowed_providers: frozenset[str] | None
+    max_input_micros_per_mtok: int | None
+    max_output_micros_per_mtok: int | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Run-time policy: settings, agents, access rules and savings overrides."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    agents: dict[tuple[int | None, str], AgentInfo] = field(default_factory=dict)
+    access: dict[tuple[int, int | None, int | None], PolicyInfo] = field(default_factory=dict)
+    savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def access_rules(self, principal: Principal) -> list[tuple[str, PolicyInfo]]:
+        """The org's, the app's and the key's rules that apply to a caller (all must allow)."""
+        found = []
+        for label, k in (("org", (principal.org_id, None, None)),
+                         ("app", (principal.org_id, principal.app_id, None)),
+                         ("key", (principal.org_id, None, principal.key_id))):
+            if (label != "app" or principal.app_id is not None) and (rule := self.access.get(k)) is not None:
+                found.append((label, rule))
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +133,25 @@ class ModelInfo:
 @dataclass(frozen=True)
 class Catalog:
     models: dict[str, ModelInfo] = field(default_factory=dict)
-    aliases: dict[tuple[int | None, str], str] = field(default_factory=dict)  # (org_id|None, name)
+    aliases: dict[tuple[int | None, str], AliasInfo] = field(default_factory=dict)  # (org_id|None, name)
     fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     providers: dict[str, ProviderInfo] = field(default_factory=dict)
 
+    def alias(self, name: str, org_id: int | None = None) -> AliasInfo | None:
+        """The org's alias first, then the global one."""
+        return self.aliases.get((org_id, name)) or self.aliases.get((None, name))
+
     def resolve(self, name: str, org_id: int | None = None) -> ModelInfo | None:
         """Alias (the org's first, then global) -> slug -> model; None if unknown."""
-        target = self.aliases.get((org_id, name)) or self.aliases.get((None, name)) or name
-        return self.models.get(target)
+        alias = self.alias(name, org_id)
+        return self.models.get(alias.target if alias else name)
 
 
 class Memo:
     def __init__(self) -> None:
         self.keys: dict[str, Principal] = {}
         self.catalog = Catalog()
+        self.policy = Policy()
         self.org_names: dict[int, str] = {}
         # Balance = committed credits (as last read from the database) minus charges queued for
         # the ledger writer but not yet committed. The writer moves amounts from one to the other.
@@ -144,6 +210,24 @@ class Memo:
         elif topic == "orgs":
             self._load_orgs(session)
             self._load_keys(session)  # principals carry the org name
+        elif topic == "policy":
+            self._load_policy(session)
+
+    def _load_policy(self, session: Session) -> None:
+        savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = {}
+        for o in session.scalars(select(SavingsOverride)).all():
+            savings.setdefault((o.org_id, o.app_id), {})[o.layer] = dict(o.settings or {})
+        self.policy = Policy(
+            settings={s.key: s.value for s in session.scalars(select(GatewaySetting)).all()},
+            agents={(a.org_id, a.name): AgentInfo(a.name, a.normal, a.heavy, a.max)
+                    for a in session.scalars(select(AgentConfig)).all()},
+            access={(p.org_id, p.app_id, p.key_id): PolicyInfo(
+                None if p.allowed_models is None else frozenset(p.allowed_models),
+                None if p.allowed_providers is None else frozenset(p.allowed_providers),
+                p.max_input_micros_per_mtok, p.max_output_micros_per_mtok)
+                for p in session.scalars(select(AccessPolicy)).all()},
+            savings=savings,
+        )
 
     def _load_orgs(self, session: Session) -> None:
         rows = session.execute(select(Org.id, Org.name, Org.credits_micros)).all()
@@ -171,11 +255,14 @@ class Memo:
             routes.setdefault(r.model_id, []).append(RouteInfo(
                 r.id, slugs[r.model_id], provider, r.upstream_model, r.input_micros_per_mtok,
                 r.output_micros_per_mtok, r.cached_input_micros_per_mtok, r.context_window, r.position,
+                r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
             ))
         self.catalog = Catalog(
             models={m.slug: ModelInfo(m.slug, m.context_window, m.max_output_tokens, tuple(routes.get(m.id, ())))
                     for m in models},
-            aliases={(a.org_id, a.name): a.target for a in session.scalars(select(Alias)).all()},
+            aliases={(a.org_id, a.name): AliasInfo(a.target, a.strategy,
+                                                    tuple(orjson.loads(a.targets)) if a.targets else (a.target,))
+                     for a in session.scalars(select(Alias)).all()},
             fallbacks={f.model_slug: tuple(orjson.loads(f.chain)) for f in session.scalars(select(Fallback)).all()},
             providers={p.name: p for p in providers.values()},
         )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from gateway import crypto
 from gateway.ledger.pricing import usd_to_micros
 from gateway.memo import announce
-from gateway.models import Alias, Fallback, Model, Provider, Route
+from gateway.models import AgentConfig, Alias, Fallback, GatewaySetting, Model, Provider, Route
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent / "default_catalog.yaml"
 
@@ -36,16 +36,46 @@ class F:
     required: bool = False
 
 
+@dataclass(frozen=True)
+class OneOf:
+    """A scalar of one schema, or a mapping of another (e.g. an alias: a slug or a strategy)."""
+
+    scalar: Any
+    mapping: Any
+
+
+CAPABILITIES = ("tools", "vision", "streaming", "json_mode")
 ROUTE = {
     "provider": F(str, True), "upstream_model": F(str, True),
     "input_per_mtok": F("number", True), "output_per_mtok": F("number", True),
     "cached_input_per_mtok": F("number"), "context_window": F(int),
+    "weight": F("count"), "capabilities": F([str]), "reference": F(bool),
 }
+ALIAS = OneOf(str, {"strategy": F(str, True), "models": F([str], True)})
+ROUTING = {
+    "strategy": F(str), "retries": F("count"), "backoff_base_ms": F("count"), "backoff_max_ms": F("count"),
+    "deadline_seconds": F("number"), "breaker_failures": F(int), "breaker_cooldown_seconds": F("number"),
+}
+AGENT = {"name": F(str, True), "normal": F(str, True), "heavy": F(str), "max": F(str)}
+# One block per savings layer; every layer takes `enabled`, the rest are its own knobs.
+SAVINGS_LAYERS: dict[str, dict[str, F]] = {
+    "exact_cache": {"ttl_seconds": F(int), "max_entries": F(int), "charge": F(str), "shared_scope": F(str)},
+    "semantic_cache": {"threshold": F("number"), "max_turns": F(int), "ttl_seconds": F(int),
+                       "max_entries": F(int), "embeddings_model": F(str)},
+    "inflight_dedupe": {"max_wait_seconds": F("number")},
+    "prompt_cache": {"min_tokens": F(int)},
+    "compression": {"budget_tokens": F(int), "keep_last_turns": F(int), "summary_model": F(str),
+                    "mode": F(str)},
+    "context_dedupe": {"min_chars": F(int)},
+    "output_budget": {"default_max_tokens": F(int)},
+}
+SAVINGS = {layer: F({"enabled": F(bool), **knobs}) for layer, knobs in SAVINGS_LAYERS.items()}
 MODEL = {"slug": F(str, True), "routes": F([ROUTE], True), "context_window": F(int), "max_output_tokens": F(int)}
 PROVIDER = {"name": F(str, True), "kind": F(str, True), "base_url": F(str, True), "api_key": F(str),
             "api_key_env": F(str), "enabled": F(bool)}
 ROOT_SCHEMA = {
-    "providers": F([PROVIDER]), "models": F([MODEL]), "aliases": F({"*": str}), "fallbacks": F({"*": [str]}),
+    "providers": F([PROVIDER]), "models": F([MODEL]), "aliases": F({"*": ALIAS}), "fallbacks": F({"*": [str]}),
+    "routing": F(ROUTING), "agents": F([AGENT]), "savings": F(SAVINGS),
 }
 
 
@@ -55,6 +85,8 @@ def _where(node: yaml.Node, source: str) -> str:
 
 def _check(node: yaml.Node, schema: Any, source: str, path: str) -> Any:
     """Validate a composed YAML node against `schema`, returning plain Python values."""
+    if isinstance(schema, OneOf):
+        return _check(node, schema.mapping if isinstance(node, yaml.MappingNode) else schema.scalar, source, path)
     if isinstance(schema, dict) and "*" in schema:  # a mapping of free keys
         if not isinstance(node, yaml.MappingNode):
             raise ConfigError(f"{_where(node, source)}: '{path}' must be a mapping")
@@ -88,11 +120,13 @@ def _scalar(node: yaml.Node, typ: Any, source: str, path: str) -> Any:
     ok = {
         str: lambda v: isinstance(v, str) and v != "",
         int: lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
         bool: lambda v: isinstance(v, bool),
         "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
     }[typ](value)
     if not ok:
-        expected = {str: "a non-empty string", int: "a positive integer", bool: "true or false",
+        expected = {str: "a non-empty string", int: "a positive integer", "count": "a whole number >= 0",
+                    bool: "true or false",
                     "number": "a non-negative number"}[typ]
         raise ConfigError(f"{_where(node, source)}: '{path}' must be {expected}, got {node.value!r}")
     return value
@@ -125,6 +159,28 @@ def _check_references(config: dict[str, Any], source: str) -> None:
             if r["provider"] not in names:
                 raise ConfigError(f"{source}: model '{m['slug']}' routes to provider '{r['provider']}',"
                                   " which is not in providers (config providers must be declared in the same file)")
+            for cap in r.get("capabilities", []):
+                if cap not in CAPABILITIES:
+                    raise ConfigError(f"{source}: model '{m['slug']}': unknown capability '{cap}'"
+                                      f" (known: {', '.join(CAPABILITIES)})")
+        if sum(bool(r.get("reference")) for r in m["routes"]) > 1:
+            raise ConfigError(f"{source}: model '{m['slug']}' marks more than one route as reference")
+    from gateway.routing.strategies import STRATEGIES
+
+    strategies = [(f"alias '{n}'", a["strategy"]) for n, a in config.get("aliases", {}).items() if isinstance(a, dict)]
+    if "strategy" in config.get("routing", {}):
+        strategies.append(("routing", config["routing"]["strategy"]))
+    for where, strategy in strategies:
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"{source}: {where}: unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
+    savings = config.get("savings", {})
+    threshold = savings.get("semantic_cache", {}).get("threshold")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ConfigError(f"{source}: savings.semantic_cache.threshold must be in (0, 1]")
+    if savings.get("exact_cache", {}).get("charge", "free") not in ("free", "full"):
+        raise ConfigError(f"{source}: savings.exact_cache.charge must be 'free' or 'full'")
+    if savings.get("compression", {}).get("mode", "summary") not in ("summary", "trim"):
+        raise ConfigError(f"{source}: savings.compression.mode must be 'summary' or 'trim'")
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -159,7 +215,9 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
         session.add(model)
         session.flush()
         session.execute(delete(Route).where(Route.model_id == model.id))
-        for position, r in enumerate(spec["routes"]):
+        # The reference route (the benchmark price) goes first; the others keep their order.
+        ordered = sorted(spec["routes"], key=lambda r: not r.get("reference", False))
+        for position, r in enumerate(ordered):
             cached = r.get("cached_input_per_mtok")
             session.add(Route(
                 model_id=model.id, provider_id=providers[r["provider"]].id, upstream_model=r["upstream_model"],
@@ -167,17 +225,39 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
                 output_micros_per_mtok=usd_to_micros(r["output_per_mtok"]),
                 cached_input_micros_per_mtok=None if cached is None else usd_to_micros(cached),
                 context_window=r.get("context_window") or spec.get("context_window"), position=position,
+                weight=r.get("weight", 1),
+                capabilities=",".join(r["capabilities"]) if "capabilities" in r else None,
             ))
     for name, target in config.get("aliases", {}).items():
-        alias = session.scalar(select(Alias).where(Alias.name == name, Alias.org_id.is_(None)))
-        session.add(alias or Alias(name=name, target=target, org_id=None))
-        if alias:
-            alias.target = target
+        alias = session.scalar(select(Alias).where(Alias.name == name, Alias.org_id.is_(None))) or Alias(
+            name=name, org_id=None)
+        if isinstance(target, dict):
+            alias.target, alias.strategy = target["models"][0], target["strategy"]
+            alias.targets = orjson.dumps(target["models"]).decode()
+        else:
+            alias.target, alias.strategy, alias.targets = target, None, None
+        session.add(alias)
     for slug, chain in config.get("fallbacks", {}).items():
         fb = session.scalar(select(Fallback).where(Fallback.model_slug == slug)) or Fallback(model_slug=slug)
         fb.chain = orjson.dumps(chain).decode()
         session.add(fb)
-    announce(session, "catalog")
+    for spec in config.get("agents", []):
+        agent = session.scalar(select(AgentConfig).where(AgentConfig.name == spec["name"],
+                                                         AgentConfig.org_id.is_(None))) or AgentConfig(
+            name=spec["name"], org_id=None)
+        agent.normal, agent.heavy, agent.max = spec["normal"], spec.get("heavy"), spec.get("max")
+        session.add(agent)
+    for key in ("routing", "savings"):
+        if key in config:
+            put_setting(session, key, config[key], actor="config")
+    announce(session, "catalog", "policy")
+
+
+def put_setting(session: Session, key: str, value: Any, actor: str) -> None:
+    """Upsert a run-time setting (caller announces "policy")."""
+    row = session.scalar(select(GatewaySetting).where(GatewaySetting.key == key)) or GatewaySetting(key=key)
+    row.value, row.updated_by = value, actor
+    session.add(row)
 
 
 def env_providers(session: Session, env_keys: dict[str, str]) -> list[str]:

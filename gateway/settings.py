@@ -41,6 +41,8 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     start_jobs: bool = True
+    openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
+    openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -65,6 +67,9 @@ class Settings:
                 kind: env[var] for kind, var in ENV_PROVIDER_KEYS.items() if env.get(var)
             },
         }
+        for name in ("openrouter_referer", "openrouter_title"):
+            if env.get(f"GATEWAY_{name.upper()}"):
+                values[name] = env[f"GATEWAY_{name.upper()}"]
         if "GATEWAY_HOST" in env:
             values["host"] = env["GATEWAY_HOST"]
         if "GATEWAY_PORT" in env:

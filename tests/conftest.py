@@ -32,17 +32,35 @@ BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "fake-cached", "ech
 PRICES = {"input_per_mtok": 1000, "output_per_mtok": 2000, "cached_input_per_mtok": 250}
 
 
-def gateway_config(upstream_url: str) -> dict:
+def gateway_config(upstream_url: str, anthropic_url: str | None = None, gemini_url: str | None = None,
+                   bedrock_url: str | None = None, ollama_url: str | None = None,
+                   openrouter_url: str | None = None) -> dict:
     models = [{"slug": f"test/{b}", "context_window": 8192,
                "routes": [{"provider": "fake", "upstream_model": b, **PRICES}]} for b in BEHAVIOURS]
     models.append({"slug": "test/cheap", "routes": [{"provider": "fake", "upstream_model": "fake-gpt",
                                                      "input_per_mtok": 100, "output_per_mtok": 200}]})
-    return {
+    models.append({"slug": "test/embed", "routes": [{"provider": "fake", "upstream_model": "text-embedding-3-small",
+                                                     "input_per_mtok": 100, "output_per_mtok": 0}]})
+    # Responses fake (tests/fakes/responses_upstream.py): the upstream reports a failure mid-stream
+    models.append({"slug": "test/fail", "routes": [{"provider": "fake", "upstream_model": "fail", **PRICES}]})
+    config = {
         "providers": [{"name": "fake", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY}],
         "models": models,
         "aliases": {"fast": "test/fake-gpt"},
         "fallbacks": {"test/error-500": ["test/cheap"]},
+        "routing": {"retries": 0},  # retry tests set their own policy
     }
+    if anthropic_url:  # only when a test uses the fake_anthropic fixture
+        add_anthropic(config, anthropic_url)
+    if gemini_url:  # only when a test uses the fake_gemini fixture
+        add_gemini(config, gemini_url)
+    if bedrock_url:  # only when a test uses the fake_bedrock fixture
+        add_bedrock(config, bedrock_url)
+    if ollama_url:  # only when a test uses the fake_ollama fixture
+        add_ollama(config, ollama_url)
+    if openrouter_url:  # only when a test uses the fake_openrouter fixture
+        add_openrouter(config, openrouter_url)
+    return config
 
 
 @pytest.fixture(scope="session")
@@ -120,18 +138,26 @@ def _gateway_env(instance: Path, config_path: Path) -> dict:
 
 
 @pytest.fixture
-def gateway_factory(tmp_path, fake_openai):
+def gateway_factory(tmp_path, fake_openai, request):
     """Build a live gateway with optional settings overrides; at most one per test."""
     from gateway import boot
     from gateway.server import make_server
 
     started = []
+    wants_anthropic = "fake_anthropic" in request.fixturenames
+    fake_anthropic = request.getfixturevalue("fake_anthropic") if wants_anthropic else None
+    extra_fakes = {n: request.getfixturevalue(n)
+                   for n in ("fake_gemini", "fake_bedrock", "fake_ollama", "fake_openrouter")
+                   if n in request.fixturenames}
+    extra_urls = {f"{n[5:]}_url": fake.url for n, fake in extra_fakes.items()}  # gemini_url=, bedrock_url=
 
     def make(**overrides) -> Gateway:
         instance = tmp_path / "instance"
         instance.mkdir(exist_ok=True)
         config_path = instance / "gateway.yaml"
-        config_path.write_text(yaml.safe_dump(gateway_config(fake_openai.url)))
+        config_path.write_text(yaml.safe_dump(gateway_config(fake_openai.url,
+                                                             fake_anthropic.url if fake_anthropic else None,
+                                                             **extra_urls)))
         settings = {"instance": instance, "config_path": config_path, "secret_key": "test-secret",
                     "start_jobs": False, "sync_interval": 0.05, **overrides}
         app = create_app(settings)
@@ -151,6 +177,10 @@ def gateway_factory(tmp_path, fake_openai):
         server.stop(timeout=2)
         boot.stop_background(app)
     fake_openai.reset()
+    if fake_anthropic is not None:
+        fake_anthropic.reset()
+    for fake in extra_fakes.values():
+        fake.reset()
 
 
 @pytest.fixture
@@ -173,3 +203,165 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+# ---- Anthropic upstream (tests/fakes/anthropic_upstream.py) ---------------------------------------
+# Slugs `anthropic-test/<behaviour>` on provider `fakeanthropic` (kind anthropic); present in the
+# gateway's config only for tests that use the `fake_anthropic` fixture.
+ANTHROPIC_UPSTREAM_KEY = "sk-ant-upstream-test"
+ANTHROPIC_BEHAVIOURS = ["claude-fake", "claude-tool", "claude-tool-parallel", "claude-cached",
+                        "claude-thinking", "claude-thinking-redacted-tool", "echo", "reset",
+                        "midstream-error", "error-400", "error-401", "error-413", "error-429", "error-500",
+                        "error-529"]
+ANTHROPIC_PRICES = {"input_per_mtok": 3000, "output_per_mtok": 15000, "cached_input_per_mtok": 300}
+
+
+def add_anthropic(config: dict, anthropic_url: str) -> None:
+    config["providers"].append({"name": "fakeanthropic", "kind": "anthropic", "base_url": anthropic_url,
+                                "api_key": ANTHROPIC_UPSTREAM_KEY})
+    config["models"] += [{"slug": f"anthropic-test/{b}", "context_window": 200000, "max_output_tokens": 1024,
+                          "routes": [{"provider": "fakeanthropic", "upstream_model": b, **ANTHROPIC_PRICES}]}
+                         for b in ANTHROPIC_BEHAVIOURS]
+    # 529 (overloaded) is retryable: the next route is tried
+    config["models"].append({"slug": "anthropic-test/overloaded-first", "routes": [
+        {"provider": "fakeanthropic", "upstream_model": u, **ANTHROPIC_PRICES}
+        for u in ("error-529", "claude-fake")]})
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic():
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+    from tests.fakes.anthropic_upstream import serve as serve_anthropic
+
+    fake = FakeAnthropic(api_key=ANTHROPIC_UPSTREAM_KEY)
+    server, fake.url = serve_anthropic(fake)
+    yield fake
+    server.stop()
+
+
+# ---- Gemini and Bedrock upstreams (tests/fakes/gemini_upstream.py, bedrock_upstream.py) -----------
+# Slugs `gemini-test/<behaviour>` and `bedrock-test/<behaviour>`; present in the gateway's config only
+# for tests that use the `fake_gemini` / `fake_bedrock` fixtures. Bedrock model ids look like real ones
+# (`fake.<behaviour>-v1:0`) so the `:` must be URL-encoded, and signed, as AWS expects.
+GEMINI_UPSTREAM_KEY = "gemini-upstream-test"
+GEMINI_BEHAVIOURS = ["gemini-fake", "gemini-tool", "gemini-tool-parallel", "gemini-tool-thinking",
+                     "gemini-cached", "gemini-thinking", "gemini-safety", "echo", "reset", "error-400",
+                     "error-429", "error-500", "text-embedding-004"]
+BEDROCK_BEHAVIOURS = ["claude-fake", "claude-tool", "claude-tool-parallel", "claude-cached",
+                      "claude-thinking", "guardrail", "reset", "throttled", "error-400", "error-403",
+                      "error-429", "error-500", "titan-embed-text"]
+BEDROCK_SECRET = "fake/secret+KEY0000000000000000000000000"
+BEDROCK_TOKEN = "FwoGZXIvYXdzEFAKE//session+token="
+GB_PRICES = {"input_per_mtok": 1000, "output_per_mtok": 4000, "cached_input_per_mtok": 250}
+
+
+def add_gemini(config: dict, url: str) -> None:
+    config["providers"] += [
+        {"name": "fakegemini", "kind": "gemini", "base_url": url, "api_key": GEMINI_UPSTREAM_KEY},
+        {"name": "fakegemini-badkey", "kind": "gemini", "base_url": url, "api_key": "AIza-wrong"}]
+    config["models"] += [{"slug": f"gemini-test/{b}", "routes": [
+        {"provider": "fakegemini", "upstream_model": b, **GB_PRICES}]} for b in GEMINI_BEHAVIOURS]
+    config["models"].append({"slug": "gemini-test/bad-key", "routes": [
+        {"provider": "fakegemini-badkey", "upstream_model": "gemini-fake", **GB_PRICES}]})
+
+
+def add_bedrock(config: dict, url: str) -> None:
+    sigv4 = f"AKIDFAKEBEDROCK00001:{BEDROCK_SECRET}:{BEDROCK_TOKEN}"
+    config["providers"] += [
+        {"name": "fakebedrock", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
+         "api_key": sigv4},
+        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "api_key": "bedrock-api-key-test"},
+        {"name": "fakebedrock-badsecret", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
+         "api_key": sigv4.replace("fake/secret", "fake/SECRET")}]
+    config["models"] += [{"slug": f"bedrock-test/{b}", "routes": [
+        {"provider": "fakebedrock", "upstream_model": f"fake.{b}-v1:0", **GB_PRICES}]}
+        for b in BEDROCK_BEHAVIOURS]
+    config["models"] += [{"slug": "bedrock-test/api-key", "routes": [
+        {"provider": "fakebedrock-apikey", "upstream_model": "fake.claude-fake-v1:0", **GB_PRICES}]},
+        {"slug": "bedrock-test/bad-secret", "routes": [
+            {"provider": "fakebedrock-badsecret", "upstream_model": "fake.claude-fake-v1:0", **GB_PRICES}]}]
+
+
+@pytest.fixture(scope="session")
+def fake_gemini():
+    from tests.fakes.gemini_upstream import FakeGemini, serve_gemini
+
+    fake = FakeGemini(api_key=GEMINI_UPSTREAM_KEY)
+    server, fake.url = serve_gemini(fake)
+    yield fake
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_bedrock():
+    from tests.fakes.bedrock_upstream import FakeBedrock, serve_bedrock
+
+    fake = FakeBedrock(secret_key=BEDROCK_SECRET, session_token=BEDROCK_TOKEN, region="eu-central-1",
+                       api_key="bedrock-api-key-test")
+    server, fake.url = serve_bedrock(fake)
+    yield fake
+    server.stop()
+
+
+# ---- Ollama and OpenRouter upstreams (tests/fakes/ollama_upstream.py, openrouter_upstream.py) ---------
+# Slugs `ollama-test/<behaviour>` on provider `fakeollama` (kind ollama) and `openrouter-test/<behaviour>`
+# on provider `fakeopenrouter` (kind openrouter); present only for tests using the matching fixture.
+OLLAMA_BEHAVIOURS = ["llama3.2", "echo", "think", "tool", "tool-parallel", "truncate", "midstream-error",
+                     "error-400", "error-429", "error-500", "missing"]
+OPENROUTER_UPSTREAM_KEY = "sk-or-upstream-test"
+OPENROUTER_BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "echo", "reset", "error-400",
+                         "error-402", "error-429", "error-500"]
+
+
+def add_ollama(config: dict, ollama_url: str) -> None:
+    config["providers"].append({"name": "fakeollama", "kind": "ollama", "base_url": ollama_url})
+    config["models"] += [{"slug": f"ollama-test/{b}", "routes": [
+        {"provider": "fakeollama", "upstream_model": b, **PRICES}]} for b in OLLAMA_BEHAVIOURS]
+    config["models"] += [
+        {"slug": "ollama-test/free", "routes": [  # a local model: the catalog prices it at zero
+            {"provider": "fakeollama", "upstream_model": "llama3.2", "input_per_mtok": 0,
+             "output_per_mtok": 0}]},
+        {"slug": "ollama-test/embed", "routes": [
+            {"provider": "fakeollama", "upstream_model": "nomic-embed-text", "input_per_mtok": 100,
+             "output_per_mtok": 0}]},
+        {"slug": "ollama-test/embed-falls-back", "routes": [  # 500 is retryable: the OpenAI route serves
+            {"provider": "fakeollama", "upstream_model": "error-500", "input_per_mtok": 100,
+             "output_per_mtok": 0},
+            {"provider": "fake", "upstream_model": "text-embedding-3-small", "input_per_mtok": 100,
+             "output_per_mtok": 0}]},
+    ]
+
+
+def add_openrouter(config: dict, openrouter_url: str) -> None:
+    config["providers"].append({"name": "fakeopenrouter", "kind": "openrouter", "base_url": openrouter_url,
+                                "api_key": OPENROUTER_UPSTREAM_KEY})
+    config["models"] += [{"slug": f"openrouter-test/{b}", "routes": [
+        {"provider": "fakeopenrouter", "upstream_model": b, **PRICES}]} for b in OPENROUTER_BEHAVIOURS]
+    config["models"].append({"slug": "openrouter-test/embed", "routes": [
+        {"provider": "fakeopenrouter", "upstream_model": "text-embedding-3-small", "input_per_mtok": 100,
+         "output_per_mtok": 0}]})
+    config["models"].append({"slug": "openrouter-test/out-of-credits", "routes": [  # 402 is retryable: next route
+        {"provider": "fakeopenrouter", "upstream_model": "error-402", **PRICES},
+        {"provider": "fake", "upstream_model": "fake-gpt", **PRICES}]})
+
+
+@pytest.fixture(scope="session")
+def fake_ollama():
+    from tests.fakes.ollama_upstream import FakeOllama
+    from tests.fakes.ollama_upstream import serve as serve_ollama
+
+    fake = FakeOllama()
+    server, fake.url = serve_ollama(fake)
+    yield fake
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_openrouter():
+    from tests.fakes.openrouter_upstream import FakeOpenRouter
+    from tests.fakes.openrouter_upstream import serve as serve_openrouter
+
+    fake = FakeOpenRouter(api_key=OPENROUTER_UPSTREAM_KEY)
+    server, fake.url = serve_openrouter(fake)
+    yield fake
+    server.stop()

@@ -13,11 +13,12 @@ from gateway.pipeline.context import RequestContext
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def handle(endpoint: str, dialect: str) -> Response:
+def handle(endpoint: str, dialect: str, raw: bytes | None = None) -> Response:
+    """Run one inference request; `raw` replaces the request body (for thin aliases)."""
     ctx = RequestContext(
         endpoint=endpoint,
         dialect=dialect,
-        raw=request.get_data(cache=False),
+        raw=request.get_data(cache=False) if raw is None else raw,
         headers=request.headers,
         raw_key=auth.extract_key(request.headers),
     )

@@ -55,8 +55,8 @@ def model_object(model: ModelInfo, alias: str | None = None) -> dict[str, Any]:
 
 
 def _visible_aliases(catalog: Catalog, org_id: int) -> dict[str, str]:
-    out = {name: target for (owner, name), target in catalog.aliases.items() if owner is None}
-    out.update({name: target for (owner, name), target in catalog.aliases.items() if owner == org_id})
+    out = {name: a.target for (owner, name), a in catalog.aliases.items() if owner is None}
+    out.update({name: a.target for (owner, name), a in catalog.aliases.items() if owner == org_id})
     return out
 
 

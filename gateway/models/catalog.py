@@ -45,6 +45,9 @@ class Route(Base):
     cached_input_micros_per_mtok: Mapped[int | None] = mapped_column(BigInt)
     context_window: Mapped[int | None] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer, default=0)  # 0 is the reference route
+    weight: Mapped[int] = mapped_column(Integer, default=1)  # for the weighted strategy
+    # Comma-separated: tools, vision, streaming, json_mode. None: not declared, assume all.
+    capabilities: Mapped[str | None] = mapped_column(String(128))
 
 
 class Alias(Base):
@@ -52,8 +55,10 @@ class Alias(Base):
     __table_args__ = (UniqueConstraint("name", "org_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(160))
-    target: Mapped[str] = mapped_column(String(160))
+    target: Mapped[str] = mapped_column(String(160))  # a slug; with `strategy`, the first of `targets`
     org_id: Mapped[int | None] = mapped_column(ForeignKey("org.id"), index=True)  # None: global
+    strategy: Mapped[str | None] = mapped_column(String(32))  # over several slugs
+    targets: Mapped[str | None] = mapped_column(Text)  # JSON list of slugs, with `strategy`
 
 
 class Fallback(Base):

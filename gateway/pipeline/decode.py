@@ -6,12 +6,16 @@ import orjson
 
 from gateway.errors import InvalidJSON
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.wire import openai_chat
+from gateway.wire import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 
 name, enforcing = "decode", True
 
 CHECKS = {
     "chat.completions": openai_chat.check_request,
+    "messages": anthropic_messages.check_request,
+    "messages.count_tokens": anthropic_messages.check_count_request,
+    "embeddings": openai_embeddings.check_request,
+    "responses": openai_responses.check,  # also binds the request to its org (see responses_store)
 }
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 from types import ModuleType
 
 from gateway.errors import UpstreamError
-from gateway.providers import openai
+from gateway.providers import anthropic, bedrock, gemini, ollama, openai, openrouter
 
 ADAPTERS: dict[str, ModuleType] = {
     "openai": openai,
-    "openrouter": openai,  # OpenAI-compatible wire format
+    "anthropic": anthropic,
+    "openrouter": openrouter,
+    "ollama": ollama,
+    "gemini": gemini,
+    "bedrock": bedrock,
 }
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from gateway.wire import openai_chat
+from gateway.wire import anthropic_messages, openai_chat, openai_responses
 
 CODECS: dict[str, ModuleType] = {
     "chat.completions": openai_chat,
+    "messages": anthropic_messages,
+    "responses": openai_responses,
 }
 
 

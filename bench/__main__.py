@@ -1,0 +1,71 @@
+"""`python -m bench [--quick] [--seconds S] [--memory N] [--no-pin] [--keep]`: run, print, save.
+
+Default: 4 scenarios x 3 targets, ~7 s each (about 2 minutes in all). --quick: a ~20 s smoke
+run. --memory N: then N more gateway requests, sampling its RSS every 10k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from bench import report
+from bench.suite import Bench
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway benchmark (see bench/suite.py)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~20 s)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per scenario and target (default 6, quick 1)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds before each run (default 1, quick 0.3)")
+    parser.add_argument("--memory", type=int, metavar="N", help="then send N requests to the gateway, sampling RSS")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, gateway instance)")
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (1.0 if args.quick else 6.0)
+    warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 1.0)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    bench = Bench(seconds, warmup, args.pin, log=log)
+    failed = True
+    started = time.perf_counter()
+    try:
+        log(f"starting the fake upstream, the pass-through and the gateway (logs in {bench.tmp})")
+        bench.start()
+        gateway = bench.targets["gateway"]
+        rss_before = gateway.server.rss_mb()
+        runs = bench.run_scenarios()
+        rss = {"before_mb": rss_before, "after_mb": gateway.server.rss_mb(), "requests": gateway.served}
+        memory = bench.memory_soak(args.memory) if args.memory else None
+        failed = False
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        bench.stop()
+        if failed:
+            for child in bench.children:
+                log(child.log_tail())
+        bench.cleanup(keep=args.keep or failed)
+    report.add_deltas(runs)
+    results = {"environment": bench.environment(), "runs": runs, "gateway_rss": rss, "memory": memory,
+               "elapsed_seconds": round(time.perf_counter() - started, 1)}
+    results["goals"] = report.goals(runs, memory, rss)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print(report.markdown(results))
+    log(f"results: {args.json} ({results['elapsed_seconds']:g} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Policy: runtime gateway settings, agent configurations, tenant access rules, savings overrides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.models.base import Base, BigInt, utcnow
+
+
+class GatewaySetting(Base):
+    """A setting changed at run time from the console (routing strategy, savings defaults...)."""
+
+    __tablename__ = "gateway_setting"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(254), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AgentConfig(Base):
+    """A named agent: `agent:<name>` uses `normal`, `agent:<name>:heavy` and `:max` the others."""
+
+    __tablename__ = "agent_config"
+    __table_args__ = (UniqueConstraint("name", "org_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("org.id"), index=True)  # None: global
+    normal: Mapped[str] = mapped_column(String(160))
+    heavy: Mapped[str | None] = mapped_column(String(160))
+    max: Mapped[str | None] = mapped_column(String(160))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AccessPolicy(Base):
+    """What an org, one of its apps, or one key may use. Unset lists allow everything; a set list
+    denies whatever it does not name. Prices are caps in micro-dollars per million tokens."""
+
+    __tablename__ = "access_policy"
+    __table_args__ = (UniqueConstraint("org_id", "app_id", "key_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"), index=True)
+    app_id: Mapped[int | None] = mapped_column(ForeignKey("app.id"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id"))
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    allowed_providers: Mapped[list[str] | None] = mapped_column(JSON)
+    max_input_micros_per_mtok: Mapped[int | None] = mapped_column(BigInt)
+    max_output_micros_per_mtok: Mapped[int | None] = mapped_column(BigInt)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SavingsOverride(Base):
+    """Per org (or per app) settings for one savings layer, over the config's `savings:` defaults."""
+
+    __tablename__ = "savings_override"
+    __table_args__ = (UniqueConstraint("org_id", "app_id", "layer"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"), index=True)
+    app_id: Mapped[int | None] = mapped_column(ForeignKey("app.id"))
+    layer: Mapped[str] = mapped_column(String(32))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

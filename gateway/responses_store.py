@@ -1,0 +1,159 @@
+"""Stored responses: who owns a response id and the conversation behind it, per org.
+
+The request path reads and writes an in-memory LRU per org only; rows reach the database through
+the ledger writer (`WRITER.enqueue_record`), never synchronously. A lookup that misses the LRU
+(evicted, or after a restart) reads the database once and caches the row again.
+
+Tenant isolation is the point of this module: every read takes the caller's org, and an id
+created by another org is indistinguishable from an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from gateway import db
+from gateway.crypto import digest
+from gateway.errors import InvalidApiKey, NotFound
+from gateway.ledger.writer import WRITER
+from gateway.memo import MEMO
+from gateway.models import StoredResponse
+
+log = logging.getLogger(__name__)
+
+PER_ORG = 1000  # responses kept in memory per org; older ones are read back from the database
+STATE = "_gateway_responses"  # key of the per-request state in ctx.body (see attach); never the client's
+
+
+class PreviousResponseNotFound(NotFound):
+    code = "previous_response_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    id: str
+    org_id: int
+    conversation: list[dict[str, Any]]  # input items (history expanded) + output items; never mutated
+    response: dict[str, Any]  # the response object as the client received it
+    model: str = ""
+    provider: str = ""  # the upstream provider that also holds this id (pass-through); "" when built here
+    upstream_stored: bool = False
+
+
+class ResponseStore:
+    def __init__(self, per_org: int = PER_ORG) -> None:
+        self.per_org = per_org
+        self._orgs: dict[int, OrderedDict[str, Stored]] = {}
+        self._lock = threading.Lock()  # cheap; guards against the rare native-thread caller
+
+    def put(self, rec: Stored) -> None:
+        """Keep `rec` in memory now and queue its row for the writer."""
+        self._cache(rec)
+        WRITER.enqueue_record(StoredResponse, {
+            "response_id": rec.id, "org_id": rec.org_id, "model": rec.model[:160], "provider": rec.provider,
+            "upstream_stored": rec.upstream_stored, "conversation": rec.conversation,
+            "response": rec.response,
+        })
+
+    def get(self, org_id: int, response_id: str) -> Stored | None:
+        """The org's response with this id, or None (also when another org owns it)."""
+        with self._lock:
+            lru = self._orgs.get(org_id)
+            if lru is not None and (rec := lru.get(response_id)) is not None:
+                lru.move_to_end(response_id)
+                return rec
+        rec = self._load(org_id, response_id)
+        if rec is not None:
+            self._cache(rec)
+        return rec
+
+    def clear(self) -> None:
+        with self._lock:
+            self._orgs.clear()
+
+    def _cache(self, rec: Stored) -> None:
+        with self._lock:
+            lru = self._orgs.setdefault(rec.org_id, OrderedDict())
+            lru[rec.id] = rec
+            lru.move_to_end(rec.id)
+            while len(lru) > self.per_org:
+                lru.popitem(last=False)
+
+    @staticmethod
+    def _load(org_id: int, response_id: str) -> Stored | None:
+        # A miss is rare (eviction, restart); one indexed read by (org_id, response_id).
+        with db.session_scope() as s:
+            row = s.scalars(select(StoredResponse).where(
+                StoredResponse.org_id == org_id, StoredResponse.response_id == response_id,
+            ).order_by(StoredResponse.id.desc()).limit(1)).first()
+            if row is None:
+                return None
+            return Stored(row.response_id, row.org_id, row.conversation, row.response, row.model,
+                          row.provider, row.upstream_stored)
+
+
+STORE = ResponseStore()
+
+
+# ---- per-request state, carried in ctx.body ---------------------------------------------------
+# The dialect's face to dispatch receives only the body, so the caller's org and the expanded
+# history travel in it under STATE. attach() always overwrites the key: a client cannot supply it.
+
+def attach(body: dict[str, Any], org_id: int) -> None:
+    """Bind the request to its org and resolve `previous_response_id` within that org (404 otherwise)."""
+    state: dict[str, Any] = {"org_id": org_id, "history": [], "previous_provider": ""}
+    previous = body.get("previous_response_id")
+    if previous:
+        rec = STORE.get(org_id, previous)
+        if rec is None:
+            raise PreviousResponseNotFound(f"Previous response with id '{previous}' not found.",
+                                           param="previous_response_id")
+        state["history"] = rec.conversation
+        state["previous_provider"] = rec.provider if rec.upstream_stored else ""
+    body[STATE] = state
+
+
+def state_of(body: dict[str, Any]) -> dict[str, Any]:
+    return body.get(STATE) or {}
+
+
+def request_org() -> int:
+    """The org of the current Flask request's API key.
+
+    Stopgap while the decode stage hands checks the body only: auth has already accepted this
+    key (it runs first), so this is the same O(1) map read, not a second authentication.
+    """
+    from flask import request
+
+    from gateway.pipeline.auth import extract_key  # here: the pipeline package imports this module's users
+
+    principal = MEMO.principal(digest(extract_key(request.headers) or ""))
+    if principal is None:
+        raise InvalidApiKey("Incorrect API key provided.")
+    return principal.org_id
+
+
+def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's `input` as a list of items (a string is one user message)."""
+    value = body.get("input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    return [item for item in value or [] if isinstance(item, dict)]
+
+
+def remember(body: dict[str, Any], response: dict[str, Any], *, provider: str = "",
+             upstream_stored: bool = False, model: str = "") -> None:
+    """Store a finished response unless the client sent `store: false` (or the request has no org)."""
+    state = state_of(body)
+    if body.get("store") is False or "org_id" not in state or not response.get("id"):
+        return
+    conversation = [*state.get("history", ()), *input_items(body), *(response.get("output") or ())]
+    model = model or str(response.get("model", ""))
+    STORE.put(Stored(response["id"], state["org_id"], conversation, response, model, provider,
+                     upstream_stored))

@@ -1,0 +1,1 @@
+"""Routing policy: route health and circuit breakers, ordering strategies, retry timing."""
