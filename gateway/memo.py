@@ -55,6 +55,7 @@ class ProviderInfo:
     base_url: str
     api_key: str | None = field(repr=False)  # decrypted, memory only
     enabled: bool = True
+    responses_api: bool | None = None  # serves /v1/responses natively; None: only OpenAI's own API
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +277,7 @@ class Memo:
                 log.error("provider %s: stored key cannot be decrypted with this secret key", p.name)
         elif p.api_key_env:
             api_key = environ_value(p.api_key_env)
-        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled)
+        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api)
 
 
 def announce(session: Session, *topics: str) -> None:

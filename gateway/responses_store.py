@@ -19,10 +19,8 @@ from typing import Any
 from sqlalchemy import select
 
 from gateway import db
-from gateway.crypto import digest
-from gateway.errors import InvalidApiKey, NotFound
+from gateway.errors import NotFound
 from gateway.ledger.writer import WRITER
-from gateway.memo import MEMO
 from gateway.models import StoredResponse
 
 log = logging.getLogger(__name__)
@@ -121,22 +119,6 @@ def attach(body: dict[str, Any], org_id: int) -> None:
 
 def state_of(body: dict[str, Any]) -> dict[str, Any]:
     return body.get(STATE) or {}
-
-
-def request_org() -> int:
-    """The org of the current Flask request's API key.
-
-    Stopgap while the decode stage hands checks the body only: auth has already accepted this
-    key (it runs first), so this is the same O(1) map read, not a second authentication.
-    """
-    from flask import request
-
-    from gateway.pipeline.auth import extract_key  # here: the pipeline package imports this module's users
-
-    principal = MEMO.principal(digest(extract_key(request.headers) or ""))
-    if principal is None:
-        raise InvalidApiKey("Incorrect API key provided.")
-    return principal.org_id
 
 
 def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:

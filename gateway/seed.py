@@ -72,7 +72,7 @@ SAVINGS_LAYERS: dict[str, dict[str, F]] = {
 SAVINGS = {layer: F({"enabled": F(bool), **knobs}) for layer, knobs in SAVINGS_LAYERS.items()}
 MODEL = {"slug": F(str, True), "routes": F([ROUTE], True), "context_window": F(int), "max_output_tokens": F(int)}
 PROVIDER = {"name": F(str, True), "kind": F(str, True), "base_url": F(str, True), "api_key": F(str),
-            "api_key_env": F(str), "enabled": F(bool)}
+            "api_key_env": F(str), "enabled": F(bool), "responses_api": F(bool)}
 ROOT_SCHEMA = {
     "providers": F([PROVIDER]), "models": F([MODEL]), "aliases": F({"*": ALIAS}), "fallbacks": F({"*": [str]}),
     "routing": F(ROUTING), "agents": F([AGENT]), "savings": F(SAVINGS),
@@ -201,6 +201,7 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
         p = providers.get(spec["name"]) or Provider(name=spec["name"])
         p.kind, p.base_url = spec["kind"], spec["base_url"].rstrip("/")
         p.enabled = spec.get("enabled", True)
+        p.responses_api = spec.get("responses_api")
         if "api_key" in spec:
             p.api_key_enc, p.api_key_env = crypto.encrypt(cipher, spec["api_key"], aad=p.name.encode()), None
         elif "api_key_env" in spec:

@@ -39,7 +39,7 @@ def test_cached_prompt_tokens_are_priced_at_the_cached_price(gateway):
     assert row.cached_tokens == 2
     assert row.benchmark_micros == 5 * 1000 + 4 * 2000
     assert row.charge_micros == 3 * 1000 + 2 * 250 + 4 * 2000
-    assert row.saved_micros == 1500 and row.saved_by == "provider_cache=1500"
+    assert row.saved_micros == 1500 and row.saved_by == "prompt_cache=1500"
     assert raw.headers["x-gateway-saved"] == "0.001500"
 
 
@@ -172,3 +172,24 @@ def test_rows_that_cannot_be_written_are_spilled_and_replayed(gateway, monkeypat
     assert gateway.org().credits_micros == 10_000_000 - row.charge_micros
     WRITER.replay_spill()  # replaying twice never charges twice
     assert len(gateway.rows()) == 1
+
+
+def test_usage_rollups_follow_the_ledger(gateway):
+    from sqlalchemy import select
+
+    from gateway import db
+    from gateway.models import UsageRollup
+
+    sdk = gateway.sdk()
+    for _ in range(3):
+        sdk.chat.completions.create(model="test/fake-cached", messages=MSG)
+    with pytest.raises(openai.RateLimitError):
+        sdk.chat.completions.create(model="test/error-429", messages=MSG)
+    rows = gateway.rows()
+    with db.session_scope() as s:
+        rollups = {(r.model, r.mechanism): r for r in s.scalars(select(UsageRollup))}
+    total = rollups[("test/fake-cached", "")]
+    assert (total.requests, total.errors) == (3, 0)
+    assert total.charge_micros == sum(r.charge_micros for r in rows if r.requested_model == "test/fake-cached")
+    assert rollups[("test/fake-cached", "prompt_cache")].saved_micros == 3 * 1500
+    assert (rollups[("test/error-429", "")].requests, rollups[("test/error-429", "")].errors) == (1, 1)

@@ -23,7 +23,7 @@ from sqlalchemy import insert, select, update
 
 from gateway import db
 from gateway.memo import MEMO
-from gateway.models import LedgerEntry, Org, utcnow
+from gateway.models import LedgerEntry, Org, UsageRollup, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class LedgerWriter:
         self._cycle_lock = Semaphore(1)
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
+        self._holding = False  # the loop has taken a batch and not yet written it
 
     def init_app(self, app: Flask) -> None:
         settings = app.extensions["settings"]
@@ -82,16 +83,21 @@ class LedgerWriter:
                 if batch:
                     self._write(batch)
                 self._sync()
-            if self.queue.empty():
+            if self.queue.empty() and not self._holding:
                 return
+            gevent.sleep(0)  # the loop holds a batch taken before our turn: let it write it
 
     def _run(self) -> None:
         while not self._stopping:
             batch = self._take(block=True)
-            with self._cycle_lock:
-                if batch:
-                    self._write(batch)
-                self._sync()
+            self._holding = bool(batch)
+            try:
+                with self._cycle_lock:
+                    if batch:
+                        self._write(batch)
+                    self._sync()
+            finally:
+                self._holding = False
 
     def _take(self, block: bool) -> list[tuple[type, dict]]:
         batch: list[tuple[type, dict]] = []
@@ -127,12 +133,16 @@ class LedgerWriter:
         charges: dict[int, int] = defaultdict(int)
         tables: dict[type, list[dict]] = defaultdict(list)
         for model, row in batch:
-            tables[model].append(row)
             if model is LedgerEntry:
                 charges[row["org_id"]] += row["charge_micros"]
+                row = {k: v for k, v in row.items() if k != "saved_mechanisms"}
+            tables[model].append(row)
+        rollups = rollup([row for model, row in batch if model is LedgerEntry])
         with db.write_lock, db.session_scope() as session:
             for model, rows in tables.items():
                 session.execute(insert(model), rows)
+            if rollups:
+                upsert_rollups(session, rollups)
             for org_id, micros in charges.items():
                 if micros:
                     session.execute(
@@ -181,6 +191,45 @@ class LedgerWriter:
             self._insert([(LedgerEntry, r) for r in fresh] + others)
         self.spill_path.unlink()
         log.warning("replayed %d spilled ledger rows", len(fresh))
+
+
+_ROLLUP_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "benchmark_micros", "charge_micros",
+                "saved_micros")
+
+
+def rollup(rows: list[dict]) -> list[dict]:
+    """Hourly sums per (org, hour, requested model, mechanism); mechanism "" is the total."""
+    acc: dict[tuple, dict] = {}
+    for row in rows:
+        hour = row["created_at"].replace(minute=0, second=0, microsecond=0)
+        base = (row["org_id"], hour, row["requested_model"])
+        total = acc.setdefault((*base, ""), dict.fromkeys(_ROLLUP_SUMS, 0))
+        total["requests"] += 1
+        total["errors"] += int(row["status"] >= 400)
+        total["input_tokens"] += row["input_tokens"]
+        total["output_tokens"] += row["output_tokens"]
+        total["benchmark_micros"] += row["benchmark_micros"]
+        total["charge_micros"] += row["charge_micros"]
+        total["saved_micros"] += row["saved_micros"]
+        for mechanism, micros in (row.get("saved_mechanisms") or {}).items():
+            part = acc.setdefault((*base, mechanism), dict.fromkeys(_ROLLUP_SUMS, 0))
+            part["requests"] += 1
+            part["saved_micros"] += micros
+    return [{"org_id": k[0], "hour": k[1], "model": k[2], "mechanism": k[3], **v} for k, v in acc.items()]
+
+
+def upsert_rollups(session, rows: list[dict]) -> None:
+    """Add to the hour's sums (INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL)."""
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(UsageRollup)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["org_id", "hour", "model", "mechanism"],
+        set_={name: getattr(UsageRollup, name) + getattr(stmt.excluded, name) for name in _ROLLUP_SUMS},
+    )
+    session.execute(stmt, rows)
 
 
 WRITER = LedgerWriter()

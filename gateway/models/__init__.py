@@ -3,7 +3,7 @@
 from gateway.models.base import Base, utcnow
 from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
-from gateway.models.ledger import LedgerEntry
+from gateway.models.ledger import LedgerEntry, UsageRollup
 from gateway.models.logs import AuditLog, ChangeEvent
 from gateway.models.policy import AccessPolicy, AgentConfig, GatewaySetting, SavingsOverride
 from gateway.models.responses import StoredResponse
@@ -11,7 +11,7 @@ from gateway.models.tenancy import ApiKey, App, CreditGrant, Org, User
 
 __all__ = [
     "AccessPolicy", "AgentConfig", "CacheEntry", "ConversationSummary", "GatewaySetting", "SavingsOverride",
-    "SemanticEntry",
+    "SemanticEntry", "UsageRollup",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
     "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",
 ]

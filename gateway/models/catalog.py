@@ -19,6 +19,7 @@ class Provider(Base):
     api_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # AES-256-GCM; see crypto.py
     api_key_env: Mapped[str | None] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    responses_api: Mapped[bool | None] = mapped_column(Boolean)  # serves /v1/responses? None: unknown
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

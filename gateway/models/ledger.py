@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.models.base import Base, BigInt, utcnow
@@ -38,7 +38,7 @@ class LedgerEntry(Base):
     benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
     charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
     saved_micros: Mapped[int] = mapped_column(BigInt, default=0)
-    saved_by: Mapped[str] = mapped_column(String(64), default="")  # mechanism -> micros, "k=v,..."
+    saved_by: Mapped[str] = mapped_column(String(255), default="")  # mechanism -> micros, "k=v,..."
     cache: Mapped[str] = mapped_column(String(16), default="miss")
     status: Mapped[int] = mapped_column(Integer)
     error_type: Mapped[str | None] = mapped_column(String(64))
@@ -47,3 +47,25 @@ class LedgerEntry(Base):
     ttfb_ms: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageRollup(Base):
+    """Hourly totals per org and requested model, kept current by the ledger writer in the same
+    transaction as the rows. `mechanism` "" holds the totals; other rows hold what one savings
+    mechanism saved. Usage views and the savings page read these, never the raw ledger."""
+
+    __tablename__ = "usage_rollup"
+    __table_args__ = (UniqueConstraint("org_id", "hour", "model", "mechanism"),
+                      Index("ix_usage_rollup_hour", "hour"))
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"))  # first column of the unique index
+    hour: Mapped[datetime]
+    model: Mapped[str] = mapped_column(String(160))
+    mechanism: Mapped[str] = mapped_column(String(32), default="")
+    requests: Mapped[int] = mapped_column(BigInt, default=0)
+    errors: Mapped[int] = mapped_column(BigInt, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    saved_micros: Mapped[int] = mapped_column(BigInt, default=0)

@@ -1,9 +1,12 @@
 """The hot path as one ordered list of stages, and run(ctx).
 
 A stage is a module with `name`, `enforcing`, `before(ctx)` and `after(ctx, reply)`. `before` may
-return a reply (a cache hit), which skips the rest and the provider call. `after` runs in reverse
-order for the stages whose `before` ran: on success, on error, and for streams when the stream ends
-(or the client goes away). Enforcing stages fail closed; advisory ones are skipped with a warning.
+return a reply (a cache hit), which skips the rest and the provider call. An optional
+`on_reply(ctx, reply) -> reply` sees the reply before the client does (to tee a stream, say).
+`after` runs in reverse order for the stages whose `before` ran: on success, on error, and for
+streams when the stream ends (or the client goes away). Enforcing stages fail closed; advisory
+ones are skipped with a warning. The gate comes before the savings layers: a key without the
+scope or an org without credits gets no answer, not even a cached one.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from gateway.pipeline.dispatch import dispatch
 log = logging.getLogger(__name__)
 
 Stage = ModuleType
-STAGES: list[Stage] = [auth, decode, route, gate]
+STAGES: list[Stage] = [auth, decode, route, gate]  # the savings layers follow gate, in the order
+# exact_cache, semantic_cache, inflight_dedupe, prompt_cache, compression, context_dedupe, output_budget
 
 
 def run(ctx: RequestContext) -> Reply:
@@ -34,6 +38,7 @@ def run(ctx: RequestContext) -> Reply:
                 break
         else:
             reply = dispatch(ctx)
+        reply = _on_reply(ctx, ran, reply)
     except GatewayError as e:
         ctx.fail(e)
         _finish(ctx, ran, None)
@@ -49,6 +54,20 @@ def run(ctx: RequestContext) -> Reply:
     else:
         meter.price(ctx)
         _finish(ctx, ran, reply)
+    return reply
+
+
+def _on_reply(ctx: RequestContext, ran: list[Stage], reply: Reply) -> Reply:
+    for stage in reversed(ran):
+        hook = getattr(stage, "on_reply", None)
+        if hook is None:
+            continue
+        try:
+            reply = hook(ctx, reply)
+        except Exception:
+            if stage.enforcing:
+                raise
+            log.warning("advisory stage %s on_reply skipped", stage.name, exc_info=True)
     return reply
 
 

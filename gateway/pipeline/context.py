@@ -54,12 +54,15 @@ class RequestContext:
     status: int = 200
     error: GatewayError | None = None
     first_byte_at: float | None = None
-    cache: str = "miss"
+    cache: str = "miss"  # or how a savings layer answered: hit | semantic | dedupe
+    cache_mechanism: str = ""  # the layer that answered (exact_cache, semantic_cache, inflight_dedupe)
+    removed_tokens: dict[str, int] = field(default_factory=dict)  # prompt tokens a layer removed
     saved: dict[str, int] = field(default_factory=dict)  # mechanism -> micro-dollars
     benchmark_micros: int = 0
     charge_micros: int = 0
     recorded: bool = False
-    changed: bool = False  # a stage rewrote the request: it must be re-encoded, not passed through
+    changed: bool = False  # a stage rewrote `canonical`: re-encode it, do not pass bytes through
+    canonical: Any = None  # the decoded ChatRequest, once a stage asked for it (see savings.canonical)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-private state
 
     def fail(self, error: GatewayError) -> None:

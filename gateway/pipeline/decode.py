@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from gateway import responses_store
 from gateway.errors import InvalidJSON
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.wire import anthropic_messages, openai_chat, openai_embeddings, openai_responses
@@ -15,7 +16,7 @@ CHECKS = {
     "messages": anthropic_messages.check_request,
     "messages.count_tokens": anthropic_messages.check_count_request,
     "embeddings": openai_embeddings.check_request,
-    "responses": openai_responses.check,  # also binds the request to its org (see responses_store)
+    "responses": openai_responses.check_request,
 }
 
 
@@ -27,6 +28,8 @@ def before(ctx: RequestContext) -> Reply | None:
             "We could not parse the JSON body of your request. The body must be valid JSON."
         ) from None
     CHECKS[ctx.endpoint](ctx.body)
+    if ctx.endpoint == "responses":  # bind to the org: previous_response_id resolves within it only
+        responses_store.attach(ctx.body, ctx.principal.org_id)
     ctx.requested_model = ctx.body["model"]
     ctx.stream = bool(ctx.body.get("stream"))
     return None

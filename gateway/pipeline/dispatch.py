@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -113,8 +114,11 @@ def call_route(ctx: RequestContext, route: RouteInfo) -> Reply:
 def translate(ctx: RequestContext, adapter, route: RouteInfo) -> Reply:
     """Client dialect -> canonical -> provider, and the reply back into the client's dialect."""
     codec = wire.codec(ctx.endpoint)
-    req = codec.decode_request(ctx.body)
-    req.model = route.upstream_model
+    if ctx.canonical is not None:  # a savings layer decoded (and maybe edited) it already
+        req = dataclasses.replace(ctx.canonical, model=route.upstream_model)
+    else:
+        req = codec.decode_request(ctx.body)
+        req.model = route.upstream_model
     if ctx.stream:
         events = adapter.chat_stream(ctx, req, route)
         return Reply(chunks=codec.render_stream(observe(ctx, events), ctx.requested_model, ctx.body),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from gateway import tokens
-
 from gateway.ledger import pricing
 from gateway.ledger.writer import WRITER
 from gateway.pipeline.context import RequestContext
@@ -14,18 +13,27 @@ from gateway.wire.canonical import Usage
 
 
 def price(ctx: RequestContext) -> None:
-    """Benchmark: the requested model's reference route at list price. Charge: the route used."""
-    ctx.saved.pop("routing", None)
+    """Benchmark: the requested model's reference route at list price, for the request as the
+    client sent it (tokens a savings layer removed are added back). Charge: the route used, or
+    the answering layer's policy (a cache hit is free by default). Saved = benchmark - charge,
+    attributed by mechanism; what no layer explains is `routing` (a fallback or a cheaper route)."""
     reference = ctx.model.reference if ctx.model else None
-    ctx.benchmark_micros = pricing.list_price_micros(reference, ctx.usage)
+    removed = sum(ctx.removed_tokens.values())
+    asked = Usage(ctx.usage.input_tokens + removed, ctx.usage.output_tokens)
+    ctx.benchmark_micros = pricing.list_price_micros(reference, asked)
+    saved: dict[str, int] = {}
     if ctx.cache == "miss":
         ctx.charge_micros = pricing.cost_micros(ctx.route, ctx.usage)
-    provider_cache = pricing.list_price_micros(ctx.route, ctx.usage) - pricing.cost_micros(ctx.route, ctx.usage)
-    if provider_cache and ctx.cache == "miss":
-        ctx.saved["provider_cache"] = provider_cache
-    routing = ctx.saved_micros - sum(ctx.saved.values())
-    if routing:
-        ctx.saved["routing"] = routing
+        if prompt_cache := pricing.list_price_micros(ctx.route, ctx.usage) - ctx.charge_micros:
+            saved["prompt_cache"] = prompt_cache
+        for mechanism, tokens_removed in ctx.removed_tokens.items():
+            if tokens_removed:
+                saved[mechanism] = pricing.list_price_micros(reference, Usage(tokens_removed, 0))
+    else:
+        saved[ctx.cache_mechanism] = ctx.benchmark_micros - ctx.charge_micros
+    if routing := ctx.benchmark_micros - ctx.charge_micros - sum(saved.values()):
+        saved["routing"] = routing
+    ctx.saved = saved
 
 
 def cost_headers(ctx: RequestContext) -> dict[str, str]:
@@ -97,7 +105,8 @@ def record(ctx: RequestContext) -> None:
         "benchmark_micros": ctx.benchmark_micros,
         "charge_micros": ctx.charge_micros,
         "saved_micros": ctx.saved_micros,
-        "saved_by": ",".join(f"{k}={v}" for k, v in ctx.saved.items() if v)[:64],
+        "saved_by": ",".join(f"{k}={v}" for k, v in ctx.saved.items() if v)[:255],
+        "saved_mechanisms": {k: v for k, v in ctx.saved.items() if v},  # for the usage rollups
         "cache": ctx.cache,
         "status": ctx.status,
         "error_type": err.type if err else None,

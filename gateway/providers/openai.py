@@ -23,7 +23,7 @@ from gateway.wire import openai_chat
 from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, StreamEvent, Usage
 
 kind = "openai"
-native = frozenset({"chat.completions"})  # endpoints whose bytes pass through untouched
+native = frozenset({"chat.completions", "responses"})  # endpoints whose bytes pass through untouched
 
 SECRETISH = re.compile(r"(sk|gw|key|rk|pk)-[A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
 
@@ -49,6 +49,10 @@ def to_wire(ctx: RequestContext, route: RouteInfo) -> tuple[bytes, bool]:
 
 
 def passthrough(ctx: RequestContext, route: RouteInfo) -> Reply:
+    if ctx.endpoint == "responses":
+        from gateway.providers import openai_responses  # it builds on this module
+
+        return openai_responses.passthrough(ctx, route)
     payload, hide_usage = to_wire(ctx, route)
     resp = post(route, "/chat/completions", payload, headers_for(route), stream=ctx.stream)
     if resp.status_code >= 400:

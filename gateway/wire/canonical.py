@@ -150,3 +150,56 @@ class StreamEvent:
 
 
 EventStream = Iterator[StreamEvent]
+
+
+def replay(resp: ChatResponse) -> EventStream:
+    """A whole response as the canonical events of a stream (cache hits replayed as streams)."""
+    yield StreamEvent("start", id=resp.id, model=resp.model)
+    for part in resp.content:
+        if part.type == "thinking":
+            yield StreamEvent("thinking", text=part.text or "", signature=part.signature)
+        elif part.type == "text" and part.text:
+            yield StreamEvent("text", text=part.text)
+    for index, call in enumerate(resp.tool_calls):
+        yield StreamEvent("tool_call", index=index, id=call.id, name=call.name)
+        if call.arguments:
+            yield StreamEvent("tool_args", index=index, text=call.arguments)
+    yield StreamEvent("finish", finish_reason=resp.finish_reason, stop_sequence=resp.stop_sequence)
+    yield StreamEvent("usage", usage=resp.usage)
+    yield StreamEvent("end")
+
+
+def assemble(events: Iterator[StreamEvent]) -> ChatResponse | None:
+    """Canonical stream events -> the whole response; None if the stream did not end cleanly."""
+    resp = ChatResponse(id="", model="")
+    text: list[str] = []
+    thinking: list[str] = []
+    signature: str | None = None
+    calls: dict[int, ToolCall] = {}
+    for ev in events:
+        if ev.kind == "start":
+            resp.id, resp.model = ev.id or "", ev.model or ""
+        elif ev.kind == "text":
+            text.append(ev.text or "")
+        elif ev.kind == "thinking":
+            thinking.append(ev.text or "")
+            signature = ev.signature or signature
+        elif ev.kind == "tool_call":
+            calls[ev.index] = ToolCall(ev.id or "", ev.name or "", "")
+        elif ev.kind == "tool_args" and ev.index in calls:
+            calls[ev.index].arguments += ev.text or ""
+        elif ev.kind == "finish":
+            resp.finish_reason = ev.finish_reason or "stop"
+            resp.stop_sequence = ev.stop_sequence
+        elif ev.kind == "usage" and ev.usage is not None:
+            resp.usage.merge(ev.usage)
+        elif ev.kind == "error":
+            return None
+        elif ev.kind == "end":
+            if thinking:
+                resp.content.append(Part("thinking", text="".join(thinking), signature=signature))
+            if text:
+                resp.content.append(Part("text", text="".join(text)))
+            resp.tool_calls = [calls[i] for i in sorted(calls)]
+            return resp
+    return None

@@ -110,12 +110,6 @@ def _check_item(item: Any, where: str) -> None:
         raise InvalidRequest(f"Missing required parameter: '{where}.type'.", param=f"{where}.type")
 
 
-def check(body: Any) -> None:
-    """The CHECKS entry: validate, then bind the request to its org and resolve the history."""
-    check_request(body)
-    responses_store.attach(body, responses_store.request_org())
-
-
 # ---- decode: Responses request -> canonical ------------------------------------------------------
 
 def _parts(content: Any) -> list[Part]:

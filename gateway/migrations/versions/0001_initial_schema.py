@@ -187,7 +187,7 @@ def upgrade() -> None:
     sa.Column('benchmark_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('charge_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('saved_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('saved_by', sa.String(length=64), nullable=False),
+    sa.Column('saved_by', sa.String(length=255), nullable=False),
     sa.Column('cache', sa.String(length=16), nullable=False),
     sa.Column('status', sa.Integer(), nullable=False),
     sa.Column('error_type', sa.String(length=64), nullable=True),

@@ -1,0 +1,116 @@
+"""Agent Configurations console: `agent:<name>[:heavy|:max]` per scope, with YAML export and import."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, abort, request
+from flask_login import current_user
+from sqlalchemy import select
+
+from gateway import catalog_admin
+from gateway.admin import bp
+from gateway.admin.editing import (
+    GLOBAL,
+    delete,
+    org_names,
+    parse_scope,
+    reply,
+    scope_choices,
+    visible_orgs,
+    write,
+)
+from gateway.catalog_admin import AdminError, may_edit
+from gateway.db import request_session
+from gateway.models import AgentConfig, Alias, Model
+
+PAGE, TABLE, FORM, IMPORT = ("admin/agents/index.html", "admin/agents/_table.html", "admin/agents/_form.html",
+                             "admin/agents/_import.html")
+
+
+def _rows() -> list[dict[str, Any]]:
+    session = request_session()
+    orgs = [o.id for o in visible_orgs(session)]
+    names = org_names(session)
+    q = (select(AgentConfig).where(AgentConfig.org_id.is_(None) | AgentConfig.org_id.in_(orgs))
+         .order_by(AgentConfig.name, AgentConfig.org_id))
+    return [{"agent": a, "org": names.get(a.org_id) if a.org_id else None,
+             "editable": may_edit(current_user, a.org_id)} for a in session.scalars(q).all()]
+
+
+def _targets() -> list[str]:
+    """What a tier may name: model slugs and the aliases this user can see."""
+    session = request_session()
+    orgs = [o.id for o in visible_orgs(session)]
+    aliases = session.scalars(select(Alias.name).where(Alias.org_id.is_(None) | Alias.org_id.in_(orgs))).all()
+    return sorted(set(session.scalars(select(Model.slug)).all()) | set(aliases))
+
+
+def _default_scope() -> str:
+    return GLOBAL if current_user.is_superadmin else str(current_user.org_id)
+
+
+def _page(partial: str, form: dict[str, Any] | None = None, imported: dict[str, Any] | None = None,
+          **kw: Any) -> Response:
+    session = request_session()
+    scopes = scope_choices(session)
+    # Global agents are visible (and usable) by every org, so anyone may export them.
+    export_scopes = scopes if current_user.is_superadmin else [(GLOBAL, "Global (every org)"), *scopes]
+    return reply(PAGE, partial, rows=_rows(), form=form or {"scope": _default_scope()},
+                 imported=imported or {"scope": _default_scope()}, scopes=scopes, export_scopes=export_scopes,
+                 targets=_targets(), **kw)
+
+
+@bp.get("/agents")
+def agents():
+    return _page(TABLE)
+
+
+@bp.get("/agents/<int:agent_id>/edit")
+def agent_edit(agent_id: int):
+    agent = request_session().get(AgentConfig, agent_id)
+    if agent is None or not may_edit(current_user, agent.org_id):
+        abort(404)
+    form = {"scope": str(agent.org_id) if agent.org_id else GLOBAL, "name": agent.name, "normal": agent.normal,
+            "heavy": agent.heavy or "", "max": agent.max or ""}
+    return _page(FORM, form=form)
+
+
+@bp.post("/agents")
+def agent_save():
+    form = request.form.to_dict()
+    try:
+        agent = write(catalog_admin.put_agent, form.get("name", ""), parse_scope(form.get("scope")),
+                      form.get("normal", ""), form.get("heavy"), form.get("max"))
+    except AdminError as e:
+        return _page(FORM, form=form, error=str(e))
+    return _page(FORM, form={"scope": form.get("scope")}, event="agents-changed",
+                 notice=f"Saved agent {agent.name}: use it as model agent:{agent.name}.")
+
+
+@bp.post("/agents/<int:agent_id>/delete")
+def agent_delete(agent_id: int):
+    return delete(catalog_admin.delete_agent, agent_id, "admin.agents", "agents-changed")
+
+
+@bp.get("/agents/export")
+def agents_export():
+    scope = request.args.get("scope") or GLOBAL
+    org_id = parse_scope(scope)
+    if org_id is not None and org_id not in [o.id for o in visible_orgs(request_session())]:
+        abort(404)
+    text = catalog_admin.export_agents(request_session(), org_id)
+    filename = "agents-global.yaml" if org_id is None else f"agents-org-{org_id}.yaml"
+    return Response(text, content_type="application/yaml; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.post("/agents/import")
+def agents_import():
+    form = request.form.to_dict()
+    try:
+        names = write(catalog_admin.import_agents, form.get("yaml", ""), parse_scope(form.get("scope")))
+    except AdminError as e:
+        return _page(IMPORT, imported=form, import_error=str(e), error=str(e))
+    return _page(IMPORT, imported={"scope": form.get("scope")}, event="agents-changed",
+                 import_notice=f"Imported {len(names)} agent{'s' if len(names) != 1 else ''}: {', '.join(names)}.")

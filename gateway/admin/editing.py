@@ -1,0 +1,90 @@
+"""Console editing helpers: one admin write per short transaction; the form answered to htmx or a browser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Response, abort, make_response, redirect, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway import db
+from gateway.catalog_admin import AdminError, Forbidden
+from gateway.htmx import is_htmx, render_page_or_partial, trigger
+from gateway.models import Org
+
+T = TypeVar("T")
+GLOBAL = "global"
+
+
+def write(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """Run a catalog_admin write as the signed-in user, in its own transaction. Forbidden is a 403;
+    any other AdminError propagates for the view to show in its form (nothing was written)."""
+    try:
+        with db.write_lock, db.session_scope() as session:
+            return fn(session, current_user, *args, **kw)
+    except Forbidden as e:
+        abort(403, description=str(e))
+
+
+def reply(page: str, partial: str, *, error: str | None = None, event: str | None = None,
+          **context: Any) -> Response:
+    """The form back: htmx swaps in the partial (200 even on error, since htmx does not swap a 4xx);
+    a plain form post gets the whole page, 422 on error. A successful change fires `event`
+    (HX-Trigger), on which the page's tables refresh themselves."""
+    resp = render_page_or_partial(page, partial, error=error, **context)
+    if error and not is_htmx():
+        resp.status_code = 422
+    if event and not error:
+        trigger(resp, event)
+    return resp
+
+
+def removed(endpoint: str, event: str) -> Response:
+    """After a delete: htmx swaps the row for nothing and fires `event`; a browser goes back to the page."""
+    if is_htmx():
+        return trigger(make_response(""), event)
+    return redirect(url_for(endpoint))
+
+
+def delete(fn: Callable[..., None], row_id: int, endpoint: str, event: str) -> Response:
+    try:
+        write(fn, row_id)
+    except AdminError:
+        abort(404)
+    return removed(endpoint, event)
+
+
+def require_superadmin() -> None:
+    if not current_user.is_superadmin:
+        abort(403, description="Only a super-admin can see this page.")
+
+
+def visible_orgs(session: Session) -> list[Org]:
+    """Every org for a super-admin; otherwise the user's own org only."""
+    q = select(Org).order_by(Org.name)
+    if not current_user.is_superadmin:
+        q = q.where(Org.id == (current_user.org_id or -1))
+    return list(session.scalars(q).all())
+
+
+def scope_choices(session: Session) -> list[tuple[str, str]]:
+    """(value, label) for a scope select: global for super-admins, then the orgs the user may edit."""
+    choices = [(GLOBAL, "Global (every org)")] if current_user.is_superadmin else []
+    return choices + [(str(o.id), f"Org {o.name}") for o in visible_orgs(session)]
+
+
+def parse_scope(value: str | None) -> int | None:
+    """'global' (or nothing) -> None; an org id -> int. Permission is checked by the write itself."""
+    if value in (None, "", GLOBAL):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        abort(400, description="Unknown scope.")
+
+
+def org_names(session: Session) -> dict[int, str]:
+    return dict(session.execute(select(Org.id, Org.name)).tuples().all())

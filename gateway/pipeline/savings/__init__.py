@@ -1,0 +1,91 @@
+"""Savings layers: settings per layer (config `savings:` < org < app < request headers) and the
+shared helpers the layers use. Every layer is advisory: a failure skips it, never the request.
+
+Request headers: `x-gateway-<layer>: on|off` (e.g. `x-gateway-semantic-cache: on`) turns one layer
+on or off for this request; `x-gateway-cache: bypass|force` and `Cache-Control: no-store` steer the
+caches (see exact_cache and semantic_cache).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import wire
+from gateway.memo import MEMO
+from gateway.pipeline.context import RequestContext
+
+LAYERS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "compression",
+          "context_dedupe", "output_budget")
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "exact_cache": {"enabled": True, "ttl_seconds": 3600, "max_entries": 10_000, "charge": "free",
+                    "shared_scope": None},
+    "semantic_cache": {"enabled": False, "threshold": None, "max_turns": 1, "ttl_seconds": 3600,
+                       "max_entries": 10_000, "embeddings_model": None},
+    "inflight_dedupe": {"enabled": True, "max_wait_seconds": 120.0},
+    "prompt_cache": {"enabled": True, "min_tokens": 1024},
+    "compression": {"enabled": False, "budget_tokens": 8000, "keep_last_turns": 4, "summary_model": None,
+                    "mode": "trim"},
+    "context_dedupe": {"enabled": False, "min_chars": 200},
+    "output_budget": {"enabled": True, "default_max_tokens": None},
+}
+HEADERS = {layer: "x-gateway-" + layer.replace("_", "-") for layer in LAYERS}
+
+_merged: dict[tuple[int, int | None, int | None], dict[str, dict[str, Any]]] = {}
+_snapshot: int = 0
+
+
+def _base(org_id: int | None, app_id: int | None) -> dict[str, dict[str, Any]]:
+    """Defaults < config `savings:` < the org's overrides < the app's; rebuilt per policy snapshot."""
+    global _snapshot
+    policy = MEMO.policy
+    if _snapshot != id(policy):
+        _merged.clear()
+        _snapshot = id(policy)
+    key = (id(policy), org_id, app_id)
+    merged = _merged.get(key)
+    if merged is None:
+        config = policy.settings.get("savings") or {}
+        merged = {}
+        for layer in LAYERS:
+            values = {**DEFAULTS[layer], **config.get(layer, {})}
+            if org_id is not None:
+                values.update(policy.savings.get((org_id, None), {}).get(layer, {}))
+                if app_id is not None:
+                    values.update(policy.savings.get((org_id, app_id), {}).get(layer, {}))
+            merged[layer] = values
+        _merged[key] = merged
+    return merged
+
+
+def settings(ctx: RequestContext, layer: str) -> dict[str, Any]:
+    """The layer's settings for this request, request headers applied last."""
+    cache = ctx.extra.setdefault("savings", {})
+    if layer in cache:
+        return cache[layer]
+    p = ctx.principal
+    values = _base(p.org_id if p else None, p.app_id if p else None)[layer]
+    switch = (ctx.headers.get(HEADERS[layer]) or "").strip().lower()
+    if switch in ("on", "off", "true", "false", "1", "0"):
+        values = {**values, "enabled": switch in ("on", "true", "1")}
+    cache[layer] = values
+    return values
+
+
+def enabled(ctx: RequestContext, layer: str) -> bool:
+    return bool(settings(ctx, layer)["enabled"])
+
+
+def canonical(ctx: RequestContext):
+    """The request as a canonical ChatRequest, decoded once. A layer that edits it sets
+    `ctx.changed`, so dispatch re-encodes it instead of passing the client's bytes through."""
+    if ctx.canonical is None:
+        ctx.canonical = wire.codec(ctx.endpoint).decode_request(ctx.body)
+    return ctx.canonical
+
+
+def scope(ctx: RequestContext, layer: str) -> str:
+    """Where a layer's stored answers live: the org's own scope, or a shared scope the org opted into."""
+    shared = settings(ctx, layer).get("shared_scope")
+    assert ctx.principal is not None
+    return f"shared:{shared}" if shared else f"org:{ctx.principal.org_id}"
