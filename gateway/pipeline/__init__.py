@@ -18,7 +18,7 @@ from types import ModuleType
 from gateway.errors import GatewayError, InternalError
 from gateway.pipeline import auth, decode, gate, meter, route
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.pipeline.dispatch import dispatch
+from gateway.pipeline import dispatch as dispatching
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def run(ctx: RequestContext) -> Reply:
             if (reply := _before(stage, ctx)) is not None:
                 break
         else:
-            reply = dispatch(ctx)
+            reply = dispatching.dispatch(ctx)
         reply = _on_reply(ctx, ran, reply)
     except GatewayError as e:
         ctx.fail(e)
