@@ -26,10 +26,10 @@ from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, Usage
 log = logging.getLogger(__name__)
 
 kind = "openrouter"
-native = openai.native
+native = frozenset({"chat.completions"})  # Responses requests are translated onto chat
 
-# Until Settings has `openrouter_referer` / `openrouter_title` (GATEWAY_OPENROUTER_REFERER / _TITLE),
-# these are what OpenRouter's rankings show for traffic through the gateway.
+# Defaults of settings `openrouter_referer` / `openrouter_title` (GATEWAY_OPENROUTER_REFERER / _TITLE):
+# what OpenRouter's rankings show for traffic through the gateway.
 DEFAULT_REFERER = "https://github.com/gateway"
 DEFAULT_TITLE = "Gateway"
 
