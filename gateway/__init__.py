@@ -16,7 +16,7 @@ __all__ = ["create_app"]
 def create_app(overrides: Mapping[str, Any] | None = None):
     from flask import Flask
 
-    from gateway import admin, api, db, jobs
+    from gateway import admin, api, db, jobs, public
     from gateway.ledger.writer import WRITER
     from gateway.memo import MEMO
     from gateway.providers import http
@@ -39,5 +39,6 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     WRITER.init_app(app)
     api.init_app(app)
     admin.init_app(app)
+    public.init_app(app)
     jobs.init_app(app)
     return app

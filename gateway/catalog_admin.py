@@ -302,7 +302,8 @@ def import_agents(session: Session, actor: Actor, text: str, org_id: int | None)
     for spec in specs:
         _upsert_agent(session, org_id, spec)
     names = [s["name"] for s in specs]
-    audit(session, actor.email, "agent.import", _scope(org), f"{len(names)} agents: {', '.join(names)}", org_id)
+    audit(session, actor.email, "agent.import", _scope(org), f"{len(names)} agents: {', '.join(names)}",
+          org_id)
     announce(session, "policy")
     return names
 
@@ -312,7 +313,8 @@ def import_agents(session: Session, actor: Actor, text: str, org_id: int | None)
 def put_access_rule(session: Session, actor: Actor, org_id: int, app_id: int | None = None,
                     key_id: int | None = None, allowed_models: Iterable[str] | str | None = None,
                     allowed_providers: Iterable[str] | str | None = None,
-                    max_input_per_mtok: str | None = None, max_output_per_mtok: str | None = None) -> AccessPolicy:
+                    max_input_per_mtok: str | None = None,
+                    max_output_per_mtok: str | None = None) -> AccessPolicy:
     """What an org, one of its apps or one key may use. An empty list leaves that dimension open;
     a list denies what it does not name. An org-wide rule is the super-admins' to set; an org's
     admins may narrow it further for their apps and keys (every applicable rule must allow)."""
@@ -337,7 +339,8 @@ def put_access_rule(session: Session, actor: Actor, org_id: int, app_id: int | N
     provider_names = set(session.scalars(select(Provider.name)).all())
     for p in providers or ():
         if p not in provider_names:
-            raise AdminError(f"Allowed providers: unknown provider '{p}' (known: {', '.join(sorted(provider_names))}).")
+            raise AdminError(f"Allowed providers: unknown provider '{p}'"
+                             f" (known: {', '.join(sorted(provider_names))}).")
     max_in = _price("Max input price", max_input_per_mtok)
     max_out = _price("Max output price", max_output_per_mtok)
     if models is None and providers is None and max_in is None and max_out is None:
@@ -447,7 +450,8 @@ def put_routing_settings(session: Session, actor: Actor, form: Mapping[str, Any]
         try:
             value: Any = typ(raw) if typ is int else float(raw)
         except ValueError:
-            raise AdminError(f"{label}: '{raw}' is not {'a whole number' if typ is int else 'a number'}.") from None
+            kind = "a whole number" if typ is int else "a number"
+            raise AdminError(f"{label}: '{raw}' is not {kind}.") from None
         if not low <= value <= high:
             raise AdminError(f"{label} must be between {low:g} and {high:g}.")
         new[name] = value

@@ -46,9 +46,9 @@ def card(model: ModelInfo) -> dict[str, Any]:
         "capabilities": capabilities(model.routes),
         "reference": ref,
         "routes": [{"route": r, "reference": i == 0, "input": price(r.input_micros_per_mtok),
-                    "output": price(r.output_micros_per_mtok), "cached": price(r.cached_input_micros_per_mtok),
-                    "capabilities": None if r.capabilities is None else
-                    [lab for cap, lab in CAPABILITY_LABELS.items() if cap in r.capabilities]}
+                    "output": price(r.output_micros_per_mtok),
+                    "cached": price(r.cached_input_micros_per_mtok),
+                    "capabilities": capabilities((r,))}
                    for i, r in enumerate(model.routes)],
         "providers": sorted({r.provider.name for r in model.routes}),
     }

@@ -61,7 +61,7 @@ AGENT = {"name": F(str, True), "normal": F(str, True), "heavy": F(str), "max": F
 SAVINGS_LAYERS: dict[str, dict[str, F]] = {
     "exact_cache": {"ttl_seconds": F(int), "max_entries": F(int), "charge": F(str), "shared_scope": F(str)},
     "semantic_cache": {"threshold": F("number"), "max_turns": F(int), "ttl_seconds": F(int),
-                       "max_entries": F(int), "embeddings_model": F(str)},
+                       "max_entries": F(int), "embeddings_model": F(str), "shared_scope": F(str)},
     "inflight_dedupe": {"max_wait_seconds": F("number")},
     "prompt_cache": {"min_tokens": F(int)},
     "compression": {"budget_tokens": F(int), "keep_last_turns": F(int), "summary_model": F(str),
@@ -249,8 +249,13 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
         agent.normal, agent.heavy, agent.max = spec["normal"], spec.get("heavy"), spec.get("max")
         session.add(agent)
     for key in ("routing", "savings"):
-        if key in config:
-            put_setting(session, key, config[key], actor="config")
+        if key in config:  # the config's keys win; console changes to other keys survive a restart
+            current = session.scalar(select(GatewaySetting.value).where(GatewaySetting.key == key)) or {}
+            merged = {**current, **config[key]}
+            if key == "savings":
+                merged = {layer: {**current.get(layer, {}), **config[key].get(layer, {})}
+                          for layer in {*current, *config[key]}}
+            put_setting(session, key, merged, actor="config")
     announce(session, "catalog", "policy")
 
 

@@ -70,7 +70,16 @@ def home():
 
 
 def init_app(app: Flask) -> None:
-    from gateway.admin import auth, logs  # noqa: F401  (views register on import)
+    from gateway.admin import (  # noqa: F401  (views register on import)  # noqa: F401  (routing console)
+        access,
+        agents,
+        audit,
+        auth,
+        catalog,
+        logs,
+        routing,
+        savings,  # noqa: F401  (savings report and settings)
+    )
 
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in the admin blueprint only
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)

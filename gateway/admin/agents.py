@@ -71,8 +71,8 @@ def agent_edit(agent_id: int):
     agent = request_session().get(AgentConfig, agent_id)
     if agent is None or not may_edit(current_user, agent.org_id):
         abort(404)
-    form = {"scope": str(agent.org_id) if agent.org_id else GLOBAL, "name": agent.name, "normal": agent.normal,
-            "heavy": agent.heavy or "", "max": agent.max or ""}
+    form = {"scope": str(agent.org_id) if agent.org_id else GLOBAL, "name": agent.name,
+            "normal": agent.normal, "heavy": agent.heavy or "", "max": agent.max or ""}
     return _page(FORM, form=form)
 
 
@@ -112,5 +112,6 @@ def agents_import():
         names = write(catalog_admin.import_agents, form.get("yaml", ""), parse_scope(form.get("scope")))
     except AdminError as e:
         return _page(IMPORT, imported=form, import_error=str(e), error=str(e))
+    plural = "s" if len(names) != 1 else ""
     return _page(IMPORT, imported={"scope": form.get("scope")}, event="agents-changed",
-                 import_notice=f"Imported {len(names)} agent{'s' if len(names) != 1 else ''}: {', '.join(names)}.")
+                 import_notice=f"Imported {len(names)} agent{plural}: {', '.join(names)}.")

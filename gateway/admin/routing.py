@@ -50,7 +50,8 @@ def _alias_rows() -> list[dict[str, Any]]:
     session = request_session()
     orgs = [o.id for o in visible_orgs(session)]
     names = org_names(session)
-    q = select(Alias).where(Alias.org_id.is_(None) | Alias.org_id.in_(orgs)).order_by(Alias.name, Alias.org_id)
+    q = (select(Alias).where(Alias.org_id.is_(None) | Alias.org_id.in_(orgs))
+         .order_by(Alias.name, Alias.org_id))
     return [{"alias": a, "org": names.get(a.org_id) if a.org_id else None, "targets": alias_targets(a),
              "editable": may_edit(current_user, a.org_id)} for a in session.scalars(q).all()]
 

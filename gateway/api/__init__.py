@@ -49,7 +49,7 @@ def _http_error(e: HTTPException):
 
 
 def init_app(app: Flask) -> None:
-    from gateway.api import chat, compat, embeddings, health, messages, models, responses  # noqa: F401  (routes register on import)
+    from gateway.api import chat, compat, embeddings, health, messages, models, providers, responses, usage  # noqa: F401  (routes register on import)
 
     app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(compat.bp, url_prefix="/api/v1")

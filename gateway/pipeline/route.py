@@ -111,7 +111,7 @@ def _within_rules(plan: list[RouteInfo], principal: Principal, ctx: RequestConte
     kept = []
     reasons: list[str] = []
     for route in plan:
-        why = _denied(route, rules)
+        why = _denied(route, rules, ctx.requested_model)
         if why is None:
             kept.append(route)
         elif why not in reasons:
@@ -121,9 +121,10 @@ def _within_rules(plan: list[RouteInfo], principal: Principal, ctx: RequestConte
     return kept
 
 
-def _denied(route: RouteInfo, rules) -> str | None:
+def _denied(route: RouteInfo, rules, requested: str) -> str | None:
     for label, r in rules:
-        if r.allowed_models is not None and route.model_slug not in r.allowed_models:
+        if (r.allowed_models is not None and route.model_slug not in r.allowed_models
+                and requested not in r.allowed_models):  # a rule may name the alias the client uses
             return f"model {route.model_slug} is not in the {label}'s allowed models"
         if r.allowed_providers is not None and route.provider.name not in r.allowed_providers:
             return f"provider {route.provider.name} is not in the {label}'s allowed providers"
