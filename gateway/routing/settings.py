@@ -26,7 +26,7 @@ class RoutingSettings:
                            self.deadline_seconds)
 
 
-_cache: tuple[int, RoutingSettings] | None = None
+_cache: tuple[Any, RoutingSettings] | None = None  # (the raw dict it came from, compared by identity)
 _EMPTY: dict[str, Any] = {}
 _NAMES = {f.name for f in fields(RoutingSettings)}
 
@@ -35,8 +35,8 @@ def current() -> RoutingSettings:
     """Rebuilt only when the policy snapshot changes (memo swaps the whole object on reload)."""
     global _cache
     raw: Any = MEMO.policy.settings.get("routing") or _EMPTY
-    if _cache is None or _cache[0] != id(raw):
+    if _cache is None or _cache[0] is not raw:
         value = RoutingSettings(**{k: v for k, v in raw.items() if k in _NAMES})
         HEALTH.configure(value.breaker_failures, value.breaker_cooldown_seconds)
-        _cache = (id(raw), value)
+        _cache = (raw, value)
     return _cache[1]

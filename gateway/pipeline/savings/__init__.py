@@ -20,8 +20,8 @@ LAYERS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "c
 DEFAULTS: dict[str, dict[str, Any]] = {
     "exact_cache": {"enabled": True, "ttl_seconds": 3600, "max_entries": 10_000, "charge": "free",
                     "shared_scope": None},
-    "semantic_cache": {"enabled": False, "threshold": None, "max_turns": 1, "ttl_seconds": 3600,
-                       "max_entries": 10_000, "embeddings_model": None},
+    "semantic_cache": {"enabled": False, "threshold": 0.95, "max_turns": 1, "ttl_seconds": 3600,
+                       "max_entries": 10_000, "embeddings_model": None, "shared_scope": None},
     "inflight_dedupe": {"enabled": True, "max_wait_seconds": 120.0},
     "prompt_cache": {"enabled": True, "min_tokens": 1024},
     "compression": {"enabled": False, "budget_tokens": 8000, "keep_last_turns": 4, "summary_model": None,
@@ -31,18 +31,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 HEADERS = {layer: "x-gateway-" + layer.replace("_", "-") for layer in LAYERS}
 
-_merged: dict[tuple[int, int | None, int | None], dict[str, dict[str, Any]]] = {}
-_snapshot: int = 0
+_merged: dict[tuple[int | None, int | None], dict[str, dict[str, Any]]] = {}
+_snapshot: object = None  # the policy object the merged settings were built from (compared by identity)
 
 
 def _base(org_id: int | None, app_id: int | None) -> dict[str, dict[str, Any]]:
     """Defaults < config `savings:` < the org's overrides < the app's; rebuilt per policy snapshot."""
     global _snapshot
     policy = MEMO.policy
-    if _snapshot != id(policy):
+    if _snapshot is not policy:
         _merged.clear()
-        _snapshot = id(policy)
-    key = (id(policy), org_id, app_id)
+        _snapshot = policy
+    key = (org_id, app_id)
     merged = _merged.get(key)
     if merged is None:
         config = policy.settings.get("savings") or {}
