@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from flask import Flask
 from sqlalchemy import func, select
 
-from gateway import accounts, db, jobs, migrate, seed
+from gateway import accounts, db, jobs, migrate, savings_store, seed
+from gateway import semantic_index
+from gateway.pipeline.savings import compress
 from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
@@ -59,6 +61,9 @@ def start_background(app: Flask) -> None:
     """Load the in-memory maps, then start the ledger writer and the scheduler."""
     with db.session_scope() as session:
         MEMO.load_all(session)
+        savings_store.STORE.load(session)  # the exact cache, back in memory
+        semantic_index.INDEX.load(session)  # the semantic cache, back in memory
+        compress.load(session)  # conversation summaries, back in memory
     HEALTH.reset()
     WRITER.start()
     jobs.start(app)

@@ -1,0 +1,191 @@
+"""Semantic-cache index: per (scope, model) a float32 matrix of unit vectors, searched by brute force.
+
+Requests read and write memory only: `put` keeps the entry in memory and queues its row for the
+ledger writer (`WRITER.enqueue_record` into `semantic_entry`); `load` (at start) replaces memory
+with the table's unexpired rows and deletes the expired ones. Each partition keeps at most
+`max_entries` (expired entries go first, then the oldest) and never serves an expired entry.
+
+Search is one matrix-vector product over the partition (about 1 ms for 10k × 384 on one core),
+masked to the request's context key, so it runs inline; past a few hundred thousand rows move to
+an ANN index (see STACK.md §4). Vectors of different widths (an operator switched embedders) live
+in separate partitions, so they never meet. Single process: greenlets never switch inside these
+methods, so no lock is needed; each worker holds its own index (shared store when scaled out).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from gateway.ledger.writer import WRITER
+from gateway.memo import MEMO
+from gateway.models import SemanticEntry
+from gateway.savings_store import response_from_dict, response_to_dict
+from gateway.wire.canonical import ChatResponse
+
+log = logging.getLogger(__name__)
+
+LOAD_PER_PARTITION = 10_000  # newest entries loaded per partition when the config sets no max_entries
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=UTC).timestamp()
+
+
+def _naive_utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    context_key: str
+    text: str  # the last user message it answered (the near-miss guard compares against it)
+    response: ChatResponse  # shared by every hit: never mutate it
+    created: float  # epoch seconds
+    expires: float
+
+
+class Partition:
+    """One (scope, model, width) matrix; rows [0, n) are live, in step with `entries`."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.n = 0
+        self.vectors = np.zeros((16, dim), dtype=np.float32)
+        self.codes = np.zeros(16, dtype=np.int64)  # context key -> small int, for a vectorised mask
+        self.expires = np.zeros(16, dtype=np.float64)
+        self.created = np.zeros(16, dtype=np.float64)
+        self.entries: list[Entry] = []
+        self._codes: dict[str, int] = {}
+
+    def search(self, vector: np.ndarray, context_key: str, threshold: float, now: float,
+               limit: int) -> list[tuple[float, Entry]]:
+        """Entries of `context_key` at cosine >= threshold, best first (at most `limit`)."""
+        code = self._codes.get(context_key)
+        if code is None or self.n == 0:
+            return []
+        n = self.n
+        scores = self.vectors[:n] @ vector
+        ok = (self.codes[:n] == code) & (self.expires[:n] > now) & (scores >= threshold)
+        found = np.flatnonzero(ok)
+        if found.size == 0:
+            return []
+        best = found[np.argsort(-scores[found], kind="stable")[:limit]]
+        return [(float(scores[i]), self.entries[i]) for i in best]
+
+    def add(self, entry: Entry, vector: np.ndarray, max_entries: int, now: float) -> None:
+        self._evict(max_entries - 1, now)
+        if self.n == len(self.vectors):
+            grow = max(16, self.n)
+            self.vectors = np.concatenate([self.vectors, np.zeros((grow, self.dim), dtype=np.float32)])
+            self.codes = np.concatenate([self.codes, np.zeros(grow, dtype=np.int64)])
+            self.expires = np.concatenate([self.expires, np.zeros(grow, dtype=np.float64)])
+            self.created = np.concatenate([self.created, np.zeros(grow, dtype=np.float64)])
+        i = self.n
+        self.vectors[i] = vector
+        self.codes[i] = self._codes.setdefault(entry.context_key, len(self._codes))
+        self.expires[i] = entry.expires
+        self.created[i] = entry.created
+        self.entries.append(entry)
+        self.n += 1
+
+    def _evict(self, keep: int, now: float) -> None:
+        """Drop expired rows; then, while more than `keep` remain, the oldest."""
+        for i in reversed(np.flatnonzero(self.expires[: self.n] <= now).tolist()):
+            self._remove(i)
+        while self.n > max(keep, 0):
+            self._remove(int(np.argmin(self.created[: self.n])))
+
+    def _remove(self, i: int) -> None:
+        """Swap-remove row i (order does not matter: search ranks by score)."""
+        last = self.n - 1
+        if i != last:
+            self.vectors[i] = self.vectors[last]
+            self.codes[i] = self.codes[last]
+            self.expires[i] = self.expires[last]
+            self.created[i] = self.created[last]
+            self.entries[i] = self.entries[last]
+        self.entries.pop()
+        self.n = last
+
+
+class SemanticIndex:
+    """(scope, model) -> partitions of unit vectors with their answers. `clock` is swappable in tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._parts: dict[tuple[str, str, int], Partition] = {}
+
+    def search(self, scope: str, model: str, context_key: str, vector: np.ndarray, threshold: float,
+               limit: int = 5) -> list[tuple[float, Entry]]:
+        """The best unexpired entries of this scope, model and context at cosine >= threshold."""
+        part = self._parts.get((scope, model, len(vector)))
+        if part is None:
+            return []
+        return part.search(vector, context_key, threshold, self.clock(), limit)
+
+    def put(self, scope: str, model: str, context_key: str, text: str, vector: np.ndarray,
+            resp: ChatResponse, *, org_id: int, ttl: float, max_entries: int) -> None:
+        """Keep the answer for `ttl` seconds (the partition holds at most `max_entries`); queue its row."""
+        if ttl <= 0 or max_entries <= 0:
+            return
+        now = self.clock()
+        vector = np.asarray(vector, dtype=np.float32)
+        entry = Entry(context_key, text, resp, now, now + ttl)
+        self._partition(scope, model, len(vector)).add(entry, vector, max_entries, now)
+        WRITER.enqueue_record(SemanticEntry, {
+            "org_id": org_id, "scope": scope[:80], "model": model[:160], "context_key": context_key,
+            "text": text, "embedding": vector.tobytes(), "response": response_to_dict(resp),
+            "created_at": _naive_utc(now), "expires_at": _naive_utc(now + ttl),
+        })
+
+    def _partition(self, scope: str, model: str, dim: int) -> Partition:
+        key = (scope, model, dim)
+        part = self._parts.get(key)
+        if part is None:
+            part = self._parts[key] = Partition(dim)
+        return part
+
+    def size(self, scope: str | None = None) -> int:
+        return sum(p.n for (s, _, _), p in self._parts.items() if scope is None or s == scope)
+
+    def clear(self) -> None:
+        self._parts.clear()
+
+    def load(self, session: Session) -> int:
+        """Replace memory with the table's unexpired rows (the newest, up to the configured
+        max_entries per partition) and delete the expired ones. Called at start; returns the count."""
+        now = self.clock()
+        session.execute(delete(SemanticEntry).where(SemanticEntry.expires_at <= _naive_utc(now)))
+        config = (MEMO.policy.settings.get("savings") or {}).get("semantic_cache") or {}
+        bound = int(config.get("max_entries") or LOAD_PER_PARTITION)
+        newest: dict[tuple[str, str, int], list[tuple[Entry, np.ndarray]]] = {}
+        rows = session.scalars(select(SemanticEntry).where(SemanticEntry.expires_at > _naive_utc(now))
+                               .order_by(SemanticEntry.id.desc()).execution_options(yield_per=500))
+        for row in rows:
+            try:
+                vector = np.frombuffer(row.embedding, dtype=np.float32)
+                entry = Entry(row.context_key, row.text, response_from_dict(row.response),
+                              _epoch(row.created_at), _epoch(row.expires_at))
+            except (TypeError, ValueError):
+                log.warning("skipped an unreadable semantic cache entry %s", row.id)
+                continue
+            kept = newest.setdefault((row.scope, row.model, len(vector)), [])
+            if len(kept) < bound:
+                kept.append((entry, vector))
+        self._parts = {}
+        for (scope, model, dim), kept in newest.items():
+            part = self._partition(scope, model, dim)
+            for entry, vector in reversed(kept):  # oldest first, as they were added
+                part.add(entry, vector, len(kept), now)
+        return self.size()
+
+
+INDEX = SemanticIndex()
