@@ -1,4 +1,4 @@
-"""Scheduler: periodic housekeeping (rollups, retention, reconciliation and batch polling come later)."""
+"""Scheduler: periodic housekeeping (retention now; reconciliation and batch polling come later)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy import delete
 
 from gateway import db
-from gateway.models import ChangeEvent, utcnow
+from gateway.models import CacheEntry, ChangeEvent, SemanticEntry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,16 @@ def prune_change_events() -> None:
         session.execute(delete(ChangeEvent).where(ChangeEvent.created_at < utcnow() - timedelta(days=1)))
 
 
+def prune_expired_savings() -> None:
+    """Expired cache and semantic entries: memory forgets them by TTL, the tables here."""
+    now = utcnow()
+    with db.write_lock, db.session_scope() as session:
+        session.execute(delete(CacheEntry).where(CacheEntry.expires_at < now))
+        session.execute(delete(SemanticEntry).where(SemanticEntry.expires_at < now))
+
+
 def init_app(app: Flask) -> None:
-    app.extensions["jobs"] = [prune_change_events]
+    app.extensions["jobs"] = [prune_change_events, prune_expired_savings]
 
 
 def start(app: Flask) -> None:
@@ -34,6 +42,7 @@ def start(app: Flask) -> None:
 
     _scheduler = GeventScheduler(timezone="UTC")
     _scheduler.add_job(prune_change_events, "interval", hours=1, id="prune_change_events")
+    _scheduler.add_job(prune_expired_savings, "interval", minutes=15, id="prune_expired_savings")
     _scheduler.start()
 
 

@@ -25,3 +25,19 @@ def test_app_module_is_a_wsgi_entry_that_patches_gevent_first():
     first_code = [line for line in (ROOT / "app.py").read_text().splitlines()
                   if line and not line.startswith(('"""', "#")) and "WSGI entry" not in line]
     assert first_code[:2] == ["from gevent import monkey", ""] or first_code[0] == "from gevent import monkey"
+
+
+def test_retention_jobs_delete_only_what_expired(gateway):
+    from datetime import timedelta
+
+    from gateway import db, jobs
+    from gateway.models import CacheEntry, utcnow
+
+    org_id = gateway.org().id
+    with db.write_lock, db.session_scope() as s:
+        for minutes in (-5, 5):
+            s.add(CacheEntry(org_id=org_id, scope=f"org:{org_id}", key=f"k{minutes}", model="m", response={},
+                             expires_at=utcnow() + timedelta(minutes=minutes)))
+    jobs.prune_expired_savings()
+    with db.session_scope() as s:
+        assert [e.key for e in s.query(CacheEntry)] == ["k5"]
