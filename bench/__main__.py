@@ -1,7 +1,9 @@
-"""`python -m bench [--quick] [--seconds S] [--memory N] [--no-pin] [--keep]`: run, print, save.
+"""`python -m bench [--quick] [--seconds S] [--rounds R] [--memory N] [--no-pin] [--keep]`.
 
-Default: 4 scenarios x 3 targets, ~7 s each (about 2 minutes in all). --quick: a ~20 s smoke
-run. --memory N: then N more gateway requests, sampling its RSS every 10k.
+Runs the benchmark, prints a Markdown report and writes bench/results/latest.json.
+Default: 4 scenarios x 3 targets, 8 s each (4 interleaved rounds of 2 s) after a 1 s warm-up,
+about 2 minutes in all. --quick: a ~20 s smoke run. --memory N: then N more gateway requests
+(e.g. 100000), sampling its RSS every 10k.
 """
 
 from __future__ import annotations
@@ -20,22 +22,25 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway benchmark (see bench/suite.py)")
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~20 s)")
-    parser.add_argument("--seconds", type=float, help="measured seconds per scenario and target (default 6, quick 1)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds before each run (default 1, quick 0.3)")
-    parser.add_argument("--memory", type=int, metavar="N", help="then send N requests to the gateway, sampling RSS")
-    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, gateway instance)")
-    parser.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway benchmark (bench/suite.py)")
+    add = parser.add_argument
+    add("--quick", action="store_true", help="short smoke run (~20 s)")
+    add("--seconds", type=float, help="measured seconds per scenario and target (default 8, quick 1)")
+    add("--warmup", type=float, help="warm-up seconds before each run (default 1, quick 0.3)")
+    add("--rounds", type=int, help="interleaved rounds the seconds are split into (default 4, quick 1)")
+    add("--memory", type=int, metavar="N", help="then send N requests to the gateway, sampling its RSS")
+    add("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
+    add("--keep", action="store_true", help="keep the temp dir (logs, gateway instance)")
+    add("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args(argv)
-    seconds = args.seconds or (1.0 if args.quick else 6.0)
+    seconds = args.seconds or (1.0 if args.quick else 8.0)
     warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 1.0)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    bench = Bench(seconds, warmup, args.pin, log=log)
+    rounds = args.rounds or (1 if args.quick else 4)
+    bench = Bench(seconds, warmup, rounds, args.pin, log=log)
     failed = True
     started = time.perf_counter()
     try:

@@ -34,7 +34,8 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> int:
 
 def machine_cpu_seconds() -> float:
     """CPU time all processes on the machine have used (busy jiffies in /proc/stat), in seconds."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    fields = Path("/proc/stat").read_text().split()[1:9]  # user nice system idle iowait irq softirq steal
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 

@@ -47,7 +47,8 @@ def goals(runs: list[dict], memory: dict | None, rss: dict) -> list[dict]:
 
 
 def memory_goal(memory: dict | None, rss: dict) -> dict:
-    goal = {"key": "memory", "label": "gateway resident memory (RSS)", "target": f"<= {RSS_LIMIT_MB:.0f} MB, flat"}
+    goal = {"key": "memory", "label": "gateway resident memory (RSS)",
+            "target": f"<= {RSS_LIMIT_MB:.0f} MB, flat"}
     if memory is None:
         goal |= {"pass": None, "measured": f"{rss['before_mb']:.1f} MB -> {rss['after_mb']:.1f} MB after "
                  f"{rss['requests']} requests (flatness: run with --memory 100000)"}
@@ -68,7 +69,8 @@ def memory_goal(memory: dict | None, rss: dict) -> dict:
 def _ms(v: float | None) -> str:
     if v is None:
         return "–"
-    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
+    decimals = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2 if abs(v) >= 1 else 3
+    return f"{v:.{decimals}f}"
 
 
 def _verdict(ok: bool | None) -> str:
@@ -83,8 +85,11 @@ def markdown(results: dict) -> str:
         f"{env['cpus']} CPUs ({env['cpu_model']}), Python {env['python']}; "
         + (f"server under test pinned to CPU {env['server_cpus']}, fake upstream and load generator on "
            f"CPU {env['side_cpus']}; " if env["pinned"] else "no CPU pinning; ")
-        + f"{env['seconds_per_run']:g} s per run after {env['warmup_seconds']:g} s warm-up. Times in ms; "
-        "*added* = target minus direct upstream at the same percentile; CPU = server process CPU per request.",
+        + f"{env['seconds_per_run']:g} s per target and scenario ({env['rounds']} interleaved "
+        f"round{'s' if env['rounds'] != 1 else ''}) after "
+        f"{env['warmup_seconds']:g} s warm-up. Times in ms; "
+        "*added* = target minus direct upstream at the same percentile; CPU = server process CPU per "
+        "request.",
         "",
         "| scenario | target | req/s | p50 | p99 | added p50 | added p99 | TTFB p50 | TTFB p99 "
         "| added TTFB p50 | added TTFB p99 | CPU ms/req | errors |",
@@ -110,8 +115,8 @@ def markdown(results: dict) -> str:
     noisy = [r for r in results["runs"] if r["other_load_cores"] > NOISE_CORES]
     if noisy:
         worst = max(r["other_load_cores"] for r in noisy)
-        lines += ["", f"**Warning:** other processes kept up to {worst:.1f} cores busy during {len(noisy)} of "
-                  f"{len(results['runs'])} runs; these numbers are noisy, re-run on a quiet machine."]
+        lines += ["", f"**Warning:** other processes kept up to {worst:.1f} cores busy during {len(noisy)} "
+                  f"of {len(results['runs'])} runs; these numbers are noisy, re-run on a quiet machine."]
     rss = results["gateway_rss"]
     lines += ["", f"Gateway RSS: {rss['before_mb']:.1f} MB at start, {rss['after_mb']:.1f} MB after "
               f"{rss['requests']} requests."]

@@ -7,7 +7,8 @@ Targets, each its own process on 127.0.0.1:
                `bench/fast` to the fake upstream (auth, routing, metering and the ledger all on).
 With 2+ CPUs the target under test gets CPU 0 to itself; the fake upstream and this process
 (the load generator) share the last CPU, so neither steals the measured server's CPU.
-Each scenario runs against the three targets back to back, after a warm-up at the same concurrency.
+Each scenario warms every target up at its concurrency, then measures the three targets in
+interleaved rounds (direct, pass-through, gateway, direct, ...), so outside noise hits them alike.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def _cpu_sets(pin: bool) -> tuple[set[int] | None, set[int] | None]:
 
 
 class Bench:
-    def __init__(self, seconds: float, warmup: float, pin: bool, log=print) -> None:
-        self.seconds, self.warmup, self.log = seconds, warmup, log
+    def __init__(self, seconds: float, warmup: float, rounds: int, pin: bool, log=print) -> None:
+        self.seconds, self.warmup, self.rounds, self.log = seconds, warmup, rounds, log
         self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
         self.server_cpus, self.side_cpus = _cpu_sets(pin)
         self.children: list[Child] = []
@@ -138,35 +139,33 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- measurements ----------------------------------------------------------------------
-    def measure(self, scenario: Scenario, target: Target) -> dict:
-        mix = target.mix(scenario.stream)
-        warm = load.run(target.port, mix, scenario.concurrency, seconds=self.warmup)
-        target.served += warm.ok + warm.errors
+    def _slice(self, scenario: Scenario, target: Target, seconds: float) -> tuple[load.Result, list[float]]:
+        """One measured slice, with CPU counters (server, upstream, client, ours, machine) read around it."""
         upstream = self.targets["direct"].server
-        ours0, all0 = self._our_cpu(), machine_cpu_seconds()
-        cpu0, up0, client0 = target.server.cpu_seconds(), upstream.cpu_seconds(), _own_cpu()
-        result = load.run(target.port, mix, scenario.concurrency, seconds=self.seconds)
-        cpu1, up1, client1 = target.server.cpu_seconds(), upstream.cpu_seconds(), _own_cpu()
-        ours1, all1 = self._our_cpu(), machine_cpu_seconds()
+
+        def counters() -> list[float]:
+            return [target.server.cpu_seconds(), upstream.cpu_seconds(), _own_cpu(), self._our_cpu(),
+                    machine_cpu_seconds()]
+
+        before = counters()
+        result = load.run(target.port, target.mix(scenario.stream), scenario.concurrency, seconds=seconds)
+        used = [b - a for a, b in zip(before, counters(), strict=True)]
         target.served += result.ok + result.errors
         target.server.check_alive()
-        n = result.ok + result.errors
-        lat, ttfb = result.latencies, result.ttfbs
-        return {
-            "scenario": scenario.name, "target": target.name, "stream": scenario.stream,
-            "concurrency": scenario.concurrency, "seconds": round(result.seconds, 3),
-            "requests": result.ok, "errors": result.errors, "first_error": result.first_error,
-            "rps": result.ok / result.seconds if result.seconds else 0.0,
-            "p50_ms": _ms(load.percentile(lat, 0.50)), "p99_ms": _ms(load.percentile(lat, 0.99)),
-            "ttfb_p50_ms": _ms(load.percentile(ttfb, 0.50)) if scenario.stream else None,
-            "ttfb_p99_ms": _ms(load.percentile(ttfb, 0.99)) if scenario.stream else None,
-            "server_cpu_s": round(cpu1 - cpu0, 3),
-            "cpu_ms_per_req": (cpu1 - cpu0) * 1000 / n if n else None,
-            "upstream_cpu_s": round(up1 - up0, 3),
-            "client_cpu_s": round(client1 - client0, 3),
-            # cores kept busy by processes outside the benchmark (noise: ideally ~0)
-            "other_load_cores": round(max(0.0, (all1 - all0) - (ours1 - ours0)) / result.seconds, 2),
-        }
+        return result, used
+
+    def measure(self, scenario: Scenario) -> list[dict]:
+        """The scenario against every target: a warm-up each, then `rounds` interleaved slices per target
+        (so load from outside the benchmark, if any, falls on all targets alike)."""
+        for target in self.targets.values():
+            mix = target.mix(scenario.stream)
+            warm = load.run(target.port, mix, scenario.concurrency, seconds=self.warmup)
+            target.served += warm.ok + warm.errors
+        slices: dict[str, list] = {name: [] for name in TARGETS}
+        for i in range(self.rounds):
+            for name in TARGETS[i % 3:] + TARGETS[:i % 3]:
+                slices[name].append(self._slice(scenario, self.targets[name], self.seconds / self.rounds))
+        return [_summary(scenario, name, slices[name]) for name in TARGETS]
 
     def _our_cpu(self) -> float:
         return _own_cpu() + sum(child.cpu_seconds() for child in self.children)
@@ -174,11 +173,11 @@ class Bench:
     def run_scenarios(self) -> list[dict]:
         runs = []
         for scenario in SCENARIOS:
-            for name in TARGETS:
-                run = self.measure(scenario, self.targets[name])
+            for run in self.measure(scenario):
                 runs.append(run)
-                self.log(f"  {scenario.name:<16} {name:<12} {run['rps']:8.0f} req/s  p50 {run['p50_ms']:.3f} ms"
-                         f"  p99 {run['p99_ms']:.3f} ms  errors {run['errors']}  other load {run['other_load_cores']:.2f} cores")
+                self.log(f"  {scenario.name:<16} {run['target']:<12} {run['rps']:8.0f} req/s"
+                         f"  p50 {run['p50_ms']:.3f} ms  p99 {run['p99_ms']:.3f} ms  errors {run['errors']}"
+                         f"  other load {run['other_load_cores']:.2f} cores")
         return runs
 
     def memory_soak(self, total: int, every: int = 10_000) -> dict:
@@ -204,8 +203,32 @@ class Bench:
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "cpu_model": _cpu_model(), "pinned": self.server_cpus is not None,
             "server_cpus": sorted(self.server_cpus or []), "side_cpus": sorted(self.side_cpus or []),
-            "seconds_per_run": self.seconds, "warmup_seconds": self.warmup,
+            "seconds_per_run": self.seconds, "warmup_seconds": self.warmup, "rounds": self.rounds,
         }
+
+
+def _summary(scenario: Scenario, target: str, slices: list[tuple[load.Result, list[float]]]) -> dict:
+    seconds = sum(r.seconds for r, _ in slices)
+    ok, errors = sum(r.ok for r, _ in slices), sum(r.errors for r, _ in slices)
+    lat = [x for r, _ in slices for x in r.latencies]
+    ttfb = [x for r, _ in slices for x in r.ttfbs]
+    server, upstream, client, ours, machine = (sum(used[i] for _, used in slices) for i in range(5))
+    return {
+        "scenario": scenario.name, "target": target, "stream": scenario.stream,
+        "concurrency": scenario.concurrency, "seconds": round(seconds, 3), "rounds": len(slices),
+        "requests": ok, "errors": errors,
+        "first_error": next((r.first_error for r, _ in slices if r.first_error), None),
+        "rps": ok / seconds if seconds else 0.0,
+        "p50_ms": _ms(load.percentile(lat, 0.50)), "p99_ms": _ms(load.percentile(lat, 0.99)),
+        "ttfb_p50_ms": _ms(load.percentile(ttfb, 0.50)) if scenario.stream else None,
+        "ttfb_p99_ms": _ms(load.percentile(ttfb, 0.99)) if scenario.stream else None,
+        "server_cpu_s": round(server, 3),
+        "cpu_ms_per_req": server * 1000 / (ok + errors) if ok + errors else None,
+        "upstream_cpu_s": round(upstream, 3),
+        "client_cpu_s": round(client, 3),
+        # cores kept busy by processes outside the benchmark (noise: ideally ~0)
+        "other_load_cores": round(max(0.0, machine - ours) / seconds, 2) if seconds else 0.0,
+    }
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -80,7 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    WSGIServer(("127.0.0.1", args.port), app, handler_class=NoDelayHandler, log=None, backlog=1024).serve_forever()
+    server = WSGIServer(("127.0.0.1", args.port), app, handler_class=NoDelayHandler, log=None, backlog=1024)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

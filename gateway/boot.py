@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from flask import Flask
 from sqlalchemy import func, select
 
-from gateway import accounts, db, jobs, migrate, savings_store, seed
-from gateway import semantic_index
-from gateway.pipeline.savings import compress
+from gateway import accounts, db, jobs, migrate, savings_store, seed, semantic_index
 from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
-from gateway.routing.health import HEALTH
 from gateway.models import Org, Provider, User
+from gateway.pipeline.savings import compress
+from gateway.routing.health import HEALTH
 
 log = logging.getLogger(__name__)
 

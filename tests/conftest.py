@@ -43,6 +43,9 @@ def gateway_config(upstream_url: str, anthropic_url: str | None = None, gemini_u
                                                      "input_per_mtok": 100, "output_per_mtok": 0}]})
     # Responses fake (tests/fakes/responses_upstream.py): the upstream reports a failure mid-stream
     models.append({"slug": "test/fail", "routes": [{"provider": "fake", "upstream_model": "fail", **PRICES}]})
+    # Savings (tests/test_inflight.py): slow enough for identical requests to overlap
+    models += [{"slug": f"test/{b}", "routes": [{"provider": "fake", "upstream_model": b, **PRICES}]}
+               for b in ("slow-1000", "drip-100")]
     config = {
         "providers": [{"name": "fake", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY}],
         "models": models,

@@ -85,7 +85,8 @@ def test_openai_client_text_and_cached_usage(gateway, fake_anthropic):
     (row,) = gateway.rows(request_id=raw.headers["x-request-id"])
     assert row.endpoint == "chat.completions"
     assert (row.input_tokens, row.cached_tokens, row.cache_write_tokens) == (7, 3, 1)
-    assert row.charge_micros == 4 * 3000 + 3 * 300 + 4 * 15000
+    # 3 cache reads at the cached price, 1 cache write at Anthropic's 1.25x premium
+    assert row.charge_micros == 3 * 3000 + 1 * 3750 + 3 * 300 + 4 * 15000
 
 
 @pytest.mark.parametrize("kwargs, finish, text", [

@@ -10,16 +10,25 @@ from gateway.wire.canonical import Usage
 MTOK = 1_000_000
 
 
+# Prompt-cache writes cost more than plain input where the provider charges for them
+# (Anthropic's 5-minute cache, also through Bedrock: 1.25x); elsewhere they are plain input.
+CACHE_WRITE_PREMIUM = {"anthropic": (5, 4), "bedrock": (5, 4)}
+
+
 def cost_micros(route: RouteInfo | None, usage: Usage) -> int:
-    """What `usage` costs on `route`, cached prompt tokens at the route's cached price."""
+    """What `usage` costs on `route`: cached prompt tokens at the route's cached price, cache
+    writes at the provider's write premium, the rest at the input and output prices."""
     if route is None:
         return 0
     cached = min(usage.cached_tokens, usage.input_tokens)
+    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
     cached_price = route.cached_input_micros_per_mtok
     if cached_price is None:
         cached_price = route.input_micros_per_mtok
-    total = ((usage.input_tokens - cached) * route.input_micros_per_mtok
+    num, den = CACHE_WRITE_PREMIUM.get(route.provider.kind, (1, 1))
+    total = ((usage.input_tokens - cached - written) * route.input_micros_per_mtok
              + cached * cached_price
+             + written * route.input_micros_per_mtok * num // den
              + usage.output_tokens * route.output_micros_per_mtok)
     return (total + MTOK // 2) // MTOK
 

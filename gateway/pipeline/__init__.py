@@ -17,14 +17,25 @@ from types import ModuleType
 
 from gateway.errors import GatewayError, InternalError
 from gateway.pipeline import auth, decode, gate, meter, route
-from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline import dispatch as dispatching
+from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.savings import (
+    compress,
+    context_dedupe,
+    exact_cache,
+    inflight,
+    output_budget,
+    prompt_cache,
+    semantic_cache,
+)
 
 log = logging.getLogger(__name__)
 
 Stage = ModuleType
-STAGES: list[Stage] = [auth, decode, route, gate]  # the savings layers follow gate, in the order
-# exact_cache, semantic_cache, inflight_dedupe, prompt_cache, compression, context_dedupe, output_budget
+STAGES: list[Stage] = [
+    auth, decode, route, gate,  # enforcing
+    exact_cache, semantic_cache, inflight, prompt_cache, compress, context_dedupe, output_budget,  # savings
+]
 
 
 def run(ctx: RequestContext) -> Reply:
@@ -90,7 +101,8 @@ def _finish(ctx: RequestContext, ran: list[Stage], reply: Reply | None) -> None:
     meter.record(ctx)
 
 
-def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply, chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
+               chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Relay a stream; at its end (or the client's disconnect) price it and record its row.
 
     A clean end is followed by an SSE comment with the final cost, which SSE clients ignore.

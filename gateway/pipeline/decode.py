@@ -17,6 +17,7 @@ CHECKS = {
     "messages.count_tokens": anthropic_messages.check_count_request,
     "embeddings": openai_embeddings.check_request,
     "responses": openai_responses.check_request,
+    "compression.summary": openai_chat.check_request,  # the compression layer's own summary call
 }
 
 

@@ -15,6 +15,7 @@ CODECS: dict[str, ModuleType] = {
     "chat.completions": openai_chat,
     "messages": anthropic_messages,
     "responses": openai_responses,
+    "compression.summary": openai_chat,  # the compression layer's summary call (savings/compress.py)
 }
 
 

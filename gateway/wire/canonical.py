@@ -99,6 +99,9 @@ class ChatRequest:
     metadata: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None  # Anthropic extended thinking config
     reasoning_effort: str | None = None
+    # Provider-specific fields a savings layer set (e.g. prompt_cache_key); an encoder emits only
+    # the ones its provider takes, so a fallback to another kind of provider drops them.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def system_text(self) -> str:

@@ -310,6 +310,8 @@ def encode_request(req: ChatRequest) -> dict[str, Any]:
                        ("reasoning_effort", req.reasoning_effort)):
         if value is not None:
             body[key] = value
+    if cache_key := req.extra.get("prompt_cache_key"):  # set by the prompt_cache savings layer
+        body["prompt_cache_key"] = cache_key
     if req.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
