@@ -1,9 +1,14 @@
-"""`python -m bench [--quick] [--seconds S] [--rounds R] [--memory N] [--no-pin] [--keep]`.
+"""`python -m bench [--quick] [--only GROUP ...] [--seconds S] [--rounds R] [--memory N] [--no-pin] [--keep]`
+or `python -m bench --workload [workload options]`.
 
-Runs the benchmark, prints a Markdown report and writes bench/results/latest.json.
-Default: 4 scenarios x 3 targets, 8 s each (4 interleaved rounds of 2 s) after a 1 s warm-up,
-about 2 minutes in all. --quick: a ~20 s smoke run. --memory N: then N more gateway requests
-(e.g. 100000), sampling its RSS every 10k.
+Runs the hot-path benchmark, prints a Markdown report and writes bench/results/latest.json.
+Scenarios (bench/scenarios.py) come in groups: core (4 scenarios x 3 targets: the goals),
+dialects (Anthropic pass-through and OpenAI -> Anthropic translation, vs direct) and savings
+(a miss with the savings layers on vs off, an exact-cache hit vs direct). Default: every group,
+8 s per target (4 interleaved rounds of 2 s) after a 1 s warm-up, about 4 minutes in all;
+`--only core` is the original ~2 minutes. --quick: a ~40 s smoke run. --memory N: then N more
+gateway requests (e.g. 100000), sampling its RSS every 10k. --workload: run bench/workload.py
+instead (the replayable savings workload; the remaining arguments go to it).
 """
 
 from __future__ import annotations
@@ -15,16 +20,23 @@ from pathlib import Path
 
 import orjson
 
-from bench import report
+from bench import report, scenarios
 from bench.suite import Bench
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--workload" in argv:
+        from bench import workload
+
+        return workload.main([a for a in argv if a != "--workload"])
     parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway benchmark (bench/suite.py)")
     add = parser.add_argument
-    add("--quick", action="store_true", help="short smoke run (~20 s)")
+    add("--quick", action="store_true", help="short smoke run (~40 s)")
+    add("--only", nargs="+", choices=scenarios.GROUPS, help="run only these scenario groups")
+    add("--workload", action="store_true", help="run the savings workload instead (python -m bench.workload)")
     add("--seconds", type=float, help="measured seconds per scenario and target (default 8, quick 1)")
     add("--warmup", type=float, help="warm-up seconds before each run (default 1, quick 0.3)")
     add("--rounds", type=int, help="interleaved rounds the seconds are split into (default 4, quick 1)")
@@ -48,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         gateway = bench.targets["gateway"]
         rss_before = gateway.server.rss_mb()
-        runs = bench.run_scenarios()
+        runs = bench.run_scenarios(scenarios.selected(args.only))
         rss = {"before_mb": rss_before, "after_mb": gateway.server.rss_mb(), "requests": gateway.served}
         memory = bench.memory_soak(args.memory) if args.memory else None
         failed = False
@@ -65,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"environment": bench.environment(), "runs": runs, "gateway_rss": rss, "memory": memory,
                "elapsed_seconds": round(time.perf_counter() - started, 1)}
     results["goals"] = report.goals(runs, memory, rss)
+    results["comparisons"] = report.comparisons(runs)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(report.markdown(results))

@@ -4,7 +4,9 @@ Kept minimal on purpose (the machine may have 2 cores): requests are pre-encoded
 responses are parsed just enough to frame them (Content-Length or chunked). Closed loop: each
 greenlet sends its next request when the previous response is complete.
 Times are perf_counter seconds: `total` is request sent -> response complete, `ttfb` is request
-sent -> first body byte received (for streams, the first SSE event).
+sent -> first body byte received (for streams, the first SSE event). A request is pre-encoded as
+`(bytes, end marker)`: a stream counts as complete only if its body holds the marker (`data: [DONE]`
+for OpenAI chat, `message_stop` for Anthropic Messages); None for a whole JSON body.
 """
 
 from __future__ import annotations
@@ -21,25 +23,52 @@ MESSAGES = [{"role": "system", "content": "You are a terse assistant."},
             {"role": "user", "content": "Say hello in a few words."}]
 
 
-def request_bytes(port: int, api_key: str, model: str, stream: bool) -> bytes:
-    body = {"model": model, "messages": MESSAGES, "max_tokens": 16}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
+ANTHROPIC_VERSION = "2023-06-01"
+OPENAI_DONE, ANTHROPIC_DONE = b"data: [DONE]", b"event: message_stop"
+Request = tuple[bytes, bytes | None]  # (raw HTTP request, end-of-stream marker or None)
+
+
+def post_bytes(port: int, path: str, headers: dict[str, str], body: dict) -> bytes:
+    """A raw HTTP/1.1 keep-alive POST of `body` as JSON."""
     payload = orjson.dumps(body)
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {api_key}\r\nContent-Type: application/json\r\n"
-            f"Accept: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head += ("Content-Type: application/json\r\nAccept: application/json\r\n"
+             f"Content-Length: {len(payload)}\r\n\r\n")
     return head.encode() + payload
 
 
+def chat_request(port: int, api_key: str, model: str, stream: bool, extra: dict | None = None,
+                 headers: dict[str, str] | None = None) -> Request:
+    """OpenAI chat completions: the small fixed conversation, `extra` merged into the body."""
+    body = {"model": model, "messages": MESSAGES, "max_tokens": 16, **(extra or {})}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    auth = {"Authorization": f"Bearer {api_key}", **(headers or {})}
+    raw = post_bytes(port, "/v1/chat/completions", auth, body)
+    return raw, OPENAI_DONE if stream else None
+
+
+def messages_request(port: int, api_key: str, model: str, stream: bool) -> Request:
+    """Anthropic Messages: the same conversation (system prompt as the top-level `system`)."""
+    body = {"model": model, "max_tokens": 16, "system": MESSAGES[0]["content"], "messages": MESSAGES[1:]}
+    if stream:
+        body["stream"] = True
+    auth = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
+    raw = post_bytes(port, "/v1/messages", auth, body)
+    return raw, ANTHROPIC_DONE if stream else None
+
+
 class Conn:
-    """One keep-alive connection; `request()` returns (status, ttfb, total, body)."""
+    """One keep-alive connection; `request()` returns (status, ttfb, total, body); `headers` holds the
+    last response's headers (lower-cased names)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.sock: socket.socket | None = None
         self.buf = b""
         self.last_recv = 0.0
+        self.headers: dict[str, str] = {}
 
     def close(self) -> None:
         if self.sock is not None:
@@ -77,6 +106,7 @@ class Conn:
         head, self.buf = self.buf[:end].decode("latin-1").split("\r\n"), self.buf[end + 4:]
         status = int(head[0].split(" ", 2)[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+        self.headers = headers
         ttfb = None
         if headers.get("transfer-encoding", "").lower() == "chunked":
             parts = []
@@ -112,11 +142,11 @@ class Result:
     first_error: str | None = None
 
 
-def run(port: int, mix: list[tuple[bytes, bool]], concurrency: int, seconds: float | None = None,
+def run(port: int, mix: list[Request], concurrency: int, seconds: float | None = None,
         requests: int | None = None, on_done=None) -> Result:
     """Closed-loop load: `concurrency` connections until `seconds` elapse or `requests` are sent.
 
-    `mix` is a list of (request bytes, is_stream), cycled through by each connection. `on_done(n)`
+    `mix` is a list of (request bytes, end marker), cycled through by each connection. `on_done(n)`
     is called with the running count of completed requests (for RSS sampling).
     """
     result = Result()
@@ -128,7 +158,7 @@ def run(port: int, mix: list[tuple[bytes, bool]], concurrency: int, seconds: flo
         i = 0
         try:
             while True:
-                raw, stream = mix[i % len(mix)]
+                raw, marker = mix[i % len(mix)]
                 i += 1
                 if deadline is not None and time.perf_counter() >= deadline:
                     return
@@ -141,7 +171,7 @@ def run(port: int, mix: list[tuple[bytes, bool]], concurrency: int, seconds: flo
                 except (OSError, ValueError, IndexError) as e:
                     conn.close()
                     status, ttfb, total, body = 0, 0.0, 0.0, repr(e).encode()
-                good = status == 200 and (not stream or b"data: [DONE]" in body)
+                good = status == 200 and (marker is None or marker in body)
                 if good:
                     result.ok += 1
                     result.latencies.append(total)

@@ -1,7 +1,8 @@
 """Derived numbers (added latency, ratios, goals) and the Markdown report of a run.
 
 *Added* latency of a target is its percentile minus the direct upstream's same percentile in
-the same scenario. Goals are reported as pass/fail; nothing here fails the process.
+the same scenario. Goals are reported as pass/fail; nothing here fails the process. Comparisons
+(dialects, savings on vs off, cache hits) are reported as ratios, with no pass/fail.
 """
 
 from __future__ import annotations
@@ -37,12 +38,47 @@ def goals(runs: list[dict], memory: dict | None, rss: dict) -> list[dict]:
     by = {(r["scenario"], r["target"]): r for r in runs}
     out = []
     for key, label, scenario, metric, op, limit in GOALS:
+        if (scenario, "gateway") not in by:  # not run (python -m bench --only ...)
+            continue
         gw, pt = by[(scenario, "gateway")].get(metric), by[(scenario, "passthrough")].get(metric)
         ratio = _ratio(gw, pt)
         ok = None if ratio is None else (ratio >= limit if op == ">=" else ratio <= limit)
         out.append({"key": key, "label": f"{label}, gateway / pass-through", "gateway": gw, "passthrough": pt,
                     "metric": metric, "ratio": ratio, "target": f"{op} {limit:.2f}x", "pass": ok})
     out.append(memory_goal(memory, rss))
+    return out
+
+
+# label, scenario, (measured target, baseline target), [(measure, metric), ...]
+LATENCY = [("p50", "p50_ms"), ("p99", "p99_ms")]
+TTFB = [("TTFB p50", "ttfb_p50_ms"), ("TTFB p99", "ttfb_p99_ms")]
+VS_DIRECT = ("gateway", "direct")
+TRANSLATED = "Translated (OpenAI client → Anthropic)"
+COMPARISONS = (
+    ("Anthropic pass-through, non-stream c=1", "anthropic non-stream c=1", VS_DIRECT, LATENCY),
+    ("Anthropic pass-through, stream c=32", "anthropic stream c=32", VS_DIRECT, TTFB),
+    (f"{TRANSLATED}, non-stream c=1", "translated non-stream c=1", VS_DIRECT, LATENCY),
+    (f"{TRANSLATED}, stream c=32", "translated stream c=32", VS_DIRECT, TTFB),
+    ("Savings miss c=1: layers at defaults vs all off", "savings miss c=1",
+     ("gateway", "gateway, savings off"),
+     [("added p50", "added_p50_ms"), ("added p99", "added_p99_ms"), ("CPU ms/req", "cpu_ms_per_req")]),
+    ("Exact-cache hit c=1 vs direct upstream", "cache hit c=1", VS_DIRECT, LATENCY),
+)
+
+
+def comparisons(runs: list[dict]) -> list[dict]:
+    """One row per comparison and measure: value, baseline, difference and ratio (value / baseline)."""
+    by = {(r["scenario"], r["target"]): r for r in runs}
+    out = []
+    for label, scenario, (target, base), measures in COMPARISONS:
+        if (scenario, target) not in by:
+            continue
+        mine, theirs = by[(scenario, target)], by[(scenario, base)]
+        for measure, metric in measures:
+            a, b = mine.get(metric), theirs.get(metric)
+            out.append({"label": label, "scenario": scenario, "target": target, "baseline": base,
+                        "measure": measure, "metric": metric, "value": a, "baseline_value": b,
+                        "difference": None if a is None or b is None else a - b, "ratio": _ratio(a, b)})
     return out
 
 
@@ -102,6 +138,13 @@ def markdown(results: dict) -> str:
             f"| {_ms(r['added_p50_ms'])} | {_ms(r['added_p99_ms'])} | {_ms(r['ttfb_p50_ms'])} "
             f"| {_ms(r['ttfb_p99_ms'])} | {_ms(r['added_ttfb_p50_ms'])} | {_ms(r['added_ttfb_p99_ms'])} "
             f"| {cpu} | {r['errors']} |")
+    if results.get("comparisons"):
+        lines += ["", "| comparison | measure | measured | baseline | difference (ms) | ratio |",
+                  "|---|---|--:|--:|--:|--:|"]
+        for c in results["comparisons"]:
+            ratio = "–" if c["ratio"] is None else f"{c['ratio']:.2f}x"
+            lines.append(f"| {c['label']} | {c['measure']} | {c['target']}: {_ms(c['value'])} | "
+                         f"{c['baseline']}: {_ms(c['baseline_value'])} | {_ms(c['difference'])} | {ratio} |")
     lines += ["", "| goal | gateway | pass-through | ratio | target | result |", "|---|--:|--:|--:|--:|---|"]
     for g in results["goals"]:
         if g["key"] == "memory":

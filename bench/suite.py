@@ -4,11 +4,15 @@ Targets, each its own process on 127.0.0.1:
   direct       the fast fake upstream itself (bench/upstream.py): the baseline for *added* latency;
   passthrough  the bare gevent + requests reference proxy (bench/passthrough.py);
   gateway      `python -m gateway serve` on a fresh GATEWAY_INSTANCE with a GATEWAY_CONFIG routing
-               `bench/fast` to the fake upstream (auth, routing, metering and the ledger all on).
+               `bench/fast` to the fake upstream as an OpenAI-kind provider and `bench/claude` to it
+               as an Anthropic-kind one (auth, routing, savings at their defaults, metering and the
+               ledger all on).
+What each scenario sends to which target is in bench/scenarios.py.
 With 2+ CPUs the target under test gets CPU 0 to itself; the fake upstream and this process
 (the load generator) share the last CPU, so neither steals the measured server's CPU.
-Each scenario warms every target up at its concurrency, then measures the three targets in
-interleaved rounds (direct, pass-through, gateway, direct, ...), so outside noise hits them alike.
+Each scenario checks one request per target, warms every target up at its concurrency, then
+measures them in interleaved rounds (direct, pass-through, gateway, direct, ...), so outside noise
+hits them alike.
 """
 
 from __future__ import annotations
@@ -23,38 +27,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import load
+from bench import load, scenarios
 from bench.procs import Child, free_port, machine_cpu_seconds
+from bench.scenarios import Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "bench/fast"
-TARGETS = ("direct", "passthrough", "gateway")
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    stream: bool
-    concurrency: int
-
-
-SCENARIOS = (
-    Scenario("non-stream c=1", False, 1),
-    Scenario("non-stream c=32", False, 32),
-    Scenario("non-stream c=64", False, 64),
-    Scenario("stream c=32", True, 32),
-)
 
 GATEWAY_CONFIG = """\
 providers:
   - name: bench-upstream
     kind: openai
     base_url: http://127.0.0.1:{port}/v1
-    api_key: sk-bench-upstream
+    api_key: {key}
+  - name: bench-anthropic
+    kind: anthropic
+    base_url: http://127.0.0.1:{port}
+    api_key: {key}
 models:
   - slug: {model}
     routes:
       - {{provider: bench-upstream, upstream_model: fast-model, input_per_mtok: 0.01, output_per_mtok: 0.04}}
+  - slug: {claude}
+    routes:
+      - {{provider: bench-anthropic, upstream_model: fast-claude, input_per_mtok: 0.01,
+          output_per_mtok: 0.04}}
 """
 
 
@@ -65,9 +61,6 @@ class Target:
     server: Child  # the process whose CPU is charged to this target
     api_key: str = "unused"
     served: int = 0
-
-    def mix(self, stream: bool) -> list[tuple[bytes, bool]]:
-        return [(load.request_bytes(self.port, self.api_key, MODEL, stream), stream)]
 
 
 def _cpu_sets(pin: bool) -> tuple[set[int] | None, set[int] | None]:
@@ -104,7 +97,8 @@ class Bench:
                                                   "--upstream", f"http://127.0.0.1:{up_port}/v1"],
                                   cpus=self.server_cpus)
         config = self.tmp / "gateway.yaml"
-        config.write_text(GATEWAY_CONFIG.format(port=up_port, model=MODEL))
+        config.write_text(GATEWAY_CONFIG.format(port=up_port, key=scenarios.UPSTREAM_KEY,
+                                                model=scenarios.MODEL, claude=scenarios.CLAUDE))
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env |= {"GATEWAY_INSTANCE": str(self.tmp / "instance"), "GATEWAY_CONFIG": str(config),
                 "PYTHONUNBUFFERED": "1"}
@@ -120,13 +114,6 @@ class Bench:
             "passthrough": Target("passthrough", pt_port, passthrough),
             "gateway": Target("gateway", gw_port, gateway, api_key=api_key),
         }
-        for target in self.targets.values():  # fail fast on a misconfiguration
-            for stream in (False, True):
-                result = load.run(target.port, target.mix(stream), 1, requests=2)
-                target.served += 2
-                if result.errors:
-                    raise RuntimeError(f"{target.name}: smoke request failed: {result.first_error}\n"
-                                       f"{target.server.log_tail()}")
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -139,7 +126,33 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- measurements ----------------------------------------------------------------------
-    def _slice(self, scenario: Scenario, target: Target, seconds: float) -> tuple[load.Result, list[float]]:
+    def _mixes(self, scenario: Scenario) -> dict[str, tuple[Target, list[load.Request]]]:
+        """label -> (the process it measures, the requests it sends)."""
+        out = {}
+        for label, process in scenarios.TARGETS[scenario.kind]:
+            target = self.targets[process]
+            out[label] = (target, [scenarios.request(scenario, label, target.port, target.api_key)])
+        return out
+
+    def _check(self, scenario: Scenario, label: str, target: Target, mix: list[load.Request]) -> None:
+        """Fail fast on a misconfiguration: two requests must succeed, and a cache must answer as expected."""
+        conn = load.Conn(target.port)
+        try:
+            for _ in range(2):
+                status, _, _, body = conn.request(mix[0][0])
+                target.served += 1
+                if status != 200 or (mix[0][1] is not None and mix[0][1] not in body):
+                    raise RuntimeError(f"{scenario.name} / {label}: smoke request failed: HTTP {status}: "
+                                       f"{body[:300]!r}\n{target.server.log_tail()}")
+        finally:
+            conn.close()
+        expected = scenarios.EXPECT_CACHE.get((scenario.kind, label))
+        if expected and conn.headers.get("x-gateway-cache") != expected:
+            raise RuntimeError(f"{scenario.name} / {label}: x-gateway-cache is "
+                               f"{conn.headers.get('x-gateway-cache')!r}, expected {expected!r}")
+
+    def _slice(self, scenario: Scenario, target: Target, mix: list[load.Request],
+               seconds: float) -> tuple[load.Result, list[float]]:
         """One measured slice, with CPU counters (server, upstream, client, ours, machine) read around it."""
         upstream = self.targets["direct"].server
 
@@ -148,34 +161,38 @@ class Bench:
                     machine_cpu_seconds()]
 
         before = counters()
-        result = load.run(target.port, target.mix(scenario.stream), scenario.concurrency, seconds=seconds)
+        result = load.run(target.port, mix, scenario.concurrency, seconds=seconds)
         used = [b - a for a, b in zip(before, counters(), strict=True)]
         target.served += result.ok + result.errors
         target.server.check_alive()
         return result, used
 
     def measure(self, scenario: Scenario) -> list[dict]:
-        """The scenario against every target: a warm-up each, then `rounds` interleaved slices per target
-        (so load from outside the benchmark, if any, falls on all targets alike)."""
-        for target in self.targets.values():
-            mix = target.mix(scenario.stream)
+        """The scenario against every target: a check and a warm-up each, then `rounds` interleaved
+        slices per target (so load from outside the benchmark, if any, falls on all targets alike)."""
+        mixes = self._mixes(scenario)
+        for label, (target, mix) in mixes.items():
+            self._check(scenario, label, target, mix)
             warm = load.run(target.port, mix, scenario.concurrency, seconds=self.warmup)
             target.served += warm.ok + warm.errors
-        slices: dict[str, list] = {name: [] for name in TARGETS}
+        labels = list(mixes)
+        slices: dict[str, list] = {label: [] for label in labels}
         for i in range(self.rounds):
-            for name in TARGETS[i % 3:] + TARGETS[:i % 3]:
-                slices[name].append(self._slice(scenario, self.targets[name], self.seconds / self.rounds))
-        return [_summary(scenario, name, slices[name]) for name in TARGETS]
+            shift = i % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                target, mix = mixes[label]
+                slices[label].append(self._slice(scenario, target, mix, self.seconds / self.rounds))
+        return [_summary(scenario, label, slices[label]) for label in labels]
 
     def _our_cpu(self) -> float:
         return _own_cpu() + sum(child.cpu_seconds() for child in self.children)
 
-    def run_scenarios(self) -> list[dict]:
+    def run_scenarios(self, selected: tuple[Scenario, ...] = scenarios.SCENARIOS) -> list[dict]:
         runs = []
-        for scenario in SCENARIOS:
+        for scenario in selected:
             for run in self.measure(scenario):
                 runs.append(run)
-                self.log(f"  {scenario.name:<16} {run['target']:<12} {run['rps']:8.0f} req/s"
+                self.log(f"  {scenario.name:<26} {run['target']:<21} {run['rps']:8.0f} req/s"
                          f"  p50 {run['p50_ms']:.3f} ms  p99 {run['p99_ms']:.3f} ms  errors {run['errors']}"
                          f"  other load {run['other_load_cores']:.2f} cores")
         return runs
@@ -184,7 +201,8 @@ class Bench:
         """`total` gateway requests at c=32 (one stream in four), sampling RSS every `every`."""
         gateway = self.targets["gateway"]
         every = min(every, max(1, total // 10))
-        mix = gateway.mix(False) * 3 + gateway.mix(True)
+        mix = [load.chat_request(gateway.port, gateway.api_key, scenarios.MODEL, stream)
+               for stream in (False, False, False, True)]
         samples = [{"requests": 0, "rss_mb": round(gateway.server.rss_mb(), 1)}]
 
         def on_done(done: int) -> None:
@@ -214,7 +232,8 @@ def _summary(scenario: Scenario, target: str, slices: list[tuple[load.Result, li
     ttfb = [x for r, _ in slices for x in r.ttfbs]
     server, upstream, client, ours, machine = (sum(used[i] for _, used in slices) for i in range(5))
     return {
-        "scenario": scenario.name, "target": target, "stream": scenario.stream,
+        "scenario": scenario.name, "group": scenario.group, "kind": scenario.kind, "target": target,
+        "stream": scenario.stream,
         "concurrency": scenario.concurrency, "seconds": round(seconds, 3), "rounds": len(slices),
         "requests": ok, "errors": errors,
         "first_error": next((r.first_error for r, _ in slices if r.first_error), None),

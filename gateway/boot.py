@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from dataclasses import dataclass
 
 from flask import Flask
 from sqlalchemy import func, select
 
-from gateway import accounts, db, jobs, migrate, savings_store, seed, semantic_index
+from gateway import accounts, db, jobs, migrate, savings_store, seed
 from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
-from gateway.models import Org, Provider, User
+from gateway.models import Org, Provider, SemanticEntry, User
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
 
@@ -61,7 +62,11 @@ def start_background(app: Flask) -> None:
     with db.session_scope() as session:
         MEMO.load_all(session)
         savings_store.STORE.load(session)  # the exact cache, back in memory
-        semantic_index.INDEX.load(session)  # the semantic cache, back in memory
+        if "gateway.semantic_index" in sys.modules or session.scalar(
+                select(func.count()).select_from(SemanticEntry)):
+            from gateway import semantic_index  # numpy only when there is a semantic cache to load
+
+            semantic_index.INDEX.load(session)  # the semantic cache, back in memory
         compress.load(session)  # conversation summaries, back in memory
     HEALTH.reset()
     WRITER.start()

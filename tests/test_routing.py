@@ -137,7 +137,7 @@ def test_client_errors_do_not_fall_back(gw, second_upstream):
 @pytest.fixture
 def sleeps(monkeypatch):
     slept = []
-    monkeypatch.setattr(dispatch.gevent, "sleep", lambda s: slept.append(s))
+    monkeypatch.setattr(dispatch, "_sleep", lambda s: slept.append(s))
     return slept
 
 

@@ -10,6 +10,7 @@ spilled to `instance/ledger-spill.jsonl` and replayed at the next start: rows ar
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import orjson
 from flask import Flask
 from gevent.lock import Semaphore
 from gevent.queue import Empty, Queue
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from gateway import db
 from gateway.memo import MEMO
@@ -88,16 +89,21 @@ class LedgerWriter:
             gevent.sleep(0)  # the loop holds a batch taken before our turn: let it write it
 
     def _run(self) -> None:
+        """One cycle per interval (sooner only when a full batch is waiting): a transaction per
+        request would cost more than the request itself, and every SQLite call blocks the hub."""
         while not self._stopping:
-            batch = self._take(block=True)
-            self._holding = bool(batch)
+            began = time.monotonic()
+            self._holding = True
             try:
+                batch = self._take(block=False)
                 with self._cycle_lock:
                     if batch:
                         self._write(batch)
                     self._sync()
             finally:
                 self._holding = False
+            if self.queue.qsize() < self.batch_size:
+                gevent.sleep(max(0.0, self.interval - (time.monotonic() - began)))
 
     def _take(self, block: bool) -> list[tuple[type, dict]]:
         batch: list[tuple[type, dict]] = []
@@ -140,7 +146,7 @@ class LedgerWriter:
         rollups = rollup([row for model, row in batch if model is LedgerEntry])
         with db.write_lock, db.session_scope() as session:
             for model, rows in tables.items():
-                session.execute(insert(model), rows)
+                session.execute(model.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping
             if rollups:
                 upsert_rollups(session, rollups)
             for org_id, micros in charges.items():
@@ -158,7 +164,8 @@ class LedgerWriter:
         with self.spill_path.open("ab") as fh:
             for model, row in batch:
                 fh.write(orjson.dumps({"table": model.__tablename__, "row": row}, default=str) + b"\n")
-        log.error("spilled %d ledger rows to %s; they are replayed at the next start", len(batch), self.spill_path)
+        log.error("spilled %d ledger rows to %s; they are replayed at the next start",
+                  len(batch), self.spill_path)
 
     def replay_spill(self) -> None:
         if self.spill_path is None or not self.spill_path.exists():

@@ -24,6 +24,7 @@ from gateway.wire.canonical import EventStream, StreamEvent, Usage
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
+_sleep = gevent.sleep  # a seam for tests that check the backoff
 
 
 def dispatch(ctx: RequestContext) -> Reply:
@@ -58,7 +59,7 @@ def dispatch(ctx: RequestContext) -> Reply:
                 delay = policy.delay(attempt + 1, e.retry_after, _rng)
                 if attempt == policy.retries or time.perf_counter() + delay > deadline:
                     break  # on to the next route
-                gevent.sleep(delay)
+                _sleep(delay)
                 continue
             HEALTH.succeeded(route.id, (time.perf_counter() - began) * 1000)
             return reply

@@ -40,7 +40,6 @@ from gateway.errors import GatewayError
 from gateway.pipeline import savings
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import exact_cache, keys
-from gateway.semantic_index import INDEX
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +73,8 @@ def before(ctx: RequestContext) -> Reply | None:
     key = context_key(ctx.endpoint, scope, ctx.model.slug, embedder.id, context)
     ctx.extra[name] = {"scope": scope, "key": key, "text": text, "vector": vector}
     threshold = float(values["threshold"])
+    from gateway.semantic_index import INDEX  # numpy loads only once the layer is used
+
     for score, entry in INDEX.search(scope, ctx.model.slug, key, vector, threshold, CANDIDATES):
         if agree(text, entry.text):
             reply = exact_cache.answer(ctx, entry.response, cache="semantic", mechanism=name)
@@ -123,6 +124,8 @@ def after(ctx: RequestContext, reply: Reply | None) -> None:
     resp.usage = dataclasses.replace(ctx.usage)  # a relay may hide usage from the client; this is the cost
     values = savings.settings(ctx, name)
     assert ctx.principal is not None and ctx.model is not None
+    from gateway.semantic_index import INDEX
+
     INDEX.put(state["scope"], ctx.model.slug, state["key"], state["text"], state["vector"], resp,
               org_id=ctx.principal.org_id, ttl=float(values["ttl_seconds"]),
               max_entries=int(values["max_entries"]))
