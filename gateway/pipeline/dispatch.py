@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 
 import gevent
-
 import orjson
 
 from gateway import wire

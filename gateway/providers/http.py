@@ -96,10 +96,12 @@ class Session:
     """A keep-alive pool to one upstream host."""
 
     def __init__(self, base_url: str) -> None:
-        self.pool = urllib3.connectionpool.connection_from_url(base_url, maxsize=512, block=False, retries=False)
+        self.pool = urllib3.connectionpool.connection_from_url(base_url, maxsize=512, block=False,
+                                                               retries=False)
 
-    def request(self, method: str, url: str, data: bytes | None = None, headers: Mapping[str, str] | None = None,
-                params: Mapping[str, Any] | None = None, stream: bool = False,
+    def request(self, method: str, url: str, data: bytes | None = None,
+                headers: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
+                stream: bool = False,
                 timeout: tuple[float, float] | None = None) -> Response:
         parts = urlsplit(url)
         path = parts.path or "/"
@@ -109,8 +111,9 @@ class Session:
         all_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
         connect, read = timeout or _timeouts
         try:
-            raw = self.pool.urlopen(method, path, body=data, headers=all_headers, retries=False, redirect=False,
-                                    preload_content=False, timeout=urllib3.Timeout(connect=connect, read=read))
+            raw = self.pool.urlopen(method, path, body=data, headers=all_headers, retries=False,
+                                    redirect=False, preload_content=False,
+                                    timeout=urllib3.Timeout(connect=connect, read=read))
         except ConnectTimeoutError as e:
             raise requests.exceptions.ConnectTimeout(str(e)) from None
         except ReadTimeoutError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -90,6 +91,10 @@ def usage_from(obj: dict | None) -> Usage | None:
     )
 
 
+# What makes an event worth parsing: real usage (not `"usage":null`), an error, or the end.
+_NOTABLE = re.compile(rb'"usage":\s*\{|"error"|\[DONE\]')
+
+
 class StreamObserver:
     """Watches an OpenAI chat SSE stream as it is relayed: usage, terminal `[DONE]`, error events.
 
@@ -108,6 +113,11 @@ class StreamObserver:
 
     def feed(self, chunk: bytes) -> bytes:
         """Observe one upstream chunk; return the bytes to forward (the chunk itself unless hiding)."""
+        if (not self.splitter.pending and chunk.endswith(b"\n\n") and b"\r" not in chunk
+                and not _NOTABLE.search(chunk)):
+            # The common case: whole plain content events, nothing to read or hide.
+            self.deltas += chunk.count(b"data:")
+            return chunk
         events = self.splitter.feed(chunk)
         if not self.hide_usage:
             for event in events:
@@ -128,7 +138,7 @@ class StreamObserver:
             self.done = True
             return True
         self.deltas += 1
-        if b'"usage"' not in data and b'"error"' not in data:
+        if not _NOTABLE.search(data):
             return True  # most chunks: no parse needed
         try:
             obj = orjson.loads(data)
