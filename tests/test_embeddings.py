@@ -15,7 +15,6 @@ from tests.fakes.ollama_upstream import _vector
 from tests.openapi import validate
 
 
-
 @pytest.fixture
 def gw(fake_ollama, fake_openrouter, gateway_factory):
     return gateway_factory()

@@ -5,8 +5,8 @@ import orjson
 import pytest
 import requests
 
-from tests.fakes import LEAK_MARKER
 from tests.conftest import wait_for
+from tests.fakes import LEAK_MARKER
 from tests.openapi import validate
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -20,7 +20,7 @@ from gateway.pipeline.meter import estimate_partial
 from gateway.providers import http
 from gateway.providers.openai import scrub
 from gateway.wire import anthropic_messages as wire
-from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, StreamEvent, Usage
+from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, Usage
 
 kind = "anthropic"
 native = frozenset({"messages", "messages.count_tokens"})  # endpoints whose bytes pass through untouched
@@ -85,17 +85,7 @@ def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> Even
     resp = post(route, PATHS["messages"], payload, headers_for(ctx, route), stream=True)
     if resp.status_code >= 400:
         raise error_from(resp, route)
-    return _events(resp)
-
-
-def _events(resp: requests.Response) -> EventStream:
-    try:
-        yield from wire.decode_stream(resp.iter_content(chunk_size=None))
-    except requests.exceptions.RequestException:
-        yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                       "complete."))
-    finally:
-        resp.close()
+    return http.events(resp, wire.decode_stream)
 
 
 def post(route: RouteInfo, path: str, payload: bytes, headers: dict[str, str],

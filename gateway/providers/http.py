@@ -9,7 +9,7 @@ code and its error mapping read as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -24,7 +24,9 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from gateway.errors import UpstreamError
 from gateway.settings import Settings
+from gateway.wire.canonical import EventStream, StreamEvent
 
 _pools: dict[str, Session] = {}
 _timeouts: tuple[float, float] = (5.0, 120.0)
@@ -130,6 +132,18 @@ class Session:
 
     def get(self, url: str, **kw: Any) -> Response:
         return self.request("GET", url, **kw)
+
+
+def events(resp: Response, decode: Callable[[Iterator[bytes]], EventStream]) -> EventStream:
+    """A provider's stream decoded as bytes arrive; a broken connection ends in an error event,
+    and the response is closed however the stream ends (the client may leave first)."""
+    try:
+        yield from decode(resp.iter_content(chunk_size=None))
+    except requests.exceptions.RequestException:
+        yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
+                                                       "complete."))
+    finally:
+        resp.close()
 
 
 def session_for(base_url: str) -> Session:

@@ -240,17 +240,7 @@ def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> Even
     resp = post(route, "/api/chat", orjson.dumps(to_wire(req)), headers_for(route), stream=True)
     if resp.status_code >= 400:
         raise error_from(resp, route)
-    return _events(resp)
-
-
-def _events(resp: requests.Response) -> EventStream:
-    try:
-        yield from decode_stream(resp.iter_content(chunk_size=None))
-    except requests.exceptions.RequestException:
-        yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                       "complete."))
-    finally:
-        resp.close()
+    return http.events(resp, decode_stream)
 
 
 def list_models(provider: ProviderInfo) -> list[str]:

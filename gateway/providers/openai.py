@@ -20,7 +20,7 @@ from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.meter import estimate_partial
 from gateway.providers import http
 from gateway.wire import openai_chat
-from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, StreamEvent, Usage
+from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, Usage
 
 kind = "openai"
 native = frozenset({"chat.completions", "responses"})  # endpoints whose bytes pass through untouched
@@ -89,20 +89,11 @@ def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> Even
                 stream=True)
     if resp.status_code >= 400:
         raise error_from(resp, route)
-    return _events(resp)
+    return http.events(resp, openai_chat.decode_stream)
 
 
-def _events(resp: requests.Response) -> EventStream:
-    try:
-        yield from openai_chat.decode_stream(resp.iter_content(chunk_size=None))
-    except requests.exceptions.RequestException:
-        yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                       "complete."))
-    finally:
-        resp.close()
-
-
-def post(route: RouteInfo, path: str, payload: bytes, headers: dict[str, str], stream: bool) -> requests.Response:
+def post(route: RouteInfo, path: str, payload: bytes, headers: dict[str, str],
+         stream: bool) -> http.Response:
     base = route.provider.base_url
     try:
         return http.session_for(base).post(
@@ -114,7 +105,8 @@ def post(route: RouteInfo, path: str, payload: bytes, headers: dict[str, str], s
         raise UpstreamError(f"Could not reach the upstream provider ({type(e).__name__}).") from None
 
 
-def relay(ctx: RequestContext, resp: requests.Response, observer: openai_chat.StreamObserver) -> Iterator[bytes]:
+def relay(ctx: RequestContext, resp: http.Response,
+          observer: openai_chat.StreamObserver) -> Iterator[bytes]:
     """Forward upstream bytes as they arrive; a stream that ends without `[DONE]` ends in an error event."""
     try:
         for chunk in resp.iter_content(chunk_size=None):
@@ -167,7 +159,8 @@ def error_from(resp: requests.Response, route: RouteInfo) -> UpstreamError:
     if status == 429:
         return UpstreamError("The upstream provider is rate limiting requests; retry later.", status=429,
                              retryable=True, upstream_status=429, retry_after=retry_after,
-                             type="rate_limit_error", anthropic_type="rate_limit_error", code="rate_limit_exceeded")
+                             type="rate_limit_error", anthropic_type="rate_limit_error",
+                             code="rate_limit_exceeded")
     if status == 504:
         return UpstreamTimeout()
     return UpstreamError(f"The upstream provider returned an error (HTTP {resp.status_code}).",

@@ -96,7 +96,7 @@ def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> Even
                        headers_for(route), stream=True)
     if resp.status_code >= 400:
         raise error_from(resp, route)
-    return openai._events(resp)
+    return http.events(resp, openai_chat.decode_stream)
 
 
 def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> tuple[dict[str, Any], Usage]:

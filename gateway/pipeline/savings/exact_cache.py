@@ -74,8 +74,13 @@ def answer(ctx: RequestContext, resp: ChatResponse, *, cache: str, mechanism: st
 
 
 def on_reply(ctx: RequestContext, reply: Reply) -> Reply:
-    """On a miss, keep a copy of what the client receives (a stream is teed, never buffered)."""
-    state = ctx.extra.get(name)
+    return capture(ctx, reply, name)
+
+
+def capture(ctx: RequestContext, reply: Reply, layer: str) -> Reply:
+    """On a miss, keep a copy of what the client receives in `ctx.extra[layer]` (a stream is
+    teed, never buffered). Shared by the caches that store answers."""
+    state = ctx.extra.get(layer)
     if state is None or ctx.cache != "miss" or reply.status != 200:
         return reply
     if reply.chunks is not None:

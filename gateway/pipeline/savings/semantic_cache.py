@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterator
 from hashlib import sha256
 from typing import Any
 
@@ -84,32 +83,7 @@ def before(ctx: RequestContext) -> Reply | None:
 
 
 def on_reply(ctx: RequestContext, reply: Reply) -> Reply:
-    """On a miss, keep a copy of what the client receives (a stream is teed, never buffered)."""
-    state = ctx.extra.get(name)
-    if state is None or ctx.cache != "miss" or reply.status != 200:
-        return reply
-    if reply.chunks is not None:
-        reply.chunks = _tee(reply.chunks, state)
-    else:
-        state["body"] = reply.body
-    return reply
-
-
-def _tee(chunks: Iterator[bytes], state: dict[str, Any]) -> Iterator[bytes]:
-    captured: list[bytes] = []
-    size = 0
-    try:
-        for chunk in chunks:
-            if size <= MAX_CAPTURE_BYTES:
-                captured.append(chunk)
-                size += len(chunk)
-            yield chunk
-        if size <= MAX_CAPTURE_BYTES:
-            state["stream"] = captured  # only a stream that ended is kept
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+    return exact_cache.capture(ctx, reply, name)
 
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:
