@@ -48,6 +48,8 @@ def _usd(value: str) -> int:
 def cli() -> None:
     """Gateway: a self-hosted LLM inference gateway."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "apscheduler"):  # migrations and job bookkeeping: only problems
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @cli.command()
