@@ -102,6 +102,12 @@ class UpstreamTimeout(UpstreamError):
         super().__init__(message, status=504, retryable=True)
 
 
+def cannot_serve(message: str) -> UpstreamError:
+    """This route cannot carry what the client sent; retryable, so a fallback route may still serve it."""
+    return UpstreamError(message, status=400, retryable=True, type="invalid_request_error",
+                         anthropic_type="invalid_request_error")
+
+
 def as_openai(e: GatewayError) -> dict[str, Any]:
     return {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
 

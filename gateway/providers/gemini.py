@@ -20,7 +20,7 @@ import orjson
 import requests
 
 from gateway import errors, tokens
-from gateway.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from gateway.errors import InvalidRequest, UpstreamError, UpstreamTimeout, cannot_serve
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import RequestContext
 from gateway.providers import http
@@ -435,12 +435,6 @@ def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> t
 
 
 # ---- errors ----------------------------------------------------------------------------------------
-
-def cannot_serve(message: str) -> UpstreamError:
-    """This route cannot carry what the client sent; retryable, so a fallback route may still serve it."""
-    return UpstreamError(message, status=400, retryable=True, type="invalid_request_error",
-                         anthropic_type="invalid_request_error")
-
 
 def scrub(message: str, route: RouteInfo) -> str:
     return GOOGLE_KEY.sub("***", openai_scrub(message, route))
