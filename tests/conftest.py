@@ -196,6 +196,33 @@ def sdk(gateway) -> openai.OpenAI:
     return gateway.sdk()
 
 
+def configure_savings(gw, **layers) -> None:
+    """Write the `savings:` setting (as the config YAML or the console would) and let it load."""
+    from gateway import memo, seed
+
+    with db.write_lock, db.session_scope() as s:
+        seed.put_setting(s, "savings", layers, actor="test")
+        memo.announce(s, "policy")
+    gw.flush()
+
+
+def savings_override(gw, org: str, layer: str, **values) -> None:
+    """A per-org override of one savings layer's settings."""
+    from gateway import memo
+    from gateway.models import SavingsOverride
+
+    with db.write_lock, db.session_scope() as s:
+        org_id = accounts.org_by_name(s, org).id
+        s.add(SavingsOverride(org_id=org_id, app_id=None, layer=layer, settings=values))
+        memo.announce(s, "policy")
+    gw.flush()
+
+
+def chat_calls(fake) -> int:
+    """Chat completions the fake upstream received."""
+    return sum(1 for r in fake.requests if r["path"] == "/v1/chat/completions")
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     """Poll until predicate() is truthy (returns it); fails the test after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -6,7 +6,6 @@ event-stream frames (prelude, headers, CRCs).
 """
 
 import base64
-import importlib
 import json
 import struct
 
@@ -18,8 +17,7 @@ import requests
 
 from gateway.memo import ProviderInfo, RouteInfo
 from gateway.pipeline.context import RequestContext
-from gateway.providers import bedrock, registry
-from gateway.wire import openai_embeddings
+from gateway.providers import bedrock
 from gateway.wire.canonical import ChatRequest, Message, Part, Tool, ToolCall
 from tests.conftest import BEDROCK_SECRET, BEDROCK_TOKEN, wait_for
 from tests.fakes.bedrock_upstream import LEAK_MARKER, SIGNATURE_MISMATCH, event, exception
@@ -34,23 +32,6 @@ WEATHER = {"type": "function", "function": {
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
     "type": "object", "properties": {"zone": {"type": "string", "enum": ["utc", "local"]}}}}}
 SIGV4_KEY = f"AKIDFAKEBEDROCK00001:{BEDROCK_SECRET}:{BEDROCK_TOKEN}"
-
-
-@pytest.fixture
-def embeddings_wired(monkeypatch):
-    """Sends POST /v1/embeddings to openai_embeddings.call until dispatch's call_route does so itself
-    (tests/test_embeddings.py patches the same branch in); a no-op once it does."""
-    dispatch = importlib.import_module("gateway.pipeline.dispatch")
-    if "openai_embeddings" in vars(dispatch):
-        return
-    call_route = dispatch.call_route
-
-    def with_embeddings(ctx, route):
-        if ctx.endpoint == "embeddings":
-            return openai_embeddings.call(ctx, registry.adapter(route.provider.kind), route)
-        return call_route(ctx, route)
-
-    monkeypatch.setattr(dispatch, "call_route", with_embeddings)
 
 
 def route(fake, model: str, key: str = SIGV4_KEY, query: str = "?region=eu-central-1") -> RouteInfo:
@@ -256,7 +237,7 @@ def test_titan_embeddings_seam(fake_bedrock):
     assert usage.input_tokens == body["usage"]["prompt_tokens"] == 3 + 1  # Titan's inputTextTokenCounts
 
 
-def test_embeddings_through_the_endpoint(gateway, fake_bedrock, embeddings_wired):
+def test_embeddings_through_the_endpoint(gateway, fake_bedrock):
     reply = gateway.sdk().embeddings.create(model="bedrock-test/titan-embed-text", input="one two three",
                                             encoding_format="base64")
     vector = struct.unpack("<8f", base64.b64decode(reply.data[0].embedding))

@@ -10,31 +10,15 @@ import orjson
 import pytest
 from sqlalchemy import event, select
 
-from gateway import accounts, db, memo, seed
+from gateway import db, memo, seed
 from gateway.ledger.writer import WRITER
-from gateway.models import ConversationSummary, SavingsOverride
+from gateway.models import ConversationSummary
 from gateway.pipeline.savings import compress
+from tests.conftest import configure_savings, savings_override
 
 ECHO = "test/echo"
 SUMMARY_MODEL = "test/cheap"  # the fake answers "Hello from fake fake-gpt."
 SYSTEM = {"role": "system", "content": "You are terse."}
-
-
-def configure(gw, **layers) -> None:
-    """Write the `savings:` setting (as the config YAML or the console would) and let it load."""
-    with db.write_lock, db.session_scope() as s:
-        seed.put_setting(s, "savings", layers, actor="test")
-        memo.announce(s, "policy")
-    gw.flush()
-
-
-def override(gw, org: str, layer: str, **values) -> None:
-    """A per-org override of one layer's settings."""
-    with db.write_lock, db.session_scope() as s:
-        org_id = accounts.org_by_name(s, org).id
-        s.add(SavingsOverride(org_id=org_id, app_id=None, layer=layer, settings=values))
-        memo.announce(s, "policy")
-    gw.flush()
 
 
 def add_catalog(gw, config: dict) -> None:
@@ -74,7 +58,7 @@ def saved(headers) -> float:
 
 
 def test_trim_keeps_system_first_turn_and_latest_turns_and_records_the_saving(gateway, fake_openai):
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 2})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 2})
     messages = conversation(8)  # system + 15 turns
     upstream, headers = chat(gateway, messages)
     sent = upstream["messages"]
@@ -92,7 +76,7 @@ def test_trim_keeps_system_first_turn_and_latest_turns_and_records_the_saving(ga
 def test_cut_is_stable_for_the_next_turns(gateway):
     """Rounded to a multiple of keep_last_turns: a conversation that grows by one exchange drops the
     same turns, so the prefix the provider caches (and a summary) stays the same."""
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 4})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 4})
     first, _ = chat(gateway, conversation(9))
     second, _ = chat(gateway, conversation(10))
     assert first["messages"][:3] == second["messages"][:3]  # system, first turn, the same note
@@ -104,21 +88,21 @@ def test_under_budget_or_disabled_is_left_alone(gateway, fake_openai):
     upstream, headers = chat(gateway, messages)  # compression is off by default
     assert upstream["messages"] == messages and "compression" not in gateway.rows(
         request_id=headers["x-request-id"])[0].saved_by
-    configure(gateway, compression={"enabled": False, "budget_tokens": 300})
+    configure_savings(gateway, compression={"enabled": False, "budget_tokens": 300})
     upstream, _ = chat(gateway, messages, headers={"x-gateway-compression": "on"})  # on for this request
     assert len(upstream["messages"]) < len(messages)
-    configure(gateway, compression={"enabled": True, "budget_tokens": 100_000})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 100_000})
     upstream, _ = chat(gateway, messages)  # under the budget
     assert upstream["messages"] == messages
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300})
     upstream, _ = chat(gateway, messages, headers={"x-gateway-compression": "off"})  # off for this request
     assert upstream["messages"] == messages
 
 
 def test_per_org_override(gateway):
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300})
     gateway.new_org("quiet")
-    override(gateway, "quiet", "compression", enabled=False)
+    savings_override(gateway, "quiet", "compression", enabled=False)
     messages = conversation(8)
     assert len(chat(gateway, messages)[0]["messages"]) < len(messages)
     assert chat(gateway, messages, key=gateway.new_key("quiet"))[0]["messages"] == messages
@@ -159,7 +143,7 @@ def assert_pairs_whole(messages: list[dict]) -> None:
 
 @pytest.mark.parametrize("keep", [1, 2, 3, 4, 5])
 def test_tool_calls_and_results_are_never_split(gateway, keep):
-    configure(gateway, compression={"enabled": True, "budget_tokens": 200, "keep_last_turns": keep})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 200, "keep_last_turns": keep})
     messages = tool_conversation()
     upstream, _ = chat(gateway, messages, tools=TOOLS)
     sent = upstream["messages"]
@@ -172,7 +156,7 @@ def test_tool_calls_and_results_are_never_split(gateway, keep):
 
 def test_anthropic_tool_use_and_results_stay_together(gateway, fake_anthropic):
     """Anthropic client, Anthropic upstream: the rewritten request is re-encoded in Messages form."""
-    configure(gateway, compression={"enabled": True, "budget_tokens": 200, "keep_last_turns": 2},
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 200, "keep_last_turns": 2},
               prompt_cache={"enabled": False})  # no breakpoints: the turns compare verbatim
     messages = [{"role": "user", "content": "plan " + filler("q")}]
     for i in range(5):
@@ -196,7 +180,7 @@ def test_anthropic_tool_use_and_results_stay_together(gateway, fake_anthropic):
 
 
 def test_summary_is_billed_cached_per_org_and_reloaded(gateway, fake_openai):
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 2,
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 2,
                                     "mode": "summary", "summary_model": SUMMARY_MODEL})
     messages = conversation(8)
     upstream, headers = chat(gateway, messages)
@@ -232,7 +216,7 @@ def test_summary_is_billed_cached_per_org_and_reloaded(gateway, fake_openai):
 
 
 def test_failed_summary_leaves_the_request_whole(gateway):
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300, "mode": "summary",
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "mode": "summary",
                                     "summary_model": "test/error-400"})
     messages = conversation(8)
     upstream, headers = chat(gateway, messages)
@@ -242,7 +226,7 @@ def test_failed_summary_leaves_the_request_whole(gateway):
 
 
 def test_stream_is_compressed_too(gateway, fake_openai):
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 2})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 2})
     messages = conversation(8)
     stream = gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=messages, stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
@@ -253,7 +237,7 @@ def test_stream_is_compressed_too(gateway, fake_openai):
 
 
 def test_a_failing_layer_does_not_fail_the_request(gateway, monkeypatch):
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300})
 
     def broken(_messages):
         raise RuntimeError("boom")
@@ -267,7 +251,7 @@ def test_a_failing_layer_does_not_fail_the_request(gateway, monkeypatch):
 
 def test_summaries_never_query_the_database(gateway):
     """A summary made (a call through the pipeline) and a summary reused: memory only."""
-    configure(gateway, compression={"enabled": True, "budget_tokens": 300, "mode": "summary",
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "mode": "summary",
                                     "summary_model": SUMMARY_MODEL})
     statements = []
 

@@ -7,10 +7,10 @@ import anthropic
 import pytest
 from sqlalchemy import event, select
 
-from gateway import accounts, boot, db, memo, seed
-from gateway.models import CacheEntry, SavingsOverride
+from gateway import boot, db
+from gateway.models import CacheEntry
 from gateway.savings_store import STORE
-from tests.conftest import wait_for
+from tests.conftest import chat_calls, configure_savings, savings_override, wait_for
 from tests.openapi import validate
 
 MSG = [{"role": "user", "content": "hello there"}]
@@ -19,27 +19,6 @@ CLAUDE = "anthropic-test/claude-fake"
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-def configure(gw, **layers) -> None:
-    """Write the `savings:` setting (as the config YAML or the console would) and let it load."""
-    with db.write_lock, db.session_scope() as s:
-        seed.put_setting(s, "savings", layers, actor="test")
-        memo.announce(s, "policy")
-    gw.flush()
-
-
-def override(gw, org: str, layer: str, **values) -> None:
-    """A per-org override of one layer's settings."""
-    with db.write_lock, db.session_scope() as s:
-        org_id = accounts.org_by_name(s, org).id
-        s.add(SavingsOverride(org_id=org_id, app_id=None, layer=layer, settings=values))
-        memo.announce(s, "policy")
-    gw.flush()
-
-
-def chat_calls(fake) -> int:
-    return sum(1 for r in fake.requests if r["path"] == "/v1/chat/completions")
-
 
 def ask(gw, key=None, headers=None, **kw):
     """One chat completion through the OpenAI SDK: (parsed, headers)."""
@@ -184,7 +163,7 @@ def test_tool_calls_survive_the_cache(gateway, fake_openai):
 
 
 def test_charge_full_charges_the_original_price(gateway, fake_openai):
-    configure(gateway, exact_cache={"charge": "full"})
+    configure_savings(gateway, exact_cache={"charge": "full"})
     ask(gateway)
     _, headers = ask(gateway)
     miss, hit = gateway.rows()
@@ -227,7 +206,7 @@ def test_bypass_and_no_store_neither_read_nor_write(gateway, fake_openai, skip):
 
 
 def test_disabled_globally(gateway, fake_openai):
-    configure(gateway, exact_cache={"enabled": False})
+    configure_savings(gateway, exact_cache={"enabled": False})
     ask(gateway)
     _, headers = ask(gateway)
     assert headers["x-gateway-cache"] == "miss" and chat_calls(fake_openai) == 2
@@ -242,7 +221,7 @@ def test_disabled_per_request_and_per_org(gateway, fake_openai):
     assert chat_calls(fake_openai) == 2
     gateway.new_org("quiet")
     key = gateway.new_key("quiet")
-    override(gateway, "quiet", "exact_cache", enabled=False)
+    savings_override(gateway, "quiet", "exact_cache", enabled=False)
     ask(gateway, key=key)
     _, headers = ask(gateway, key=key)
     assert headers["x-gateway-cache"] == "miss" and chat_calls(fake_openai) == 4
@@ -275,7 +254,7 @@ def test_other_endpoints_are_not_cached(gateway, fake_openai):
 # ---- TTL, size, persistence -------------------------------------------------------------------
 
 def test_entries_expire_after_their_ttl(gateway, fake_openai, monkeypatch):
-    configure(gateway, exact_cache={"ttl_seconds": 60})
+    configure_savings(gateway, exact_cache={"ttl_seconds": 60})
     now = [1_800_000_000.0]
     monkeypatch.setattr(STORE, "clock", lambda: now[0])
     ask(gateway)
@@ -288,7 +267,7 @@ def test_entries_expire_after_their_ttl(gateway, fake_openai, monkeypatch):
 
 
 def test_max_entries_evicts_the_least_recently_used(gateway, fake_openai):
-    configure(gateway, exact_cache={"max_entries": 2})
+    configure_savings(gateway, exact_cache={"max_entries": 2})
 
     def say(word):
         return ask(gateway, messages=[{"role": "user", "content": word}])[1]["x-gateway-cache"]
@@ -341,8 +320,8 @@ def test_a_shared_scope_is_shared_only_by_orgs_that_opted_in(gateway, fake_opena
     for name in ("alpha", "beta", "gamma"):
         gateway.new_org(name)
     keys = {name: gateway.new_key(name) for name in ("alpha", "beta", "gamma")}
-    override(gateway, "alpha", "exact_cache", shared_scope="team")
-    override(gateway, "beta", "exact_cache", shared_scope="team")
+    savings_override(gateway, "alpha", "exact_cache", shared_scope="team")
+    savings_override(gateway, "beta", "exact_cache", shared_scope="team")
     ask(gateway, key=keys["alpha"])
     _, headers = ask(gateway, key=keys["beta"])
     assert headers["x-gateway-cache"] == "hit" and chat_calls(fake_openai) == 1

@@ -5,7 +5,6 @@ schema keys outside the OpenAPI subset, function responses that don't answer the
 """
 
 import base64
-import importlib
 import json
 
 import anthropic
@@ -15,8 +14,7 @@ import requests
 
 from gateway.memo import ProviderInfo, RouteInfo
 from gateway.pipeline.context import RequestContext
-from gateway.providers import gemini, registry
-from gateway.wire import openai_embeddings
+from gateway.providers import gemini
 from gateway.wire.canonical import ChatRequest, Message, Part, Tool, ToolCall
 from tests.conftest import GEMINI_UPSTREAM_KEY, wait_for
 from tests.fakes.gemini_upstream import LEAK_MARKER, prompt_tokens
@@ -32,23 +30,6 @@ WEATHER = {"type": "function", "function": {
         "required": ["city"]}}}
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
     "type": "object", "properties": {"zone": {"type": "string", "enum": ["utc", "local"]}}}}}
-
-
-@pytest.fixture
-def embeddings_wired(monkeypatch):
-    """Sends POST /v1/embeddings to openai_embeddings.call until dispatch's call_route does so itself
-    (tests/test_embeddings.py patches the same branch in); a no-op once it does."""
-    dispatch = importlib.import_module("gateway.pipeline.dispatch")
-    if "openai_embeddings" in vars(dispatch):
-        return
-    call_route = dispatch.call_route
-
-    def with_embeddings(ctx, route):
-        if ctx.endpoint == "embeddings":
-            return openai_embeddings.call(ctx, registry.adapter(route.provider.kind), route)
-        return call_route(ctx, route)
-
-    monkeypatch.setattr(dispatch, "call_route", with_embeddings)
 
 
 def test_non_stream_text_round_trip(gateway, fake_gemini):
@@ -263,7 +244,7 @@ def test_embeddings_seam(fake_gemini):
     assert err.value.status == 400
 
 
-def test_embeddings_through_the_endpoint(gateway, fake_gemini, embeddings_wired):
+def test_embeddings_through_the_endpoint(gateway, fake_gemini):
     model = "gemini-test/text-embedding-004"
     reply = gateway.sdk().embeddings.create(model=model, input=["one two", "three"], dimensions=6)
     assert [len(d.embedding) for d in reply.data] == [6, 6] and reply.model == model

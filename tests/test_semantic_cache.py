@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from sqlalchemy import event, select
 
-from gateway import accounts, db, embeddings, memo, seed
-from gateway.models import SavingsOverride, SemanticEntry
+from gateway import db, embeddings
+from gateway.models import SemanticEntry
 from gateway.pipeline.savings import DEFAULTS, semantic_cache
 from gateway.semantic_index import INDEX, SemanticIndex
 from gateway.wire.canonical import ChatResponse, Part, Usage
-from tests.conftest import wait_for
+from tests.conftest import chat_calls, configure_savings, savings_override, wait_for
 from tests.data.semantic_pairs import NEAR_MISSES, PARAPHRASES
 
 ECHO = "test/echo"  # the fake answers with the body it received: a hit shows the first question
@@ -22,25 +22,6 @@ ON = {"x-gateway-semantic-cache": "on"}
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-def configure(gw, **layers) -> None:
-    with db.write_lock, db.session_scope() as s:
-        seed.put_setting(s, "savings", layers, actor="test")
-        memo.announce(s, "policy")
-    gw.flush()
-
-
-def override(gw, org: str, layer: str, **values) -> None:
-    with db.write_lock, db.session_scope() as s:
-        org_id = accounts.org_by_name(s, org).id
-        s.add(SavingsOverride(org_id=org_id, app_id=None, layer=layer, settings=values))
-        memo.announce(s, "policy")
-    gw.flush()
-
-
-def chat_calls(fake) -> int:
-    return sum(1 for r in fake.requests if r["path"] == "/v1/chat/completions")
-
 
 def ask(gw, text, key=None, headers=None, model=ECHO, history=(), **kw):
     """One chat completion through the OpenAI SDK: (parsed, headers)."""
@@ -61,7 +42,7 @@ def ask_stream(gw, text, key=None, headers=None, **kw):
 @pytest.fixture
 def gw(gateway_factory):
     gw = gateway_factory()
-    configure(gw, semantic_cache={"enabled": True})
+    configure_savings(gw, semantic_cache={"enabled": True})
     return gw
 
 
@@ -114,7 +95,7 @@ def test_conversations_longer_than_max_turns_are_skipped(gw, fake_openai):
     _, headers = ask(gw, REWORDED, history=history)
     assert chat_calls(fake_openai) == 2 and headers["x-gateway-cache"] == "miss"
     assert INDEX.size() == 0  # not even stored
-    configure(gw, semantic_cache={"enabled": True, "max_turns": 2})
+    configure_savings(gw, semantic_cache={"enabled": True, "max_turns": 2})
     ask(gw, "How do I sort a dict by value in Python?", history=history)
     _, headers = ask(gw, "How can I sort a dict by value in Python?", history=history)
     assert chat_calls(fake_openai) == 3 and headers["x-gateway-cache"] == "semantic"
@@ -154,7 +135,7 @@ def test_off_by_default_and_on_per_request_or_per_org(gateway, fake_openai):
     assert headers["x-gateway-cache"] == "semantic"
     gateway.new_org("opted")
     key = gateway.new_key("opted")
-    override(gateway, "opted", "semantic_cache", enabled=True)
+    savings_override(gateway, "opted", "semantic_cache", enabled=True)
     ask(gateway, QUESTION, key=key)
     _, headers = ask(gateway, REWORDED, key=key)
     assert headers["x-gateway-cache"] == "semantic"
@@ -238,7 +219,7 @@ def test_a_hit_and_a_miss_make_no_database_query(gw):
 
 
 def test_an_embeddings_route_can_embed(gw, fake_openai):
-    configure(gw, semantic_cache={"enabled": True, "embeddings_model": "test/embed"},
+    configure_savings(gw, semantic_cache={"enabled": True, "embeddings_model": "test/embed"},
               exact_cache={"enabled": False})
     ask(gw, QUESTION)
     _, headers = ask(gw, QUESTION)  # the fake's vectors only match the same text
@@ -337,7 +318,7 @@ def test_split_only_takes_a_plain_text_last_user_message():
 
 
 def test_a_failing_embeddings_route_skips_the_layer(gw, fake_openai):
-    configure(gw, semantic_cache={"enabled": True, "embeddings_model": "no/such-model"})
+    configure_savings(gw, semantic_cache={"enabled": True, "embeddings_model": "no/such-model"})
     answer, headers = ask(gw, QUESTION)
     assert headers["x-gateway-cache"] == "miss" and QUESTION in answer.choices[0].message.content
     assert INDEX.size() == 0
