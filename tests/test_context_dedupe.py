@@ -6,7 +6,8 @@ import anthropic
 import pytest
 
 from gateway.pipeline.savings import context_dedupe
-from tests.test_compression import chat, configure, override
+from tests.conftest import configure_savings, savings_override
+from tests.test_compression import chat
 
 DOC = ("The quarterly report shows revenue of 4.2 million, up eleven percent year over year, driven by "
        "the enterprise tier. Churn fell to 2.1 percent. Operating costs rose with the new data centre in "
@@ -23,7 +24,7 @@ def pasted_twice() -> list[dict]:
 
 
 def test_a_repeated_document_is_sent_once(gateway, fake_openai):
-    configure(gateway, context_dedupe={"enabled": True})
+    configure_savings(gateway, context_dedupe={"enabled": True})
     messages = pasted_twice()
     upstream, headers = chat(gateway, messages)
     sent = upstream["messages"]
@@ -38,14 +39,14 @@ def test_a_repeated_document_is_sent_once(gateway, fake_openai):
 
 
 def test_a_repeat_within_one_message(gateway):
-    configure(gateway, context_dedupe={"enabled": True})
+    configure_savings(gateway, context_dedupe={"enabled": True})
     upstream, _ = chat(gateway, [{"role": "user", "content": f"{DOC}\n\n{DOC}\n\nSame twice?"}])
     assert upstream["messages"][0]["content"].startswith(f"{DOC}\n\n[same text as earlier in this message:")
 
 
 def test_anthropic_tool_result_and_later_paste(gateway, fake_anthropic):
     """The document came back from a tool, then the user pastes it again: the paste becomes a reference."""
-    configure(gateway, context_dedupe={"enabled": True}, prompt_cache={"enabled": False})
+    configure_savings(gateway, context_dedupe={"enabled": True}, prompt_cache={"enabled": False})
     messages = [
         {"role": "user", "content": "Fetch the report."},
         {"role": "assistant", "content": [
@@ -64,17 +65,17 @@ def test_anthropic_tool_result_and_later_paste(gateway, fake_anthropic):
 
 
 def test_short_or_single_blocks_are_left_alone(gateway):
-    configure(gateway, context_dedupe={"enabled": True, "min_chars": 1000})
+    configure_savings(gateway, context_dedupe={"enabled": True, "min_chars": 1000})
     messages = pasted_twice()
     assert chat(gateway, messages)[0]["messages"] == messages  # DOC is shorter than min_chars
-    configure(gateway, context_dedupe={"enabled": True})
+    configure_savings(gateway, context_dedupe={"enabled": True})
     single = [{"role": "user", "content": f"{DOC}\n\nSummarise."}]
     assert chat(gateway, single)[0]["messages"] == single
 
 
 def test_every_request_stands_alone(gateway):
     """Nothing is remembered: a document another request (or org) sent is never referenced."""
-    configure(gateway, context_dedupe={"enabled": True})
+    configure_savings(gateway, context_dedupe={"enabled": True})
     chat(gateway, pasted_twice())
     gateway.new_org("other")
     single = [{"role": "user", "content": f"{DOC}\n\nSummarise."}]
@@ -89,7 +90,7 @@ def test_every_request_stands_alone(gateway):
 ])
 def test_config_and_request_switches(gateway, config, header, deduped):
     if config is not None:
-        configure(gateway, context_dedupe=config)
+        configure_savings(gateway, context_dedupe=config)
     messages = pasted_twice()
     upstream, _ = chat(gateway, messages, headers={"x-gateway-context-dedupe": header} if header else None)
     assert (upstream["messages"] != messages) is deduped
@@ -97,14 +98,14 @@ def test_config_and_request_switches(gateway, config, header, deduped):
 
 def test_per_org_override(gateway):
     gateway.new_org("careful")
-    override(gateway, "careful", "context_dedupe", enabled=True)
+    savings_override(gateway, "careful", "context_dedupe", enabled=True)
     messages = pasted_twice()
     assert chat(gateway, messages)[0]["messages"] == messages
     assert chat(gateway, messages, key=gateway.new_key("careful"))[0]["messages"] != messages
 
 
 def test_a_failing_layer_does_not_fail_the_request(gateway, monkeypatch):
-    configure(gateway, context_dedupe={"enabled": True})
+    configure_savings(gateway, context_dedupe={"enabled": True})
 
     def broken(*_args):
         raise RuntimeError("boom")

@@ -14,8 +14,8 @@ from gevent.event import Event
 from gateway.errors import UpstreamError
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.savings import inflight
-from tests.conftest import wait_for
-from tests.test_exact_cache import MSG, chat_calls, configure, override
+from tests.conftest import chat_calls, configure_savings, savings_override, wait_for
+from tests.test_exact_cache import MSG
 
 SLOW = "test/slow-1000"  # the fake answers after 1 s
 DRIP = "test/drip-30"  # 50 content chunks, 30 ms apart
@@ -24,7 +24,7 @@ DRIP = "test/drip-30"  # 50 content chunks, 30 ms apart
 @pytest.fixture
 def gw(gateway):
     """A gateway without the exact cache, so that nothing but dedupe can spare an upstream call."""
-    configure(gateway, exact_cache={"enabled": False})
+    configure_savings(gateway, exact_cache={"enabled": False})
     return gateway
 
 
@@ -225,7 +225,7 @@ def test_never_shared_across_orgs_or_when_ineligible_or_disabled(gw, fake_openai
     assert chat_calls(fake_openai) == 5
     assert {g.value[1]["x-gateway-cache"] for g in others} == {"miss"}
     # an org that turned dedupe off does not follow either
-    override(gw, "other", "inflight_dedupe", enabled=False)
+    savings_override(gw, "other", "inflight_dedupe", enabled=False)
     leader = gevent.spawn(ask, gw, other)
     wait_for(lambda: chat_calls(fake_openai) == 6)
     second = gevent.spawn(ask, gw, other)
@@ -245,7 +245,7 @@ def test_a_failing_dedupe_layer_does_not_fail_the_request(gw, fake_openai, monke
 
 
 def test_a_follower_waits_at_most_max_wait_seconds(gw, fake_openai):
-    configure(gw, exact_cache={"enabled": False}, inflight_dedupe={"max_wait_seconds": 0.2})
+    configure_savings(gw, exact_cache={"enabled": False}, inflight_dedupe={"max_wait_seconds": 0.2})
     leader = gevent.spawn(ask, gw)
     wait_for(lambda: chat_calls(fake_openai) == 1)
     follower = gevent.spawn(ask, gw)

@@ -6,7 +6,8 @@ import anthropic
 import pytest
 
 from gateway.pipeline.savings import output_budget
-from tests.test_compression import add_catalog, configure, override
+from tests.conftest import configure_savings, savings_override
+from tests.test_compression import add_catalog
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -20,7 +21,7 @@ def sent_to_anthropic(fake) -> dict:
 
 
 def test_chat_without_a_limit_gets_the_cap(gateway, fake_openai):
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=HI)
     body = sent_to_openai(fake_openai)
     assert body["max_completion_tokens"] == 300 and "max_tokens" not in body
@@ -29,7 +30,7 @@ def test_chat_without_a_limit_gets_the_cap(gateway, fake_openai):
 @pytest.mark.parametrize("given", [{"max_tokens": 5}, {"max_completion_tokens": 100_000},
                                    {"max_tokens": 2000}])
 def test_the_clients_limit_is_never_changed(gateway, fake_openai, given):
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=HI, **given)
     body = sent_to_openai(fake_openai)
     assert {k: body.get(k) for k in ("max_tokens", "max_completion_tokens") if k in body} == given
@@ -43,19 +44,19 @@ def test_the_models_own_cap_applies_when_no_default_is_set(gateway, fake_openai)
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=HI)  # no cap anywhere: nothing set
     body = sent_to_openai(fake_openai)
     assert "max_completion_tokens" not in body and "max_tokens" not in body
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 5000})
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 5000})
     gateway.sdk().chat.completions.create(model="budget/capped", messages=HI)
     assert sent_to_openai(fake_openai)["max_completion_tokens"] == 777  # never above the model's maximum
 
 
 def test_translated_to_anthropic(gateway, fake_anthropic):
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
     gateway.sdk().chat.completions.create(model="anthropic-test/claude-fake", messages=HI)
     assert sent_to_anthropic(fake_anthropic)["max_tokens"] == 300
 
 
 def test_anthropic_client_without_max_tokens(gateway, fake_anthropic):
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
     client = anthropic.Anthropic(base_url=gateway.url, api_key=gateway.api_key, max_retries=0)
     # the SDK types max_tokens as required; NOT_GIVEN leaves it out (a timeout, or it derives one from it)
     client.messages.create(model="anthropic-test/claude-fake", messages=HI, max_tokens=anthropic.NOT_GIVEN,
@@ -67,7 +68,7 @@ def test_anthropic_client_without_max_tokens(gateway, fake_anthropic):
 
 def test_responses_without_a_limit(gateway, fake_openai):
     """The fake speaks chat only: the Responses request is translated, carrying the cap along."""
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
     gateway.sdk().responses.create(model="test/fake-gpt", input="hi")
     assert sent_to_openai(fake_openai)["max_tokens"] == 300
     gateway.sdk().responses.create(model="test/fake-gpt", input="hi", max_output_tokens=40)
@@ -75,15 +76,15 @@ def test_responses_without_a_limit(gateway, fake_openai):
 
 
 def test_off_per_config_org_or_request(gateway, fake_openai):
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=HI,
                                           extra_headers={"x-gateway-output-budget": "off"})
     assert "max_completion_tokens" not in sent_to_openai(fake_openai)
     gateway.new_org("free")
-    override(gateway, "free", "output_budget", enabled=False)
+    savings_override(gateway, "free", "output_budget", enabled=False)
     gateway.sdk(gateway.new_key("free")).chat.completions.create(model="test/fake-gpt", messages=HI)
     assert "max_completion_tokens" not in sent_to_openai(fake_openai)
-    configure(gateway, output_budget={"enabled": False, "default_max_tokens": 300})
+    configure_savings(gateway, output_budget={"enabled": False, "default_max_tokens": 300})
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=HI)
     assert "max_completion_tokens" not in sent_to_openai(fake_openai)
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=HI,
@@ -94,7 +95,7 @@ def test_off_per_config_org_or_request(gateway, fake_openai):
 def test_with_a_rewritten_request(gateway, fake_openai):
     """Another layer rewrote the request (context dedupe): the cap goes into the re-encoded request."""
     doc = "A long paragraph about the weather in Lisbon, repeated on purpose. " * 5
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 300},
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 300},
               context_dedupe={"enabled": True})
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=[
         {"role": "user", "content": doc}, {"role": "assistant", "content": "ok"},
@@ -104,7 +105,7 @@ def test_with_a_rewritten_request(gateway, fake_openai):
 
 
 def test_a_failing_layer_does_not_fail_the_request(gateway, fake_openai, monkeypatch):
-    configure(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
+    configure_savings(gateway, output_budget={"enabled": True, "default_max_tokens": 300})
 
     def broken(_ctx):
         raise RuntimeError("boom")

@@ -7,7 +7,8 @@ import anthropic
 import pytest
 
 from gateway.pipeline.savings import prompt_cache
-from tests.test_compression import add_catalog, configure, override
+from tests.conftest import configure_savings, savings_override
+from tests.test_compression import add_catalog
 
 LONG = " ".join(f"rule{i}" for i in range(1500))  # about 3,500 tokens: cacheable on every model
 EPHEMERAL = {"type": "ephemeral"}
@@ -95,7 +96,7 @@ def test_openai_routes_get_one_cache_key_per_org(gateway, fake_openai):
                                           extra_body={"prompt_cache_key": "mine"})
     assert sent_to_openai(fake_openai)["prompt_cache_key"] == "mine"  # the client's own key wins
 
-    configure(gateway, context_dedupe={"enabled": True})  # a rewritten (re-encoded) request keeps it too
+    configure_savings(gateway, context_dedupe={"enabled": True})  # a rewritten (re-encoded) request keeps it too
     doc = "A paragraph long enough to be deduplicated, pasted twice by the user on purpose. " * 4
     pasted = [{"role": "user", "content": doc}, {"role": "assistant", "content": "ok"},
               {"role": "user", "content": doc}]
@@ -149,18 +150,18 @@ def test_disabled_per_config_org_or_request(gateway, fake_openai, fake_anthropic
     claude(gateway).messages.create(model="anthropic-test/claude-fake", max_tokens=50, system=LONG,
                                     messages=turns(), extra_headers={"x-gateway-prompt-cache": "off"})
     assert sent_to_anthropic(fake_anthropic)["system"] == LONG
-    configure(gateway, prompt_cache={"enabled": False})
+    configure_savings(gateway, prompt_cache={"enabled": False})
     assert key_sent() is None
     assert key_sent({"x-gateway-prompt-cache": "on"}) is not None
-    configure(gateway, prompt_cache={"enabled": True})
+    configure_savings(gateway, prompt_cache={"enabled": True})
     gateway.new_org("nocache")
-    override(gateway, "nocache", "prompt_cache", enabled=False)
+    savings_override(gateway, "nocache", "prompt_cache", enabled=False)
     assert key_sent(api_key=gateway.new_key("nocache")) is None
     assert key_sent() is not None
 
 
 def test_min_tokens_raises_the_floor(gateway, fake_anthropic):
-    configure(gateway, prompt_cache={"enabled": True, "min_tokens": 100_000})
+    configure_savings(gateway, prompt_cache={"enabled": True, "min_tokens": 100_000})
     claude(gateway).messages.create(model="anthropic-test/claude-fake", max_tokens=50, system=LONG,
                                     messages=turns())
     assert sent_to_anthropic(fake_anthropic)["system"] == LONG
