@@ -19,7 +19,7 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     from gateway import admin, api, db, jobs, public
     from gateway.ledger.writer import WRITER
     from gateway.memo import MEMO
-    from gateway.providers import http
+    from gateway.providers import http, openrouter
     from gateway.settings import ROOT, Settings
 
     settings = Settings.load(overrides)
@@ -36,6 +36,7 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     db.init_app(app)
     MEMO.configure(settings.secret_key)
     http.configure(settings)
+    openrouter.configure(settings)
     WRITER.init_app(app)
     api.init_app(app)
     admin.init_app(app)

@@ -84,6 +84,16 @@ def test_body_too_large_is_413(gateway_factory):
                                           "messages": [{"role": "user", "content": "x" * 5000}]})
     assert r.status_code == 413
     assert error_body(r)["type"] == "invalid_request_error"
+    # a chunked body (no Content-Length) is held to the same limit
+    chunked = iter([b'{"model": "test/fake-gpt", "messages": [{"role": "user", "content": "', b"x" * 5000, b'"}]}'])
+    r = requests.post(gw.v1 + "/chat/completions", data=chunked,
+                      headers={"Authorization": f"Bearer {gw.api_key}", "Content-Type": "application/json"})
+    assert r.status_code == 413 and error_body(r)["code"] == "request_too_large"
+    # and one under the limit is served
+    small = iter([b'{"model": "test/fake-gpt", ', b'"messages": [{"role": "user", "content": "hi"}]}'])
+    r = requests.post(gw.v1 + "/chat/completions", data=small,
+                      headers={"Authorization": f"Bearer {gw.api_key}", "Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
 
 
 def test_upstream_429_is_429_with_retry_after_and_no_leak(gateway):
@@ -138,6 +148,9 @@ def test_unknown_route_and_wrong_method_use_openai_shape(gateway):
     assert r.status_code == 404 and error_body(r)["code"] == "not_found"
     r = requests.get(gateway.v1 + "/chat/completions")
     assert r.status_code == 405 and error_body(r)["code"] == "method_not_allowed"
+    assert r.headers["Allow"] == "POST"
+    r = requests.delete(gateway.url + "/v1/messages")
+    assert r.status_code == 405 and r.json()["type"] == "error"  # Anthropic's shape on its route
 
 
 def test_mid_stream_reset_ends_with_an_error_event(gateway):

@@ -1,8 +1,10 @@
-"""/v1 blueprint: JSON only, bearer or x-api-key auth, no session, no CSRF."""
+"""/v1 blueprint: JSON only, bearer or x-api-key auth, no session, no CSRF.
+
+The inference routes (POST chat, messages, responses, embeddings and the /api/v1/llm aliases) are
+served by gateway.api.inference in front of Flask; this blueprint has the rest of /v1."""
 
 from __future__ import annotations
 
-import orjson
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
@@ -16,15 +18,10 @@ def dialect_for(path: str) -> str:
 
 
 def error_response(e: errors.GatewayError, dialect: str, request_id: str | None = None) -> Response:
-    resp = Response(orjson.dumps(errors.render(e, dialect)), status=e.status, content_type="application/json")
-    if request_id:
-        resp.headers["x-request-id"] = request_id
-    retry_after = getattr(e, "retry_after", None)
-    if retry_after is not None:
-        resp.headers["retry-after"] = str(int(retry_after) if float(retry_after).is_integer() else retry_after)
-    for k, v in e.headers.items():
-        resp.headers[k] = v
-    return resp
+    from gateway.api.inference import error_parts
+
+    status, headers, body = error_parts(e, dialect, request_id)
+    return Response(body, status=status, headers=headers)
 
 
 _HTTP_ERRORS = {
@@ -49,9 +46,10 @@ def _http_error(e: HTTPException):
 
 
 def init_app(app: Flask) -> None:
-    from gateway.api import chat, compat, embeddings, health, messages, models, providers, responses, usage  # noqa: F401  (routes register on import)
+    from gateway.api import health, models, providers, responses, usage  # noqa: F401  (routes register on import)
+    from gateway.api.inference import InferenceRoutes
 
     app.register_blueprint(bp, url_prefix="/v1")
-    app.register_blueprint(compat.bp, url_prefix="/api/v1")
     app.register_blueprint(health.bp)
     app.register_error_handler(HTTPException, _http_error)
+    app.wsgi_app = InferenceRoutes(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])

@@ -1,4 +1,4 @@
-"""POST /v1/responses (OpenAI Responses) and GET /v1/responses/{id} (a stored response, own org only)."""
+"""GET /v1/responses/{id}: a stored response, own org only (POST /v1/responses is an inference route)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,11 @@ import orjson
 from flask import Response, request
 
 from gateway.api import bp, error_response
-from gateway.api.inference import handle
 from gateway.errors import GatewayError, NotFound, PermissionDenied
 from gateway.pipeline import auth
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.gate import INFERENCE_SCOPES
 from gateway.responses_store import STORE
-
-
-@bp.post("/responses")
-def create_response():
-    return handle("responses", "openai")
 
 
 @bp.get("/responses/<response_id>")

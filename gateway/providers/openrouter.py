@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 import requests
-from flask import current_app, has_app_context
 
 from gateway.errors import UpstreamError
 from gateway.ledger.pricing import usd_to_micros
@@ -34,11 +33,17 @@ DEFAULT_REFERER = "https://github.com/gateway"
 DEFAULT_TITLE = "Gateway"
 
 
-def attribution() -> dict[str, str]:
+_attribution = {"HTTP-Referer": DEFAULT_REFERER, "X-Title": DEFAULT_TITLE}
+
+
+def configure(settings) -> None:
     """OpenRouter's app attribution headers, from settings when they define them."""
-    settings = current_app.extensions.get("settings") if has_app_context() else None
-    return {"HTTP-Referer": getattr(settings, "openrouter_referer", None) or DEFAULT_REFERER,
-            "X-Title": getattr(settings, "openrouter_title", None) or DEFAULT_TITLE}
+    _attribution["HTTP-Referer"] = getattr(settings, "openrouter_referer", None) or DEFAULT_REFERER
+    _attribution["X-Title"] = getattr(settings, "openrouter_title", None) or DEFAULT_TITLE
+
+
+def attribution() -> dict[str, str]:
+    return _attribution
 
 
 def headers_for(route: RouteInfo) -> dict[str, str]:
