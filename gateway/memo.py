@@ -7,11 +7,12 @@ ChangeEvent; the sync loop (ledger/writer.py) polls for new events and reloads t
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from gateway import crypto
@@ -34,6 +35,8 @@ from gateway.settings import environ_value
 log = logging.getLogger(__name__)
 
 TOPICS = ("keys", "catalog", "orgs", "policy")
+GAP_SECONDS = 60.0  # how long a skipped change-event id is awaited (a transaction commits well within it)
+MAX_GAPS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,7 @@ class Memo:
         self.committed: dict[int, int] = {}
         self.uncommitted: dict[int, int] = {}
         self.last_event_id = 0
+        self.gaps: dict[int, float] = {}  # change-event ids skipped over, still awaited -> when first missed
         self.loaded = False
         self._cipher_key: bytes | None = None
 
@@ -191,14 +195,28 @@ class Memo:
         self.loaded = True
 
     def poll(self, session: Session) -> set[str]:
-        """Reload topics with change events newer than the last seen; returns what changed."""
-        rows = session.execute(
-            select(ChangeEvent.id, ChangeEvent.topic).where(ChangeEvent.id > self.last_event_id)
-        ).all()
+        """Reload topics with change events newer than the last seen; returns what changed.
+
+        On PostgreSQL ids are handed out at insert but become visible at commit, so with several
+        writers (workers, the CLI) id 12 can appear before id 11. Ids skipped over are asked for
+        again for GAP_SECONDS; a rolled-back insert leaves a gap that simply expires."""
+        newer = ChangeEvent.id > self.last_event_id
+        where = or_(newer, ChangeEvent.id.in_(list(self.gaps))) if self.gaps else newer
+        rows = session.execute(select(ChangeEvent.id, ChangeEvent.topic).where(where)).all()
+        now = time.monotonic()
+        self.gaps = {i: t for i, t in self.gaps.items() if now - t < GAP_SECONDS}
         if not rows:
             return set()
+        ids = {i for i, _ in rows}
+        for i in ids:
+            self.gaps.pop(i, None)
+        top = max(ids)
+        if top > self.last_event_id:
+            skipped = [i for i in range(self.last_event_id + 1, top) if i not in ids]
+            for i in skipped[-MAX_GAPS:]:
+                self.gaps[i] = now
+            self.last_event_id = top
         topics = {topic for _, topic in rows}
-        self.last_event_id = max(i for i, _ in rows)
         for topic in topics:
             self.reload(session, topic)
         return topics

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from gateway import db
 from gateway.errors import NotFound
@@ -70,6 +70,17 @@ class ResponseStore:
         if rec is not None:
             self._cache(rec)
         return rec
+
+    def delete(self, org_id: int, response_id: str) -> None:
+        """Forget the org's response: memory now, then its rows (after any queued insert of it landed)."""
+        with self._lock:
+            lru = self._orgs.get(org_id)
+            if lru is not None:
+                lru.pop(response_id, None)
+        WRITER.flush()  # a row still queued would otherwise be written after the delete
+        with db.write_lock, db.session_scope() as s:
+            s.execute(delete(StoredResponse).where(StoredResponse.org_id == org_id,
+                                                   StoredResponse.response_id == response_id))
 
     def clear(self) -> None:
         with self._lock:

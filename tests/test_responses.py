@@ -9,6 +9,7 @@ import json
 import openai
 import orjson
 import pytest
+import requests
 from sqlalchemy import event, inspect, select
 
 from gateway import db
@@ -249,6 +250,34 @@ def test_tenant_isolation(gateway, fake_openai):
         gateway.sdk().responses.retrieve(smuggled.id)
     assert theirs.responses.retrieve(smuggled.id).id == smuggled.id
     assert gateway.sdk().responses.retrieve(mine.id).output_text == "Hello from fake fake-gpt."
+
+
+def test_delete_forgets_a_response_for_its_own_org_only(gateway):
+    sdk = gateway.sdk()
+    mine = sdk.responses.create(model="test/fake-gpt", input="secret plans")
+    gateway.new_org("other")
+    theirs = gateway.sdk(key=gateway.new_key("other"))
+    with pytest.raises(openai.NotFoundError):  # another org's id is an unknown id, also for DELETE
+        theirs.responses.delete(mine.id)
+    reader = requests.delete(f"{gateway.v1}/responses/{mine.id}",
+                             headers={"Authorization": f"Bearer {gateway.new_key(scope='read')}"})
+    assert reader.status_code == 403 and reader.json()["error"]["code"] == "insufficient_scope"
+    assert sdk.responses.retrieve(mine.id).id == mine.id
+    r = requests.delete(f"{gateway.v1}/responses/{mine.id}", headers={"Authorization": f"Bearer {gateway.api_key}"})
+    assert r.status_code == 200 and r.json() == {"id": mine.id, "object": "response", "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(mine.id)
+    with pytest.raises(openai.NotFoundError) as err:
+        sdk.responses.create(model="test/fake-gpt", input="go on", previous_response_id=mine.id)
+    assert err.value.code == "previous_response_not_found"
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.delete(mine.id)
+    gateway.flush()
+    STORE.clear()  # gone from the database too, not only from memory
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(mine.id)
+    with db.session_scope() as s:
+        assert s.scalars(select(StoredResponse).where(StoredResponse.response_id == mine.id)).first() is None
 
 
 def test_store_false_is_not_retrievable(gateway):

@@ -112,6 +112,24 @@ def test_previous_response_id_goes_upstream_for_its_own_org_only(native, fake_op
     assert len(fake_openai.requests) == count  # the id never reached the upstream
 
 
+def test_delete_reaches_the_upstream_that_holds_the_response(native, fake_openai):
+    sdk = native.sdk()
+    first = sdk.responses.create(model="test/fake-gpt", input="forget me")
+    assert first.id in fake_openai.conversations
+    native.new_org("other")
+    count = len(fake_openai.requests)
+    with pytest.raises(openai.NotFoundError):
+        native.sdk(key=native.new_key("other")).responses.delete(first.id)
+    assert len(fake_openai.requests) == count  # another org's delete never reaches the upstream
+    sdk.responses.delete(first.id)
+    sent = fake_openai.requests[-1]
+    assert (sent["method"], sent["path"]) == ("DELETE", f"/v1/responses/{first.id}")
+    assert sent["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert first.id not in fake_openai.conversations
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(first.id)
+
+
 def test_history_crosses_between_translated_and_passed_through(native, fake_openai, speaks):
     speaks["responses_api"] = False  # built by translation: the upstream never saw its id
     first = native.sdk().responses.create(model="test/fake-gpt", input="hello")

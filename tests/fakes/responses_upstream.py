@@ -53,7 +53,10 @@ class FakeResponsesOpenAI(FakeOpenAI):
         self.created = 0
 
     def wsgi(self, environ, start_response):
-        if environ.get("PATH_INFO") != "/v1/responses" or environ["REQUEST_METHOD"] != "POST":
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/v1/responses/") and environ["REQUEST_METHOD"] == "DELETE":
+            return self._delete(environ, start_response, path.rsplit("/", 1)[1])
+        if path != "/v1/responses" or environ["REQUEST_METHOD"] != "POST":
             return super().wsgi(environ, start_response)
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         raw = environ["wsgi.input"].read()
@@ -123,6 +126,20 @@ class FakeResponsesOpenAI(FakeOpenAI):
             return respond(200, orjson.dumps(response))
         start_response("200 OK", list(_SSE_HEADERS))
         return self._stream(response, model)
+
+    def _delete(self, environ, start_response, rid: str):
+        """DELETE /v1/responses/{id}: `{"id", "object": "response", "deleted": true}`, or OpenAI's 404."""
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        self.requests.append({"method": "DELETE", "path": f"/v1/responses/{rid}", "headers": headers, "body": None})
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            status, payload = 401, _error_body("Incorrect API key provided.", "invalid_request_error",
+                                               code="invalid_api_key")
+        elif self.conversations.pop(rid, None) is None:
+            status, payload = 404, _error_body(f"Response with id '{rid}' not found.", "invalid_request_error")
+        else:
+            status, payload = 200, orjson.dumps({"id": rid, "object": "response", "deleted": True})
+        start_response(f"{status} X", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
 
     @staticmethod
     def _answer(body: dict, model: str, items: list[dict]):
