@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from flask import Flask
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from gateway import db
 from gateway.models import CacheEntry, ChangeEvent, SemanticEntry, utcnow
@@ -17,9 +17,14 @@ _scheduler = None
 
 
 def prune_change_events() -> None:
-    """Change events only need to outlive the slowest poller; keep a day."""
+    """Change events only need to outlive the slowest poller; keep a day, and always the newest:
+    SQLite hands out max(id) + 1, so an emptied table would restart ids below what servers have seen."""
     with db.write_lock, db.session_scope() as session:
-        session.execute(delete(ChangeEvent).where(ChangeEvent.created_at < utcnow() - timedelta(days=1)))
+        newest = session.scalar(select(func.max(ChangeEvent.id)))
+        if newest is None:
+            return
+        session.execute(delete(ChangeEvent).where(ChangeEvent.created_at < utcnow() - timedelta(days=1),
+                                                  ChangeEvent.id < newest))
 
 
 def prune_expired_savings() -> None:

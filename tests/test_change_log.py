@@ -2,7 +2,7 @@
 every server: an id skipped over is asked for again until it shows up."""
 
 import requests
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from gateway import accounts, db
 from gateway.memo import MEMO
@@ -32,3 +32,25 @@ def test_an_event_committed_after_a_higher_id_is_still_applied(gateway):
     assert base + 1 not in MEMO.gaps and MEMO.last_event_id == base + 2
     with db.session_scope() as s:
         assert s.scalar(select(ChangeEvent.topic).where(ChangeEvent.id == base + 1)) == "keys"
+
+
+def test_pruning_a_quiet_day_keeps_ids_moving_forward(gateway):
+    """After a day without admin changes every event is old; pruning must keep the newest, or SQLite
+    would number the next event 1 and no server would ever look at it."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from gateway import jobs
+    from gateway.models import utcnow
+
+    gateway.flush()
+    with db.write_lock, db.session_scope() as s:
+        s.execute(update(ChangeEvent).values(created_at=utcnow() - timedelta(days=2)))
+        newest = s.scalar(select(func.max(ChangeEvent.id)))
+    jobs.prune_change_events()
+    with db.session_scope() as s:
+        assert list(s.scalars(select(ChangeEvent.id))) == [newest]
+    with db.write_lock, db.session_scope() as s:  # the next change after the quiet day
+        secret = accounts.create_key(s, accounts.org_by_name(s, "default"), name="next-day", actor="test").secret
+    assert wait_for(lambda: secret_works(gateway, secret), timeout=5)
