@@ -352,16 +352,8 @@ def chat(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> ChatRespons
 def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> EventStream:
     """Translated stream: the request is made now (errors raise here), frames are decoded lazily."""
     resp = post(route, "converse-stream", orjson.dumps(to_wire(req)), stream=True)
-    return _events(resp, route.upstream_model)
-
-
-def _events(resp: requests.Response, model: str) -> EventStream:
-    try:
-        yield from decode_stream(resp.iter_content(chunk_size=None), model, _request_id(resp))
-    except requests.exceptions.RequestException:
-        yield _truncated()
-    finally:
-        resp.close()
+    model, request_id = route.upstream_model, _request_id(resp)
+    return http.events(resp, lambda chunks: decode_stream(chunks, model, request_id))
 
 
 # ---- embeddings (the optional adapter seam behind POST /v1/embeddings) ------------------------------

@@ -386,16 +386,8 @@ def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> Even
     """Translated stream: the request is made now (errors raise here), events are parsed lazily."""
     resp = post(route, url_for(route, "streamGenerateContent") + "?alt=sse", orjson.dumps(to_wire(req)),
                 stream=True)
-    return _events(resp, route.upstream_model)
-
-
-def _events(resp: requests.Response, model: str) -> EventStream:
-    try:
-        yield from decode_stream(resp.iter_content(chunk_size=None), model)
-    except requests.exceptions.RequestException:
-        yield _truncated()
-    finally:
-        resp.close()
+    model = route.upstream_model
+    return http.events(resp, lambda chunks: decode_stream(chunks, model))
 
 
 # ---- embeddings (the optional adapter seam behind POST /v1/embeddings) ------------------------------

@@ -137,8 +137,15 @@ class Session:
 def events(resp: Response, decode: Callable[[Iterator[bytes]], EventStream]) -> EventStream:
     """A provider's stream decoded as bytes arrive; a broken connection ends in an error event,
     and the response is closed however the stream ends (the client may leave first)."""
+    chunks = resp.iter_content(chunk_size=None)
     try:
-        yield from decode(resp.iter_content(chunk_size=None))
+        for ev in decode(chunks):
+            if ev.kind == "end":
+                # Past the terminal event comes only the end of the chunked body: reading it now
+                # (consumers may stop at this event) returns the connection to the pool.
+                for _ in chunks:
+                    pass
+            yield ev
     except requests.exceptions.RequestException:
         yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
                                                        "complete."))
