@@ -6,17 +6,24 @@ Each write is one short transaction that also announces the change (memo.py) and
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from gateway import crypto
+from gateway.ledger.pricing import usd_to_micros
 from gateway.memo import announce
-from gateway.models import ApiKey, AuditLog, CreditGrant, Org, User, utcnow
+from gateway.models import ApiKey, AuditLog, CreditGrant, Org, UsageRollup, User, utcnow
 
 SCOPES = ("inference", "read", "admin")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+NAME_MAX = 120  # Org.name and ApiKey.name columns
+# One grant above this is a typo far more often than a real top-up; it also keeps sums clear of BIGINT.
+MAX_GRANT_USD = Decimal(1_000_000_000)
 
 
 class AccountError(ValueError):
@@ -39,6 +46,8 @@ def create_org(session: Session, name: str, credits_micros: int = 0, actor: str 
     name = name.strip()
     if not name:
         raise AccountError("org name must not be empty")
+    if len(name) > NAME_MAX:
+        raise AccountError(f"an org name has at most {NAME_MAX} characters")
     if session.scalar(select(Org).where(Org.name == name)) is not None:
         raise AccountError(f"an org named '{name}' already exists")
     org = Org(name=name, credits_micros=0)
@@ -72,6 +81,8 @@ def create_key(session: Session, org: Org, name: str = "", scope: str = "inferen
                user_id: int | None = None, app_id: int | None = None) -> NewKey:
     if scope not in SCOPES:
         raise AccountError(f"scope must be one of {', '.join(SCOPES)}")
+    if len(name) > NAME_MAX:
+        raise AccountError(f"a key name has at most {NAME_MAX} characters")
     secret = crypto.new_api_key()
     key = ApiKey(org_id=org.id, name=name, digest=crypto.digest(secret), prefix=crypto.display_prefix(secret),
                  scope=scope, user_id=user_id, app_id=app_id)
@@ -103,3 +114,68 @@ def create_admin(session: Session, email: str, password: str, superadmin: bool =
     session.flush()
     audit(session, actor, "admin.create", email, "superadmin" if superadmin else "")
     return user
+
+
+# ---- reading and parsing for the console ---------------------------------------------------------
+
+def parse_usd(value: str | None, allow_zero: bool = False) -> int:
+    """A USD amount as typed ('25', '$0.50') -> micro-dollars. Credits only ever go up here
+    (add_credits refuses anything else), so negative amounts are refused too."""
+    text = (value or "").strip().removeprefix("$").strip()
+    if not text:
+        if allow_zero:
+            return 0
+        raise AccountError("enter an amount in USD, e.g. 25 or 0.50")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite():
+        raise AccountError(f"'{value}' is not an amount in USD (e.g. 25 or 0.50)")
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise AccountError("the amount must not be negative" if allow_zero else "the amount must be positive")
+    if amount > MAX_GRANT_USD:
+        raise AccountError(f"the amount must be at most ${MAX_GRANT_USD:,} at a time")
+    micros = usd_to_micros(amount)
+    if micros == 0 and amount != 0:
+        raise AccountError("the amount must be at least $0.000001")
+    return micros
+
+
+@dataclass(frozen=True)
+class OrgOverview:
+    org: Org
+    active_keys: int
+    spend_day_micros: int  # charged over the hourly rollups covering the last 24 h
+    spend_week_micros: int  # ... the last 7 days
+
+
+def org_overview(session: Session, orgs: Iterable[Org], now: datetime | None = None) -> list[OrgOverview]:
+    """Live key counts and recent spend of `orgs`. Spend comes from usage_rollup (hourly totals,
+    mechanism ""), never the raw ledger: one aggregate over at most 7 x 24 hours per org and model."""
+    orgs = list(orgs)
+    ids = [o.id for o in orgs]
+    if not ids:
+        return []
+    now = now or utcnow()
+    day = (now - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
+    week = (now - timedelta(days=7)).replace(minute=0, second=0, microsecond=0)
+    R = UsageRollup
+    spend = {org_id: (int(d), int(w)) for org_id, d, w in session.execute(
+        select(R.org_id, func.coalesce(func.sum(case((R.hour >= day, R.charge_micros), else_=0)), 0),
+               func.coalesce(func.sum(R.charge_micros), 0))
+        .where(R.org_id.in_(ids), R.hour >= week, R.mechanism == "").group_by(R.org_id)).tuples().all()}
+    keys = dict(session.execute(
+        select(ApiKey.org_id, func.count()).where(ApiKey.org_id.in_(ids), ApiKey.revoked_at.is_(None))
+        .group_by(ApiKey.org_id)).tuples().all())
+    return [OrgOverview(o, keys.get(o.id, 0), *spend.get(o.id, (0, 0))) for o in orgs]
+
+
+def list_keys(session: Session, org_ids: Iterable[int] | None = None, limit: int | None = None) -> list[ApiKey]:
+    """Keys, newest first, of `org_ids` (None: every org), revoked ones included."""
+    q = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    if org_ids is not None:
+        q = q.where(ApiKey.org_id.in_(list(org_ids)))
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q).all())

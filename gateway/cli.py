@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from decimal import Decimal, InvalidOperation
 
 import click
 from sqlalchemy import select
 
 from gateway import accounts, db
-from gateway.ledger.pricing import usd, usd_to_micros
+from gateway.ledger.pricing import usd
 from gateway.models import ApiKey
 
 
@@ -35,13 +34,11 @@ def _fail(message: str) -> None:
 
 
 def _usd(value: str) -> int:
+    """The console's rules (finite, not negative, bounded), as an error line rather than a traceback."""
     try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        _fail(f"not an amount in USD: {value!r}")
-    if amount < 0:
-        _fail("the amount must not be negative")
-    return usd_to_micros(amount)
+        return accounts.parse_usd(value, allow_zero=True)
+    except accounts.AccountError as e:
+        _fail(str(e))
 
 
 @click.group()

@@ -62,6 +62,11 @@ def test_org_create_with_credits_and_admin_create(gateway):
     (["org", "create", "default"], "already exists"),
     (["credits", "add", "--org", "ghost", "--usd", "1"], "no org named 'ghost'"),
     (["credits", "add", "--org", "default", "--usd", "lots"], "not an amount"),
+    (["credits", "add", "--org", "default", "--usd", "NaN"], "not an amount"),
+    (["credits", "add", "--org", "default", "--usd", "Infinity"], "not an amount"),
+    (["org", "create", "gamma", "--credits", "-5"], "must not be negative"),
+    (["org", "create", "g" * 121], "at most 120 characters"),
+    (["key", "create", "--org", "default", "--name", "k" * 121], "at most 120 characters"),
     (["admin", "create", "--email", "nope", "--password", "longenough"], "valid email"),
 ])
 def test_cli_errors_are_clear_and_exit_nonzero(gateway, args, message):

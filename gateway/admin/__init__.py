@@ -77,8 +77,10 @@ def init_app(app: Flask) -> None:
         auth,
         catalog,
         logs,
+        providers,  # noqa: F401  (providers page)
         routing,
         savings,  # noqa: F401  (savings report and settings)
+        tenancy,  # noqa: F401  (orgs, credits and API keys)
     )
 
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in the admin blueprint only

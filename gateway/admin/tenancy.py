@@ -1,0 +1,206 @@
+"""Orgs and API Keys console: what the `gateway org|credits|key` commands do, for admins in a browser.
+
+The writes are accounts.py's (shared with the CLI), so each one audits and announces itself; the
+wrappers here add who may do it (Forbidden is a 403) and turn AccountError into a message for the form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, make_response, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from gateway import accounts
+from gateway.accounts import AccountError
+from gateway.admin import bp
+from gateway.admin.editing import reply, require_superadmin, visible_orgs, write
+from gateway.catalog_admin import Actor, AdminError, Forbidden
+from gateway.db import request_session
+from gateway.htmx import is_htmx, trigger
+from gateway.ledger.pricing import usd
+from gateway.models import ApiKey, Org
+
+ORGS, ORG_TABLE = "admin/orgs/index.html", "admin/orgs/_table.html"
+ORG_FORM, CREDITS_FORM = "admin/orgs/_form.html", "admin/orgs/_credits.html"
+KEYS, KEY_TABLE, KEY_FORM, KEY_ROW = ("admin/keys/index.html", "admin/keys/_table.html", "admin/keys/_form.html",
+                                     "admin/keys/_row.html")
+KEY_LIMIT = 500  # newest first; an org with more keys is filtered by org
+SCOPE_HELP = {"inference": "API calls and listings", "read": "listings only (403 on inference)",
+              "admin": "everything inference can"}
+
+
+def _sentence(e: Exception) -> str:
+    """accounts.py speaks in CLI fragments ('the amount must be positive'); the form shows sentences."""
+    text = str(e)
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def _superadmin(actor: Actor, what: str) -> None:
+    if not actor.is_superadmin:
+        raise Forbidden(f"Only a super-admin can {what}.")
+
+
+def _own_org(actor: Actor, org_id: int | None, what: str) -> None:
+    if not actor.is_superadmin and (actor.org_id is None or org_id != actor.org_id):
+        raise Forbidden(f"You can only {what} in your own org.")
+
+
+def _org(session, org_id: int | None) -> Org:
+    if org_id is None:
+        raise AdminError("Choose an org.")
+    org = session.get(Org, org_id)
+    if org is None:
+        raise AdminError("That org does not exist.")
+    return org
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() else None
+
+
+# ---- writes, as the signed-in user (editing.write runs each in its own short transaction) ----------
+
+def create_org(session, actor: Actor, name: str, credits: str | None) -> Org:
+    _superadmin(actor, "create orgs")
+    name = (name or "").strip()
+    if len(name) > accounts.NAME_MAX:
+        raise AdminError(f"An org name has at most {accounts.NAME_MAX} characters.")
+    try:
+        micros = accounts.parse_usd(credits, allow_zero=True)
+        return accounts.create_org(session, name, micros, actor=actor.email)
+    except AccountError as e:
+        raise AdminError(_sentence(e)) from None
+
+
+def add_credits(session, actor: Actor, org_id: int | None, amount: str | None, note: str | None) -> Org:
+    _superadmin(actor, "add credits")
+    org = _org(session, org_id)
+    note = (note or "").strip()
+    if len(note) > 200:
+        raise AdminError("A note has at most 200 characters.")
+    try:
+        accounts.add_credits(session, org, accounts.parse_usd(amount), actor=actor.email, note=note)
+    except AccountError as e:
+        raise AdminError(_sentence(e)) from None
+    return org
+
+
+def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str) -> accounts.NewKey:
+    if org_id is not None:  # permission first: another org's id is a 403, whatever else is wrong
+        _own_org(actor, org_id, "create keys")
+    org = _org(session, org_id)
+    name = (name or "").strip()
+    if len(name) > accounts.NAME_MAX:
+        raise AdminError(f"A key name has at most {accounts.NAME_MAX} characters.")
+    try:
+        return accounts.create_key(session, org, name=name, scope=(scope or "").strip(), actor=actor.email)
+    except AccountError as e:
+        raise AdminError(_sentence(e)) from None
+
+
+def revoke_key(session, actor: Actor, key_id: int) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise AdminError("That key does not exist.")
+    _own_org(actor, key.org_id, "revoke keys")
+    accounts.revoke_key(session, key, actor=actor.email)  # already revoked: nothing to do, nothing audited
+    return key
+
+
+# ---- Orgs --------------------------------------------------------------------------------------------
+
+def _org_page(partial: str, form: dict[str, Any] | None = None, credits: dict[str, Any] | None = None,
+              which: str = "", **kw: Any):
+    """`which` names the form a message belongs to ("org" or "credits"): a plain post re-renders both."""
+    session = request_session()
+    orgs = visible_orgs(session)
+    return reply(ORGS, partial, rows=accounts.org_overview(session, orgs), orgs=orgs, usd=usd,
+                 form=form or {}, credits=credits or {}, which=which, **kw)
+
+
+@bp.get("/orgs")
+def orgs():
+    return _org_page(ORG_TABLE)
+
+
+@bp.post("/orgs")
+def org_create():
+    require_superadmin()
+    form = request.form.to_dict()
+    try:
+        org = write(create_org, form.get("name", ""), form.get("credits"))
+    except AdminError as e:
+        return _org_page(ORG_FORM, form=form, which="org", error=str(e))
+    # org-created: the credits form reloads its list of orgs too
+    return _org_page(ORG_FORM, which="org", event="orgs-changed, org-created",
+                     notice=f"Created org {org.name} with ${usd(org.credits_micros)} of credits.")
+
+
+@bp.get("/orgs/credits")
+def org_credits_form():
+    """The credits form, for the org of ?org= if given (a row's 'Add credits', or a new org to list)."""
+    require_superadmin()
+    org_id = request.args.get("org", type=int)
+    if org_id is not None and request_session().get(Org, org_id) is None:
+        abort(404)
+    return _org_page(CREDITS_FORM, credits={"org": str(org_id or "")}, which="credits")
+
+
+@bp.post("/orgs/credits")
+def org_credits():
+    require_superadmin()
+    form = request.form.to_dict()
+    try:
+        org = write(add_credits, _int(form.get("org")), form.get("amount"), form.get("note"))
+    except AdminError as e:
+        return _org_page(CREDITS_FORM, credits=form, which="credits", error=str(e))
+    return _org_page(CREDITS_FORM, credits={"org": str(org.id)}, which="credits", event="orgs-changed",
+                     notice=f"Added credits: {org.name} now has ${usd(org.credits_micros)}, from the next request.")
+
+
+# ---- API Keys ----------------------------------------------------------------------------------------
+
+def _key_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
+    session = request_session()
+    orgs = visible_orgs(session)
+    allowed = [o.id for o in orgs]
+    org_id = request.args.get("org", type=int) if current_user.is_superadmin else None
+    org_id = org_id if org_id in allowed else None
+    shown = [org_id] if org_id else allowed
+    keys = accounts.list_keys(session, shown, limit=KEY_LIMIT + 1)
+    if form is None:
+        form = {"org": str(org_id or current_user.org_id or ""), "scope": "inference"}
+    return reply(KEYS, partial, keys=keys[:KEY_LIMIT], more=len(keys) > KEY_LIMIT, org_id=org_id, orgs=orgs,
+                 names={o.id: o.name for o in orgs}, form=form, scopes=accounts.SCOPES, scope_help=SCOPE_HELP,
+                 **kw)
+
+
+@bp.get("/keys")
+def keys():
+    return _key_page(KEY_TABLE)
+
+
+@bp.post("/keys")
+def key_create():
+    form = request.form.to_dict()
+    try:
+        new = write(create_key, _int(form.get("org")), form.get("name", ""), form.get("scope", ""))
+    except AdminError as e:
+        return _key_page(KEY_FORM, form=form, error=str(e))
+    # The secret exists only in this response: it is stored as a digest, and not put in the session.
+    return _key_page(KEY_FORM, form={"org": form.get("org"), "scope": form.get("scope")}, event="keys-changed",
+                     created=new.key, secret=new.secret, org_name=request_session().get(Org, new.key.org_id).name)
+
+
+@bp.post("/keys/<int:key_id>/revoke")
+def key_revoke(key_id: int):
+    try:
+        key = write(revoke_key, key_id)
+    except AdminError:
+        abort(404)
+    if not is_htmx():
+        return redirect(url_for("admin.keys"))
+    org = request_session().get(Org, key.org_id)
+    row = render_template(KEY_ROW, k=key, names={org.id: org.name})  # the row again, now revoked
+    return trigger(make_response(row), "keys-changed")
