@@ -276,6 +276,7 @@ class Memo:
                 r.output_micros_per_mtok, r.cached_input_micros_per_mtok, r.context_window, r.position,
                 r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
             ))
+        self._forget_changed_providers(providers, routes)
         self.catalog = Catalog(
             models={m.slug: ModelInfo(m.slug, m.context_window, m.max_output_tokens, tuple(routes.get(m.id, ())))
                     for m in models},
@@ -285,6 +286,18 @@ class Memo:
             fallbacks={f.model_slug: tuple(orjson.loads(f.chain)) for f in session.scalars(select(Fallback)).all()},
             providers={p.name: p for p in providers.values()},
         )
+
+    def _forget_changed_providers(self, providers: dict[int, ProviderInfo],
+                                  routes: dict[int, list[RouteInfo]]) -> None:
+        """A provider whose key, address or kind changed gets its routes' breakers closed: an operator
+        fixing a wrong key should not wait out the cooldown of failures the old key caused."""
+        from gateway.routing.health import HEALTH  # routing imports memo
+
+        before = self.catalog.providers
+        changed = {p.id for p in providers.values() if (old := before.get(p.name)) is not None
+                   and (old.api_key, old.base_url, old.kind) != (p.api_key, p.base_url, p.kind)}
+        if changed:
+            HEALTH.forget(r.id for rs in routes.values() for r in rs if r.provider.id in changed)
 
     def _provider_info(self, p: Provider) -> ProviderInfo:
         api_key = None

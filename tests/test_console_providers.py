@@ -383,3 +383,24 @@ def test_declared_capabilities_are_stored_and_route_requests(gateway, fake_opena
         gateway.sdk().chat.completions.create(model="test/plain", messages=[{"role": "user", "content": "x"}],
                                               tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
     assert "tools" in e.value.message
+
+
+def test_fixing_a_key_closes_the_breaker_its_failures_opened(gateway, fake_openai):
+    """Five 502s from a wrong key open the route's breaker; saving the right key must not leave the
+    model failing until the cooldown ends."""
+    from gateway.routing.health import HEALTH, OPEN
+
+    console = superadmin(gateway, fake_openai)
+    add_provider(console, add_defaults=None)
+    save_route(console)
+    pid = provider("acme").id
+    add_provider(console, provider_id=pid, api_key="sk-wrong-key")
+    gateway.flush()
+    rid = route_id("acme/chat", "fake-gpt")
+    for _ in range(HEALTH.failures + 1):
+        with pytest.raises(openai.APIStatusError):
+            chat(gateway, "acme/chat")
+    assert HEALTH.state(rid) == OPEN
+    add_provider(console, provider_id=pid, api_key=UPSTREAM_KEY)
+    gateway.flush()
+    assert chat(gateway, "acme/chat")[0] == "Hello from fake fake-gpt."

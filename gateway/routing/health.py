@@ -51,6 +51,11 @@ class HealthBoard:
     def reset(self) -> None:
         self.routes.clear()
 
+    def forget(self, route_ids) -> None:
+        """Start these routes afresh (their provider's key or address changed: old failures say nothing)."""
+        for route_id in route_ids:
+            self.routes.pop(route_id, None)
+
     def get(self, route_id: int) -> RouteHealth:
         h = self.routes.get(route_id)
         if h is None:
