@@ -37,6 +37,8 @@ def _encoding(name: str = "o200k_base") -> Any:
 
 
 def count(text: str, encoding: str = "o200k_base") -> int:
+    if not isinstance(text, str):  # a client's odd part (a number where text goes) counts as nothing
+        return 0
     enc = _encoding(encoding)
     if enc is None:
         return max(1, len(text.encode()) // 4) if text else 0

@@ -185,7 +185,8 @@ def needs(ctx: RequestContext) -> frozenset[str]:
         found.add("streaming")
     if body.get("tools") or body.get("functions"):
         found.add("tools")
-    fmt = body.get("response_format") or (body.get("text") or {}).get("format")
+    text = body.get("text")  # the Responses API's output settings
+    fmt = body.get("response_format") or (text.get("format") if isinstance(text, dict) else None)
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         found.add("json_mode")
     if _has_image(body):
@@ -194,7 +195,7 @@ def needs(ctx: RequestContext) -> frozenset[str]:
 
 
 def _has_image(body: dict) -> bool:
-    items = body.get("messages") or (body["input"] if isinstance(body.get("input"), list) else ())
+    items = next((v for v in (body.get("messages"), body.get("input")) if isinstance(v, list)), ())
     for m in items:
         content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list) and any(

@@ -47,6 +47,11 @@ def check_request(body: Any, *, counting: bool = False) -> None:
         _invalid("system", "Input should be a string or a list of text blocks")
     if body.get("tools") is not None and not isinstance(body["tools"], list):
         _invalid("tools", "Input should be a valid list")
+    choice = body.get("tool_choice")
+    if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none")):
+        _invalid("tool_choice", "Input should be an object with type 'auto', 'any', 'tool' or 'none'")
+    if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
+        _invalid("metadata", "Input should be a valid dictionary")
     if counting:
         return
     max_tokens = body.get("max_tokens")
@@ -185,7 +190,7 @@ def _parts(content: Any) -> list[Part]:
     if isinstance(content, str):
         return [Part("text", text=content)] if content else []
     parts: list[Part] = []
-    for b in content or []:
+    for b in content if isinstance(content, list) else ():
         kind = b.get("type") if isinstance(b, dict) else None
         if kind == "text":
             parts.append(Part("text", text=b.get("text", ""), cache_control=b.get("cache_control")))

@@ -57,6 +57,36 @@ def check_request(body: Any) -> None:
                                  param="stream_options")
     if "tools" in body and body["tools"] is not None and not isinstance(body["tools"], list):
         raise InvalidRequest("'tools' must be an array.", param="tools")
+    for i, t in enumerate(body.get("tools") or ()):
+        if not isinstance(t, dict):
+            raise InvalidRequest(f"Invalid type for 'tools[{i}]': expected an object.", param=f"tools[{i}]")
+        if t.get("type", "function") == "function":
+            _check_function(t.get("function"), f"tools[{i}].function")
+    functions = body.get("functions")
+    if functions is not None and not isinstance(functions, list):
+        raise InvalidRequest("'functions' must be an array.", param="functions")
+    for i, fn in enumerate(functions or ()):
+        _check_function(fn, f"functions[{i}]")
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | dict):
+        raise InvalidRequest("Invalid type for 'tool_choice': expected a string or an object.", param="tool_choice")
+    for i, m in enumerate(messages):
+        calls = m.get("tool_calls")
+        if calls is None:
+            continue
+        if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("function"), dict)
+                                                  for c in calls):
+            raise InvalidRequest(f"Invalid 'messages[{i}].tool_calls': expected an array of tool call objects.",
+                                 param=f"messages[{i}].tool_calls")
+
+
+def _check_function(fn: Any, where: str) -> None:
+    """A function tool as OpenAI takes it: an object with a name, and parameters as an object if given."""
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise InvalidRequest(f"Missing required parameter: '{where}.name'.", param=f"{where}.name")
+    if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+        raise InvalidRequest(f"Invalid type for '{where}.parameters': expected an object.",
+                             param=f"{where}.parameters")
 
 
 def _check_type(body: dict, name: str, typ: type, minimum: int | None = None) -> None:
@@ -247,7 +277,8 @@ def decode_request(body: dict[str, Any]) -> ChatRequest:
         tools.append(Tool(fn["name"], fn.get("description"), fn.get("parameters") or {"type": "object"}))
     choice = body.get("tool_choice", body.get("function_call"))
     if isinstance(choice, dict):
-        choice = {"name": (choice.get("function") or choice).get("name", "")}
+        fn = choice.get("function")
+        choice = {"name": (fn if isinstance(fn, dict) else choice).get("name", "")}
     stop = body.get("stop")
     return ChatRequest(
         model=body.get("model", ""),
