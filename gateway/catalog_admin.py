@@ -40,6 +40,7 @@ from gateway.routing.strategies import STRATEGIES
 # Names clients type as `model`: no spaces, no ':' (that is the `agent:<name>:<tier>` syntax).
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]{0,119}$")
 TIERS = ("normal", "heavy", "max")
+MAX_PRICE_USD = Decimal(1_000_000)  # per Mtok; far above any list price, well inside BIGINT micros
 
 
 class AdminError(ValueError):
@@ -341,8 +342,8 @@ def put_access_rule(session: Session, actor: Actor, org_id: int, app_id: int | N
         if p not in provider_names:
             raise AdminError(f"Allowed providers: unknown provider '{p}'"
                              f" (known: {', '.join(sorted(provider_names))}).")
-    max_in = _price("Max input price", max_input_per_mtok)
-    max_out = _price("Max output price", max_output_per_mtok)
+    max_in = parse_price("Max input price", max_input_per_mtok)
+    max_out = parse_price("Max output price", max_output_per_mtok)
     if models is None and providers is None and max_in is None and max_out is None:
         raise AdminError("This rule sets no limit: name allowed models or providers, or a price cap.")
     rule = session.scalar(select(AccessPolicy).where(
@@ -361,16 +362,21 @@ def put_access_rule(session: Session, actor: Actor, org_id: int, app_id: int | N
     return rule
 
 
-def _price(label: str, value: str | None) -> int | None:
-    value = (str(value) if value is not None else "").strip().lstrip("$")
-    if not value:
+def parse_price(label: str, raw: Any, required: bool = False) -> int | None:
+    """A price typed in USD per million tokens -> micro-dollars; blank is None unless required."""
+    text = str(raw if raw is not None else "").strip().lstrip("$")
+    if not text:
+        if required:
+            raise AdminError(f"{label}: enter a price in USD per million tokens (0 for free).")
         return None
     try:
-        amount = Decimal(value)
+        amount = Decimal(text)
     except InvalidOperation:
-        raise AdminError(f"{label}: '{value}' is not a number (USD per million tokens, e.g. 2.50).") from None
+        raise AdminError(f"{label}: '{text}' is not a number (USD per million tokens, e.g. 2.50).") from None
     if not amount.is_finite() or amount < 0:
-        raise AdminError(f"{label} must be a positive amount in USD per million tokens.")
+        raise AdminError(f"{label} must be 0 or more (USD per million tokens).")
+    if amount > MAX_PRICE_USD:
+        raise AdminError(f"{label} is over ${MAX_PRICE_USD:,} per million tokens.")
     return usd_to_micros(amount)
 
 

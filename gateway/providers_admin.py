@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from gateway import crypto, seed
 from gateway.accounts import audit
-from gateway.catalog_admin import NAME, Actor, AdminError, Forbidden
-from gateway.ledger.pricing import usd, usd_to_micros
+from gateway.catalog_admin import NAME, Actor, AdminError, Forbidden, parse_price
+from gateway.ledger.pricing import usd
 from gateway.memo import announce
 from gateway.models import AgentConfig, Alias, Fallback, Model, Provider, Route
 
@@ -32,7 +32,6 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # The gateway's own settings (secret key, database URL) must not be sent upstream as a "provider key".
 RESERVED_ENV_PREFIX = "GATEWAY_"
 RESPONSES_API = {"auto": None, "yes": True, "no": False}
-MAX_PRICE_USD = Decimal(1_000_000)  # per Mtok; far above any list price, well inside BIGINT micros
 MAX_TOKENS = 100_000_000
 # base_url as each provider's own SDK takes it (the README's table).
 BASE_URL_EXAMPLES = {
@@ -301,23 +300,6 @@ def still_named(session: Session, slugs: Iterable[str]) -> list[str]:
 
 # ---- routes (the model editor) ------------------------------------------------------------------
 
-def _price(label: str, raw: Any, required: bool) -> int | None:
-    text = str(raw if raw is not None else "").strip().lstrip("$")
-    if not text:
-        if required:
-            raise AdminError(f"{label}: enter a price in USD per million tokens (0 for free).")
-        return None
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise AdminError(f"{label}: '{text}' is not a number (USD per million tokens, e.g. 2.50).") from None
-    if not amount.is_finite() or amount < 0:
-        raise AdminError(f"{label} must be 0 or more (USD per million tokens).")
-    if amount > MAX_PRICE_USD:
-        raise AdminError(f"{label} is over ${MAX_PRICE_USD:,} per million tokens.")
-    return usd_to_micros(amount)
-
-
 def _count(label: str, raw: Any, *, minimum: int, default: int | None) -> int | None:
     text = str(raw if raw is not None else "").strip().replace(",", "").replace("_", "")
     if not text:
@@ -375,9 +357,9 @@ def put_route(session: Session, actor: Actor, form: Mapping[str, Any], route_id:
     upstream = (form.get("upstream_model") or "").strip()
     if not upstream or len(upstream) > 160 or any(c.isspace() for c in upstream):
         raise AdminError("Enter the upstream model: the provider's own name for it (no spaces), e.g. gpt-4.1-mini.")
-    input_price = _price("Input price", form.get("input_per_mtok"), True)
-    output_price = _price("Output price", form.get("output_per_mtok"), True)
-    cached_price = _price("Cached input price", form.get("cached_input_per_mtok"), False)
+    input_price = parse_price("Input price", form.get("input_per_mtok"), True)
+    output_price = parse_price("Output price", form.get("output_per_mtok"), True)
+    cached_price = parse_price("Cached input price", form.get("cached_input_per_mtok"))
     # Left blank when adding a route to an existing model, the model's own values stay; on edit
     # the form shows them, so blank there clears them.
     keep = route is None and model is not None
