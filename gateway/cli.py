@@ -67,16 +67,22 @@ def serve(host: str | None, port: int | None, access_log: bool) -> None:
     port = port or settings.port
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if first is not None:
-        click.echo("\n  First run: Gateway is set up.\n")
-        click.echo(f"  Console:   http://{shown}:{port}/admin")
-        click.echo(f"  Admin:     {first.email}")
-        click.echo(f"  Password:  {first.password}   (shown once; change it in the console)")
-        click.echo(f"  Org:       {first.org} (credits: ${boot.FIRST_CREDITS_USD})")
-        click.echo(f"  API key:   {first.api_key}   (shown once)")
-        click.echo(f"  Providers: {', '.join(first.providers) or 'none yet (set GATEWAY_CONFIG or add one in the console)'}")
-        click.echo(f"\n  OpenAI SDK: OpenAI(base_url='http://{shown}:{port}/v1', api_key='<API key>')\n")
+        _first_run(first, f"http://{shown}:{port}")
     click.echo(f"Serving on http://{shown if host != '0.0.0.0' else host}:{port}  (console: /admin)", err=True)
     server.serve(app, host, port, access_log=access_log)
+
+
+def _first_run(first, url: str) -> None:
+    from gateway import boot
+
+    click.echo("\n  First run: Gateway is set up.\n")
+    click.echo(f"  Console:   {url}/admin")
+    click.echo(f"  Admin:     {first.email}")
+    click.echo(f"  Password:  {first.password}   (shown once; change it in the console)")
+    click.echo(f"  Org:       {first.org} (credits: ${boot.FIRST_CREDITS_USD})")
+    click.echo(f"  API key:   {first.api_key}   (shown once)")
+    click.echo(f"  Providers: {', '.join(first.providers) or 'none yet (set GATEWAY_CONFIG or add one in the console)'}")
+    click.echo(f"\n  OpenAI SDK: OpenAI(base_url='{url}/v1', api_key='<API key>')\n")
 
 
 @cli.command()
@@ -86,9 +92,12 @@ def init() -> None:
 
     app = _app()
     try:
-        boot.prepare(app)
+        first = boot.prepare(app)
     except seed.ConfigError as e:
         _fail(str(e))
+    if first is not None:  # e.g. before `gunicorn app:app`: the one-time credentials must not be lost
+        settings = app.extensions["settings"]
+        _first_run(first, f"http://{settings.host}:{settings.port}")
     click.echo(f"database ready: {db.engine().url.render_as_string(hide_password=True)}")
 
 

@@ -1,5 +1,6 @@
 """The operator CLI: exact commands and outputs, and changes that reach a running server."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,12 @@ def test_init_upgrades_and_loads_config(tmp_path, fake_openai):
     proc = subprocess.run([exe, "init"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0 and "database ready" in proc.stdout
     assert (tmp_path / "inst" / "gateway.db").exists() and (tmp_path / "inst" / "secret_key").exists()
+    # the first run's one-time credentials are shown here when init is what set the instance up
+    # (before `gunicorn app:app`, which never prints them), and only then
+    assert "First run" in proc.stdout and re.search(r"Password:\s+\S+", proc.stdout)
+    key = re.search(r"API key:\s+(gw-\S+)", proc.stdout).group(1)
+    listed = subprocess.run([exe, "key", "list", "--org", "default"], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert key[:10] in listed.stdout
+    again = subprocess.run([exe, "init"], capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode == 0 and "First run" not in again.stdout and "API key" not in again.stdout
