@@ -264,3 +264,19 @@ def test_every_change_is_audited_with_who_and_what_and_no_secret(gateway):
     assert not any(secret in "".join(map(str, r)) or crypto.digest(secret) in "".join(map(str, r)) for r in rows)
     audit = console.get("/admin/audit").text
     assert "key.revoke" in audit and "org.create" in audit and secret not in audit
+
+
+def test_a_name_taken_at_the_same_moment_elsewhere_is_a_message_not_a_500(gateway, monkeypatch):
+    """Two processes may both pass the name check; the loser's commit hits the unique index."""
+    from sqlalchemy.exc import IntegrityError
+
+    from gateway import accounts
+
+    def collide(*args, **kwargs):
+        raise IntegrityError("INSERT INTO org ...", {}, Exception("UNIQUE constraint failed: org.name"))
+
+    monkeypatch.setattr(accounts, "create_org", collide)
+    before = counts()
+    r = admin(gateway).post("/admin/orgs", {"name": "twin", "credits": "1"}, htmx=True)
+    assert r.status_code == 200 and "made at the same moment elsewhere" in r.text
+    assert counts() == before

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from flask import Response, abort, make_response, redirect, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import db
@@ -27,6 +28,9 @@ def write(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
             return fn(session, current_user, *args, **kw)
     except Forbidden as e:
         abort(403, description=str(e))
+    except IntegrityError:  # another process wrote the same name between our check and our commit
+        raise AdminError("That conflicts with a change made at the same moment elsewhere; reload and try again.") \
+            from None
 
 
 def reply(page: str, partial: str, *, error: str | None = None, event: str | None = None,
