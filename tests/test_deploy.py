@@ -22,9 +22,15 @@ def test_dockerfile_serves_the_same_command():
 
 
 def test_app_module_is_a_wsgi_entry_that_patches_gevent_first():
-    first_code = [line for line in (ROOT / "app.py").read_text().splitlines()
-                  if line and not line.startswith(('"""', "#")) and "WSGI entry" not in line]
-    assert first_code[:2] == ["from gevent import monkey", ""] or first_code[0] == "from gevent import monkey"
+    """gevent must patch before anything imports ssl, requests or SQLAlchemy."""
+    import ast
+
+    body = ast.parse((ROOT / "app.py").read_text()).body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the module docstring
+    assert ast.unparse(body[0]) == "from gevent import monkey"
+    assert ast.unparse(body[1]) == "monkey.patch_all()"
+    assert any(ast.unparse(node) == "app = create_app()" for node in body)
 
 
 def test_retention_jobs_delete_only_what_expired(gateway):
