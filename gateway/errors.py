@@ -95,6 +95,13 @@ class UpstreamError(GatewayError):
             self.code = code
 
 
+class StreamTruncated(UpstreamError):
+    """An upstream stream that ended without its terminal event (no `[DONE]`, no `message_stop`, a reset)."""
+
+    def __init__(self) -> None:
+        super().__init__("The upstream provider ended the stream before it was complete.")
+
+
 class UpstreamTimeout(UpstreamError):
     type, anthropic_type, code = "timeout_error", "timeout_error", "upstream_timeout"
 

@@ -13,7 +13,7 @@ import orjson
 import requests
 
 from gateway import errors
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import StreamTruncated, UpstreamError, UpstreamTimeout
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.meter import estimate_partial
@@ -127,7 +127,7 @@ def relay(ctx: RequestContext, resp: requests.Response, observer: wire.StreamObs
 
 
 def _truncated(ctx: RequestContext) -> bytes:
-    err = UpstreamError("The upstream provider ended the stream before it was complete.")
+    err = StreamTruncated()
     ctx.fail(err)
     return wire.error_event(err)
 

@@ -27,7 +27,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, ParserError
 
 from gateway import errors, tokens
-from gateway.errors import InvalidRequest, UpstreamError, UpstreamTimeout, cannot_serve
+from gateway.errors import InvalidRequest, StreamTruncated, UpstreamError, UpstreamTimeout, cannot_serve
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import RequestContext
 from gateway.providers import http
@@ -218,8 +218,7 @@ def from_wire(body: dict[str, Any], model: str, request_id: str) -> ChatResponse
 
 
 def _truncated() -> StreamEvent:
-    return StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                    "complete."))
+    return StreamEvent("error", error=StreamTruncated())
 
 
 def decode_stream(chunks: Iterator[bytes], model: str, request_id: str) -> EventStream:

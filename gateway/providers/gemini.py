@@ -20,7 +20,7 @@ import orjson
 import requests
 
 from gateway import errors, tokens
-from gateway.errors import InvalidRequest, UpstreamError, UpstreamTimeout, cannot_serve
+from gateway.errors import InvalidRequest, StreamTruncated, UpstreamError, UpstreamTimeout, cannot_serve
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import RequestContext
 from gateway.providers import http
@@ -334,8 +334,7 @@ def decode_stream(chunks: Iterator[bytes], model: str) -> EventStream:
 
 
 def _truncated() -> StreamEvent:
-    return StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                    "complete."))
+    return StreamEvent("error", error=StreamTruncated())
 
 
 # ---- HTTP ------------------------------------------------------------------------------------------

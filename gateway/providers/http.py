@@ -24,7 +24,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from gateway.errors import UpstreamError
+from gateway.errors import StreamTruncated
 from gateway.settings import Settings
 from gateway.wire.canonical import EventStream, StreamEvent
 
@@ -147,8 +147,7 @@ def events(resp: Response, decode: Callable[[Iterator[bytes]], EventStream]) -> 
                     pass
             yield ev
     except requests.exceptions.RequestException:
-        yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                       "complete."))
+        yield StreamEvent("error", error=StreamTruncated())
     finally:
         resp.close()
 

@@ -17,7 +17,7 @@ import orjson
 import requests
 
 from gateway import tokens
-from gateway.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from gateway.errors import InvalidRequest, StreamTruncated, UpstreamError, UpstreamTimeout
 from gateway.memo import ProviderInfo, RouteInfo
 from gateway.pipeline.context import RequestContext
 from gateway.providers import http
@@ -208,8 +208,7 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
                 yield StreamEvent("usage", usage=usage)
             yield StreamEvent("end")
             return
-    yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                   "complete."))
+    yield StreamEvent("error", error=StreamTruncated())
 
 
 # ---- calls -----------------------------------------------------------------------------------------

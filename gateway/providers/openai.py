@@ -14,7 +14,7 @@ import orjson
 import requests
 
 from gateway import errors
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import StreamTruncated, UpstreamError, UpstreamTimeout
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.meter import estimate_partial
@@ -132,7 +132,7 @@ def relay(ctx: RequestContext, resp: http.Response,
 
 
 def _truncated(ctx: RequestContext, observer: openai_chat.StreamObserver) -> Iterator[bytes]:
-    err = UpstreamError("The upstream provider ended the stream before it was complete.")
+    err = StreamTruncated()
     ctx.fail(err)
     yield openai_chat.error_event(err)
 

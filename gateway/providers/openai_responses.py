@@ -21,7 +21,7 @@ import orjson
 import requests
 
 from gateway import tokens
-from gateway.errors import UpstreamError
+from gateway.errors import StreamTruncated, UpstreamError
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.providers import openai as openai_adapter
@@ -158,7 +158,7 @@ def relay(ctx: RequestContext, resp: requests.Response, route: RouteInfo) -> Ite
 
 
 def _truncated(ctx: RequestContext, observer: StreamObserver) -> Iterator[bytes]:
-    err = UpstreamError("The upstream provider ended the stream before it was complete.")
+    err = StreamTruncated()
     ctx.fail(err)
     # A partial event may sit in the splitter: close it with a blank line so ours parse on their own.
     head = b"\n\n" if observer.splitter.pending else b""

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 import orjson
 
 from gateway import tokens
-from gateway.errors import GatewayError, InvalidRequest, UpstreamError, as_anthropic
+from gateway.errors import GatewayError, InvalidRequest, StreamTruncated, UpstreamError, as_anthropic
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -442,8 +442,7 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
             err = UpstreamError("The upstream provider reported an error during the stream.", retryable=False)
             yield StreamEvent("error", error=err)
             return
-    yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                   "complete."))
+    yield StreamEvent("error", error=StreamTruncated())
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

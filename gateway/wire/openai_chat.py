@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidRequest, UpstreamError, as_openai
+from gateway.errors import GatewayError, InvalidRequest, StreamTruncated, UpstreamError, as_openai
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -445,8 +445,7 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
         usage = usage_from(obj.get("usage"))
         if usage is not None:
             yield StreamEvent("usage", usage=usage)
-    yield StreamEvent("error", error=UpstreamError("The upstream provider ended the stream before it was "
-                                                   "complete."))
+    yield StreamEvent("error", error=StreamTruncated())
 
 
 def encode_stream(events: EventStream, model: str, include_usage: bool) -> Iterator[bytes]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway import responses_store
-from gateway.errors import GatewayError, InvalidRequest, UpstreamError
+from gateway.errors import GatewayError, InvalidRequest, StreamTruncated
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -430,7 +430,7 @@ class StreamRenderer:
                 yield self._ev("response.completed" if status == "completed" else "response.incomplete",
                                response=final)
                 return
-        yield from self._fail(UpstreamError("The upstream provider ended the stream before it was complete."))
+        yield from self._fail(StreamTruncated())
 
     def _fail(self, err: GatewayError) -> Iterator[bytes]:
         out = failure_events(err, self.seq, self._snapshot("in_progress"))

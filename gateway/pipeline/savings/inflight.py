@@ -33,7 +33,7 @@ import orjson
 from gevent.event import Event
 
 from gateway import wire
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, StreamTruncated, UpstreamTimeout
 from gateway.pipeline import savings
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import keys
@@ -151,8 +151,7 @@ def _replay(ctx: RequestContext, flight: Flight, max_wait: float) -> Iterator[by
             ctx.usage = dataclasses.replace(flight.usage)
             return
         if flight.state == FAILED:
-            error = flight.error or UpstreamError("The upstream provider ended the stream before it was "
-                                                  "complete.")
+            error = flight.error or StreamTruncated()
             ctx.fail(error)
             if not flight.error_sent:
                 yield wire.codec(ctx.endpoint).error_event(error)
