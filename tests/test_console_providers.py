@@ -253,12 +253,14 @@ def test_price_edits_reference_route_and_deletes(gateway, fake_openai):
     text, row = chat(gateway, "acme/chat")
     assert text == "Hello from fake fake-gpt." and row.benchmark_micros == priced(row, 3000, 5000.5)
 
-    # deleting a model's last route removes the model
+    # deleting a model's last route removes the model, and says what still names it
     save_route(console, slug="acme/solo", upstream_model="fake-gpt")
+    console.post("/admin/aliases", {"name": "solo", "scope": "global", "targets": "acme/solo"}, htmx=True)
     gateway.flush()
     assert "acme/solo" in listed(gateway)
     r = console.post(f"/admin/models/routes/{route_id('acme/solo', 'fake-gpt')}/delete", {}, htmx=True)
     assert r.status_code == 200 and r.headers["HX-Trigger"] == "catalog-changed"
+    assert r.headers["HX-Retarget"] == "#route-form" and "Still naming it: alias solo." in r.text
     gateway.flush()
     assert "acme/solo" not in listed(gateway)
     with db.session_scope() as s:

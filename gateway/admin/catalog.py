@@ -16,7 +16,7 @@ from gateway.admin.editing import reply, require_superadmin, write
 from gateway.admin.providers import refresh_catalog
 from gateway.catalog_admin import AdminError
 from gateway.db import request_session
-from gateway.htmx import render_page_or_partial
+from gateway.htmx import is_htmx, render_page_or_partial
 from gateway.memo import MEMO
 from gateway.models import Model, Provider, Route
 from gateway.public import CAPABILITY_LABELS, cards
@@ -125,8 +125,14 @@ def model_route_save():
 def model_route_delete(route_id: int):
     require_superadmin()
     try:
-        write(providers_admin.delete_route, route_id)
+        gone = write(providers_admin.delete_route, route_id)
     except AdminError:
         abort(404)
     refresh_catalog()
+    dangling = providers_admin.still_named(request_session(), [gone]) if gone else []
+    if dangling and is_htmx():  # say so in the editor, not silently: those names now resolve to nothing
+        resp = _editor_page(ROUTE_FORM, event=EVENT, notice=f"Deleted the last route of {gone}, so the model is "
+                            f"gone. Still naming it: {', '.join(dangling)}.")
+        resp.headers["HX-Retarget"], resp.headers["HX-Reswap"] = "#route-form", "outerHTML"
+        return resp
     return removed_reply("admin.models", EVENT)  # the route's line goes; the tables refresh on the event
