@@ -223,6 +223,33 @@ def chat_calls(fake) -> int:
     return sum(1 for r in fake.requests if r["path"] == "/v1/chat/completions")
 
 
+@dataclass
+class Assembled:
+    text: str
+    calls: dict[int, dict]  # tool-call index -> {"id", "name", "args"}, each concatenated from its deltas
+    finish: str | None
+    usage: object
+
+
+def assemble(stream, check=None) -> Assembled:
+    """What a client builds from an OpenAI chat stream (the SDK's chunks): text, tool calls by index,
+    the last finish reason and the usage chunk. `check` sees every chunk (e.g. a schema check)."""
+    out = Assembled("", {}, None, None)
+    for chunk in stream:
+        if check is not None:
+            check(chunk)
+        out.usage = chunk.usage or out.usage
+        for choice in chunk.choices:
+            out.finish = choice.finish_reason or out.finish
+            out.text += choice.delta.content or ""
+            for tc in choice.delta.tool_calls or []:
+                entry = out.calls.setdefault(tc.index, {"id": "", "name": "", "args": ""})
+                entry["id"] += tc.id or ""
+                entry["name"] += tc.function.name or ""
+                entry["args"] += tc.function.arguments or ""
+    return out
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     """Poll until predicate() is truthy (returns it); fails the test after `timeout`."""
     deadline = time.monotonic() + timeout

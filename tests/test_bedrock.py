@@ -19,7 +19,7 @@ from gateway.memo import ProviderInfo, RouteInfo
 from gateway.pipeline.context import RequestContext
 from gateway.providers import bedrock
 from gateway.wire.canonical import ChatRequest, Message, Part, Tool, ToolCall
-from tests.conftest import BEDROCK_SECRET, BEDROCK_TOKEN, wait_for
+from tests.conftest import BEDROCK_SECRET, BEDROCK_TOKEN, assemble, wait_for
 from tests.fakes.bedrock_upstream import LEAK_MARKER, SIGNATURE_MISMATCH, event, exception
 from tests.openapi import validate
 
@@ -117,15 +117,8 @@ def test_streamed_parallel_tool_calls_arrive_intact_and_results_answer_in_one_tu
     sdk = gateway.sdk()
     stream = sdk.chat.completions.create(model="bedrock-test/claude-tool-parallel", messages=MSG,
                                          tools=[WEATHER, TIME], tool_choice="required", stream=True)
-    calls, finish = {}, None
-    for chunk in stream:
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "args": ""})
-                entry["id"] += tc.id or ""
-                entry["name"] += tc.function.name or ""
-                entry["args"] += tc.function.arguments or ""
+    got = assemble(stream)
+    calls, finish = got.calls, got.finish
     config = fake_bedrock.requests[-1]["body"]["toolConfig"]
     assert config["toolChoice"] == {"any": {}}
     assert config["tools"][0] == {"toolSpec": {"name": "get_weather", "description": "Weather now",

@@ -4,7 +4,7 @@ import json
 
 import orjson
 
-from tests.conftest import wait_for
+from tests.conftest import assemble, wait_for
 from tests.openapi import validate
 
 
@@ -116,11 +116,6 @@ def test_streamed_parallel_tool_calls_arrive_intact(gateway):
         "type": "object", "properties": {"city": {"type": "string"}}}}} for n in ("a", "b")]
     stream = gateway.sdk().chat.completions.create(
         model="test/fake-tool-parallel", messages=[{"role": "user", "content": "go"}], tools=tools, stream=True)
-    calls: dict[int, dict] = {}
-    for chunk in stream:
-        for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            entry = calls.setdefault(tc.index, {"name": "", "args": ""})
-            entry["name"] += tc.function.name or ""
-            entry["args"] += tc.function.arguments or ""
+    calls = assemble(stream).calls
     assert [c["name"] for c in calls.values()] == ["a", "b"]
     assert [json.loads(c["args"]) for c in calls.values()] == [{"city": "Paris"}, {"city": "London"}]

@@ -16,7 +16,7 @@ from gateway.memo import ProviderInfo, RouteInfo
 from gateway.pipeline.context import RequestContext
 from gateway.providers import gemini
 from gateway.wire.canonical import ChatRequest, Message, Part, Tool, ToolCall
-from tests.conftest import GEMINI_UPSTREAM_KEY, wait_for
+from tests.conftest import GEMINI_UPSTREAM_KEY, assemble, wait_for
 from tests.fakes.gemini_upstream import LEAK_MARKER, prompt_tokens
 from tests.openapi import validate
 
@@ -107,15 +107,8 @@ def test_streamed_parallel_tool_calls_arrive_intact_and_answer_in_one_turn(gatew
     sdk = gateway.sdk()
     stream = sdk.chat.completions.create(model="gemini-test/gemini-tool-parallel", messages=MSG,
                                          tools=[WEATHER, TIME], stream=True)
-    calls, finish = {}, None
-    for chunk in stream:
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "args": ""})
-                entry["id"] += tc.id or ""
-                entry["name"] += tc.function.name or ""
-                entry["args"] += tc.function.arguments or ""
+    got = assemble(stream)
+    calls, finish = got.calls, got.finish
     upstream = [p["functionCall"] for c in fake_gemini.streams[-1]["chunks"]
                 for p in c["candidates"][0]["content"]["parts"]]
     assert [{"name": c["name"], "args": json.loads(c["args"])} for c in calls.values()] == upstream

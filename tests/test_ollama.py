@@ -10,7 +10,7 @@ import pytest
 
 from gateway.memo import MEMO
 from gateway.providers import ollama
-from tests.conftest import wait_for
+from tests.conftest import assemble, wait_for
 from tests.fakes import LEAK_MARKER
 from tests.fakes.ollama_upstream import TAGS
 from tests.openapi import validate
@@ -115,17 +115,8 @@ def test_streamed_parallel_tool_calls_arrive_intact(gw):
         for n in ("a", "b")]
     stream = gw.sdk().chat.completions.create(model="ollama-test/tool-parallel", messages=MSG, tools=tools,
                                               stream=True, stream_options={"include_usage": True})
-    calls: dict[int, dict] = {}
-    finish = usage = None
-    for chunk in stream:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "args": ""})
-                entry["id"] += tc.id or ""
-                entry["name"] += tc.function.name or ""
-                entry["args"] += tc.function.arguments or ""
+    got = assemble(stream)
+    calls, finish, usage = got.calls, got.finish, got.usage
     assert [c["name"] for c in calls.values()] == ["a", "b"]
     assert [json.loads(c["args"]) for c in calls.values()] == [{"city": "Paris", "days": 42},
                                                                {"city": "London", "days": 42}]

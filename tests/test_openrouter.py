@@ -8,7 +8,7 @@ import pytest
 
 from gateway.memo import MEMO
 from gateway.providers import openrouter
-from tests.conftest import OPENROUTER_UPSTREAM_KEY, wait_for
+from tests.conftest import OPENROUTER_UPSTREAM_KEY, assemble, wait_for
 from tests.fakes import LEAK_MARKER
 from tests.openapi import validate
 
@@ -68,15 +68,8 @@ def test_stream_with_processing_comments_is_relayed_and_metered(gw, fake_openrou
 def test_streamed_tool_calls_arrive_intact(gw):
     stream = gw.sdk().chat.completions.create(model="openrouter-test/fake-tool-parallel", messages=MSG,
                                               tools=TOOLS, stream=True)
-    calls: dict[int, dict] = {}
-    finish = None
-    for chunk in stream:
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"name": "", "args": ""})
-                entry["name"] += tc.function.name or ""
-                entry["args"] += tc.function.arguments or ""
+    got = assemble(stream)
+    calls, finish = got.calls, got.finish
     assert finish == "tool_calls"
     assert [(c["name"], json.loads(c["args"])) for c in calls.values()] == [("a", {"city": "Paris"}),
                                                                           ("b", {"city": "London"})]

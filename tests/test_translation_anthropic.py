@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway.providers import anthropic as anthropic_adapter
-from tests.conftest import wait_for
+from tests.conftest import assemble, wait_for
 from tests.fakes.openai_upstream import _hash as openai_fake_hash
 from tests.openapi import validate
 
@@ -103,18 +103,9 @@ def test_openai_client_streamed_parallel_tool_calls_arrive_intact(gateway, fake_
     stream = gateway.sdk().chat.completions.create(
         model="anthropic-test/claude-tool-parallel", messages=MSG, tools=OPENAI_TOOLS, stream=True,
         stream_options={"include_usage": True})
-    calls, text, finish, usage = {}, "", None, None
-    for chunk in stream:
-        validate(chunk.model_dump(mode="json", exclude_unset=True), "CreateChatCompletionStreamResponse")
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            text += choice.delta.content or ""
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "args": ""})
-                entry["id"] += tc.id or ""
-                entry["name"] += tc.function.name or ""
-                entry["args"] += tc.function.arguments or ""
+    got = assemble(stream, lambda chunk: validate(chunk.model_dump(mode="json", exclude_unset=True),
+                                                  "CreateChatCompletionStreamResponse"))
+    calls, text, finish, usage = got.calls, got.text, got.finish, got.usage
     sent = {}
     for e in upstream_events(fake_anthropic):
         if e["type"] == "content_block_start" and e["content_block"]["type"] == "tool_use":

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from gateway.providers import openai as openai_adapter
-from tests.conftest import wait_for
+from tests.conftest import assemble, wait_for
 from tests.openapi import validate
 
 
@@ -40,16 +40,9 @@ def test_stream_round_trip_with_tools(translating):
     stream = translating.sdk().chat.completions.create(
         model="test/fake-tool-parallel", messages=[{"role": "user", "content": "go"}], tools=tools, stream=True,
         stream_options={"include_usage": True})
-    calls, finish, usage = {}, None, None
-    for chunk in stream:
-        validate(chunk.model_dump(mode="json", exclude_unset=True), "CreateChatCompletionStreamResponse")
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"name": "", "args": ""})
-                entry["name"] += tc.function.name or ""
-                entry["args"] += tc.function.arguments or ""
+    got = assemble(stream, lambda chunk: validate(chunk.model_dump(mode="json", exclude_unset=True),
+                                                  "CreateChatCompletionStreamResponse"))
+    calls, finish, usage = got.calls, got.finish, got.usage
     assert [json.loads(c["args"]) for c in calls.values()] == [{"city": "Paris"}, {"city": "London"}]
     assert finish == "tool_calls" and usage.completion_tokens > 0
     (row,) = wait_for(lambda: translating.rows(stream=True))
