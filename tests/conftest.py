@@ -8,6 +8,7 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -15,7 +16,7 @@ import openai  # noqa: E402
 import pytest  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import event, select  # noqa: E402
 
 from gateway import accounts, create_app, db  # noqa: E402
 from gateway.ledger.pricing import usd_to_micros  # noqa: E402
@@ -248,6 +249,25 @@ def assemble(stream, check=None) -> Assembled:
                 entry["name"] += tc.function.name or ""
                 entry["args"] += tc.function.arguments or ""
     return out
+
+
+@contextmanager
+def database_statements():
+    """Every SQL statement run inside the block, with the ledger writer's background cycle held, so
+    what is counted is the request path's own (the hot path must make none)."""
+    from gateway.ledger.writer import WRITER
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(db.engine(), "before_cursor_execute", count)
+    try:
+        with WRITER._cycle_lock:
+            yield statements
+    finally:
+        event.remove(db.engine(), "before_cursor_execute", count)
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):

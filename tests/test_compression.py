@@ -8,13 +8,12 @@ test sees exactly what went upstream."""
 import anthropic
 import orjson
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from gateway import db, memo, seed
-from gateway.ledger.writer import WRITER
 from gateway.models import ConversationSummary
 from gateway.pipeline.savings import compress
-from tests.conftest import configure_savings, savings_override
+from tests.conftest import configure_savings, database_statements, savings_override
 
 ECHO = "test/echo"
 SUMMARY_MODEL = "test/cheap"  # the fake answers "Hello from fake fake-gpt."
@@ -253,20 +252,8 @@ def test_summaries_never_query_the_database(gateway):
     """A summary made (a call through the pipeline) and a summary reused: memory only."""
     configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "mode": "summary",
                                     "summary_model": SUMMARY_MODEL})
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(db.engine(), "before_cursor_execute", count)
-    try:
-        WRITER._cycle_lock.acquire()  # hold the writer's background cycle for the duration
-        try:
-            first, _ = chat(gateway, conversation(8))
-            second, _ = chat(gateway, conversation(8))
-        finally:
-            WRITER._cycle_lock.release()
-    finally:
-        event.remove(db.engine(), "before_cursor_execute", count)
+    with database_statements() as statements:
+        first, _ = chat(gateway, conversation(8))
+        second, _ = chat(gateway, conversation(8))
     assert statements == []
     assert first["messages"][2]["content"].startswith("[Summary of") and second == first

@@ -5,12 +5,12 @@ import json
 
 import anthropic
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from gateway import boot, db
 from gateway.models import CacheEntry
 from gateway.savings_store import STORE
-from tests.conftest import chat_calls, configure_savings, savings_override, wait_for
+from tests.conftest import chat_calls, configure_savings, database_statements, savings_override, wait_for
 from tests.openapi import validate
 
 MSG = [{"role": "user", "content": "hello there"}]
@@ -350,24 +350,10 @@ def test_a_failing_cache_does_not_fail_the_request(gateway, fake_openai, monkeyp
 
 def test_no_database_query_on_a_miss_or_a_hit(gateway):
     gateway.flush()
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(db.engine(), "before_cursor_execute", count)
-    try:
-        from gateway.ledger.writer import WRITER
-
-        WRITER._cycle_lock.acquire()  # hold the writer's background cycle for the duration
-        try:
-            caches = [ask(gateway)[1]["x-gateway-cache"], ask(gateway)[1]["x-gateway-cache"],
-                      ask_stream(gateway, messages=MSG * 2)[2]["x-gateway-cache"],
-                      ask_stream(gateway, messages=MSG * 2)[2]["x-gateway-cache"]]
-        finally:
-            WRITER._cycle_lock.release()
-    finally:
-        event.remove(db.engine(), "before_cursor_execute", count)
+    with database_statements() as statements:
+        caches = [ask(gateway)[1]["x-gateway-cache"], ask(gateway)[1]["x-gateway-cache"],
+                  ask_stream(gateway, messages=MSG * 2)[2]["x-gateway-cache"],
+                  ask_stream(gateway, messages=MSG * 2)[2]["x-gateway-cache"]]
     assert statements == []
     assert caches == ["miss", "hit", "miss", "hit"]
     wait_for(lambda: len(gateway.rows()) == 4)

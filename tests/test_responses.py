@@ -10,14 +10,14 @@ import openai
 import orjson
 import pytest
 import requests
-from sqlalchemy import event, inspect, select
+from sqlalchemy import inspect, select
 
 from gateway import db
 from gateway.models import StoredResponse
 from gateway.responses_store import STORE
 from gateway.wire import openai_responses
 from gateway.wire.canonical import StreamEvent, Usage
-from tests.conftest import wait_for
+from tests.conftest import database_statements, wait_for
 from tests.openapi import validate
 
 EVENT_SCHEMAS = {
@@ -327,22 +327,12 @@ def test_bad_requests_are_openai_400s(gateway):
 def test_stored_rows_persist_off_the_hot_path(gateway):
     """Create and continue read and write memory only; the rows reach the database via the writer,
     carry their org, and serve GET and continuations once memory has forgotten them."""
-    from gateway.ledger.writer import WRITER
 
     gateway.flush()
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(db.engine(), "before_cursor_execute", count)
-    try:
-        with WRITER._cycle_lock:  # hold the writer's background cycle for the duration
-            first = gateway.sdk().responses.create(model="fast", input="hi")
-            gateway.sdk().responses.create(model="fast", input="more", previous_response_id=first.id)
-            list(gateway.sdk().responses.create(model="fast", input="streamed", stream=True))
-    finally:
-        event.remove(db.engine(), "before_cursor_execute", count)
+    with database_statements() as statements:
+        first = gateway.sdk().responses.create(model="fast", input="hi")
+        gateway.sdk().responses.create(model="fast", input="more", previous_response_id=first.id)
+        list(gateway.sdk().responses.create(model="fast", input="streamed", stream=True))
     assert statements == []
 
     def stored():

@@ -2,11 +2,11 @@
 
 import hashlib
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from gateway import crypto, db
 from gateway.models import ApiKey, Provider
-from tests.conftest import wait_for
+from tests.conftest import database_statements, wait_for
 
 
 def test_api_keys_are_stored_as_sha256_digests(gateway):
@@ -41,24 +41,10 @@ def test_ciphertext_is_bound_to_its_provider():
 def test_a_request_makes_no_database_query(gateway):
     """Auth, routing, the gate and metering read memory only; the ledger row is queued."""
     gateway.flush()
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(db.engine(), "before_cursor_execute", count)
-    try:
-        from gateway.ledger.writer import WRITER
-
-        WRITER._cycle_lock.acquire()  # hold the writer's background cycle for the duration
-        try:
-            gateway.sdk().chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
-            list(gateway.sdk().chat.completions.create(model="fast", stream=True,
-                                                       messages=[{"role": "user", "content": "hi"}]))
-        finally:
-            WRITER._cycle_lock.release()
-    finally:
-        event.remove(db.engine(), "before_cursor_execute", count)
+    with database_statements() as statements:
+        gateway.sdk().chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+        list(gateway.sdk().chat.completions.create(model="fast", stream=True,
+                                                   messages=[{"role": "user", "content": "hi"}]))
     assert statements == []
     wait_for(lambda: len(gateway.rows()) == 2)
 

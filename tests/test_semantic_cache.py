@@ -5,14 +5,14 @@ never fails a request, the index survives a restart, and answers replay in eithe
 import anthropic
 import numpy as np
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from gateway import db, embeddings
 from gateway.models import SemanticEntry
 from gateway.pipeline.savings import DEFAULTS, semantic_cache
 from gateway.semantic_index import INDEX, SemanticIndex
 from gateway.wire.canonical import ChatResponse, Part, Usage
-from tests.conftest import chat_calls, configure_savings, savings_override, wait_for
+from tests.conftest import chat_calls, configure_savings, database_statements, savings_override, wait_for
 from tests.data.semantic_pairs import NEAR_MISSES, PARAPHRASES
 
 ECHO = "test/echo"  # the fake answers with the body it received: a hit shows the first question
@@ -198,23 +198,9 @@ def test_anthropic_clients_are_answered_in_their_dialect(gw, fake_anthropic):
 def test_a_hit_and_a_miss_make_no_database_query(gw):
     ask(gw, QUESTION)  # loads the model and warms everything up
     gw.flush()
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(db.engine(), "before_cursor_execute", count)
-    try:
-        from gateway.ledger.writer import WRITER
-
-        WRITER._cycle_lock.acquire()
-        try:
-            assert ask(gw, "What is the capital of France?")[1]["x-gateway-cache"] == "miss"
-            assert ask(gw, REWORDED)[1]["x-gateway-cache"] == "semantic"
-        finally:
-            WRITER._cycle_lock.release()
-    finally:
-        event.remove(db.engine(), "before_cursor_execute", count)
+    with database_statements() as statements:
+        assert ask(gw, "What is the capital of France?")[1]["x-gateway-cache"] == "miss"
+        assert ask(gw, REWORDED)[1]["x-gateway-cache"] == "semantic"
     assert statements == []
 
 
