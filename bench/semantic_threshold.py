@@ -39,7 +39,7 @@ class Row:
 
 def measure() -> tuple[list[Pair], list[Pair]]:
     """Cosine and guard verdict of every labelled pair (paraphrases, near-misses)."""
-    from gateway import embeddings
+    from gateway.pipeline.savings import embeddings
     from gateway.pipeline.savings.semantic_cache import agree
     from tests.data.semantic_pairs import NEAR_MISSES, PARAPHRASES
 

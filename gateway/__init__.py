@@ -16,11 +16,12 @@ __all__ = ["create_app"]
 def create_app(overrides: Mapping[str, Any] | None = None):
     from flask import Flask
 
-    from gateway import admin, api, db, jobs, public
+    from gateway import admin, api, db, jobs
     from gateway.ledger.writer import WRITER
     from gateway.memo import MEMO
     from gateway.providers import http, openrouter
     from gateway.settings import ROOT, Settings
+    from gateway.web import public
 
     settings = Settings.load(overrides)
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from flask import Flask
 from sqlalchemy import func, select
 
-from gateway import accounts, db, jobs, migrate, savings_store, seed
+from gateway import db, jobs, migrate, seed
 from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
 from gateway.models import Org, Provider, SemanticEntry, User
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
+from gateway.services import tenancy
+from gateway.stores import exact_cache as cache_store
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,10 @@ def prepare(app: Flask) -> FirstRun | None:
         if session.scalar(select(func.count()).select_from(User)) > 0:
             return None
         password = secrets.token_urlsafe(12)
-        accounts.create_admin(session, FIRST_ADMIN, password, superadmin=True, actor="first-run")
-        org = session.scalar(select(Org).where(Org.name == FIRST_ORG)) or accounts.create_org(
+        tenancy.create_admin(session, FIRST_ADMIN, password, superadmin=True, actor="first-run")
+        org = session.scalar(select(Org).where(Org.name == FIRST_ORG)) or tenancy.create_org(
             session, FIRST_ORG, usd_to_micros(FIRST_CREDITS_USD), actor="first-run")
-        key = accounts.create_key(session, org, name="first key", actor="first-run")
+        key = tenancy.create_key(session, org, name="first key", actor="first-run")
         providers = list(session.scalars(select(Provider.name)).all())
         return FirstRun(FIRST_ADMIN, password, org.name, key.secret, providers or env_added)
 
@@ -61,10 +63,10 @@ def start_background(app: Flask) -> None:
     """Load the in-memory maps, then start the ledger writer and the scheduler."""
     with db.session_scope() as session:
         MEMO.load_all(session)
-        savings_store.STORE.load(session)  # the exact cache, back in memory
-        if "gateway.semantic_index" in sys.modules or session.scalar(
+        cache_store.STORE.load(session)  # the exact cache, back in memory
+        if "gateway.stores.semantic_index" in sys.modules or session.scalar(
                 select(func.count()).select_from(SemanticEntry)):
-            from gateway import semantic_index  # numpy only when there is a semantic cache to load
+            from gateway.stores import semantic_index  # numpy only when there is a semantic cache to load
 
             semantic_index.INDEX.load(session)  # the semantic cache, back in memory
         compress.load(session)  # conversation summaries, back in memory

@@ -8,9 +8,10 @@ import sys
 import click
 from sqlalchemy import select
 
-from gateway import accounts, db
+from gateway import db
 from gateway.ledger.pricing import usd
 from gateway.models import ApiKey
+from gateway.services import tenancy
 
 
 def _app():
@@ -36,8 +37,8 @@ def _fail(message: str) -> None:
 def _usd(value: str) -> int:
     """The console's rules (finite, not negative, bounded), as an error line rather than a traceback."""
     try:
-        return accounts.parse_usd(value, allow_zero=True)
-    except accounts.AccountError as e:
+        return tenancy.parse_usd(value, allow_zero=True)
+    except tenancy.AccountError as e:
         _fail(str(e))
 
 
@@ -114,8 +115,8 @@ def admin_create(email: str, password: str, superadmin: bool) -> None:
     _ready_app()
     try:
         with db.write_lock, db.session_scope() as session:
-            user = accounts.create_admin(session, email, password, superadmin=superadmin)
-    except accounts.AccountError as e:
+            user = tenancy.create_admin(session, email, password, superadmin=superadmin)
+    except tenancy.AccountError as e:
         _fail(str(e))
     click.echo(f"created {'super-admin' if superadmin else 'admin'} {user.email}")
 
@@ -133,9 +134,9 @@ def org_create(name: str, credits_usd: str) -> None:
     _ready_app()
     try:
         with db.write_lock, db.session_scope() as session:
-            o = accounts.create_org(session, name, micros)
+            o = tenancy.create_org(session, name, micros)
             balance = o.credits_micros
-    except accounts.AccountError as e:
+    except tenancy.AccountError as e:
         _fail(str(e))
     click.echo(f"created org {name} (credits: ${usd(balance)})")
 
@@ -153,10 +154,10 @@ def credits_add(org_name: str, amount: str) -> None:
     _ready_app()
     try:
         with db.write_lock, db.session_scope() as session:
-            o = accounts.org_by_name(session, org_name)
-            accounts.add_credits(session, o, micros)
+            o = tenancy.org_by_name(session, org_name)
+            tenancy.add_credits(session, o, micros)
             balance = o.credits_micros
-    except accounts.AccountError as e:
+    except tenancy.AccountError as e:
         _fail(str(e))
     click.echo(f"org {org_name}: credits ${usd(balance)}")
 
@@ -169,14 +170,14 @@ def key() -> None:
 @key.command("create")
 @click.option("--org", "org_name", required=True)
 @click.option("--name", default="")
-@click.option("--scope", type=click.Choice(accounts.SCOPES), default="inference")
+@click.option("--scope", type=click.Choice(tenancy.SCOPES), default="inference")
 def key_create(org_name: str, name: str, scope: str) -> None:
     """Create a key; prints the secret alone on stdout (it is not stored)."""
     _ready_app()
     try:
         with db.write_lock, db.session_scope() as session:
-            new = accounts.create_key(session, accounts.org_by_name(session, org_name), name=name, scope=scope)
-    except accounts.AccountError as e:
+            new = tenancy.create_key(session, tenancy.org_by_name(session, org_name), name=name, scope=scope)
+    except tenancy.AccountError as e:
         _fail(str(e))
     click.echo(new.secret)
 
@@ -189,13 +190,13 @@ def key_revoke(org_name: str, prefix: str) -> None:
     _ready_app()
     try:
         with db.write_lock, db.session_scope() as session:
-            o = accounts.org_by_name(session, org_name)
+            o = tenancy.org_by_name(session, org_name)
             cond = ApiKey.id == int(prefix) if prefix.isdigit() else ApiKey.prefix == prefix
             k = session.scalar(select(ApiKey).where(ApiKey.org_id == o.id, cond))
             if k is None:
-                raise accounts.AccountError(f"no key {prefix} in org {org_name}")
-            accounts.revoke_key(session, k)
-    except accounts.AccountError as e:
+                raise tenancy.AccountError(f"no key {prefix} in org {org_name}")
+            tenancy.revoke_key(session, k)
+    except tenancy.AccountError as e:
         _fail(str(e))
     click.echo(f"revoked {prefix}")
 
@@ -207,8 +208,8 @@ def key_list(org_name: str) -> None:
     _ready_app()
     with db.session_scope() as session:
         try:
-            o = accounts.org_by_name(session, org_name)
-        except accounts.AccountError as e:
+            o = tenancy.org_by_name(session, org_name)
+        except tenancy.AccountError as e:
             _fail(str(e))
         for k in session.scalars(select(ApiKey).where(ApiKey.org_id == o.id).order_by(ApiKey.id)):
             state = "revoked" if k.revoked_at else "active"

@@ -18,10 +18,11 @@ import requests  # noqa: E402
 import yaml  # noqa: E402
 from sqlalchemy import event, select  # noqa: E402
 
-from gateway import accounts, create_app, db  # noqa: E402
+from gateway import create_app, db  # noqa: E402
 from gateway.ledger.pricing import usd_to_micros  # noqa: E402
 from gateway.ledger.writer import WRITER  # noqa: E402
 from gateway.models import LedgerEntry, Org  # noqa: E402
+from gateway.services import tenancy  # noqa: E402
 from tests.fakes import FakeOpenAI, serve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,13 +117,13 @@ class Gateway:
 
     def new_org(self, name: str, usd: float = 10) -> Org:
         with db.write_lock, db.session_scope() as s:
-            org = accounts.create_org(s, name, usd_to_micros(usd), actor="test")
+            org = tenancy.create_org(s, name, usd_to_micros(usd), actor="test")
         self.flush()  # the writer's sync picks the change up
         return org
 
     def new_key(self, org: str = "default", scope: str = "inference", name: str = "") -> str:
         with db.write_lock, db.session_scope() as s:
-            secret = accounts.create_key(s, accounts.org_by_name(s, org), name=name, scope=scope, actor="test").secret
+            secret = tenancy.create_key(s, tenancy.org_by_name(s, org), name=name, scope=scope, actor="test").secret
         self.flush()
         return secret
 
@@ -213,7 +214,7 @@ def savings_override(gw, org: str, layer: str, **values) -> None:
     from gateway.models import SavingsOverride
 
     with db.write_lock, db.session_scope() as s:
-        org_id = accounts.org_by_name(s, org).id
+        org_id = tenancy.org_by_name(s, org).id
         s.add(SavingsOverride(org_id=org_id, app_id=None, layer=layer, settings=values))
         memo.announce(s, "policy")
     gw.flush()

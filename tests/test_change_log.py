@@ -4,9 +4,10 @@ every server: an id skipped over is asked for again until it shows up."""
 import requests
 from sqlalchemy import delete, func, select
 
-from gateway import accounts, db
+from gateway import db
 from gateway.memo import MEMO
 from gateway.models import ChangeEvent
+from gateway.services import tenancy
 from tests.conftest import wait_for
 
 
@@ -24,7 +25,7 @@ def test_an_event_committed_after_a_higher_id_is_still_applied(gateway):
     assert base + 1 in MEMO.gaps
     # Then the earlier one commits: a key created under id base+1.
     with db.write_lock, db.session_scope() as s:
-        secret = accounts.create_key(s, accounts.org_by_name(s, "default"), name="late", actor="test").secret
+        secret = tenancy.create_key(s, tenancy.org_by_name(s, "default"), name="late", actor="test").secret
         s.flush()
         s.execute(delete(ChangeEvent).where(ChangeEvent.id > base + 2))  # the event create_key appended
         s.add(ChangeEvent(id=base + 1, topic="keys"))
@@ -52,5 +53,5 @@ def test_pruning_a_quiet_day_keeps_ids_moving_forward(gateway):
     with db.session_scope() as s:
         assert list(s.scalars(select(ChangeEvent.id))) == [newest]
     with db.write_lock, db.session_scope() as s:  # the next change after the quiet day
-        secret = accounts.create_key(s, accounts.org_by_name(s, "default"), name="next-day", actor="test").secret
+        secret = tenancy.create_key(s, tenancy.org_by_name(s, "default"), name="next-day", actor="test").secret
     assert wait_for(lambda: secret_works(gateway, secret), timeout=5)

@@ -4,8 +4,9 @@ import re
 
 import requests
 
-from gateway import accounts, db
+from gateway import db
 from gateway.models import Org
+from gateway.services import tenancy
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -24,7 +25,7 @@ def login(gateway, email, password) -> tuple[requests.Session, requests.Response
 def org_admin(gateway, org_name: str, email: str) -> None:
     with db.write_lock, db.session_scope() as s:
         org = s.query(Org).filter_by(name=org_name).one()
-        accounts.create_admin(s, email, "password-123", org_id=org.id, actor="test")
+        tenancy.create_admin(s, email, "password-123", org_id=org.id, actor="test")
 
 
 def test_console_requires_login(gateway):

@@ -270,12 +270,12 @@ def test_a_name_taken_at_the_same_moment_elsewhere_is_a_message_not_a_500(gatewa
     """Two processes may both pass the name check; the loser's commit hits the unique index."""
     from sqlalchemy.exc import IntegrityError
 
-    from gateway import accounts
+    from gateway.services import tenancy
 
     def collide(*args, **kwargs):
         raise IntegrityError("INSERT INTO org ...", {}, Exception("UNIQUE constraint failed: org.name"))
 
-    monkeypatch.setattr(accounts, "create_org", collide)
+    monkeypatch.setattr(tenancy, "create_org", collide)
     before = counts()
     r = admin(gateway).post("/admin/orgs", {"name": "twin", "credits": "1"}, htmx=True)
     assert r.status_code == 200 and "made at the same moment elsewhere" in r.text

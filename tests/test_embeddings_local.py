@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gevent import monkey
 
-from gateway import embeddings
+from gateway.pipeline.savings import embeddings
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_a_model_that_cannot_load_is_logged_once_and_skipped(monkeypatch, caplog
     monkeypatch.setattr(embeddings, "_local", None)
     monkeypatch.setattr(embeddings, "_failed", False)
     monkeypatch.setattr(embeddings, "_load", missing)
-    with caplog.at_level(logging.WARNING, logger="gateway.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="gateway.pipeline.savings.embeddings"):
         assert embeddings.local() is None
         assert embeddings.local() is None
         assert embeddings.for_settings({"embeddings_model": None}) is None

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from gateway import boot, db
 from gateway.models import CacheEntry
-from gateway.savings_store import STORE
+from gateway.stores.exact_cache import STORE
 from tests.conftest import chat_calls, configure_savings, database_statements, savings_override, wait_for
 from tests.openapi import validate
 

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, select
 
 from gateway import db
 from gateway.models import StoredResponse
-from gateway.responses_store import STORE
+from gateway.stores.responses import STORE
 from gateway.wire import openai_responses
 from gateway.wire.canonical import StreamEvent, Usage
 from tests.conftest import database_statements, wait_for

@@ -15,7 +15,7 @@ import pytest
 from gateway import pipeline  # noqa: F401  (first: importing the OpenAI adapter alone hits an import cycle)
 from gateway.providers import openai as openai_adapter
 from gateway.providers import openai_responses
-from gateway.responses_store import STORE
+from gateway.stores.responses import STORE
 from tests.conftest import UPSTREAM_KEY, wait_for
 from tests.fakes import serve
 from tests.fakes.responses_upstream import FakeResponsesOpenAI

@@ -7,13 +7,14 @@ from decimal import Decimal
 import requests
 from sqlalchemy import select
 
-from gateway import accounts, db
+from gateway import db
 from gateway.crypto import digest
 from gateway.ledger.pricing import usd
 from gateway.memo import MEMO
 from gateway.models import App, AuditLog, SavingsOverride
 from gateway.pipeline import savings
 from gateway.pipeline.context import RequestContext
+from gateway.services import tenancy
 from tests.test_console import csrf_of, login, org_admin
 
 MSG = [{"role": "user", "content": "what is the capital of France?"}]
@@ -144,12 +145,12 @@ def test_an_app_override_applies_to_that_apps_keys(gateway, fake_openai):
     gateway.new_org("alpha")
     org_key = gateway.new_key("alpha")
     with db.write_lock, db.session_scope() as s:
-        org = accounts.org_by_name(s, "alpha")
+        org = tenancy.org_by_name(s, "alpha")
         app = App(org_id=org.id, name="web")
         s.add(app)
         s.flush()
         app_id, alpha_id = app.id, org.id
-        app_key = accounts.create_key(s, org, name="web", actor="test", app_id=app_id).secret
+        app_key = tenancy.create_key(s, org, name="web", actor="test", app_id=app_id).secret
     gateway.flush()
     s, _ = login(gateway, gateway.admin_email, gateway.admin_password)
     assert f'value="{app_id}"' in layer_form(s, gateway, org=alpha_id)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from gateway import db, embeddings
+from gateway import db
 from gateway.models import SemanticEntry
-from gateway.pipeline.savings import DEFAULTS, semantic_cache
-from gateway.semantic_index import INDEX, SemanticIndex
+from gateway.pipeline.savings import DEFAULTS, embeddings, semantic_cache
+from gateway.stores.semantic_index import INDEX, SemanticIndex
 from gateway.wire.canonical import ChatResponse, Part, Usage
 from tests.conftest import chat_calls, configure_savings, database_statements, savings_override, wait_for
 from tests.data.semantic_pairs import NEAR_MISSES, PARAPHRASES

@@ -8,14 +8,15 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway import catalog_admin
 from gateway.admin import bp
 from gateway.admin.editing import delete, reply, visible_orgs, write
-from gateway.catalog_admin import AdminError, may_edit, rule_target
 from gateway.db import request_session
 from gateway.ledger.pricing import usd
 from gateway.models import AccessPolicy, ApiKey, App, Provider
-from gateway.public import price
+from gateway.services import routing as routing_service
+from gateway.services.errors import AdminError, may_edit
+from gateway.services.routing import rule_target
+from gateway.web.public import price
 
 PAGE, TABLE, FORM = "admin/access/index.html", "admin/access/_table.html", "admin/access/_form.html"
 
@@ -100,7 +101,7 @@ def access_save():
     form = request.form.to_dict()
     try:
         org_id, app_id, key_id = _parse_target(form.get("target", ""))
-        write(catalog_admin.put_access_rule, org_id, app_id, key_id, form.get("allowed_models"),
+        write(routing_service.put_access_rule, org_id, app_id, key_id, form.get("allowed_models"),
               form.get("allowed_providers"), form.get("max_input"), form.get("max_output"))
     except AdminError as e:
         return _page(FORM, form=form, error=str(e))
@@ -110,4 +111,4 @@ def access_save():
 
 @bp.post("/access/<int:rule_id>/delete")
 def access_delete(rule_id: int):
-    return delete(catalog_admin.delete_access_rule, rule_id, "admin.access", "access-changed")
+    return delete(routing_service.delete_access_rule, rule_id, "admin.access", "access-changed")

@@ -8,7 +8,6 @@ from flask import Response, abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway import catalog_admin
 from gateway.admin import bp
 from gateway.admin.editing import (
     GLOBAL,
@@ -20,9 +19,10 @@ from gateway.admin.editing import (
     visible_orgs,
     write,
 )
-from gateway.catalog_admin import AdminError, may_edit
 from gateway.db import request_session
 from gateway.models import AgentConfig, Alias, Model
+from gateway.services import routing as routing_service
+from gateway.services.errors import AdminError, may_edit
 
 PAGE, TABLE, FORM, IMPORT = ("admin/agents/index.html", "admin/agents/_table.html", "admin/agents/_form.html",
                              "admin/agents/_import.html")
@@ -80,7 +80,7 @@ def agent_edit(agent_id: int):
 def agent_save():
     form = request.form.to_dict()
     try:
-        agent = write(catalog_admin.put_agent, form.get("name", ""), parse_scope(form.get("scope")),
+        agent = write(routing_service.put_agent, form.get("name", ""), parse_scope(form.get("scope")),
                       form.get("normal", ""), form.get("heavy"), form.get("max"))
     except AdminError as e:
         return _page(FORM, form=form, error=str(e))
@@ -90,7 +90,7 @@ def agent_save():
 
 @bp.post("/agents/<int:agent_id>/delete")
 def agent_delete(agent_id: int):
-    return delete(catalog_admin.delete_agent, agent_id, "admin.agents", "agents-changed")
+    return delete(routing_service.delete_agent, agent_id, "admin.agents", "agents-changed")
 
 
 @bp.get("/agents/export")
@@ -99,7 +99,7 @@ def agents_export():
     org_id = parse_scope(scope)
     if org_id is not None and org_id not in [o.id for o in visible_orgs(request_session())]:
         abort(404)
-    text = catalog_admin.export_agents(request_session(), org_id)
+    text = routing_service.export_agents(request_session(), org_id)
     filename = "agents-global.yaml" if org_id is None else f"agents-org-{org_id}.yaml"
     return Response(text, content_type="application/yaml; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -109,7 +109,7 @@ def agents_export():
 def agents_import():
     form = request.form.to_dict()
     try:
-        names = write(catalog_admin.import_agents, form.get("yaml", ""), parse_scope(form.get("scope")))
+        names = write(routing_service.import_agents, form.get("yaml", ""), parse_scope(form.get("scope")))
     except AdminError as e:
         return _page(IMPORT, imported=form, import_error=str(e), error=str(e))
     plural = "s" if len(names) != 1 else ""

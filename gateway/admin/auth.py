@@ -9,9 +9,9 @@ from flask_login import login_user, logout_user
 from sqlalchemy import select
 
 from gateway import crypto, db
-from gateway.accounts import audit
 from gateway.admin import LoginUser, bp
 from gateway.models import User, utcnow
+from gateway.services.tenancy import audit
 
 
 def _safe_next(target: str | None) -> str:

@@ -9,17 +9,17 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway import providers_admin
 from gateway.admin import bp
 from gateway.admin.editing import removed as removed_reply
 from gateway.admin.editing import reply, require_superadmin, write
 from gateway.admin.providers import refresh_catalog
-from gateway.catalog_admin import AdminError
 from gateway.db import request_session
 from gateway.htmx import is_htmx, render_page_or_partial
 from gateway.memo import MEMO
 from gateway.models import Model, Provider, Route
-from gateway.public import CAPABILITY_LABELS, cards
+from gateway.services import providers as provider_service
+from gateway.services.errors import AdminError
+from gateway.web.public import CAPABILITY_LABELS, cards
 
 PAGE, TABLE = "admin/models/index.html", "admin/models/_table.html"
 ROUTE_FORM, UNSERVED = "admin/models/_route_form.html", "admin/models/_unserved.html"
@@ -98,7 +98,7 @@ def model_route_edit(route_id: int):
     route = session.get(Route, route_id)
     if route is None:
         abort(404)
-    form = providers_admin.route_form(route, session.get(Model, route.model_id), session.get(Provider, route.provider_id))
+    form = provider_service.route_form(route, session.get(Model, route.model_id), session.get(Provider, route.provider_id))
     return _editor_page(ROUTE_FORM, form=form)
 
 
@@ -110,9 +110,9 @@ def model_route_save():
     raw_id = str(form.get("route_id") or "")
     route_id = int(raw_id) if raw_id.isdigit() else None
     try:
-        route = write(providers_admin.put_route, form, route_id)
+        route = write(provider_service.put_route, form, route_id)
     except AdminError as e:
-        form["reference"] = providers_admin.truthy(form.get("reference"))
+        form["reference"] = provider_service.truthy(form.get("reference"))
         return _editor_page(ROUTE_FORM, form=form, error=str(e))
     refresh_catalog()
     slug = request_session().get(Model, route.model_id).slug
@@ -125,11 +125,11 @@ def model_route_save():
 def model_route_delete(route_id: int):
     require_superadmin()
     try:
-        gone = write(providers_admin.delete_route, route_id)
+        gone = write(provider_service.delete_route, route_id)
     except AdminError:
         abort(404)
     refresh_catalog()
-    dangling = providers_admin.still_named(request_session(), [gone]) if gone else []
+    dangling = provider_service.still_named(request_session(), [gone]) if gone else []
     if dangling and is_htmx():  # say so in the editor, not silently: those names now resolve to nothing
         resp = _editor_page(ROUTE_FORM, event=EVENT, notice=f"Deleted the last route of {gone}, so the model is "
                             f"gone. Still naming it: {', '.join(dangling)}.")

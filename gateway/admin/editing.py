@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import db
-from gateway.catalog_admin import AdminError, Forbidden
 from gateway.htmx import is_htmx, render_page_or_partial, trigger
 from gateway.models import Org
+from gateway.services.errors import AdminError, Forbidden
 
 T = TypeVar("T")
 GLOBAL = "global"

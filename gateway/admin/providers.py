@@ -9,14 +9,15 @@ import yaml
 from flask import abort, current_app, request
 from sqlalchemy import func, select
 
-from gateway import db, providers_admin
+from gateway import db
 from gateway.admin import bp
 from gateway.admin.editing import reply, require_superadmin, write
-from gateway.catalog_admin import AdminError
 from gateway.db import request_session
 from gateway.memo import MEMO
 from gateway.models import Provider, Route
 from gateway.routing.health import CLOSED, HEALTH
+from gateway.services import providers as provider_service
+from gateway.services.errors import AdminError
 from gateway.settings import environ_value
 
 PAGE, TABLE, FORM = "admin/providers/index.html", "admin/providers/_table.html", "admin/providers/_form.html"
@@ -62,7 +63,7 @@ def rows() -> list[dict[str, Any]]:
     session = request_session()
     counts = dict(session.execute(select(Route.provider_id, func.count()).group_by(Route.provider_id)).tuples().all())
     declared = config_names()
-    return [{"p": p, "url": providers_admin.shown_url(p.base_url), "key": providers_admin.key_status(p),
+    return [{"p": p, "url": provider_service.shown_url(p.base_url), "key": provider_service.key_status(p),
              "env_set": bool(p.api_key_env) and environ_value(p.api_key_env) is not None,
              "routes": counts.get(p.id, 0), "health": _health(p.id), "config": p.name in declared}
             for p in session.scalars(select(Provider).order_by(Provider.name)).all()]
@@ -70,8 +71,8 @@ def rows() -> list[dict[str, Any]]:
 
 def _page(partial: str, form: dict[str, Any] | None = None, editing: Provider | None = None, **kw: Any):
     form = form or {"kind": "openai", "enabled": True, "responses_api": "auto", "add_defaults": True}
-    return reply(PAGE, partial, rows=rows(), form=form, editing=editing, kinds=providers_admin.kinds(),
-                 examples=providers_admin.BASE_URL_EXAMPLES, default_kinds=sorted(providers_admin.default_kinds()),
+    return reply(PAGE, partial, rows=rows(), form=form, editing=editing, kinds=provider_service.kinds(),
+                 examples=provider_service.BASE_URL_EXAMPLES, default_kinds=sorted(provider_service.default_kinds()),
                  **kw)
 
 
@@ -92,7 +93,7 @@ def providers():
 def provider_edit(provider_id: int):
     require_superadmin()
     p = _provider(provider_id)
-    form = {"name": p.name, "kind": p.kind, "base_url": providers_admin.shown_url(p.base_url),
+    form = {"name": p.name, "kind": p.kind, "base_url": provider_service.shown_url(p.base_url),
             "api_key_env": p.api_key_env or "", "enabled": p.enabled,
             "responses_api": {None: "auto", True: "yes", False: "no"}[p.responses_api]}
     return _page(FORM, form=form, editing=p)
@@ -106,7 +107,7 @@ def provider_save():
     provider_id = int(raw_id) if raw_id.isdigit() else None
     typed_key = bool(form.pop("api_key", "").strip())  # never rendered back, not even after an error
     try:
-        change = write(providers_admin.put_provider, {**request.form.to_dict()}, secret_key(), provider_id)
+        change = write(provider_service.put_provider, {**request.form.to_dict()}, secret_key(), provider_id)
     except AdminError as e:
         editing = _provider(provider_id) if provider_id is not None else None
         error = str(e) + (" The API key was not saved: enter it again." if typed_key else "")
@@ -118,7 +119,7 @@ def provider_save():
         notice += f" Default models added: {', '.join(change.added_models)}."
     if change.skipped_models:
         notice += f" Left as they were (already routed): {', '.join(change.skipped_models)}."
-    if change.created and providers_admin.truthy(form.get("add_defaults")) and not (
+    if change.created and provider_service.truthy(form.get("add_defaults")) and not (
             change.added_models or change.skipped_models):
         notice += f" The default catalog has no models for kind {p.kind}: add them on Available Models."
     return _page(FORM, notice=notice, event=EVENT)
@@ -127,9 +128,9 @@ def provider_save():
 @bp.post("/providers/<int:provider_id>/enabled")
 def provider_toggle(provider_id: int):
     require_superadmin()
-    enabled = providers_admin.truthy(request.form.get("enabled"))
+    enabled = provider_service.truthy(request.form.get("enabled"))
     try:
-        p = write(providers_admin.set_provider_enabled, provider_id, enabled)
+        p = write(provider_service.set_provider_enabled, provider_id, enabled)
     except AdminError:
         abort(404)
     refresh_catalog()
@@ -143,14 +144,14 @@ def provider_delete(provider_id: int):
     require_superadmin()
     name = _provider(provider_id).name
     try:
-        removed = write(providers_admin.delete_provider, provider_id)
+        removed = write(provider_service.delete_provider, provider_id)
     except AdminError:
         abort(404)
     refresh_catalog()
     notice = f"Deleted provider {name} and its routes."
     if removed:
         notice += f" Models removed (no route left): {', '.join(removed)}."
-        dangling = providers_admin.still_named(request_session(), removed)
+        dangling = provider_service.still_named(request_session(), removed)
         if dangling:
             notice += f" Still naming them: {', '.join(dangling)}."
     return _page(TABLE, notice=notice)

@@ -9,7 +9,6 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway import catalog_admin
 from gateway.admin import bp
 from gateway.admin.editing import (
     GLOBAL,
@@ -22,7 +21,6 @@ from gateway.admin.editing import (
     visible_orgs,
     write,
 )
-from gateway.catalog_admin import AdminError, alias_targets, may_edit
 from gateway.db import request_session
 from gateway.htmx import render_page_or_partial
 from gateway.memo import MEMO
@@ -30,6 +28,9 @@ from gateway.models import Alias, Fallback, Model
 from gateway.routing import settings as routing_settings
 from gateway.routing.health import HEALTH
 from gateway.routing.strategies import STRATEGIES
+from gateway.services import routing as routing_service
+from gateway.services.errors import AdminError, may_edit
+from gateway.services.routing import alias_targets
 
 STRATEGY_HELP = {
     "priority": "catalog order: the reference route first, then the others",
@@ -81,7 +82,7 @@ def alias_edit(alias_id: int):
 def alias_save():
     form = request.form.to_dict()
     try:
-        alias = write(catalog_admin.put_alias, form.get("name", ""), parse_scope(form.get("scope")),
+        alias = write(routing_service.put_alias, form.get("name", ""), parse_scope(form.get("scope")),
                       form.get("targets", ""), form.get("strategy"))
     except AdminError as e:
         return _alias_page("admin/aliases/_form.html", form=form, error=str(e))
@@ -92,7 +93,7 @@ def alias_save():
 
 @bp.post("/aliases/<int:alias_id>/delete")
 def alias_delete(alias_id: int):
-    return delete(catalog_admin.delete_alias, alias_id, "admin.aliases", "aliases-changed")
+    return delete(routing_service.delete_alias, alias_id, "admin.aliases", "aliases-changed")
 
 
 # ---- Fallback Chains ---------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def fallback_edit(fallback_id: int):
 def fallback_save():
     form = request.form.to_dict()
     try:
-        fb = write(catalog_admin.put_fallback, form.get("model", ""), form.get("chain", ""))
+        fb = write(routing_service.put_fallback, form.get("model", ""), form.get("chain", ""))
     except AdminError as e:
         return _fallback_page("admin/fallbacks/_form.html", form=form, error=str(e))
     label = "the default chain" if fb.model_slug == "*" else f"the chain of {fb.model_slug}"
@@ -132,15 +133,15 @@ def fallback_save():
 
 @bp.post("/fallbacks/<int:fallback_id>/delete")
 def fallback_delete(fallback_id: int):
-    return delete(catalog_admin.delete_fallback, fallback_id, "admin.fallbacks", "fallbacks-changed")
+    return delete(routing_service.delete_fallback, fallback_id, "admin.fallbacks", "fallbacks-changed")
 
 
 # ---- Routing Strategy (super-admins only) ------------------------------------------------------
 
 def _strategy_page(form: dict[str, Any] | None = None, **kw: Any):
     return reply("admin/strategy/index.html", "admin/strategy/_form.html",
-                 form=form or catalog_admin.routing_values(request_session()), strategies=STRATEGIES,
-                 help=STRATEGY_HELP, fields=catalog_admin.ROUTING_FIELDS, **kw)
+                 form=form or routing_service.routing_values(request_session()), strategies=STRATEGIES,
+                 help=STRATEGY_HELP, fields=routing_service.ROUTING_FIELDS, **kw)
 
 
 @bp.get("/strategy")
@@ -154,7 +155,7 @@ def strategy_save():
     require_superadmin()
     form = request.form.to_dict()
     try:
-        values = write(catalog_admin.put_routing_settings, form)
+        values = write(routing_service.put_routing_settings, form)
     except AdminError as e:
         return _strategy_page(form=form, error=str(e))
     return _strategy_page(form=values, notice=f"Saved: strategy {values['strategy']}, from the next request.",

@@ -10,16 +10,16 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway import savings_admin
 from gateway.admin import bp
 from gateway.admin.editing import reply, visible_orgs, write
 from gateway.admin.logs import visible_org_ids
-from gateway.catalog_admin import AdminError
 from gateway.db import request_session
 from gateway.htmx import render_page_or_partial
 from gateway.ledger.pricing import usd
 from gateway.models import App
-from gateway.savings_admin import MECHANISMS, models_seen, summarize
+from gateway.services import savings as savings_service
+from gateway.services.errors import AdminError
+from gateway.services.savings import MECHANISMS, models_seen, summarize
 
 DAYS = (1, 7, 30, 90)
 REPORT, REPORT_PART = "admin/savings/index.html", "admin/savings/_report.html"
@@ -112,7 +112,7 @@ def _context(org_id: int, app_id: int | None) -> dict[str, Any]:
         abort(404)
     apps = session.scalars(select(App).where(App.org_id == org_id).order_by(App.name)).all()
     return {"orgs": orgs, "org": org, "apps": apps, "app": next((a for a in apps if a.id == app_id), None),
-            "layers": savings_admin.layer_views(session, org_id, app_id, current_user.is_superadmin),
+            "layers": savings_service.layer_views(session, org_id, app_id, current_user.is_superadmin),
             "labels": LABELS, "about": ABOUT, "show": show, "typed": {}, "errors": {}, "notices": {}}
 
 
@@ -138,7 +138,7 @@ def savings_save():
     form = request.form.to_dict()
     layer = form.get("layer", "")
     try:
-        write(savings_admin.put_override, org_id, app_id, layer, form)
+        write(savings_service.put_override, org_id, app_id, layer, form)
     except AdminError as e:
         return _layer_reply(org_id, app_id, layer, error=str(e), typed=form)
     return _layer_reply(org_id, app_id, layer, notice="Saved: applies from the next request.")
@@ -149,7 +149,7 @@ def savings_reset():
     org_id, app_id = _scope(request.form)
     layer = request.form.get("layer", "")
     try:
-        write(savings_admin.reset_override, org_id, app_id, layer)
+        write(savings_service.reset_override, org_id, app_id, layer)
     except AdminError as e:
         return _layer_reply(org_id, app_id, layer, error=str(e))
     return _layer_reply(org_id, app_id, layer, notice="Reset: this layer now inherits.")

@@ -1,6 +1,6 @@
 """Orgs and API Keys console: what the `gateway org|credits|key` commands do, for admins in a browser.
 
-The writes are accounts.py's (shared with the CLI), so each one audits and announces itself; the
+The writes are tenancy.py's (shared with the CLI), so each one audits and announces itself; the
 wrappers here add who may do it (Forbidden is a 403) and turn AccountError into a message for the form.
 """
 
@@ -11,15 +11,15 @@ from typing import Any
 from flask import abort, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from gateway import accounts
-from gateway.accounts import AccountError
 from gateway.admin import bp
 from gateway.admin.editing import reply, require_superadmin, visible_orgs, write
-from gateway.catalog_admin import Actor, AdminError, Forbidden
 from gateway.db import request_session
 from gateway.htmx import is_htmx, trigger
 from gateway.ledger.pricing import usd
 from gateway.models import ApiKey, Org
+from gateway.services import tenancy
+from gateway.services.errors import Actor, AdminError, Forbidden
+from gateway.services.tenancy import AccountError
 
 ORGS, ORG_TABLE = "admin/orgs/index.html", "admin/orgs/_table.html"
 ORG_FORM, CREDITS_FORM = "admin/orgs/_form.html", "admin/orgs/_credits.html"
@@ -31,7 +31,7 @@ SCOPE_HELP = {"inference": "API calls and listings", "read": "listings only (403
 
 
 def _sentence(e: Exception) -> str:
-    """accounts.py speaks in CLI fragments ('the amount must be positive'); the form shows sentences."""
+    """tenancy.py speaks in CLI fragments ('the amount must be positive'); the form shows sentences."""
     text = str(e)
     return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
 
@@ -64,11 +64,11 @@ def _int(value: str | None) -> int | None:
 def create_org(session, actor: Actor, name: str, credits: str | None) -> Org:
     _superadmin(actor, "create orgs")
     name = (name or "").strip()
-    if len(name) > accounts.NAME_MAX:
-        raise AdminError(f"An org name has at most {accounts.NAME_MAX} characters.")
+    if len(name) > tenancy.NAME_MAX:
+        raise AdminError(f"An org name has at most {tenancy.NAME_MAX} characters.")
     try:
-        micros = accounts.parse_usd(credits, allow_zero=True)
-        return accounts.create_org(session, name, micros, actor=actor.email)
+        micros = tenancy.parse_usd(credits, allow_zero=True)
+        return tenancy.create_org(session, name, micros, actor=actor.email)
     except AccountError as e:
         raise AdminError(_sentence(e)) from None
 
@@ -80,21 +80,21 @@ def add_credits(session, actor: Actor, org_id: int | None, amount: str | None, n
     if len(note) > 200:
         raise AdminError("A note has at most 200 characters.")
     try:
-        accounts.add_credits(session, org, accounts.parse_usd(amount), actor=actor.email, note=note)
+        tenancy.add_credits(session, org, tenancy.parse_usd(amount), actor=actor.email, note=note)
     except AccountError as e:
         raise AdminError(_sentence(e)) from None
     return org
 
 
-def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str) -> accounts.NewKey:
+def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str) -> tenancy.NewKey:
     if org_id is not None:  # permission first: another org's id is a 403, whatever else is wrong
         _own_org(actor, org_id, "create keys")
     org = _org(session, org_id)
     name = (name or "").strip()
-    if len(name) > accounts.NAME_MAX:
-        raise AdminError(f"A key name has at most {accounts.NAME_MAX} characters.")
+    if len(name) > tenancy.NAME_MAX:
+        raise AdminError(f"A key name has at most {tenancy.NAME_MAX} characters.")
     try:
-        return accounts.create_key(session, org, name=name, scope=(scope or "").strip(), actor=actor.email)
+        return tenancy.create_key(session, org, name=name, scope=(scope or "").strip(), actor=actor.email)
     except AccountError as e:
         raise AdminError(_sentence(e)) from None
 
@@ -104,7 +104,7 @@ def revoke_key(session, actor: Actor, key_id: int) -> ApiKey:
     if key is None:
         raise AdminError("That key does not exist.")
     _own_org(actor, key.org_id, "revoke keys")
-    accounts.revoke_key(session, key, actor=actor.email)  # already revoked: nothing to do, nothing audited
+    tenancy.revoke_key(session, key, actor=actor.email)  # already revoked: nothing to do, nothing audited
     return key
 
 
@@ -115,7 +115,7 @@ def _org_page(partial: str, form: dict[str, Any] | None = None, credits: dict[st
     """`which` names the form a message belongs to ("org" or "credits"): a plain post re-renders both."""
     session = request_session()
     orgs = visible_orgs(session)
-    return reply(ORGS, partial, rows=accounts.org_overview(session, orgs), orgs=orgs, usd=usd,
+    return reply(ORGS, partial, rows=tenancy.org_overview(session, orgs), orgs=orgs, usd=usd,
                  form=form or {}, credits=credits or {}, which=which, **kw)
 
 
@@ -168,11 +168,11 @@ def _key_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
     org_id = request.args.get("org", type=int) if current_user.is_superadmin else None
     org_id = org_id if org_id in allowed else None
     shown = [org_id] if org_id else allowed
-    keys = accounts.list_keys(session, shown, limit=KEY_LIMIT + 1)
+    keys = tenancy.list_keys(session, shown, limit=KEY_LIMIT + 1)
     if form is None:
         form = {"org": str(org_id or current_user.org_id or ""), "scope": "inference"}
     return reply(KEYS, partial, keys=keys[:KEY_LIMIT], more=len(keys) > KEY_LIMIT, org_id=org_id, orgs=orgs,
-                 names={o.id: o.name for o in orgs}, form=form, scopes=accounts.SCOPES, scope_help=SCOPE_HELP,
+                 names={o.id: o.name for o in orgs}, form=form, scopes=tenancy.SCOPES, scope_help=SCOPE_HELP,
                  **kw)
 
 

@@ -14,7 +14,7 @@ from gateway.pipeline import auth
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.gate import INFERENCE_SCOPES
 from gateway.providers import http
-from gateway.responses_store import STORE, Stored
+from gateway.stores.responses import STORE, Stored
 
 
 def _owned(response_id: str, verb: str) -> Stored:

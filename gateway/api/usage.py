@@ -23,7 +23,7 @@ from gateway.ledger.pricing import usd
 from gateway.memo import Principal
 from gateway.pipeline import auth
 from gateway.pipeline.context import RequestContext
-from gateway.savings_admin import Summary, summarize
+from gateway.services.savings import Summary, summarize
 
 DEFAULT_DAYS = 7
 UNIX = re.compile(r"^\d{1,11}(\.\d+)?$")

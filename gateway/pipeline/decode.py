@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from gateway import responses_store
 from gateway.errors import InvalidJSON
 from gateway.pipeline.context import Reply, RequestContext
+from gateway.stores import responses as responses_store
 from gateway.wire import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 
 name, enforcing = "decode", True

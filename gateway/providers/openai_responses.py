@@ -25,7 +25,7 @@ from gateway.errors import StreamTruncated, UpstreamError
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.providers import openai as openai_adapter
-from gateway.responses_store import STATE, input_items, remember, state_of
+from gateway.stores.responses import STATE, input_items, remember, state_of
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
 from gateway.wire.openai_responses import failure_events, usage_from

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from gateway import responses_store
 from gateway.errors import GatewayError, InvalidRequest, StreamTruncated
+from gateway.stores import responses as responses_store
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,

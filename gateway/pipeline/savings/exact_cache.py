@@ -2,7 +2,7 @@
 dialect, stream or not, without calling a provider.
 
 Advisory: a failure here skips the cache, never the request. The key and the eligibility rules
-are in keys.py; the store (memory first, persisted by the ledger writer) is gateway.savings_store.
+are in cache_keys.py; the store (memory first, persisted by the ledger writer) is gateway.stores.exact_cache.
 
 A miss is captured without slowing the relay: a stream's chunks are forwarded as they come and
 a copy is kept aside; at the end a cleanly completed stream (status 200, no error) is decoded
@@ -30,8 +30,8 @@ from gateway import wire
 from gateway.ledger import pricing
 from gateway.pipeline import meter, savings
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.pipeline.savings import keys
-from gateway.savings_store import STORE
+from gateway.pipeline.savings import cache_keys
+from gateway.stores.exact_cache import STORE
 from gateway.wire.canonical import ChatResponse, assemble, replay
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,9 @@ MAX_CAPTURE_BYTES = 8 << 20  # a longer stream is relayed but not stored
 
 
 def before(ctx: RequestContext) -> Reply | None:
-    if not savings.enabled(ctx, name) or not keys.eligible(ctx):
+    if not savings.enabled(ctx, name) or not cache_keys.eligible(ctx):
         return None
-    state = ctx.extra[name] = {"scope": savings.scope(ctx, name), "key": keys.request_key(ctx, name)}
+    state = ctx.extra[name] = {"scope": savings.scope(ctx, name), "key": cache_keys.request_key(ctx, name)}
     resp = STORE.get(state["scope"], state["key"])
     if resp is None:
         return None

@@ -2,7 +2,7 @@
 
 Advisory: any failure here falls through to a normal call.
 
-The first eligible request (keys.eligible) becomes the leader of a flight keyed by the exact
+The first eligible request (cache_keys.eligible) becomes the leader of a flight keyed by the exact
 cache's key, the stream flag, the model name as asked and the stream options (so the leader's
 bytes are exactly what a follower would have got). Identical requests arriving while it runs
 follow it: a non-stream follower waits for the leader's body; a stream follower waits for the
@@ -36,7 +36,7 @@ from gateway import wire
 from gateway.errors import GatewayError, StreamTruncated, UpstreamTimeout
 from gateway.pipeline import savings
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.pipeline.savings import keys
+from gateway.pipeline.savings import cache_keys
 from gateway.wire.canonical import Usage
 
 name, enforcing = "inflight_dedupe", False
@@ -103,11 +103,11 @@ FLIGHTS: dict[str, Flight] = {}
 def flight_key(ctx: RequestContext) -> str:
     options = ctx.body.get("stream_options") if ctx.stream else None
     extra = orjson.dumps([ctx.stream, ctx.requested_model, options], option=orjson.OPT_SORT_KEYS)
-    return sha256(keys.request_key(ctx, "exact_cache").encode() + extra).hexdigest()
+    return sha256(cache_keys.request_key(ctx, "exact_cache").encode() + extra).hexdigest()
 
 
 def before(ctx: RequestContext) -> Reply | None:
-    if not savings.enabled(ctx, name) or not keys.eligible(ctx):
+    if not savings.enabled(ctx, name) or not cache_keys.eligible(ctx):
         return None
     max_wait = float(savings.settings(ctx, name)["max_wait_seconds"])
     key = flight_key(ctx)

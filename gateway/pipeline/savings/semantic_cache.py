@@ -3,13 +3,13 @@ message is answered from the cached response, in the client's dialect, stream or
 
 Advisory: a failure here (no embedder, a failing embeddings route) skips the cache, never the request.
 
-Eligible requests are those the exact cache would serve (keys.eligible: a reproducible chat
+Eligible requests are those the exact cache would serve (cache_keys.eligible: a reproducible chat
 request; `x-gateway-cache: bypass` and `Cache-Control: no-store` skip) whose last message is a
 user message of plain text, in a conversation of at most `max_turns` user turns. The context
 key is a sha256 of everything but that text (endpoint, scope, resolved model, parameters, system
 prompt, tools, earlier turns) and of the embedder's id; only entries with the same context key
-are compared. The last message is embedded (gateway.embeddings) and looked up in the scope's
-index (gateway.semantic_index); the best entry at cosine >= `threshold` that also passes the
+are compared. The last message is embedded (gateway.pipeline.savings.embeddings) and looked up in the scope's
+index (gateway.stores.semantic_index); the best entry at cosine >= `threshold` that also passes the
 near-miss guard answers. Embeddings alone rate "What is 15% of 80?" and "What is 25% of 80?"
 as close, so the guard (`agree`) also requires that numbers, negations, names and identifiers,
 quoted strings, units, time words, polar words (bigger/smaller, enable/disable...) and the
@@ -34,11 +34,10 @@ from typing import Any
 
 import orjson
 
-from gateway import embeddings
 from gateway.errors import GatewayError
 from gateway.pipeline import savings
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.pipeline.savings import exact_cache, keys
+from gateway.pipeline.savings import cache_keys, embeddings, exact_cache
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ STORED_FINISH = ("stop", "length", "tool_calls")  # answers worth replaying
 # ---- the stage ----------------------------------------------------------------------------------
 
 def before(ctx: RequestContext) -> Reply | None:
-    if not savings.enabled(ctx, name) or not keys.eligible(ctx) or ctx.model is None:
+    if not savings.enabled(ctx, name) or not cache_keys.eligible(ctx) or ctx.model is None:
         return None
     values = savings.settings(ctx, name)
     parts = split(ctx.body)
@@ -72,7 +71,7 @@ def before(ctx: RequestContext) -> Reply | None:
     key = context_key(ctx.endpoint, scope, ctx.model.slug, embedder.id, context)
     ctx.extra[name] = {"scope": scope, "key": key, "text": text, "vector": vector}
     threshold = float(values["threshold"])
-    from gateway.semantic_index import INDEX  # numpy loads only once the layer is used
+    from gateway.stores.semantic_index import INDEX  # numpy loads only once the layer is used
 
     for score, entry in INDEX.search(scope, ctx.model.slug, key, vector, threshold, CANDIDATES):
         if agree(text, entry.text):
@@ -98,7 +97,7 @@ def after(ctx: RequestContext, reply: Reply | None) -> None:
     resp.usage = dataclasses.replace(ctx.usage)  # a relay may hide usage from the client; this is the cost
     values = savings.settings(ctx, name)
     assert ctx.principal is not None and ctx.model is not None
-    from gateway.semantic_index import INDEX
+    from gateway.stores.semantic_index import INDEX
 
     INDEX.put(state["scope"], ctx.model.slug, state["key"], state["text"], state["vector"], resp,
               org_id=ctx.principal.org_id, ttl=float(values["ttl_seconds"]),
@@ -120,7 +119,7 @@ def split(body: dict[str, Any]) -> tuple[dict[str, Any], str, int] | None:
     if not text or not text.strip():
         return None
     turns = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "user")
-    context = {k: v for k, v in body.items() if k not in keys.VOLATILE and k != "model"}
+    context = {k: v for k, v in body.items() if k not in cache_keys.VOLATILE and k != "model"}
     context["messages"] = [*messages[:-1], {**last, "content": None}]
     return context, text, turns
 

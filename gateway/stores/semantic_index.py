@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
 from gateway.models import SemanticEntry
-from gateway.savings_store import response_from_dict, response_to_dict
+from gateway.stores.exact_cache import response_from_dict, response_to_dict
 from gateway.wire.canonical import ChatResponse
 
 log = logging.getLogger(__name__)

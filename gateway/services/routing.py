@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import yaml
@@ -19,7 +19,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import seed
-from gateway.accounts import audit
 from gateway.ledger.pricing import usd_to_micros
 from gateway.memo import announce
 from gateway.models import (
@@ -36,41 +35,13 @@ from gateway.models import (
 )
 from gateway.routing.settings import RoutingSettings
 from gateway.routing.strategies import STRATEGIES
+from gateway.services.errors import Actor, AdminError, require, require_superadmin
+from gateway.services.tenancy import audit
 
 # Names clients type as `model`: no spaces, no ':' (that is the `agent:<name>:<tier>` syntax).
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]{0,119}$")
 TIERS = ("normal", "heavy", "max")
 MAX_PRICE_USD = Decimal(1_000_000)  # per Mtok; far above any list price, well inside BIGINT micros
-
-
-class AdminError(ValueError):
-    """A change that cannot be made; the message says why, for the person who asked."""
-
-
-class Forbidden(AdminError):
-    """The actor may not make this change (403)."""
-
-
-class Actor(Protocol):
-    email: str
-    is_superadmin: bool
-    org_id: int | None
-
-
-def may_edit(actor: Actor, org_id: int | None) -> bool:
-    """Global rows are the super-admins'; an org's rows are also its own admins'."""
-    return actor.is_superadmin or (org_id is not None and actor.org_id == org_id)
-
-
-def _require(actor: Actor, org_id: int | None, what: str) -> None:
-    if not may_edit(actor, org_id):
-        raise Forbidden(f"Only a super-admin can change global {what}." if org_id is None
-                        else f"You can only change your own org's {what}.")
-
-
-def _require_superadmin(actor: Actor, what: str) -> None:
-    if not actor.is_superadmin:
-        raise Forbidden(f"Only a super-admin can change {what}.")
 
 
 def split_list(text: str | Iterable[str] | None) -> list[str]:
@@ -118,7 +89,7 @@ def _scope(org: Org | None) -> str:
 def put_alias(session: Session, actor: Actor, name: str, org_id: int | None, targets: Iterable[str] | str,
               strategy: str | None = None) -> Alias:
     """Create or replace the alias `name` in one scope: one slug, or a strategy over several."""
-    _require(actor, org_id, "aliases")
+    require(actor, org_id, "aliases")
     org = _org(session, org_id)
     name = _check_name(name, "Alias")
     slugs = _slugs(session)
@@ -164,7 +135,7 @@ def delete_alias(session: Session, actor: Actor, alias_id: int) -> None:
     alias = session.get(Alias, alias_id)
     if alias is None:
         raise AdminError("That alias no longer exists.")
-    _require(actor, alias.org_id, "aliases")
+    require(actor, alias.org_id, "aliases")
     session.delete(alias)
     audit(session, actor.email, "alias.delete", alias.name,
           f"{_scope(_org(session, alias.org_id))}: was {_alias_text(alias)}", alias.org_id)
@@ -175,7 +146,7 @@ def delete_alias(session: Session, actor: Actor, alias_id: int) -> None:
 
 def put_fallback(session: Session, actor: Actor, model_slug: str, chain: Iterable[str] | str) -> Fallback:
     """The chain of slugs tried after every route of `model_slug` failed ("*": any model without one)."""
-    _require_superadmin(actor, "fallback chains")
+    require_superadmin(actor, "fallback chains")
     model_slug = (model_slug or "").strip()
     slugs = _slugs(session)
     if model_slug != "*" and model_slug not in slugs:
@@ -201,7 +172,7 @@ def put_fallback(session: Session, actor: Actor, model_slug: str, chain: Iterabl
 
 
 def delete_fallback(session: Session, actor: Actor, fallback_id: int) -> None:
-    _require_superadmin(actor, "fallback chains")
+    require_superadmin(actor, "fallback chains")
     fb = session.get(Fallback, fallback_id)
     if fb is None:
         raise AdminError("That fallback chain no longer exists.")
@@ -215,7 +186,7 @@ def delete_fallback(session: Session, actor: Actor, fallback_id: int) -> None:
 def put_agent(session: Session, actor: Actor, name: str, org_id: int | None, normal: str,
               heavy: str | None = None, max: str | None = None) -> AgentConfig:
     """Create or replace the agent `name` in one scope; each tier names a slug or an alias."""
-    _require(actor, org_id, "agents")
+    require(actor, org_id, "agents")
     org = _org(session, org_id)
     spec = _agent_spec(name, normal, heavy, max, _slugs(session) | _alias_names(session, org_id))
     agent, created = _upsert_agent(session, org_id, spec)
@@ -260,7 +231,7 @@ def delete_agent(session: Session, actor: Actor, agent_id: int) -> None:
     agent = session.get(AgentConfig, agent_id)
     if agent is None:
         raise AdminError("That agent no longer exists.")
-    _require(actor, agent.org_id, "agents")
+    require(actor, agent.org_id, "agents")
     session.delete(agent)
     audit(session, actor.email, "agent.delete", agent.name,
           f"{_scope(_org(session, agent.org_id))}: was {_agent_text(agent)}", agent.org_id)
@@ -279,7 +250,7 @@ def export_agents(session: Session, org_id: int | None) -> str:
 
 def import_agents(session: Session, actor: Actor, text: str, org_id: int | None) -> list[str]:
     """Upsert every agent in the YAML (all or nothing); returns their names. Errors name the line."""
-    _require(actor, org_id, "agents")
+    require(actor, org_id, "agents")
     org = _org(session, org_id)
     try:
         node = yaml.compose(text or "")
@@ -324,9 +295,9 @@ def put_access_rule(session: Session, actor: Actor, org_id: int, app_id: int | N
     if app_id is not None and key_id is not None:
         raise AdminError("A rule applies to the whole org, one app or one key, not several.")
     if app_id is None and key_id is None:
-        _require_superadmin(actor, "an org-wide access rule")
+        require_superadmin(actor, "an org-wide access rule")
     else:
-        _require(actor, org_id, "access rules")
+        require(actor, org_id, "access rules")
     if app_id is not None and ((app := session.get(App, app_id)) is None or app.org_id != org_id):
         raise AdminError("That app does not exist in this org.")
     if key_id is not None and ((key := session.get(ApiKey, key_id)) is None or key.org_id != org_id):
@@ -412,9 +383,9 @@ def delete_access_rule(session: Session, actor: Actor, rule_id: int) -> None:
     if rule is None:
         raise AdminError("That access rule no longer exists.")
     if rule.app_id is None and rule.key_id is None:
-        _require_superadmin(actor, "an org-wide access rule")
+        require_superadmin(actor, "an org-wide access rule")
     else:
-        _require(actor, rule.org_id, "access rules")
+        require(actor, rule.org_id, "access rules")
     target = rule_target(session, rule)
     session.delete(rule)
     audit(session, actor.email, "access.delete", target, f"was {rule_text(rule)}", rule.org_id)
@@ -444,7 +415,7 @@ def routing_values(session: Session) -> dict[str, Any]:
 
 def put_routing_settings(session: Session, actor: Actor, form: Mapping[str, Any]) -> dict[str, Any]:
     """Validate and store the routing strategy, retries, backoff, deadline and breaker settings."""
-    _require_superadmin(actor, "the routing strategy")
+    require_superadmin(actor, "the routing strategy")
     current = routing_values(session)
     new: dict[str, Any] = dict(current)
     strategy = str(form.get("strategy", current["strategy"])).strip()

@@ -20,11 +20,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import seed
-from gateway.accounts import audit
-from gateway.catalog_admin import Actor, AdminError, Forbidden, may_edit
 from gateway.memo import MEMO, announce
 from gateway.models import Alias, App, Model, Org, SavingsOverride, UsageRollup
 from gateway.pipeline.savings import DEFAULTS, LAYERS
+from gateway.services.errors import Actor, AdminError, Forbidden, may_edit
+from gateway.services.tenancy import audit
 
 # What the meter attributes savings to (gateway/pipeline/meter.py); output_budget saves no tokens
 # the benchmark would have counted, so it never appears here.

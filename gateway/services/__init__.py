@@ -1,0 +1,1 @@
+"""Console and CLI write services: the rules behind every admin write, with audit."""

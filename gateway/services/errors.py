@@ -1,0 +1,35 @@
+"""What every console and CLI write shares: the error a user reads, the 403 case, and who is acting."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class AdminError(ValueError):
+    """A change that cannot be made; the message says why, for the person who asked."""
+
+
+class Forbidden(AdminError):
+    """The actor may not make this change (403)."""
+
+
+class Actor(Protocol):
+    email: str
+    is_superadmin: bool
+    org_id: int | None
+
+
+def may_edit(actor: Actor, org_id: int | None) -> bool:
+    """Global rows are the super-admins'; an org's rows are also its own admins'."""
+    return actor.is_superadmin or (org_id is not None and actor.org_id == org_id)
+
+
+def require(actor: Actor, org_id: int | None, what: str) -> None:
+    if not may_edit(actor, org_id):
+        raise Forbidden(f"Only a super-admin can change global {what}." if org_id is None
+                        else f"You can only change your own org's {what}.")
+
+
+def require_superadmin(actor: Actor, what: str) -> None:
+    if not actor.is_superadmin:
+        raise Forbidden(f"Only a super-admin can change {what}.")

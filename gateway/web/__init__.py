@@ -1,0 +1,1 @@
+"""Public pages: landing, docs, the model catalog, and (later) the customer dashboard."""
