@@ -1,4 +1,4 @@
-"""Validate JSON bodies against OpenAI's published OpenAPI description (../shared/specs)."""
+"""Validate JSON bodies against OpenAI's published OpenAPI description (vendored in tests/data/openai_spec)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openai-openapi.yml"
+SPEC = Path(__file__).resolve().parent / "data" / "openai_spec" / "openapi.yml"
 URI = "urn:openai-openapi"
 
 
