@@ -19,6 +19,7 @@ from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
 from gateway.services import tenancy
 from gateway.stores import exact_cache as cache_store
+from gateway.stores import idempotency as idempotency_store
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def start_background(app: Flask) -> None:
     with db.session_scope() as session:
         MEMO.load_all(session)
         cache_store.STORE.load(session)  # the exact cache, back in memory
+        idempotency_store.STORE.load(session)  # idempotency records, back in memory
         if "gateway.stores.semantic_index" in sys.modules or session.scalar(
                 select(func.count()).select_from(SemanticEntry)):
             from gateway.stores import semantic_index  # numpy only when there is a semantic cache to load

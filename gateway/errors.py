@@ -67,6 +67,28 @@ class RateLimited(GatewayError):
     status, type, anthropic_type, code = 429, "rate_limit_error", "rate_limit_error", "rate_limit_exceeded"
 
 
+class IdempotencyKeyReused(GatewayError):
+    """The Idempotency-Key names an earlier request with a different body."""
+
+    status, type, anthropic_type, code = 422, "invalid_request_error", "invalid_request_error", "idempotency_key_reused"
+
+
+class IdempotencyKeyInUse(GatewayError):
+    """The request the Idempotency-Key names is still running: retry after `retry_after` seconds."""
+
+    status, type, anthropic_type, code = 409, "invalid_request_error", "invalid_request_error", "idempotency_key_in_use"
+
+    def __init__(self, message: str, retry_after: float = 1) -> None:
+        super().__init__(message, param="Idempotency-Key")
+        self.retry_after = retry_after
+
+
+class ByokKeyRejected(GatewayError):
+    """The provider refused the org's own key (BYOK): the org must fix it; never retried with ours."""
+
+    status, type, anthropic_type, code = 401, "invalid_request_error", "authentication_error", "byok_key_rejected"
+
+
 class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
 

@@ -35,8 +35,16 @@ def prune_expired_savings() -> None:
         session.execute(delete(SemanticEntry).where(SemanticEntry.expires_at < now))
 
 
+def prune_idempotency_records() -> None:
+    """Idempotency records older than their 24 hours."""
+    from gateway.stores import idempotency
+
+    with db.write_lock, db.session_scope() as session:
+        idempotency.prune(session)
+
+
 def init_app(app: Flask) -> None:
-    app.extensions["jobs"] = [prune_change_events, prune_expired_savings]
+    app.extensions["jobs"] = [prune_change_events, prune_expired_savings, prune_idempotency_records]
 
 
 def start(app: Flask) -> None:
@@ -48,6 +56,7 @@ def start(app: Flask) -> None:
     _scheduler = GeventScheduler(timezone="UTC")
     _scheduler.add_job(prune_change_events, "interval", hours=1, id="prune_change_events")
     _scheduler.add_job(prune_expired_savings, "interval", minutes=15, id="prune_expired_savings")
+    _scheduler.add_job(prune_idempotency_records, "interval", hours=1, id="prune_idempotency_records")
     _scheduler.start()
 
 

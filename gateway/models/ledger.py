@@ -46,6 +46,8 @@ class LedgerEntry(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     ttfb_ms: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    upstream_id: Mapped[str | None] = mapped_column(String(128))  # the provider's request or generation id
+    byok: Mapped[bool] = mapped_column(Boolean, default=False)  # served with the org's own provider key
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

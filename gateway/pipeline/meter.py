@@ -114,7 +114,15 @@ def record(ctx: RequestContext) -> None:
         "latency_ms": int((now - ctx.started) * 1000),
         "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
         "attempts": ctx.attempts,
+        "upstream_id": upstream_id(ctx),
+        "byok": "byok" in ctx.extra,
     })
+
+
+def upstream_id(ctx: RequestContext) -> str | None:
+    """The provider's request or generation id, for reconciliation (None when it gave none)."""
+    value = getattr(ctx, "upstream_id", None) or ctx.extra.get("upstream_id")
+    return str(value)[:128] if value else None
 
 
 def estimate_partial(ctx: RequestContext, deltas: int) -> None:
