@@ -83,12 +83,6 @@ class IdempotencyKeyInUse(GatewayError):
         self.retry_after = retry_after
 
 
-class ByokKeyRejected(GatewayError):
-    """The provider refused the org's own key (BYOK): the org must fix it; never retried with ours."""
-
-    status, type, anthropic_type, code = 401, "invalid_request_error", "authentication_error", "byok_key_rejected"
-
-
 class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
 
@@ -115,6 +109,14 @@ class UpstreamError(GatewayError):
             self.anthropic_type = anthropic_type
         if code:
             self.code = code
+
+
+class ByokKeyRejected(UpstreamError):
+    """The provider refused the org's own key (BYOK): the org must fix it; never retried with ours."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=401, retryable=False, type="invalid_request_error",
+                         anthropic_type="authentication_error", code="byok_key_rejected")
 
 
 class StreamTruncated(UpstreamError):

@@ -34,7 +34,7 @@ from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("keys", "catalog", "orgs", "policy")
+TOPICS = ("keys", "catalog", "orgs", "policy", "byok")
 GAP_SECONDS = 60.0  # how long a skipped change-event id is awaited (a transaction commits well within it)
 MAX_GAPS = 1000
 
@@ -231,6 +231,10 @@ class Memo:
             self._load_keys(session)  # principals carry the org name
         elif topic == "policy":
             self._load_policy(session)
+        elif topic == "byok":
+            from gateway.stores.byok import KEYS  # stores import memo's neighbours: resolve at call time
+
+            KEYS.load(session, self._cipher_key or b"")
 
     def _load_policy(self, session: Session) -> None:
         savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = {}

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import errors
 
 bp = Blueprint("v1", __name__)
+atlas = Blueprint("atlas", __name__)  # /api/v1: the paths of an earlier product shape, same handlers
 
 
 def dialect_for(path: str) -> str:
@@ -46,10 +47,11 @@ def _http_error(e: HTTPException):
 
 
 def init_app(app: Flask) -> None:
-    from gateway.api import health, models, providers, responses, usage  # noqa: F401  (routes register on import)
+    from gateway.api import byok, health, models, providers, responses, usage  # noqa: F401  (routes register on import)
     from gateway.api.inference import InferenceRoutes
 
     app.register_blueprint(bp, url_prefix="/v1")
+    app.register_blueprint(atlas, url_prefix="/api/v1")
     app.register_blueprint(health.bp)
     app.register_error_handler(HTTPException, _http_error)
     app.wsgi_app = InferenceRoutes(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])

@@ -14,6 +14,7 @@ import orjson
 from gateway import wire
 from gateway.errors import GatewayError, UpstreamError
 from gateway.memo import RouteInfo
+from gateway.pipeline import byok
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.meter import estimate_partial
 from gateway.routing import settings as routing_settings
@@ -45,7 +46,7 @@ def dispatch(ctx: RequestContext) -> Reply:
             began = time.perf_counter()
             HEALTH.started(route.id)
             try:
-                reply = call_route(ctx, route)
+                reply = byok.call(ctx, route, call_route)  # the org's own key, or ours
                 if reply.chunks is not None:
                     reply.chunks = _primed(ctx, reply.chunks)
             except UpstreamError as e:

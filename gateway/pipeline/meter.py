@@ -22,6 +22,11 @@ def price(ctx: RequestContext) -> None:
     asked = Usage(ctx.usage.input_tokens + removed, ctx.usage.output_tokens)
     ctx.benchmark_micros = pricing.list_price_micros(reference, asked)
     saved: dict[str, int] = {}
+    if "byok" in ctx.extra and ctx.cache == "miss":
+        # The org's own key paid the provider: no charge, and no saving claimed for it.
+        ctx.benchmark_micros = ctx.charge_micros = 0
+        ctx.saved = {}
+        return
     if ctx.cache == "miss":
         ctx.charge_micros = pricing.cost_micros(ctx.route, ctx.usage)
         if prompt_cache := pricing.list_price_micros(ctx.route, ctx.usage) - ctx.charge_micros:
