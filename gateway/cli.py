@@ -216,6 +216,35 @@ def key_list(org_name: str) -> None:
             click.echo(f"{k.id}\t{k.prefix}\t{k.name or '-'}\t{k.scope}\t{state}")
 
 
+@cli.command("reconcile")
+@click.option("--day", required=True, help="The UTC day to reconcile, YYYY-MM-DD.")
+@click.option("--provider", "providers", multiple=True, help="Only this provider (repeatable).")
+def reconcile(day: str, providers: tuple[str, ...]) -> None:
+    """Compare a day's ledger with each provider's own usage and cost reports; store and print the drift."""
+    from datetime import date
+
+    from gateway import db
+    from gateway.ledger import reconcile as reconciling
+    from gateway.ledger.pricing import usd
+
+    try:
+        which = date.fromisoformat(day)
+    except ValueError:
+        _fail(f"--day must be YYYY-MM-DD, not '{day}'")
+    app = _ready_app()
+    with app.app_context(), db.write_lock, db.session_scope() as session:
+        lines = reconciling.reconcile(session, which, app.extensions["settings"].secret_key, list(providers) or None)
+        for line in lines:
+            theirs = "-" if line.their_cost_micros is None else usd(line.their_cost_micros)
+            click.echo(f"{line.day} {line.provider} {line.model or '(none)'}: requests {line.our_requests}/"
+                       f"{'-' if line.their_requests is None else line.their_requests} tokens {line.our_tokens}/"
+                       f"{'-' if line.their_tokens is None else line.their_tokens} usd {usd(line.our_cost_micros)}/"
+                       f"{theirs} drift {line.drift * 100:.2f}%{' FLAGGED' if line.flagged else ''}"
+                       f"{' (' + line.note + ')' if line.note else ''}")
+    if not lines:
+        click.echo("nothing to reconcile: no provider of kind openai, anthropic or openrouter")
+
+
 @cli.command("check-config")
 @click.argument("path")
 def check_config(path: str) -> None:

@@ -1,4 +1,4 @@
-"""Scheduler: periodic housekeeping (retention now; reconciliation and batch polling come later)."""
+"""Scheduler: periodic housekeeping (retention, idempotency records) and the daily reconciliation."""
 
 from __future__ import annotations
 
@@ -43,8 +43,27 @@ def prune_idempotency_records() -> None:
         idempotency.prune(session)
 
 
+def reconcile_yesterday() -> None:
+    """Yesterday (UTC) against each provider's own usage and cost reports (ledger/reconcile.py)."""
+    from flask import current_app
+
+    from gateway.ledger import reconcile
+
+    day = utcnow().date() - timedelta(days=1)
+    with db.write_lock, db.session_scope() as session:
+        reconcile.reconcile(session, day, current_app.extensions["settings"].secret_key)
+
+
 def init_app(app: Flask) -> None:
-    app.extensions["jobs"] = [prune_change_events, prune_expired_savings, prune_idempotency_records]
+    app.extensions["jobs"] = [prune_change_events, prune_expired_savings, prune_idempotency_records, reconcile_yesterday]
+
+
+def _in_app(app: Flask, job):
+    def run() -> None:
+        with app.app_context():
+            job()
+    run.__name__ = job.__name__
+    return run
 
 
 def start(app: Flask) -> None:
@@ -57,6 +76,8 @@ def start(app: Flask) -> None:
     _scheduler.add_job(prune_change_events, "interval", hours=1, id="prune_change_events")
     _scheduler.add_job(prune_expired_savings, "interval", minutes=15, id="prune_expired_savings")
     _scheduler.add_job(prune_idempotency_records, "interval", hours=1, id="prune_idempotency_records")
+    # 03:10 UTC: the providers' reports for the day before have settled by then
+    _scheduler.add_job(_in_app(app, reconcile_yesterday), "cron", hour=3, minute=10, id="reconcile_yesterday")
     _scheduler.start()
 
 

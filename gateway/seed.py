@@ -72,10 +72,13 @@ SAVINGS_LAYERS: dict[str, dict[str, F]] = {
 SAVINGS = {layer: F({"enabled": F(bool), **knobs}) for layer, knobs in SAVINGS_LAYERS.items()}
 MODEL = {"slug": F(str, True), "routes": F([ROUTE], True), "context_window": F(int), "max_output_tokens": F(int)}
 PROVIDER = {"name": F(str, True), "kind": F(str, True), "base_url": F(str, True), "api_key": F(str),
-            "api_key_env": F(str), "enabled": F(bool), "responses_api": F(bool)}
+            "api_key_env": F(str), "enabled": F(bool), "responses_api": F(bool),
+            # the provider's admin (usage and cost report) key, for reconciliation
+            "admin_api_key": F(str), "admin_api_key_env": F(str)}
+RECONCILIATION = {"drift_threshold_percent": F("number"), "enabled": F(bool)}
 ROOT_SCHEMA = {
     "providers": F([PROVIDER]), "models": F([MODEL]), "aliases": F({"*": ALIAS}), "fallbacks": F({"*": [str]}),
-    "routing": F(ROUTING), "agents": F([AGENT]), "savings": F(SAVINGS),
+    "routing": F(ROUTING), "agents": F([AGENT]), "savings": F(SAVINGS), "reconciliation": F(RECONCILIATION),
 }
 
 
@@ -154,6 +157,8 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                               f" (known: {', '.join(sorted(kinds()))})")
         if "api_key" in p and "api_key_env" in p:
             raise ConfigError(f"{source}: provider '{p['name']}' sets both api_key and api_key_env")
+        if "admin_api_key" in p and "admin_api_key_env" in p:
+            raise ConfigError(f"{source}: provider '{p['name']}' sets both admin_api_key and admin_api_key_env")
     for m in config.get("models", []):
         for r in m["routes"]:
             if r["provider"] not in names:
@@ -206,6 +211,11 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
             p.api_key_enc, p.api_key_env = crypto.encrypt(cipher, spec["api_key"], aad=p.name.encode()), None
         elif "api_key_env" in spec:
             p.api_key_enc, p.api_key_env = None, spec["api_key_env"]
+        if "admin_api_key" in spec:
+            p.admin_api_key_enc = crypto.encrypt(cipher, spec["admin_api_key"], aad=b"admin:" + p.name.encode())
+            p.admin_api_key_env = None
+        elif "admin_api_key_env" in spec:
+            p.admin_api_key_enc, p.admin_api_key_env = None, spec["admin_api_key_env"]
         session.add(p)
         providers[p.name] = p
     session.flush()
@@ -248,7 +258,7 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
             name=spec["name"], org_id=None)
         agent.normal, agent.heavy, agent.max = spec["normal"], spec.get("heavy"), spec.get("max")
         session.add(agent)
-    for key in ("routing", "savings"):
+    for key in ("routing", "savings", "reconciliation"):
         if key in config:  # the config's keys win; console changes to other keys survive a restart
             current = session.scalar(select(GatewaySetting.value).where(GatewaySetting.key == key)) or {}
             merged = {**current, **config[key]}

@@ -77,6 +77,7 @@ def init_app(app: Flask) -> None:
         auth,
         catalog,
         logs,
+        money,  # noqa: F401  (reconciliation and BYOK keys)
         providers,  # noqa: F401  (providers page)
         routing,
         savings,  # noqa: F401  (savings report and settings)

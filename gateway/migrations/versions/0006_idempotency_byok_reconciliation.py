@@ -91,6 +91,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_byok_rejection_byok_key_id'), ['byok_key_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_byok_rejection_org_id'), ['org_id'], unique=False)
 
+    with op.batch_alter_table('provider', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('admin_api_key_enc', sa.LargeBinary(), nullable=True))
+        batch_op.add_column(sa.Column('admin_api_key_env', sa.String(length=128), nullable=True))
+
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
         batch_op.add_column(sa.Column('upstream_id', sa.String(length=128), nullable=True))
         batch_op.add_column(sa.Column('byok', sa.Boolean(), nullable=False, server_default=sa.false()))
@@ -103,6 +107,10 @@ def downgrade() -> None:
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
         batch_op.drop_column('byok')
         batch_op.drop_column('upstream_id')
+
+    with op.batch_alter_table('provider', schema=None) as batch_op:
+        batch_op.drop_column('admin_api_key_env')
+        batch_op.drop_column('admin_api_key_enc')
 
     with op.batch_alter_table('byok_rejection', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_byok_rejection_org_id'))
