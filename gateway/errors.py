@@ -83,6 +83,12 @@ class IdempotencyKeyInUse(GatewayError):
         self.retry_after = retry_after
 
 
+class BudgetExceeded(GatewayError):
+    """A hard budget (org, user, app or key) has no room for this request."""
+
+    status, type, anthropic_type, code = 429, "insufficient_quota", "rate_limit_error", "budget_exceeded"
+
+
 class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
 

@@ -6,13 +6,22 @@ from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
 from gateway.models.ledger import LedgerEntry, UsageRollup
 from gateway.models.logs import AuditLog, ChangeEvent
 from gateway.models.money import ByokKey, ByokRejection, IdempotencyRecord, ReconciliationLine
-from gateway.models.policy import AccessPolicy, AgentConfig, GatewaySetting, SavingsOverride
+from gateway.models.policy import (
+    AccessPolicy,
+    AgentConfig,
+    Budget,
+    BudgetAlert,
+    GatewaySetting,
+    Plan,
+    SavingsOverride,
+)
 from gateway.models.responses import StoredResponse
-from gateway.models.tenancy import ApiKey, App, CreditGrant, Org, User
+from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, Org, User
 
 __all__ = [
-    "AccessPolicy", "AgentConfig", "CacheEntry", "ConversationSummary", "GatewaySetting", "SavingsOverride",
-    "SemanticEntry", "UsageRollup", "ByokKey", "ByokRejection", "IdempotencyRecord", "ReconciliationLine",
+    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry",
+    "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
+    "ByokKey", "ByokRejection", "IdempotencyRecord", "ReconciliationLine",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
     "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",
 ]

@@ -1,7 +1,7 @@
 """idempotency, byok, reconciliation, ledger upstream id
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 
 Idempotency records, BYOK keys and their rejections, reconciliation lines; the ledger's upstream
 id and BYOK flag.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
