@@ -181,3 +181,10 @@ def test_messages_replay_in_the_anthropic_dialect(gw, fake_openai):
         client.messages.create(**{**params, "max_tokens": 51})
     assert err.value.body["type"] == "error"
     assert chat_calls(fake_openai) == 1
+
+
+def test_a_key_without_the_inference_scope_gets_no_replay(gw, fake_openai):
+    chat(gw, key="scoped")
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(gw, key="scoped", api_key=gw.new_key(scope="read"))
+    assert chat_calls(fake_openai) == 1

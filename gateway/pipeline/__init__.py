@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 Stage = ModuleType
 STAGES: list[Stage] = [
-    auth, decode, route, gate, idempotency,  # enforcing
+    auth, decode, route, idempotency, gate,  # enforcing
     exact_cache, semantic_cache, inflight, prompt_cache, compress, context_dedupe, output_budget,  # savings
 ]
 

@@ -8,8 +8,10 @@ with another body is 422 `idempotency_key_reused`; while the first request still
 `idempotency_key_in_use` with `retry-after` (the IETF Idempotency-Key draft's semantics).
 
 Only a completed success is kept: a request that failed, or a stream the client left, releases
-its key, so a retry runs again. It runs right after the gate, so a replay still needs a key with
-the scope and an org in good standing. A reply larger than MAX_STORED_BYTES is relayed, not kept.
+its key, so a retry runs again. It runs just before the gate's money checks, after the same scope
+check: a replay, a 409 or a 422 costs nothing, so none takes a credit hold or a rate-limit token
+(a retry of a request still running gets its 409 even when the balance covers one hold only).
+A reply larger than MAX_STORED_BYTES is relayed, not kept.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest
-from gateway.pipeline import meter
+from gateway.pipeline import gate, meter
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.stores.idempotency import STORE, Record
 from gateway.wire.canonical import Usage
@@ -54,6 +56,8 @@ def before(ctx: RequestContext) -> Reply | None:
         raise InvalidRequest(f"The {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters.",
                              param=HEADER)
     assert ctx.principal is not None
+    if ctx.principal.scope not in gate.INFERENCE_SCOPES:
+        return None  # the gate refuses it
     fp = fingerprint(ctx)
     found = STORE.claim(ctx.principal.org_id, key, fp, ctx.request_id)
     if found is None:
