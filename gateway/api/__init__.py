@@ -47,7 +47,17 @@ def _http_error(e: HTTPException):
 
 
 def init_app(app: Flask) -> None:
-    from gateway.api import byok, health, models, providers, responses, usage  # noqa: F401  (routes register on import)
+    from gateway.api import (  # noqa: F401  (routes register on import)
+        account,
+        byok,
+        health,
+        keys,
+        models,
+        providers,
+        requests,
+        responses,
+        usage,
+    )
     from gateway.api.inference import InferenceRoutes
 
     app.register_blueprint(bp, url_prefix="/v1")

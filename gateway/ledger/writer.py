@@ -24,6 +24,7 @@ from gevent.queue import Empty, Queue
 from sqlalchemy import select, update
 
 from gateway import db
+from gateway.ledger.rollups import party_rollup, upsert_party_rollups
 from gateway.memo import MEMO
 from gateway.models import CreditTransaction, LedgerEntry, Org, UsageRollup, utcnow
 from gateway.services.credits import charge_rows
@@ -158,6 +159,7 @@ class LedgerWriter:
                 session.execute(model.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping
             if rollups:
                 upsert_rollups(session, rollups)
+                upsert_party_rollups(session, party_rollup([row for model, row in batch if model is LedgerEntry]))
             for org_id, micros in charges.items():
                 if micros:
                     session.execute(

@@ -3,7 +3,7 @@
 from gateway.models.base import Base, utcnow
 from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
-from gateway.models.ledger import LedgerEntry, UsageRollup
+from gateway.models.ledger import LedgerEntry, PartyRollup, UsageRollup
 from gateway.models.logs import AuditLog, ChangeEvent
 from gateway.models.money import ByokKey, ByokRejection, IdempotencyRecord, ReconciliationLine
 from gateway.models.policy import (
@@ -21,7 +21,7 @@ from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, 
 __all__ = [
     "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry",
     "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
-    "ByokKey", "ByokRejection", "IdempotencyRecord", "ReconciliationLine",
+    "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyRollup", "ReconciliationLine",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
     "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",
 ]

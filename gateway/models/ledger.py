@@ -71,3 +71,24 @@ class UsageRollup(Base):
     benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
     charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
     saved_micros: Mapped[int] = mapped_column(BigInt, default=0)
+
+
+class PartyRollup(Base):
+    """Hourly totals per org and key, user or app (`party` "key" | "user" | "app", `party_id`), kept
+    current by the ledger writer in the same transaction as the rows, for usage grouped by who
+    called (GET /v1/usage/timeseries?group_by=key|user|app) without reading the raw ledger."""
+
+    __tablename__ = "party_rollup"
+    __table_args__ = (UniqueConstraint("org_id", "hour", "party", "party_id"),)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"))  # first column of the unique index
+    hour: Mapped[datetime]
+    party: Mapped[str] = mapped_column(String(8))
+    party_id: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(BigInt, default=0)
+    errors: Mapped[int] = mapped_column(BigInt, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    saved_micros: Mapped[int] = mapped_column(BigInt, default=0)

@@ -9,7 +9,7 @@ servers reload the keys within a sync interval.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -40,9 +40,9 @@ class KeyView:
 
     def as_json(self) -> dict:
         return {"id": self.id, "object": "byok_key", "provider": self.provider, "key": self.masked,
-                "created_at": int(self.created_at.timestamp()), "created_by": self.created_by,
+                "created_at": int(self.created_at.replace(tzinfo=UTC).timestamp()), "created_by": self.created_by,
                 "rejected": self.rejected_at is not None,
-                "rejected_at": int(self.rejected_at.timestamp()) if self.rejected_at else None}
+                "rejected_at": int(self.rejected_at.replace(tzinfo=UTC).timestamp()) if self.rejected_at else None}
 
 
 def add_key(session: Session, org_id: int, provider: object, api_key: object, secret_key: str,

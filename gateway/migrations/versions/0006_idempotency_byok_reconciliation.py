@@ -91,6 +91,23 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_byok_rejection_byok_key_id'), ['byok_key_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_byok_rejection_org_id'), ['org_id'], unique=False)
 
+    op.create_table('party_rollup',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('hour', sa.DateTime(), nullable=False),
+    sa.Column('party', sa.String(length=8), nullable=False),
+    sa.Column('party_id', sa.Integer(), nullable=False),
+    sa.Column('requests', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('errors', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('input_tokens', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('output_tokens', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('benchmark_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('charge_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('saved_micros', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['org.id'], name=op.f('fk_party_rollup_org_id_org')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_party_rollup')),
+    sa.UniqueConstraint('org_id', 'hour', 'party', 'party_id', name=op.f('uq_party_rollup_org_id'))
+    )
     with op.batch_alter_table('provider', schema=None) as batch_op:
         batch_op.add_column(sa.Column('admin_api_key_enc', sa.LargeBinary(), nullable=True))
         batch_op.add_column(sa.Column('admin_api_key_env', sa.String(length=128), nullable=True))
@@ -116,6 +133,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_byok_rejection_org_id'))
         batch_op.drop_index(batch_op.f('ix_byok_rejection_byok_key_id'))
 
+    op.drop_table('party_rollup')
     op.drop_table('byok_rejection')
     with op.batch_alter_table('idempotency_record', schema=None) as batch_op:
         batch_op.drop_index('ix_idempotency_org_key')
