@@ -77,6 +77,7 @@ def init_app(app: Flask) -> None:
         auth,
         catalog,
         logs,
+        plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
         routing,
         savings,  # noqa: F401  (savings report and settings)
