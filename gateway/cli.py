@@ -122,8 +122,6 @@ def admin_create(email: str, password: str, superadmin: bool, org_name: str | No
     """A console user: --superadmin, or --org NAME with --role org-admin|member."""
     if superadmin and org_name:
         _fail("a super-admin belongs to no org: give --superadmin or --org, not both")
-    if not superadmin and not org_name:
-        _fail("give --superadmin, or --org NAME (with --role org-admin|member)")
     _ready_app()
     try:
         with db.write_lock, db.session_scope() as session:

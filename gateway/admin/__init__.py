@@ -78,6 +78,7 @@ def init_app(app: Flask) -> None:
         catalog,
         logs,
         money,  # noqa: F401  (reconciliation and BYOK keys)
+        plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
         routing,
         savings,  # noqa: F401  (savings report and settings)

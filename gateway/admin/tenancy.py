@@ -17,12 +17,14 @@ from gateway.db import request_session
 from gateway.htmx import is_htmx, trigger
 from gateway.ledger.pricing import usd
 from gateway.models import ApiKey, Org
+from gateway.services import budgets as budget_service
+from gateway.services import credits as credit_service
 from gateway.services import tenancy
 from gateway.services.errors import Actor, AdminError, Forbidden
 from gateway.services.tenancy import AccountError
 
 ORGS, ORG_TABLE = "admin/orgs/index.html", "admin/orgs/_table.html"
-ORG_FORM, CREDITS_FORM = "admin/orgs/_form.html", "admin/orgs/_credits.html"
+ORG_FORM, CREDITS_FORM, ADJUST_FORM = "admin/orgs/_form.html", "admin/orgs/_credits.html", "admin/orgs/_adjust.html"
 KEYS, KEY_TABLE, KEY_FORM, KEY_ROW = ("admin/keys/index.html", "admin/keys/_table.html", "admin/keys/_form.html",
                                      "admin/keys/_row.html")
 KEY_LIMIT = 500  # newest first; an org with more keys is filtered by org
@@ -86,6 +88,20 @@ def add_credits(session, actor: Actor, org_id: int | None, amount: str | None, n
     return org
 
 
+def refund_or_adjust(session, actor: Actor, org_id: int | None, kind: str, amount: str | None,
+                     reason: str | None) -> Org:
+    _superadmin(actor, "refund or adjust credits")
+    org = _org(session, org_id)
+    reason = (reason or "").strip()
+    if kind == "refund":
+        credit_service.refund(session, org, tenancy.parse_usd(amount), reason, actor=actor.email)
+    elif kind == "adjustment":
+        credit_service.adjust(session, org, credit_service.parse_signed_usd(amount), reason, actor=actor.email)
+    else:
+        raise AdminError("Choose refund or adjustment.")
+    return org
+
+
 def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str) -> tenancy.NewKey:
     if org_id is not None:  # permission first: another org's id is a 403, whatever else is wrong
         _own_org(actor, org_id, "create keys")
@@ -111,12 +127,15 @@ def revoke_key(session, actor: Actor, key_id: int) -> ApiKey:
 # ---- Orgs --------------------------------------------------------------------------------------------
 
 def _org_page(partial: str, form: dict[str, Any] | None = None, credits: dict[str, Any] | None = None,
-              which: str = "", **kw: Any):
-    """`which` names the form a message belongs to ("org" or "credits"): a plain post re-renders both."""
+              which: str = "", adjust: dict[str, Any] | None = None, **kw: Any):
+    """`which` names the form a message belongs to ("org", "credits" or "adjust"): a plain post
+    re-renders them all. Soft-budget alerts of the visible orgs show as a banner."""
     session = request_session()
     orgs = visible_orgs(session)
+    alerts = budget_service.alerts(session, [o.id for o in orgs])
     return reply(ORGS, partial, rows=tenancy.org_overview(session, orgs), orgs=orgs, usd=usd,
-                 form=form or {}, credits=credits or {}, which=which, **kw)
+                 form=form or {}, credits=credits or {}, adjust=adjust or {}, which=which, alerts=alerts,
+                 names={o.id: o.name for o in orgs}, **kw)
 
 
 @bp.get("/orgs")
@@ -157,6 +176,19 @@ def org_credits():
         return _org_page(CREDITS_FORM, credits=form, which="credits", error=str(e))
     return _org_page(CREDITS_FORM, credits={"org": str(org.id)}, which="credits", event="orgs-changed",
                      notice=f"Added credits: {org.name} now has ${usd(org.credits_micros)}, from the next request.")
+
+
+@bp.post("/orgs/adjust")
+def org_adjust():
+    require_superadmin()
+    form = request.form.to_dict()
+    try:
+        org = write(refund_or_adjust, _int(form.get("org")), form.get("kind", ""), form.get("amount"),
+                    form.get("reason"))
+    except AdminError as e:
+        return _org_page(ADJUST_FORM, adjust=form, which="adjust", error=_sentence(e))
+    return _org_page(ADJUST_FORM, adjust={"org": str(org.id)}, which="adjust", event="orgs-changed",
+                     notice=f"Recorded: {org.name} now has ${usd(org.credits_micros)}, from the next request.")
 
 
 # ---- API Keys ----------------------------------------------------------------------------------------

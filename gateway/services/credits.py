@@ -37,8 +37,11 @@ def _post(session: Session, org: Org, kind: str, debit: str, credit: str, micros
     org.credits_micros = Org.credits_micros + delta  # atomic against the ledger writer's deductions
     session.flush()
     session.refresh(org)
-    session.add(AuditLog(actor=actor, action=f"credits.{kind}", target=org.name,
-                         detail=f"{'+' if delta > 0 else ''}{delta} micros: {reason}"[:500], org_id=org.id))
+    if kind == "topup":  # the audit wording operators already search for
+        action, detail = "credits.add", f"{micros} micros"
+    else:
+        action, detail = f"credits.{kind}", f"{'+' if delta > 0 else ''}{delta} micros: {reason}"[:500]
+    session.add(AuditLog(actor=actor, action=action, target=org.name, detail=detail, org_id=org.id))
     announce(session, "orgs")
     return txn
 

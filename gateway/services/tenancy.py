@@ -127,8 +127,6 @@ def create_admin(session: Session, email: str, password: str, superadmin: bool =
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
     if role == "super-admin" and not superadmin:
         superadmin = True
-    if not superadmin and org_id is None:
-        raise AccountError("an org-admin or member belongs to an org (--org NAME)")
     if not EMAIL.match(email) or len(email) > 254:
         raise AccountError("a valid email is required")
     if len(password) < 8:
