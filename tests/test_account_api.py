@@ -18,9 +18,25 @@ def get(gw, path, key=None, **params):
 def test_account(gateway):
     acct = gateway.sdk().get("/account", cast_to=object)
     assert acct["org"]["name"] == "default"
-    assert acct["balance"] == "10.000000" and acct["open_holds"] == "0.000000"
+    assert acct["balance"] == f"{gateway.org().credits_micros / 1e6:.6f}" and acct["open_holds"] == "0.000000"
+    assert acct["available"] == acct["balance"]
     assert acct["plan"] is None and acct["budgets"] == []
     assert acct["pricing"]["policy"] == "list"
+
+
+def test_account_shows_open_holds_while_a_request_runs(gateway, fake_openai):
+    import gevent
+
+    from tests.conftest import wait_for
+
+    running = gevent.spawn(gateway.sdk().chat.completions.create, model="test/slow-1000", messages=MSG,
+                           max_tokens=10)
+    wait_for(lambda: chat_calls(fake_openai) == 1)
+    acct = gateway.sdk().get("/account", cast_to=object)
+    assert float(acct["open_holds"]) > 0
+    assert float(acct["available"]) == pytest.approx(float(acct["balance"]) - float(acct["open_holds"]), abs=1e-6)
+    running.get()
+    assert gateway.sdk().get("/account", cast_to=object)["open_holds"] == "0.000000"
 
 
 def test_account_shows_budgets_and_plan(gateway):
