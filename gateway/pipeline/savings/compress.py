@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 from hashlib import sha256
 
 import orjson
@@ -86,23 +87,14 @@ def before(ctx: RequestContext) -> Reply | None:
     if len(ctx.raw) <= budget:  # a token is at least a byte: surely within budget, no need to count
         return None
     req = prompt_cache.canonical(ctx)
-    leading = next((i for i, m in enumerate(req.messages) if m.role != "system"), len(req.messages))
-    system = req.messages[:leading]  # the system prompt; a later system message is a turn like any
-    units = turns(req.messages[leading:])
-    first_user = next((i for i, unit in enumerate(units) if unit[0].role == "user"), -1)
-    head = units[:first_user + 1]  # through the first user turn (none: nothing is pinned)
-    middle = units[len(head):]
-    if len(middle) <= keep:
-        return None
-    before_tokens = prompt_tokens(req)
-    if before_tokens <= budget:
-        return None
     summary_mode = conf.get("mode") == "summary"
-    cut = cut_size(middle, keep, before_tokens - budget, summary_mode)
-    dropped = [m for unit in middle[:cut] for m in unit]
+    plan = split(req, budget, keep, summary_mode)
+    if plan is None:
+        return None
+    system, head, dropped, kept, before_tokens = plan
     dropped_tokens = sum(message_tokens(m) for m in dropped)
     if summary_mode:
-        summary = summarize(ctx, conf, system + [m for unit in head for m in unit], dropped, dropped_tokens)
+        summary = summarize(ctx, conf, system + head, dropped, dropped_tokens)
         if summary is None:
             return None
         note = f"[Summary of {len(dropped)} earlier messages, to fit the conversation budget]\n{summary}"
@@ -112,8 +104,7 @@ def before(ctx: RequestContext) -> Reply | None:
     after_tokens = before_tokens - dropped_tokens + message_tokens(note_message)
     if after_tokens >= before_tokens:
         return None
-    req.messages = system + [m for unit in head for m in unit] + [note_message] + [
-        m for unit in middle[cut:] for m in unit]
+    req.messages = system + head + [note_message] + kept
     ctx.changed = True
     ctx.removed_tokens[name] = before_tokens - after_tokens
     ctx.extra[name] = {"mode": conf.get("mode") or "trim", "dropped_messages": len(dropped),
@@ -123,6 +114,31 @@ def before(ctx: RequestContext) -> Reply | None:
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:
     return None
+
+
+class Split(NamedTuple):
+    system: list[Message]  # kept verbatim
+    head: list[Message]  # through the first user turn, kept verbatim
+    dropped: list[Message]  # the oldest middle turns: omitted, or summarised
+    kept: list[Message]  # the rest, verbatim
+    tokens_before: int
+
+
+def split(req: ChatRequest, budget: int, keep: int, summary_mode: bool) -> Split | None:
+    """Where to cut a conversation over `budget` prompt tokens, or None if it fits or cannot be cut."""
+    leading = next((i for i, m in enumerate(req.messages) if m.role != "system"), len(req.messages))
+    units = turns(req.messages[leading:])  # the system prompt leads; a later system message is a turn
+    first_user = next((i for i, unit in enumerate(units) if unit[0].role == "user"), -1)
+    head = units[:first_user + 1]  # through the first user turn (none: nothing is pinned)
+    middle = units[len(head):]
+    if len(middle) <= keep:
+        return None
+    tokens_before = prompt_tokens(req)
+    if tokens_before <= budget:
+        return None
+    cut = cut_size(middle, keep, tokens_before - budget, summary_mode)
+    return Split(req.messages[:leading], [m for unit in head for m in unit],
+                 [m for unit in middle[:cut] for m in unit], [m for unit in middle[cut:] for m in unit], tokens_before)
 
 
 NOTE_TOKENS = 24  # the trim note, about 15 tokens, with room to spare
