@@ -138,3 +138,18 @@ def test_atlas_path_and_hostile_input(gateway):
     assert r.status_code == 400 and r.json()["error"]["param"] == "x"
     assert requests.delete(gateway.v1 + "/byok/keys/abc", headers=headers).status_code == 404
     assert requests.delete(gateway.v1 + "/byok/keys/" + "9" * 40, headers=headers).status_code == 404
+
+
+def test_a_byok_request_holds_no_token_cost(gateway, fake_openai):
+    """A small balance still serves the org's calls on its own key: the gate holds no token cost."""
+    gateway.new_org("small", usd=0.01)
+    admin = gateway.sdk(gateway.new_key("small", scope="admin"))
+    client = gateway.sdk(gateway.new_key("small"))
+    with pytest.raises(openai.APIStatusError) as err:  # the operator's key: the worst case is held
+        client.chat.completions.create(model="test/fake-gpt", messages=MSG)
+    assert err.value.status_code == 402
+    fake_openai.extra_keys.add(OWN_KEY)
+    add(admin)
+    gateway.flush()
+    assert client.chat.completions.create(model="test/fake-gpt", messages=MSG).choices[0].message.content
+    assert auth_of_last_call(fake_openai) == f"Bearer {OWN_KEY}"

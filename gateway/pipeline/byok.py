@@ -11,7 +11,7 @@ with the operator's key: the error is not retryable, so dispatch stops.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from gateway.errors import ByokKeyRejected, UpstreamError
 from gateway.ledger.writer import WRITER
@@ -21,6 +21,14 @@ from gateway.pipeline.context import Reply, RequestContext
 from gateway.stores.byok import KEYS
 
 REFUSED = frozenset({401, 403})
+
+
+def paid_routes(org_id: int, routes: Sequence[RouteInfo]) -> Sequence[RouteInfo]:
+    """The routes the org pays tokens on: those whose provider has no key of the org's own (the
+    gate holds the worst case over these; a request every route of which is BYOK holds the fee only)."""
+    if org_id not in KEYS.orgs:
+        return routes
+    return [r for r in routes if KEYS.get(org_id, r.provider.name) is None]
 
 
 def call(ctx: RequestContext, route: RouteInfo, call_route: Callable[[RequestContext, RouteInfo], Reply]) -> Reply:

@@ -29,6 +29,7 @@ class OrgKey:
 class ByokKeys:
     def __init__(self) -> None:
         self.keys: dict[tuple[int, str], OrgKey] = {}
+        self.orgs: frozenset[int] = frozenset()  # orgs with at least one key
 
     def get(self, org_id: int, provider: str) -> OrgKey | None:
         return self.keys.get((org_id, provider)) if self.keys else None
@@ -46,6 +47,7 @@ class ByokKeys:
                 secret = ""
             keys[(k.org_id, k.provider)] = OrgKey(k.id, secret)
         self.keys = keys
+        self.orgs = frozenset(org for org, _ in keys)
 
 
 KEYS = ByokKeys()
