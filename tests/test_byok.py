@@ -153,3 +153,19 @@ def test_a_byok_request_holds_no_token_cost(gateway, fake_openai):
     gateway.flush()
     assert client.chat.completions.create(model="test/fake-gpt", messages=MSG).choices[0].message.content
     assert auth_of_last_call(fake_openai) == f"Bearer {OWN_KEY}"
+
+
+def test_the_console_lists_each_orgs_keys_to_its_admins_only(gateway, admin):
+    from tests.test_console import login, org_admin
+
+    add(admin, api_key="sk-default-org-key-AAAA")
+    gateway.new_org("other")
+    add(gateway.sdk(gateway.new_key("other", scope="admin")), api_key="sk-other-org-key-BBBB")
+    org_admin(gateway, "other", "other-admin@example.com")
+    theirs, _ = login(gateway, "other-admin@example.com", "password-123")
+    page = theirs.get(gateway.url + "/admin/byok").text
+    assert "…BBBB" in page and "…AAAA" not in page
+    assert "sk-other-org-key" not in page
+    su, _ = login(gateway, gateway.admin_email, gateway.admin_password)
+    page = su.get(gateway.url + "/admin/byok").text
+    assert "…AAAA" in page and "…BBBB" in page

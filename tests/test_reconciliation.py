@@ -208,3 +208,20 @@ def test_admin_keys_come_from_the_config(gateway, tmp_path, monkeypatch):
                     "admin_api_key_env: B}\n")
     with pytest.raises(seed.ConfigError):
         seed.load_file(both)
+
+
+def test_the_daily_job_reconciles_yesterday(gateway, reports, monkeypatch):
+    from datetime import timedelta
+
+    from gateway import jobs
+
+    yesterday = utcnow() - timedelta(days=1)
+    ledger_row(gateway, "fake", "fake-gpt", 1000, 0, created_at=yesterday)
+    reports.openai[yesterday.date()] = {"fake-gpt": {"requests": 1, "input": 1000, "output": 0, "cost_usd": 1}}
+    point(gateway, "fake", reports.url + "/openai/v1")
+    assert jobs.reconcile_yesterday in gateway.app.extensions["jobs"]
+    with gateway.app.app_context():
+        jobs.reconcile_yesterday()
+    with db.session_scope() as s:
+        line = s.scalar(select(ReconciliationLine).where(ReconciliationLine.day == yesterday.date()))
+    assert (line.provider, line.model, line.their_requests, line.flagged) == ("fake", "fake-gpt", 1, False)
