@@ -72,6 +72,7 @@ def start_background(app: Flask) -> None:
         budgets.seed_spend(session, COUNTERS)
         cache_store.STORE.load(session)  # the exact cache, back in memory
         idempotency_store.STORE.load(session)  # idempotency records, back in memory
+        idempotency_store.STORE.lookup = idempotency_store.lookup_stored  # and other workers' records
         if "gateway.stores.semantic_index" in sys.modules or session.scalar(
                 select(func.count()).select_from(SemanticEntry)):
             from gateway.stores import semantic_index  # numpy only when there is a semantic cache to load

@@ -188,3 +188,26 @@ def test_a_key_without_the_inference_scope_gets_no_replay(gw, fake_openai):
     with pytest.raises(openai.PermissionDeniedError):
         chat(gw, key="scoped", api_key=gw.new_key(scope="read"))
     assert chat_calls(fake_openai) == 1
+
+
+def test_a_reply_completed_by_another_worker_is_replayed(gw, fake_openai):
+    """Another worker's memory is not ours: a key memory does not hold is looked up in the table."""
+    first = chat(gw, key="elsewhere")
+    gw.flush()
+    store.STORE.clear()  # as a worker that never saw the request (no reload)
+    again = chat(gw, key="elsewhere")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.http_response.content == first.http_response.content
+    assert chat_calls(fake_openai) == 1
+    with pytest.raises(openai.UnprocessableEntityError):
+        store.STORE.clear()
+        chat(gw, key="elsewhere", messages=[{"role": "user", "content": "another"}])
+
+
+def test_no_query_without_the_header(gw):
+    from tests.conftest import database_statements
+
+    chat(gw, key=None)  # warm
+    with database_statements() as statements:
+        chat(gw, key=None)
+    assert statements == []
