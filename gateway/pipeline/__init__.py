@@ -15,8 +15,9 @@ import logging
 from collections.abc import Iterator
 from types import ModuleType
 
-from gateway.errors import GatewayError, InternalError
-from gateway.pipeline import auth, decode, gate, meter, route
+from gateway.errors import GatewayError, InternalError, ShuttingDown
+from gateway import wire
+from gateway.pipeline import auth, decode, drain, gate, meter, route
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import (
@@ -43,12 +44,13 @@ def run(ctx: RequestContext) -> Reply:
     ran: list[Stage] = []
     reply: Reply | None = None
     try:
-        for stage in STAGES:
-            ran.append(stage)
-            if (reply := _before(stage, ctx)) is not None:
-                break
-        else:
-            reply = dispatching.dispatch(ctx)
+        with drain.waiting():  # a server past its drain timeout ends the request here (a 503)
+            for stage in STAGES:
+                ran.append(stage)
+                if (reply := _before(stage, ctx)) is not None:
+                    break
+            else:
+                reply = dispatching.dispatch(ctx)
         reply = _on_reply(ctx, ran, reply)
     except GatewayError as e:
         ctx.fail(e)
@@ -105,18 +107,40 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
                chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Relay a stream; at its end (or the client's disconnect) price it and record its row.
 
-    A clean end is followed by an SSE comment with the final cost, which SSE clients ignore.
+    A clean end is followed by an SSE comment with the final cost, which SSE clients ignore. A
+    server stopping past its drain timeout interrupts the wait for the next chunk (never a write
+    to the client): the row is recorded with the usage seen so far, then the stream ends with the
+    error event of the client's dialect.
     """
     completed = False
+    cut: GatewayError | None = None
     try:
-        yield from chunks
-        completed = True
+        while True:
+            try:
+                with drain.waiting():
+                    chunk = next(chunks)
+            except StopIteration:
+                completed = True
+                break
+            except ShuttingDown as e:
+                cut = e
+                break
+            yield chunk
     except GeneratorExit:
         if ctx.error is None:
             ctx.status = 499  # client closed the connection mid-stream
         raise
     finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # the upstream stream ends with ours (its own finally meters what it saw)
+        if cut is not None:
+            ctx.fail(cut)
         meter.price(ctx)
         _finish(ctx, ran, reply)
-    if completed:
+    if cut is not None:
+        codec = wire.CODECS.get(ctx.endpoint)
+        if codec is not None:
+            yield codec.error_event(cut)
+    elif completed:
         yield meter.cost_trailer(ctx)
