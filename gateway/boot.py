@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from flask import Flask
 from sqlalchemy import func, select
 
-from gateway import db, jobs, migrate, seed
+from gateway import db, jobs, migrate, seed, tokens
 from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
@@ -60,7 +60,8 @@ def prepare(app: Flask) -> FirstRun | None:
 
 
 def start_background(app: Flask) -> None:
-    """Load the in-memory maps, then start the ledger writer and the scheduler."""
+    """Load the in-memory maps and the tokenizer, then start the ledger writer and the scheduler."""
+    tokens.load()  # once, here: a request that needs a count never waits for it
     with db.session_scope() as session:
         MEMO.load_all(session)
         cache_store.STORE.load(session)  # the exact cache, back in memory
