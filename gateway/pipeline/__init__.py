@@ -15,8 +15,8 @@ import logging
 from collections.abc import Iterator
 from types import ModuleType
 
-from gateway.errors import GatewayError, InternalError, ShuttingDown
 from gateway import wire
+from gateway.errors import GatewayError, InternalError, ShuttingDown
 from gateway.pipeline import auth, decode, drain, gate, meter, route
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.context import Reply, RequestContext
