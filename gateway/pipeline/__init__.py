@@ -15,6 +15,8 @@ import logging
 from collections.abc import Iterator
 from types import ModuleType
 
+from greenlet import GreenletExit
+
 from gateway import wire
 from gateway.errors import GatewayError, InternalError, ShuttingDown
 from gateway.pipeline import auth, decode, drain, gate, meter, route
@@ -62,6 +64,10 @@ def run(ctx: RequestContext) -> Reply:
         ctx.fail(err)
         _finish(ctx, ran, None)
         raise err from e
+    except GreenletExit:  # killed by a server stopping (gunicorn past its graceful timeout): still one row
+        ctx.fail(ShuttingDown())
+        _finish(ctx, ran, None)
+        raise
     if reply.chunks is not None:
         reply.chunks = _finishing(ctx, ran, reply, reply.chunks)
     else:
@@ -129,6 +135,9 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
     except GeneratorExit:
         if ctx.error is None:
             ctx.status = 499  # client closed the connection mid-stream
+        raise
+    except GreenletExit:  # killed while waiting on the upstream (gunicorn past its graceful timeout)
+        ctx.fail(ShuttingDown())
         raise
     finally:
         close = getattr(chunks, "close", None)
