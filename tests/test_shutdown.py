@@ -58,7 +58,7 @@ class Served:
 def _ready(base: str) -> bool:
     try:
         return requests.get(base + "/readyz", timeout=2).ok
-    except requests.ConnectionError:
+    except requests.RequestException:
         return False
 
 
@@ -235,3 +235,40 @@ def test_writer_writes_as_soon_as_enough_rows_are_queued(gateway_factory):
     assert written() == 0  # below the threshold, the interval (an hour here) decides
     sdk.chat.completions.create(model="fast", messages=MSG)
     assert wait_for(lambda: written() == 5)
+
+
+def test_gunicorn_worker_ends_streams_before_the_masters_kill(tmp_path, fake_openai):
+    """Under gunicorn the master SIGKILLs workers at --graceful-timeout: gateway's worker class ends
+    the streams still running before that, with the error event and one row each."""
+    instance = tmp_path / "inst"
+    instance.mkdir()
+    config = instance / "gw.yaml"
+    config.write_text(yaml.safe_dump(gateway_config(fake_openai.url)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_INSTANCE=str(instance), GATEWAY_CONFIG=str(config))
+    bin_dir = Path(sys.executable).parent
+    init = subprocess.run([str(bin_dir / "gateway"), "init"], env=env, capture_output=True, text=True, timeout=120)
+    key = next(line.split("API key:")[1].split()[0] for line in (init.stdout + init.stderr).splitlines()
+               if "API key:" in line)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([str(bin_dir / "gunicorn"), "-k", "gateway.gunicorn_worker.Worker", "-w", "1",
+                             "--graceful-timeout", "3", "-b", f"127.0.0.1:{port}", "app:app"],
+                            env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        served = Served(proc, f"http://127.0.0.1:{port}", key, instance)
+        wait_for(lambda: _ready(served.base), timeout=60)
+        jobs, _ = _start_all(served, [_chat_stream, _messages_stream])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        gevent.joinall(jobs, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    chat, messages = (job.value for job in jobs)
+    assert isinstance(chat["error"], openai.APIError) and chat["error"].code == "server_shutting_down"
+    assert isinstance(messages["error"], anthropic.APIStatusError) and not messages["stop"]
+    rows = served.rows()
+    assert sorted((r.endpoint, r.status) for r in rows) == [("chat.completions", 503), ("messages", 503)]
