@@ -133,6 +133,23 @@ def _messages_stream(served: Served, started: list) -> dict:
     return seen
 
 
+def _responses_stream(served: Served, started: list) -> dict:
+    """A Responses stream, translated onto the chat upstream."""
+    seen = {"chunks": 0, "error": None, "text": "", "done": False}
+    try:
+        for event in served.sdk().responses.create(model=SLOW_STREAM, input="hello there", stream=True):
+            seen["chunks"] += 1
+            if event.type == "response.output_text.delta":
+                seen["text"] += event.delta
+            elif event.type == "response.completed":
+                seen["done"] = True
+            if seen["chunks"] == 6:
+                started.append(1)
+    except openai.APIError as e:
+        seen["error"] = e
+    return seen
+
+
 def _slow_call(served: Served, started: list) -> dict:
     """A non-stream request still waiting on its upstream."""
     started.append(1)
@@ -168,11 +185,11 @@ def test_drain_longer_than_the_streams_lets_every_stream_finish(serve):
 
 def test_short_drain_ends_streams_with_the_dialects_error_event_and_bills_them(serve):
     served = serve(GATEWAY_DRAIN_SECONDS="1")
-    jobs, _ = _start_all(served, [_chat_stream, _messages_stream, _slow_call])
+    jobs, _ = _start_all(served, [_chat_stream, _messages_stream, _slow_call, _responses_stream])
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(timeout=30) == 0  # the process exits on its own
     gevent.joinall(jobs, timeout=30)
-    chat, messages, slow = (job.value for job in jobs)
+    chat, messages, slow, responses = (job.value for job in jobs)
     # OpenAI chat: a `data: {"error": {...}}` event, which the SDK raises
     assert isinstance(chat["error"], openai.APIError) and "shutting down" in chat["error"].message
     assert chat["error"].body["type"] == "api_error" and chat["error"].body["code"] == "server_shutting_down"
@@ -185,9 +202,13 @@ def test_short_drain_ends_streams_with_the_dialects_error_event_and_bills_them(s
     # A request still waiting on its upstream: 503 in the OpenAI shape
     assert isinstance(slow["error"], openai.APIStatusError) and slow["error"].status_code == 503
     assert slow["error"].code == "server_shutting_down"
+    # Responses: the API's `error` event
+    assert isinstance(responses["error"], openai.APIError) and "shutting down" in responses["error"].message
+    assert not responses["done"] and 0 < len(responses["text"].split()) < 50
     rows = served.rows()
     by_endpoint = sorted((r.endpoint, r.stream, r.status) for r in rows)
-    assert by_endpoint == [("chat.completions", False, 503), ("chat.completions", True, 503), ("messages", True, 503)]
+    assert by_endpoint == [("chat.completions", False, 503), ("chat.completions", True, 503), ("messages", True, 503),
+                           ("responses", True, 503)]
     for row in rows:
         assert row.error_type == "api_error" and "shutting down" in row.error_message
         if row.stream:  # the usage seen so far is billed: the prompt and what was relayed
