@@ -1,8 +1,8 @@
 """The gevent WSGI server: TCP_NODELAY on accepted sockets, and a graceful stop that drains.
 
 On SIGTERM or SIGINT `serve` closes the listener at once, closes idle keep-alive connections, and
-lets the requests in flight finish for up to `drain_seconds` (GATEWAY_DRAIN_SECONDS). Past that,
-pipeline/drain.py ends the ones still running: a 503, or a stream's error event in its client's
+lets the requests in flight finish for up to `drain_seconds` (GATEWAY_DRAIN_SECONDS). Past that
+(or at a second signal), pipeline/drain.py ends the ones still running: a 503, or a stream's error event in its client's
 dialect, each with its ledger row. Then the ledger writer flushes and the process exits.
 Failure mode: a handler that does not end within CUT_GRACE_SECONDS of the cut is killed (a
 stream stuck writing to a client that no longer reads still records its row, as a disconnect).
@@ -62,13 +62,14 @@ class DrainingServer(WSGIServer):
         self.busy: set = set()  # greenlets inside a request
         self.idle = gevent.event.Event()
         self.stopping = False
+        self.hurried = False
 
     def drain(self, seconds: float) -> None:
         """Stop accepting, wait up to `seconds` for the requests in flight, end the rest."""
         self.stopping = True
         self.close()
         self._close_idle()
-        if self.busy:
+        if self.busy and not self.hurried:
             self.idle.clear()
             log.warning("draining %d requests (up to %ss)", len(self.busy), seconds)
             self.idle.wait(timeout=seconds)
@@ -81,6 +82,11 @@ class DrainingServer(WSGIServer):
         self._close_idle()
         if not self.pool.join(timeout=CUT_GRACE_SECONDS if self.busy else 1):
             self.pool.kill(block=True, timeout=1)
+
+    def hurry(self) -> None:
+        """Stop waiting for the requests in flight: end them now."""
+        self.hurried = True
+        self.idle.set()
 
     def _close_idle(self) -> None:
         """Connections waiting for their next keep-alive request hold no work: close them."""
@@ -108,6 +114,9 @@ def serve(app: Flask, host: str, port: int, access_log: bool = False) -> None:
         if not stopping.is_set():
             log.warning("signal %s: stop accepting; drain requests (up to %ss)", signum, settings.drain_seconds)
             stopping.set()
+        else:  # a second signal: end what is still running now
+            log.warning("signal %s again: ending the requests still running", signum)
+            server.hurry()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, shutdown, sig)

@@ -293,3 +293,16 @@ def test_gunicorn_worker_ends_streams_before_the_masters_kill(tmp_path, fake_ope
     assert isinstance(messages["error"], anthropic.APIStatusError) and not messages["stop"]
     rows = served.rows()
     assert sorted((r.endpoint, r.status) for r in rows) == [("chat.completions", 503), ("messages", 503)]
+
+
+def test_a_second_signal_ends_the_streams_at_once(serve):
+    served = serve(GATEWAY_DRAIN_SECONDS="600")
+    jobs, _ = _start_all(served, [_chat_stream])
+    served.proc.send_signal(signal.SIGINT)
+    wait_for(lambda: not served.accepting())
+    served.proc.send_signal(signal.SIGINT)  # as a second Ctrl-C
+    assert served.proc.wait(timeout=30) == 0  # long before the 600 s drain
+    gevent.joinall(jobs, timeout=30)
+    assert jobs[0].value["error"].code == "server_shutting_down"
+    (row,) = served.rows()
+    assert row.status == 503
