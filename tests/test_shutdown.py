@@ -306,3 +306,27 @@ def test_a_second_signal_ends_the_streams_at_once(serve):
     assert jobs[0].value["error"].code == "server_shutting_down"
     (row,) = served.rows()
     assert row.status == 503
+
+
+def test_the_writer_keeps_its_interval_after_a_cycle_that_failed(gateway, monkeypatch, tmp_path):
+    """A cycle that fails outright (the batch could not be written, nor spilled) is logged, and the
+    next interval writes again: a dead loop would leave every later row in memory until a stop."""
+    from gateway import db
+    from gateway.ledger.writer import WRITER
+
+    def written() -> set:
+        with db.session_scope() as s:  # read directly: no flush asked of the writer
+            return set(s.scalars(select(LedgerEntry.request_id)))
+
+    real_insert = WRITER._insert
+
+    def broken(batch):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(WRITER, "_insert", broken)
+    monkeypatch.setattr(WRITER, "spill_path", tmp_path)  # a directory: the spill fails too
+    gateway.sdk().chat.completions.create(model="fast", messages=MSG)
+    wait_for(lambda: WRITER.queue.empty() and not WRITER._holding)
+    monkeypatch.setattr(WRITER, "_insert", real_insert)
+    raw = gateway.sdk().chat.completions.with_raw_response.create(model="fast", messages=MSG)
+    assert wait_for(lambda: raw.headers["x-request-id"] in written())
