@@ -1,9 +1,10 @@
 """The gevent WSGI server: TCP_NODELAY on accepted sockets, and a graceful stop that drains.
 
 On SIGTERM or SIGINT `serve` closes the listener at once, closes idle keep-alive connections, and
-lets the requests in flight finish for up to `drain_seconds` (GATEWAY_DRAIN_SECONDS). Past that
-(or at a second signal), pipeline/drain.py ends the ones still running: a 503, or a stream's error event in its client's
-dialect, each with its ledger row. Then the ledger writer flushes and the process exits.
+lets the requests in flight finish for up to `drain_seconds` (GATEWAY_DRAIN_SECONDS). Past that (or
+at a second signal), pipeline/drain.py ends the ones still running: a 503, or a stream's error
+event in its client's dialect, each with its ledger row. Then the ledger writer flushes and the
+process exits.
 Failure mode: a handler that does not end within CUT_GRACE_SECONDS of the cut is killed (a
 stream stuck writing to a client that no longer reads still records its row, as a disconnect).
 """

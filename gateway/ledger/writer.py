@@ -103,19 +103,24 @@ class LedgerWriter:
     def _run(self) -> None:
         """One cycle per interval, sooner when flush_rows rows are waiting: a transaction per
         request would cost more than the request itself, and every SQLite call blocks the hub.
-        A cycle that fails is logged and the loop goes on (a dead loop would stop all writes)."""
+        A cycle that fails is logged, its rows go back on the queue, and the loop goes on (a dead
+        loop would stop all writes)."""
         while not self._stopping:
             began = time.monotonic()
             self._wake.clear()
             self._holding = True
+            batch = []
             try:
                 batch = self._take(block=False)
                 with self._cycle_lock:
                     if batch:
                         self._write(batch)
+                        batch = []
                     self._sync()
-            except Exception:
-                log.exception("ledger writer cycle failed; retrying next interval")
+            except Exception:  # not written, not spilled (the disk too): keep the rows for the next cycle
+                log.exception("ledger writer cycle failed; %d rows kept queued", len(batch))
+                for item in batch:
+                    self.queue.put(item)
             finally:
                 self._holding = False
             if self.queue.qsize() < self.flush_rows:
