@@ -14,9 +14,6 @@ carries on; the server's last step kills whatever is left after a short grace.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import gevent
 from greenlet import getcurrent
 
@@ -26,17 +23,23 @@ _waiting: set = set()  # greenlets waiting on an upstream (or in the pipeline's 
 _cut = False
 
 
-@contextmanager
-def waiting() -> Iterator[None]:
-    """The current greenlet waits on its upstream here, and may be interrupted by `cut()`."""
-    if _cut:
-        raise ShuttingDown()
-    current = getcurrent()
-    _waiting.add(current)
-    try:
-        yield
-    finally:
-        _waiting.discard(current)
+class _Waiting:
+    """`with waiting():` the current greenlet waits on its upstream, and may be interrupted by
+    `cut()`. A class, not a generator: streams enter it once per chunk."""
+
+    __slots__ = ("glet",)
+
+    def __enter__(self) -> None:
+        if _cut:
+            raise ShuttingDown()
+        self.glet = getcurrent()
+        _waiting.add(self.glet)
+
+    def __exit__(self, *exc) -> None:
+        _waiting.discard(self.glet)
+
+
+waiting = _Waiting
 
 
 def cut() -> int:
