@@ -8,7 +8,7 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import delete, reply, visible_orgs, write
 from gateway.db import request_session
 from gateway.ledger.pricing import usd

@@ -9,7 +9,7 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import removed as removed_reply
 from gateway.admin.editing import reply, require_superadmin, write
 from gateway.admin.providers import refresh_catalog

@@ -9,7 +9,7 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import (
     GLOBAL,
     delete,

@@ -10,7 +10,7 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import reply, visible_orgs, write
 from gateway.admin.logs import visible_org_ids
 from gateway.db import request_session

@@ -17,7 +17,7 @@ import orjson
 from flask import Response, request
 
 from gateway import db
-from gateway.api import bp, error_response
+from gateway.api.blueprint import bp, error_response
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.ledger.pricing import usd
 from gateway.ledger.rollups import Summary, summarize
