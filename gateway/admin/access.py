@@ -16,7 +16,7 @@ from gateway.models import AccessPolicy, ApiKey, App, Provider
 from gateway.services import routing as routing_service
 from gateway.services.errors import AdminError, may_edit
 from gateway.services.routing import rule_target
-from gateway.web.public import price
+from gateway.web.catalog import price
 
 PAGE, TABLE, FORM = "admin/access/index.html", "admin/access/_table.html", "admin/access/_form.html"
 
