@@ -27,8 +27,8 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import NamedTuple
 from hashlib import sha256
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import select
