@@ -43,6 +43,7 @@ def ask_stream(gw, text, key=None, headers=None, **kw):
 
 @pytest.fixture
 def gw(gateway_factory):
+    semantic_cache.settle()  # the last test's background stores land before this gateway loads the index
     gw = gateway_factory()
     configure_savings(gw, semantic_cache={"enabled": True})
     return gw
