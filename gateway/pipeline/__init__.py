@@ -19,7 +19,7 @@ from greenlet import GreenletExit
 
 from gateway import wire
 from gateway.errors import GatewayError, InternalError, ShuttingDown
-from gateway.pipeline import auth, decode, drain, gate, meter, route
+from gateway.pipeline import auth, decode, drain, gate, meter, route, subrequest
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import (
@@ -153,3 +153,6 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
             yield codec.error_event(cut)
     elif completed:
         yield meter.cost_trailer(ctx)
+
+
+subrequest.install(run)  # the savings layers' own calls (summaries, embeddings) run through here
