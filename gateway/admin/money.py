@@ -9,7 +9,7 @@ from datetime import date
 from flask import request
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import require_superadmin, visible_orgs
 from gateway.db import request_session
 from gateway.htmx import render_page_or_partial

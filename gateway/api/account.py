@@ -21,7 +21,7 @@ import orjson
 from flask import request
 
 from gateway import db, tokens
-from gateway.api import bp, error_response
+from gateway.api.blueprint import bp, error_response
 from gateway.api.principals import as_json, json_object, only_params, principal
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.ledger import pricing

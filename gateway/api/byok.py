@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import current_app
 
 from gateway import db
-from gateway.api import atlas, bp, error_response
+from gateway.api.blueprint import atlas, bp, error_response
 from gateway.api.principals import admin_principal, as_json, json_object, only_params
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.services import byok

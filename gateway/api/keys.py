@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import select
 
 from gateway import db
-from gateway.api import bp, error_response
 from gateway.api.account import epoch
+from gateway.api.blueprint import bp, error_response
 from gateway.api.principals import admin_principal, as_json, json_object, only_params
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.models import ApiKey, App, Org, User

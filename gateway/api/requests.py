@@ -11,8 +11,8 @@ from flask import request
 from sqlalchemy import and_, or_, select
 
 from gateway import db
-from gateway.api import bp, error_response
 from gateway.api.account import epoch, page_limit
+from gateway.api.blueprint import bp, error_response
 from gateway.api.principals import as_json, only_params, principal
 from gateway.api.usage import parse_time
 from gateway.errors import GatewayError, InvalidRequest, NotFound

@@ -19,12 +19,9 @@ from gateway.memo import announce
 from gateway.models import ByokKey, ByokRejection, Provider, utcnow
 from gateway.services.errors import AdminError
 from gateway.services.tenancy import audit
+from gateway.stores.byok import aad
 
 MAX_KEY_LENGTH = 512
-
-
-def aad(org_id: int, provider: str) -> bytes:
-    return f"byok:{org_id}:{provider}".encode()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ from gateway.models import ByokKey
 log = logging.getLogger(__name__)
 
 
+def aad(org_id: int, provider: str) -> bytes:
+    """What a key's ciphertext is bound to: a row copied to another org or provider does not decrypt."""
+    return f"byok:{org_id}:{provider}".encode()
+
+
 @dataclass(frozen=True, slots=True)
 class OrgKey:
     id: int
@@ -35,8 +40,6 @@ class ByokKeys:
         return self.keys.get((org_id, provider)) if self.keys else None
 
     def load(self, session: Session, cipher_key: bytes) -> None:
-        from gateway.services.byok import aad
-
         keys: dict[tuple[int, str], OrgKey] = {}
         for k in session.scalars(select(ByokKey).where(ByokKey.deleted_at.is_(None)).order_by(ByokKey.id)):
             try:
