@@ -21,6 +21,7 @@ from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
 from gateway.services import budgets, tenancy
+from gateway.stores import byok as byok_store  # noqa: F401  (listens for byok changes before the first load)
 from gateway.stores import exact_cache as cache_store
 from gateway.stores import idempotency as idempotency_store
 from gateway.stores.counters import COUNTERS

@@ -439,8 +439,8 @@ def reconcile(day: str, providers: tuple[str, ...]) -> None:
     """Compare a day's ledger with each provider's own usage and cost reports; store and print the drift."""
     from datetime import date
 
-    from gateway.ledger import reconcile as reconciling
     from gateway.ledger.pricing import usd
+    from gateway.services import reconciliation as reconciling
 
     try:
         which = date.fromisoformat(day)

@@ -44,10 +44,10 @@ def prune_idempotency_records() -> None:
 
 
 def reconcile_yesterday() -> None:
-    """Yesterday (UTC) against each provider's own usage and cost reports (ledger/reconcile.py)."""
+    """Yesterday (UTC) against each provider's own usage and cost reports (services/reconciliation.py)."""
     from flask import current_app
 
-    from gateway.ledger import reconcile
+    from gateway.services import reconciliation as reconcile
 
     day = utcnow().date() - timedelta(days=1)
     with db.write_lock, db.session_scope() as session:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +211,7 @@ class Memo:
         self.gaps: dict[int, float] = {}  # change-event ids skipped over, still awaited -> when first missed
         self.loaded = False
         self._cipher_key: bytes | None = None
+        self.listeners: dict[str, list[Callable[[Session, bytes], None]]] = {}
 
     # ---- hot path reads -------------------------------------------------------------------
     def principal(self, digest: str) -> Principal | None:
@@ -277,7 +279,15 @@ class Memo:
             self.reload(session, topic)
         return topics
 
+    def listen(self, topic: str, load: Callable[[Session, bytes], None]) -> None:
+        """`load(session, cipher_key)` runs whenever `topic` is (re)loaded: for maps kept by the
+        modules above this one (stores/byok.py), which import memo and not the other way round."""
+        assert topic in TOPICS, topic
+        self.listeners.setdefault(topic, []).append(load)
+
     def reload(self, session: Session, topic: str) -> None:
+        for load in self.listeners.get(topic, ()):
+            load(session, self._cipher_key or b"")
         if topic == "keys":
             self._load_keys(session)
         elif topic == "catalog":
@@ -287,10 +297,6 @@ class Memo:
             self._load_keys(session)  # principals carry the org name
         elif topic == "policy":
             self._load_policy(session)
-        elif topic == "byok":
-            from gateway.stores.byok import KEYS  # stores import memo's neighbours: resolve at call time
-
-            KEYS.load(session, self._cipher_key or b"")
         elif topic == "budgets":
             self._load_budgets(session)
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from gateway import crypto, db
-from gateway.ledger import reconcile
 from gateway.models import LedgerEntry, Provider, ReconciliationLine, utcnow
+from gateway.services import reconciliation as reconcile
 from tests.fakes.usage_reports_upstream import FakeUsageReports, serve_reports
 from tests.test_console import login, org_admin
 

@@ -1,4 +1,4 @@
-"""Reconciliation and BYOK console pages: read-only views over ledger/reconcile.py's lines and the
+"""Reconciliation and BYOK console pages: read-only views over services/reconciliation.py's lines and the
 orgs' own provider keys (services/byok.py). Reconciliation compares the operator's provider
 accounts, so it is the super-admins'; BYOK keys are shown to each org's admins for their org."""
 

@@ -1,6 +1,7 @@
 """BYOK keys in memory: (org id, provider name) -> the org's own key, decrypted, for dispatch.
 
-Loaded from `byok_key` at start and whenever a `byok` change is announced (memo.py); the hot path
+Loaded from `byok_key` at start and whenever a `byok` change is announced (memo.py calls `load`
+as a listener of the topic); the hot path
 reads only this map. A row that cannot be decrypted (a changed GATEWAY_SECRET_KEY) still counts as
 the org's key, with no secret: the provider refuses it and the org is told, rather than the request
 quietly going out on the operator's key.
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import crypto
+from gateway.memo import MEMO
 from gateway.models import ByokKey
 
 log = logging.getLogger(__name__)
@@ -54,3 +56,4 @@ class ByokKeys:
 
 
 KEYS = ByokKeys()
+MEMO.listen("byok", KEYS.load)  # reloaded with memo's topics, at start and on every `byok` change

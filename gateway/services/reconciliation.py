@@ -3,7 +3,7 @@
 `reconcile(day)` compares, for every provider of kind openai, anthropic or openrouter, what our ledger
 says went to it on that UTC day (requests that reached it, `cache` miss, not on an org's own BYOK key;
 tokens in and out; USD at the route's prices, which is what the operator owes) with what the provider
-reports (provider_reports.py). Their model names may carry a snapshot suffix (`gpt-4o-mini-2024-07-18`
+reports (usage_reports.py). Their model names may carry a snapshot suffix (`gpt-4o-mini-2024-07-18`
 for our `gpt-4o-mini`); both are put on our name. Each line's drift is the largest relative
 difference of the figures both sides report; a line over the threshold (`reconciliation:
 drift_threshold_percent`, default 2) is flagged. A run replaces that day's lines for each provider.
@@ -22,10 +22,11 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from gateway.ledger import pricing, provider_reports
-from gateway.ledger.provider_reports import Figures, ReportError
+from gateway.ledger import pricing
 from gateway.memo import MEMO, RouteInfo
 from gateway.models import GatewaySetting, LedgerEntry, Provider, ReconciliationLine, Route
+from gateway.services import usage_reports
+from gateway.services.usage_reports import Figures, ReportError
 from gateway.settings import environ_value
 from gateway.wire.canonical import Usage
 
@@ -112,11 +113,11 @@ def theirs(provider: Provider, secret_key: str, day: date, our: dict[str, Ours])
 
             info = replace(info, api_key=key)
         route = RouteInfo(0, "", info, "", 0, 0, None, None, 0)
-        return provider_reports.openrouter(route, {m: o.ids for m, o in our.items() if o.ids})
+        return usage_reports.openrouter(route, {m: o.ids for m, o in our.items() if o.ids})
     key = admin_key(provider, secret_key)
     if not key:
         raise ReportError("no admin key configured (admin_api_key or admin_api_key_env)")
-    fetch = provider_reports.openai if provider.kind == "openai" else provider_reports.anthropic
+    fetch = usage_reports.openai if provider.kind == "openai" else usage_reports.anthropic
     return fetch(base, key, day)
 
 
