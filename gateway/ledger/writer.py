@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 
 from gateway import db
 from gateway.memo import MEMO
-from gateway.models import LedgerEntry, Org, UsageRollup, utcnow
+from gateway.models import DlpEvent, DlpRollup, LedgerEntry, Org, UsageRollup, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ class LedgerWriter:
                 session.execute(model.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping
             if rollups:
                 upsert_rollups(session, rollups)
+            if DlpEvent in tables:
+                upsert_dlp_rollups(session, tables[DlpEvent])
             for org_id, micros in charges.items():
                 if micros:
                     session.execute(
@@ -237,6 +239,28 @@ def upsert_rollups(session, rows: list[dict]) -> None:
         set_={name: getattr(UsageRollup, name) + getattr(stmt.excluded, name) for name in _ROLLUP_SUMS},
     )
     session.execute(stmt, rows)
+
+
+def upsert_dlp_rollups(session, events: list[dict]) -> None:
+    """Daily sums per (org, day, rule, action) of data-protection activity."""
+    acc: dict[tuple, list[int]] = {}
+    for row in events:
+        day = row["created_at"].replace(hour=0, minute=0, second=0, microsecond=0)
+        sums = acc.setdefault((row["org_id"], day, row["rule"], row["action"]), [0, 0])
+        sums[0] += 1
+        sums[1] += row["matches"]
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(DlpRollup)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["org_id", "day", "rule", "action"],
+        set_={"requests": DlpRollup.requests + stmt.excluded.requests,
+              "matches": DlpRollup.matches + stmt.excluded.matches},
+    )
+    session.execute(stmt, [{"org_id": k[0], "day": k[1], "rule": k[2], "action": k[3], "requests": v[0],
+                            "matches": v[1]} for k, v in acc.items()])
 
 
 WRITER = LedgerWriter()
