@@ -85,9 +85,11 @@ DOTTED_PHONE = re.compile(r"\(?\d{2,4}\)?(?:\.\d{2,4}){2,4}")
 def phone(text: str, regions: Sequence[str] = DEFAULT_REGIONS) -> list[Span]:
     out = []
     for m in _finditer(PHONE, text):
-        if not _free(text, m.start(), "+.@/:-"):
+        if not _free(text, m.start(), "+.@/:-") and text[max(0, m.start() - 4):m.start()].lower() != "tel:":
             continue
-        cand = m.group().rstrip(" \t-.(")
+        start, cand = m.start(), m.group().rstrip(" \t-.(")
+        while cand.startswith("(") and cand.count("(") > cand.count(")"):  # prose's own parenthesis
+            start, cand = start + 1, cand[1:]
         digits = sum(c.isdigit() for c in cand)
         if not 7 <= digits <= 15 or DATE_LIKE.search(cand):
             continue
@@ -97,18 +99,29 @@ def phone(text: str, regions: Sequence[str] = DEFAULT_REGIONS) -> list[Span]:
         if not international and "." in cand and not DOTTED_PHONE.fullmatch(cand):
             continue  # dotted runs are versions and amounts unless they are grouped like phones
         if _valid_phone(cand, international, regions):
-            out.append((m.start(), m.start() + len(cand)))
+            out.append((start, start + len(cand)))
     return out
 
 
+GROUPS = re.compile(r"\d+")
+
+
 def _valid_phone(cand: str, international: bool, regions: Sequence[str]) -> bool:
+    """Valid in its numbering plan; a national-format candidate must also be grouped the way the
+    region writes its numbers (or as area + number), which rules out serials like 291-7781-841."""
     number = "+" + cand[2:] if cand.startswith("00") else cand
+    groups = [len(g) for g in GROUPS.findall(cand)]
     for region in ((None,) if international else regions):
         try:
             parsed = phonenumbers.parse(number, region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(parsed):
+        if not phonenumbers.is_valid_number(parsed):
+            continue
+        if international or len(groups) <= 2:
+            return True
+        written = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+        if [len(g) for g in GROUPS.findall(written)] == groups:
             return True
     return False
 
@@ -189,6 +202,7 @@ def national_id(text: str, _ctx=None) -> list[Span]:
 
 IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)")
 IPV6 = re.compile(r"[0-9A-Fa-f:](?:[0-9A-Fa-f]{0,4}:){1,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+BROADCAST = ipaddress.IPv4Address("255.255.255.255")  # with loopback and 0.0.0.0: says nothing about anyone
 VERSION_BEFORE = re.compile(r"(?i)(?:\bv|version\s*|release\s*|build\s*)$")
 
 
@@ -198,10 +212,11 @@ def ip_address(text: str, _ctx=None) -> list[Span]:
         if not _free(text, m.start(), ".") or VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start()):
             continue
         try:
-            ipaddress.IPv4Address(m.group())
+            address = ipaddress.IPv4Address(m.group())
         except ValueError:
             continue
-        out.append(m.span())
+        if not (address.is_loopback or address.is_unspecified or address == BROADCAST):
+            out.append(m.span())
     if "::" in text or text.count(":") >= 7:
         for m in IPV6.finditer(text):
             cand = m.group()
@@ -209,10 +224,11 @@ def ip_address(text: str, _ctx=None) -> list[Span]:
                     or not any(c.isdigit() for c in cand)):
                 continue
             try:
-                ipaddress.IPv6Address(cand)
+                address6 = ipaddress.IPv6Address(cand)
             except ValueError:
                 continue
-            out.append(m.span())
+            if not (address6.is_loopback or address6.is_unspecified):
+                out.append(m.span())
     return out
 
 

@@ -54,8 +54,9 @@ class Finding:
 
 
 def scan(policy: Policy, text: str) -> list[tuple[int, int, str, str]]:
-    """Non-overlapping matches (start, end, rule, kind), in text order. Overlaps go to the rule
-    earlier in detectors.PRIORITY (custom rules after the built-ins), then to the longer match."""
+    """Non-overlapping matches (start, end, rule, kind), in text order. Of overlapping matches the
+    leftmost wins, then the longest, then the rule earlier in detectors.PRIORITY (custom rules
+    come after the built-ins)."""
     found: list[tuple[int, int, int, str, str]] = []
     for rank, rule in enumerate(detectors.PRIORITY):
         if rule in policy.actions:
@@ -68,7 +69,7 @@ def scan(policy: Policy, text: str) -> list[tuple[int, int, str, str]]:
             found += [(base + i, s, e, custom.id, custom.kind) for s, e in custom.find(text)]
     if not found:
         return []
-    found.sort(key=lambda f: (f[0], f[1] - f[2]))
+    found.sort(key=lambda f: (f[1], f[1] - f[2], f[0]))  # leftmost, then longest, then by rank
     taken: list[tuple[int, int, str, str]] = []
     for _, s, e, rule, kind in found:
         if all(e <= ts or s >= te for ts, te, _, _ in taken):
