@@ -238,14 +238,18 @@ def _dlp_scope(session, org_name: str | None, app_slug: str | None) -> tuple[int
 @click.option("--rule", "specs", multiple=True, metavar="RULE[:ACTION]",
               help="Repeatable; ACTION is redact (default), mask, block or log. "
                    "Default: every built-in pattern rule with redact.")
-def dlp_enable(org_name: str | None, app_slug: str | None, specs: tuple[str, ...]) -> None:
+@click.option("--phone-region", "regions", multiple=True, metavar="CC",
+              help="Repeatable: countries whose national phone formats are recognised "
+                   "(default US GB DE FR ES IT NL IN BR AU; +international numbers always are).")
+def dlp_enable(org_name: str | None, app_slug: str | None, specs: tuple[str, ...], regions: tuple[str, ...]) -> None:
     from gateway.services import dlp as dlp_service
 
     _ready_app()
     try:
         with db.write_lock, db.session_scope() as session:
             org_id, app_id = _dlp_scope(session, org_name, app_slug)
-            row = dlp_service.enable(session, dlp_service.CLI, org_id, app_id, dlp_service.parse_specs(specs))
+            row = dlp_service.enable(session, dlp_service.CLI, org_id, app_id, dlp_service.parse_specs(specs),
+                                     list(regions) or None)
             rules = ", ".join(f"{k}:{v}" for k, v in sorted(row.rules.items()))
     except dlp_service.AdminError as e:
         _fail(str(e))

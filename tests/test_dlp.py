@@ -359,6 +359,19 @@ def test_cli_enable_reaches_the_running_server_and_status_lists_it(gateway, fake
     wait_for(lambda: not redacted(), timeout=5)
     bad = gateway.cli("dlp", "enable", "--org", "default", "--rule", "email:shred", check=False)
     assert bad.returncode != 0 and "Unknown action" in bad.stderr
+    bad = gateway.cli("dlp", "enable", "--org", "default", "--phone-region", "QQ", check=False)
+    assert bad.returncode != 0 and "Unknown phone region QQ" in bad.stderr
+    both = gateway.cli("dlp", "enable", "--org", "default", "--app", "web", check=False)
+    assert both.returncode != 0 and "exactly one" in both.stderr
+
+
+def test_phone_regions_decide_which_national_formats_count(gateway, fake_openai):
+    gateway.cli("dlp", "enable", "--org", "default", "--rule", "phone", "--phone-region", "FR")
+    gateway.flush()
+    gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=[
+        {"role": "user", "content": "fr 01 23 45 67 89, us (415) 555-2671, intl +1 415 555 2671"}])
+    assert fake_openai.requests[-1]["body"]["messages"][0]["content"] == (
+        "fr [PHONE_1], us (415) 555-2671, intl [PHONE_2]")
 
 
 def test_app_keys_follow_their_app(gateway, fake_openai):

@@ -68,14 +68,17 @@ def _scope_label(session: Session, org_id: int, app_id: int | None) -> str:
 # ---- writes -------------------------------------------------------------------------------------
 
 def enable(session: Session, actor: Actor, org_id: int, app_id: int | None = None,
-           rules: dict[str, str] | None = None) -> DlpSetting:
+           rules: dict[str, str] | None = None, regions: list[str] | None = None) -> DlpSetting:
     """Turn protection on for a scope. `rules` (rule id -> action) replaces the scope's rules;
-    None keeps them, or for a new scope enables every built-in pattern rule with `redact`."""
+    None keeps them, or for a new scope enables every built-in pattern rule with `redact`.
+    `regions` (ISO country codes) are where national-format phone numbers are looked up."""
     require(actor, org_id, "data protection settings")
     _check_app(session, org_id, app_id)
     row = setting_for(session, org_id, app_id)
     if rules is not None:
         _check_rules(session, org_id, rules)
+    if regions:
+        regions = _check_regions(regions)
     if row is None:
         row = DlpSetting(org_id=org_id, app_id=app_id, enabled=True,
                          rules=rules if rules is not None else dict.fromkeys(BUILTIN, DEFAULT_ACTION))
@@ -84,6 +87,8 @@ def enable(session: Session, actor: Actor, org_id: int, app_id: int | None = Non
         row.enabled = True
         if rules is not None:
             row.rules = dict(rules)
+    if regions:
+        row.regions = regions
     row.updated_by = actor.email
     audit(session, actor.email, "dlp.enable", _scope_label(session, org_id, app_id),
           ", ".join(f"{k}:{v}" for k, v in sorted(row.rules.items())), org_id=org_id)
@@ -202,6 +207,16 @@ def _check_rules(session: Session, org_id: int, rules: dict[str, str]) -> None:
             raise AdminError(f"Rule '{rule}' needs an NER model, which is not installed.")
         if rule not in BUILTIN and rule not in known:
             raise AdminError(f"Unknown rule '{rule}'.")
+
+
+def _check_regions(regions: list[str]) -> list[str]:
+    import phonenumbers
+
+    out = [r.strip().upper() for r in regions if r.strip()]
+    unknown = [r for r in out if r not in phonenumbers.SUPPORTED_REGIONS]
+    if unknown:
+        raise AdminError(f"Unknown phone region {unknown[0]}: use ISO country codes such as US, GB, DE.")
+    return out
 
 
 def parse_specs(specs: tuple[str, ...] | list[str]) -> dict[str, str] | None:
