@@ -413,3 +413,23 @@ def test_org_settings_and_activity_are_not_visible_to_another_org(gateway, fake_
         assert dlp_service.recent_activity(s, dlp_service.CLI)
     with pytest.raises(Forbidden), db.write_lock, db.session_scope() as s:
         dlp_service.enable(s, BetaAdmin, default_id)
+
+
+def test_concurrent_requests_keep_their_own_values(gateway, fake_openai):
+    """Twenty requests at once, each with its own email: each answer holds its own value only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    protect(gateway)
+    sdk = gateway.sdk()
+
+    def ask(i: int) -> tuple[int, str]:
+        stream = sdk.chat.completions.create(model="test/echo", stream=bool(i % 2),
+                                             messages=[{"role": "user", "content": f"who is user{i}@example.com?"}])
+        return i, assemble(stream).text if i % 2 else stream.choices[0].message.content
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(ask, range(20)))
+    for i, text in answers:
+        assert f"user{i}@example.com" in text
+        assert [j for j in range(20) if j != i and f"user{j}@example.com" in text] == []
+    assert b"@example.com" not in sent(fake_openai)

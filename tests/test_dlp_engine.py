@@ -193,3 +193,28 @@ def test_rule_specs():
     for bad in ("email:shred", "person", "nope"):
         with pytest.raises(ValueError):
             parse_rule_spec(bad)
+
+
+@pytest.mark.parametrize("text", ["@" * 50_000, "a@" * 25_000, "1-" * 25_000, "-----BEGIN PRIVATE KEY-----\n" * 2000,
+                                  "AB12 " * 10_000, "[" * 50_000, "key=" * 10_000, "a:b:" * 10_000])
+def test_hostile_text_is_scanned_without_false_alarms(text):
+    """Shapes that make naive patterns backtrack or loop: each completes and finds nothing."""
+    r = Redactor(ALL)
+    assert r.redact(text) == text and r.findings == []
+
+
+def test_many_values_in_one_text():
+    text = " ".join(f"user{i}@example.com" for i in range(3000))
+    r = Redactor(ALL)
+    out = r.redact(text)
+    assert out.split()[-1] == "[EMAIL_3000]" and len(r.restorable) == 3000
+
+
+def test_hostile_stream_frames_pass_through():
+    table = {"[EMAIL_1]": EMAIL}
+    frames = [b": keep-alive\n\n", b"data: not json [EMAIL_1]\n\n", b"event: ping\ndata: {}\n\n",
+              b"data: " + orjson.dumps(_chat({"content": "[EMAIL_1"})) + b"\n\n", b"data: {\"choices\": 7}\n\n",
+              b"data: [DONE]\n\n", b"trailing without blank line"]
+    out = b"".join(restore.SseRestorer("chat", table).wrap(iter(frames)))
+    assert b": keep-alive" in out and b"not json [EMAIL_1]" in out and out.endswith(b"trailing without blank line")
+    assert out.index(b"[EMAIL_1") < out.index(b"[DONE]")  # the held text is released before the end

@@ -29,19 +29,26 @@ from stdnum.us import ssn
 Span = tuple[int, int]
 DEFAULT_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "BR", "AU")
 
-EMAIL = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-]|\.[A-Za-z0-9])")
+EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-]|\.[A-Za-z0-9])")
+EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+-]{1,64}\Z")
 
 
 def email(text: str, _ctx=None) -> list[Span]:
+    """From each '@': a domain after it, then a local part before it (never a scan of the text)."""
     out: list[Span] = []
     at = text.find("@")
-    while at != -1:  # only the text around each '@' is searched
-        m = EMAIL.search(text, max(0, at - 64, out[-1][1] if out else 0), at + 256)
-        if m is not None and m.start() < at < m.end() and _free(text, m.start(), ".%+-"):
-            out.append(m.span())
-        at = text.find("@", max(at + 1, out[-1][1] if out else 0))
+    while at != -1:
+        domain = EMAIL_DOMAIN.match(text, at + 1)
+        local = EMAIL_LOCAL.search(text, max(0, at - 64, out[-1][1] if out else 0), at) if domain else None
+        if domain is not None and local is not None:
+            start = local.start()
+            while start < at and not text[start].isalnum():  # a local part starts with a letter or digit
+                start += 1
+            if start < at and text[at - 1] != "." and _free(text, start, ".%+-"):
+                out.append((start, domain.end()))
+            at = text.find("@", domain.end())
+        else:
+            at = text.find("@", at + 1)
     return out
 
 
@@ -84,6 +91,7 @@ DOTTED_PHONE = re.compile(r"\(?\d{2,4}\)?(?:\.\d{2,4}){2,4}")
 
 def phone(text: str, regions: Sequence[str] = DEFAULT_REGIONS) -> list[Span]:
     out = []
+    seen: dict[str, bool] = {}  # this text's verdicts: a number repeated (resent history) is parsed once
     for m in _finditer(PHONE, text):
         if not _free(text, m.start(), "+.@/:-") and text[max(0, m.start() - 4):m.start()].lower() != "tel:":
             continue
@@ -98,7 +106,10 @@ def phone(text: str, regions: Sequence[str] = DEFAULT_REGIONS) -> list[Span]:
             continue  # a bare digit run is an id far more often than a phone number
         if not international and "." in cand and not DOTTED_PHONE.fullmatch(cand):
             continue  # dotted runs are versions and amounts unless they are grouped like phones
-        if _valid_phone(cand, international, regions):
+        valid = seen.get(cand)
+        if valid is None:
+            valid = seen[cand] = _valid_phone(cand, international, regions)
+        if valid:
             out.append((start, start + len(cand)))
     return out
 
@@ -152,13 +163,22 @@ def iban(text: str, _ctx=None) -> list[Span]:
             continue
         raw = m.group()
         while len(raw.replace(" ", "")) >= 15:
-            if std_iban.is_valid(raw):
+            if _mod97(raw) and std_iban.is_valid(raw):
                 out.append((m.start(), m.start() + len(raw)))
                 break
             if " " not in raw:
                 break
             raw = raw.rsplit(" ", 1)[0]  # a following capitalised word may have been swallowed
     return out
+
+
+def _mod97(raw: str) -> bool:
+    """The IBAN checksum alone: cheap, and false for almost every non-IBAN."""
+    compact = raw.replace(" ", "")
+    try:
+        return int("".join(str(int(c, 36)) for c in compact[4:] + compact[:4])) % 97 == 1
+    except ValueError:
+        return False
 
 
 SSN = re.compile(r"\d{3}([- ])\d{2}\1\d{4}(?![\w]|-\d)")
@@ -269,12 +289,25 @@ def jwt(text: str, _ctx=None) -> list[Span]:
     return [m.span() for m in JWT.finditer(text)] if "eyJ" in text else []
 
 
-PEM = re.compile(r"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?)-----"
-                 r"[\s\S]{0,16384}?-----END \1-----")
+
+
+PEM_BEGIN = re.compile(r"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?)-----")
+PEM_MAX = 16384
 
 
 def private_key(text: str, _ctx=None) -> list[Span]:
-    return [m.span() for m in PEM.finditer(text)] if "-----BEGIN " in text else []
+    """A BEGIN line, then the first matching END line within 16 KB (found with str.find, bounded)."""
+    if "-----BEGIN " not in text or "-----END " not in text:
+        return []
+    out: list[Span] = []
+    for m in PEM_BEGIN.finditer(text):
+        if out and m.start() < out[-1][1]:
+            continue
+        footer = f"-----END {m.group(1)}-----"
+        end = text.find(footer, m.end(), m.end() + PEM_MAX + len(footer))
+        if end != -1:
+            out.append((m.start(), end + len(footer)))
+    return out
 
 
 SECRET_WORDS = ("key", "secret", "token", "passw", "pwd", "passphrase", "credential")

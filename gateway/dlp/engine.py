@@ -71,10 +71,11 @@ def scan(policy: Policy, text: str) -> list[tuple[int, int, str, str]]:
         return []
     found.sort(key=lambda f: (f[1], f[1] - f[2], f[0]))  # leftmost, then longest, then by rank
     taken: list[tuple[int, int, str, str]] = []
+    reach = 0  # taken spans start in order and never overlap: only the furthest end matters
     for _, s, e, rule, kind in found:
-        if all(e <= ts or s >= te for ts, te, _, _ in taken):
+        if s >= reach:
             taken.append((s, e, rule, kind))
-    taken.sort()
+            reach = e
     return taken
 
 
