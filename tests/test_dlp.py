@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from gateway import db
-from gateway.models import App, DlpEvent
+from gateway.models import App, DlpEvent, DlpRollup
 from gateway.services import dlp as dlp_service
 from gateway.services import tenancy
 from gateway.services.errors import Forbidden
@@ -176,6 +176,12 @@ def test_log_sends_as_is_and_records(gateway, fake_openai):
     with db.session_scope() as s:
         rows = s.query(DlpEvent).all()
     assert [(r.rule, r.action, r.matches) for r in rows] == [("email", "log", 1)]
+    gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=[
+        {"role": "user", "content": f"{EMAIL} and bob@example.org"}])
+    gateway.flush()
+    with db.session_scope() as s:
+        rollups = [(r.rule, r.action, r.requests, r.matches) for r in s.query(DlpRollup).all()]
+    assert rollups == [("email", "log", 2, 3)]  # per rule per day
 
 
 def test_detector_failure_refuses_the_request(gateway, fake_openai, monkeypatch):

@@ -62,7 +62,12 @@ def _free(text: str, i: int, extra: str = "") -> bool:
 
 
 NUM_RUN = re.compile(r"\d[\d \t().\-/]{5,}\d")
-_windows_of: list = [None, []]  # the last text's windows: scan() calls every detector on one text in turn
+_windows_of: list = [None, []]  # the text being scanned and its windows; scan() clears it when done
+
+
+def forget() -> None:
+    """Drop the reference to the last text scanned: request text is not kept past its scan."""
+    _windows_of[0], _windows_of[1] = None, []
 
 
 def _windows(text: str) -> list[tuple[int, int]]:

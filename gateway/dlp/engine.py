@@ -58,11 +58,14 @@ def scan(policy: Policy, text: str) -> list[tuple[int, int, str, str]]:
     leftmost wins, then the longest, then the rule earlier in detectors.PRIORITY (custom rules
     come after the built-ins)."""
     found: list[tuple[int, int, int, str, str]] = []
-    for rank, rule in enumerate(detectors.PRIORITY):
-        if rule in policy.actions:
-            detect = detectors.DETECTORS[rule]
-            spans = detect(text, policy.regions) if rule == "phone" else detect(text)
-            found += [(rank, s, e, rule, BUILTIN[rule].kind) for s, e in spans]
+    try:
+        for rank, rule in enumerate(detectors.PRIORITY):
+            if rule in policy.actions:
+                detect = detectors.DETECTORS[rule]
+                spans = detect(text, policy.regions) if rule == "phone" else detect(text)
+                found += [(rank, s, e, rule, BUILTIN[rule].kind) for s, e in spans]
+    finally:
+        detectors.forget()
     base = len(detectors.PRIORITY)
     for i, custom in enumerate(policy.custom):
         if custom.id in policy.actions:
