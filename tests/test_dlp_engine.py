@@ -218,3 +218,23 @@ def test_hostile_stream_frames_pass_through():
     out = b"".join(restore.SseRestorer("chat", table).wrap(iter(frames)))
     assert b": keep-alive" in out and b"not json [EMAIL_1]" in out and out.endswith(b"trailing without blank line")
     assert out.index(b"[EMAIL_1") < out.index(b"[DONE]")  # the held text is released before the end
+
+
+def test_responses_stream_restores_deltas_and_done_events():
+    table = {"[EMAIL_1]": EMAIL}
+    events = [{"type": "response.output_text.delta", "item_id": "m1", "output_index": 0, "content_index": 0,
+               "delta": "to [EMA", "sequence_number": 3},
+              {"type": "response.output_text.delta", "item_id": "m1", "output_index": 0, "content_index": 0,
+               "delta": "IL_1] and [EMAIL_", "sequence_number": 4},
+              {"type": "response.output_text.done", "item_id": "m1", "output_index": 0, "content_index": 0,
+               "text": "to [EMAIL_1] and [EMAIL_", "sequence_number": 5},
+              {"type": "response.completed", "response": {"output": [{"type": "message", "content": [
+                  {"type": "output_text", "text": "to [EMAIL_1] and [EMAIL_"}]}]}, "sequence_number": 6}]
+    frames = [f"event: {e['type']}\n".encode() + b"data: " + orjson.dumps(e) + b"\n\n" for e in events]
+    out = [orjson.loads(f.split(b"data: ", 1)[1]) for f in
+           b"".join(restore.SseRestorer("responses", table).wrap(iter(frames))).split(b"\n\n") if f]
+    deltas = "".join(e["delta"] for e in out if e["type"] == "response.output_text.delta")
+    assert deltas == f"to {EMAIL} and [EMAIL_"
+    done = next(e for e in out if e["type"] == "response.output_text.done")
+    assert done["text"] == f"to {EMAIL} and [EMAIL_"
+    assert out[-1]["response"]["output"][0]["content"][0]["text"] == f"to {EMAIL} and [EMAIL_"
