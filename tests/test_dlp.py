@@ -439,3 +439,48 @@ def test_concurrent_requests_keep_their_own_values(gateway, fake_openai):
         assert f"user{i}@example.com" in text
         assert [j for j in range(20) if j != i and f"user{j}@example.com" in text] == []
     assert b"@example.com" not in sent(fake_openai)
+
+
+def test_semantic_cache_stores_and_matches_the_placeholder_form(gateway, fake_openai):
+    """The semantic cache sees only placeholders: a question about another email is the same
+    question, served from the cache with the asker's own value; the index holds no value."""
+    from gateway.pipeline.savings import semantic_cache
+    from gateway.stores.semantic_index import INDEX
+    from tests.conftest import configure_savings
+
+    configure_savings(gateway, semantic_cache={"enabled": True}, exact_cache={"enabled": False})
+    protect(gateway)
+    ask = lambda who: gateway.sdk().chat.completions.with_raw_response.create(  # noqa: E731
+        model="test/echo", temperature=0, messages=[{"role": "user", "content": f"What is the role of {who}?"}])
+    first = ask(EMAIL).parse().choices[0].message.content
+    semantic_cache.settle()
+    calls = chat_calls(fake_openai)
+    raw = ask("zed@example.net")
+    second = raw.parse().choices[0].message.content
+    assert raw.headers["x-gateway-cache"] == "semantic" and chat_calls(fake_openai) == calls
+    assert EMAIL in first and "zed@example.net" in second and EMAIL not in second
+    gateway.flush()
+    entries = [e for part in INDEX._parts.values() for e in part.entries]
+    assert [e.text for e in entries] == ["What is the role of [EMAIL_1]?"]
+    stored = repr(entries).encode() + b"".join(p.read_bytes() for p in gateway.instance.glob("gateway.db*"))
+    assert b"[EMAIL_1]" in stored
+    assert EMAIL.encode() not in stored and b"zed@example.net" not in stored
+
+
+def test_in_flight_dedupe_joins_on_the_placeholder_form(gateway, fake_openai):
+    """Two callers asking the same question about different emails at the same moment: one upstream
+    call (the key is the placeholder form), and the upstream never sees either value."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import configure_savings
+
+    configure_savings(gateway, exact_cache={"enabled": False})
+    protect(gateway)
+    before = chat_calls(fake_openai)
+    ask = lambda who: gateway.sdk().chat.completions.create(  # noqa: E731
+        model="test/slow-1000", temperature=0, messages=[{"role": "user", "content": f"Status of {who}?"}])
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(ask, [EMAIL, "zed@example.net"]))
+    assert chat_calls(fake_openai) == before + 1
+    assert [a.choices[0].message.content for a in answers] == ["Hello from fake slow-1000."] * 2
+    assert EMAIL.encode() not in sent(fake_openai) and b"zed@example.net" not in sent(fake_openai)
