@@ -52,7 +52,7 @@ def rewrite(body_slots: list[Slot], redact: Callable[[str], str]) -> None:
 
 def texts(body_slots: list[Slot]) -> Iterator[str]:
     """The raw texts of the slots (for reserving placeholder numbers before any rewrite)."""
-    for container, key, mode in body_slots:
+    for container, key, _mode in body_slots:
         value = container[key]
         if isinstance(value, str):
             yield value

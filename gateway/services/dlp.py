@@ -34,7 +34,7 @@ CLI = CliActor()
 
 def app_by_slug(session: Session, slug: str) -> App:
     """An app by its slug where the column exists, else by name: one place to switch over."""
-    column = getattr(App, "slug", None) or App.name
+    column = App.slug if hasattr(App, "slug") else App.name
     found = session.scalars(select(App).where(column == slug)).all()
     if not found:
         raise AdminError(f"No app named '{slug}'.")
