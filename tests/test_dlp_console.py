@@ -24,9 +24,13 @@ def test_scope_form_turns_protection_on_for_the_api(gateway, fake_openai):
     org_id = gateway.org("default").id
     form = _page(s, gateway, f"/admin/dlp/scope?org={org_id}")
     assert 'name="rule:email"' in form and "not installed" in form
+    bad = s.post(gateway.url + "/admin/dlp/scope", data={"csrf_token": csrf_of(form), "org": org_id, "app": "",
+                                                         "enabled": "on", "rule:email": "redact", "regions": "QQ"})
+    assert bad.status_code == 422 and "Unknown phone region QQ" in bad.text
     r = s.post(gateway.url + "/admin/dlp/scope", data={"csrf_token": csrf_of(form), "org": org_id, "app": "",
-                                                       "enabled": "on", "rule:email": "redact", "rule:phone": ""})
-    assert r.status_code == 200 and "Saved" in r.text
+                                                       "enabled": "on", "rule:email": "redact", "rule:phone": "",
+                                                       "regions": "gb, fr"})
+    assert r.status_code == 200 and "Saved" in r.text and 'value="GB FR"' in r.text
     gateway.flush()
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=[{"role": "user", "content": f"hi {EMAIL}"}])
     assert fake_openai.requests[-1]["body"]["messages"][0]["content"] == "hi [EMAIL_1]"

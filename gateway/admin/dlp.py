@@ -27,7 +27,8 @@ def _context(**kw: Any) -> dict[str, Any]:
     return {"scopes": dlp_service.status(session, current_user), "customs": dlp_service.custom_rules(session, current_user),
             "activity": dlp_service.recent_activity(session, current_user),
             "rollups": dlp_service.rollups(session, current_user), "builtin": BUILTIN, "unavailable": UNAVAILABLE,
-            "actions": ACTIONS, "orgs": dlp_service.visible_orgs(session, current_user), **kw}
+            "actions": ACTIONS, "orgs": dlp_service.visible_orgs(session, current_user),
+            "default_regions": dlp_service.DEFAULT_REGIONS, **kw}
 
 
 @bp.get("/dlp")
@@ -54,7 +55,8 @@ def _scope_args() -> tuple[int, int | None]:
 def dlp_scope():
     org_id, app_id = _scope_args()
     row = dlp_service.setting_for(request_session(), org_id, app_id)
-    form = {"org": org_id, "app": app_id, "enabled": bool(row and row.enabled), "rules": dict(row.rules) if row else {}}
+    form = {"org": org_id, "app": app_id, "enabled": bool(row and row.enabled), "rules": dict(row.rules) if row else {},
+            "regions": " ".join(row.regions or ()) if row else ""}
     return reply(PAGE, SCOPE_FORM, **_context(form=form))
 
 
@@ -63,9 +65,10 @@ def dlp_scope_save():
     org_id, app_id = _scope_args()
     rules = {k[5:]: v for k, v in request.form.items() if k.startswith("rule:") and v in ACTIONS}
     enabled = request.form.get("enabled") == "on"
-    form = {"org": org_id, "app": app_id, "enabled": enabled, "rules": rules}
+    regions = request.form.get("regions", "").replace(",", " ").upper().split()
+    form = {"org": org_id, "app": app_id, "enabled": enabled, "rules": rules, "regions": " ".join(regions)}
     try:
-        write(dlp_service.configure, org_id, app_id, enabled, rules)
+        write(dlp_service.configure, org_id, app_id, enabled, rules, regions)
     except AdminError as e:
         return reply(PAGE, SCOPE_FORM, error=str(e), **_context(form=form))
     return reply(PAGE, SCOPE_FORM, event=EVENT, **_context(form=form, notice="Saved; servers apply it within a second."))

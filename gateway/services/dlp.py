@@ -112,16 +112,18 @@ def disable(session: Session, actor: Actor, org_id: int, app_id: int | None = No
 
 
 def configure(session: Session, actor: Actor, org_id: int, app_id: int | None, enabled: bool,
-              rules: dict[str, str]) -> DlpSetting:
-    """The console's scope form: on or off, and the whole rule set at once."""
+              rules: dict[str, str], regions: list[str] | None = None) -> DlpSetting:
+    """The console's scope form: on or off, the whole rule set, and the phone regions (empty or
+    None: the defaults)."""
     require(actor, org_id, "data protection settings")
     _check_app(session, org_id, app_id)
     _check_rules(session, org_id, rules)
+    regions = _check_regions(regions) if regions else None
     row = setting_for(session, org_id, app_id)
     if row is None:
         row = DlpSetting(org_id=org_id, app_id=app_id)
         session.add(row)
-    row.enabled, row.rules, row.updated_by = enabled, dict(rules), actor.email
+    row.enabled, row.rules, row.regions, row.updated_by = enabled, dict(rules), regions, actor.email
     audit(session, actor.email, "dlp.enable" if enabled else "dlp.disable", _scope_label(session, org_id, app_id),
           ", ".join(f"{k}:{v}" for k, v in sorted(rules.items())), org_id=org_id)
     announce(session, "dlp")
