@@ -484,3 +484,18 @@ def test_in_flight_dedupe_joins_on_the_placeholder_form(gateway, fake_openai):
     assert chat_calls(fake_openai) == before + 1
     assert [a.choices[0].message.content for a in answers] == ["Hello from fake slow-1000."] * 2
     assert EMAIL.encode() not in sent(fake_openai) and b"zed@example.net" not in sent(fake_openai)
+
+
+def test_no_database_statement_on_the_request_path(gateway, fake_openai):
+    """Policy from memory, activity queued for the writer: a protected request runs no SQL."""
+    from tests.conftest import database_statements
+
+    protect(gateway)
+    with database_statements() as statements:
+        gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=[{"role": "user", "content": PROMPT}])
+        assemble(gateway.sdk().chat.completions.create(model="test/echo", stream=True,
+                                                       messages=[{"role": "user", "content": PROMPT}]))
+    assert statements == []
+    gateway.flush()
+    with db.session_scope() as s:
+        assert s.query(DlpEvent).count() == 8  # four rules matched in each request
