@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+import gevent
 import orjson
 
 from gateway.dlp import restore, walk
@@ -40,6 +41,7 @@ name, enforcing = "dlp", True
 
 STREAM_DIALECTS = {"chat.completions": "chat", "messages": "messages", "responses": "responses"}
 MAX_POSITIONS = 50  # per activity row
+YIELD_AFTER_CHARS = 16_384
 
 
 def before(ctx: RequestContext) -> Reply | None:
@@ -59,7 +61,7 @@ def before(ctx: RequestContext) -> Reply | None:
             redactor.reserve(text)
         if ctx.endpoint == "responses" and ctx.body.get(STATE):  # stored turns already hold placeholders
             redactor.reserve(orjson.dumps(ctx.body[STATE]).decode())
-        walk.rewrite(slots, redactor.redact)
+        walk.rewrite(slots, lambda text: _redact(redactor, text))
     except Blocked as b:
         raise DlpBlocked(f"This request contains data that the '{b.rule}' data protection rule blocks; "
                          "nothing was sent.", param=b.rule) from None
@@ -69,6 +71,13 @@ def before(ctx: RequestContext) -> Reply | None:
         log.error("dlp detector failed (%s); request refused", type(e).__name__)
         raise DlpUnavailable("Data protection could not check this request; it was not sent.") from None
     return None
+
+
+def _redact(redactor: Redactor, text: str) -> str:
+    out = redactor.redact(text)
+    if len(text) > YIELD_AFTER_CHARS:  # scanning is CPU work on the event loop: let other requests run
+        gevent.sleep(0)
+    return out
 
 
 def on_reply(ctx: RequestContext, reply: Reply) -> Reply:
