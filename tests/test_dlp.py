@@ -396,6 +396,19 @@ def test_app_keys_follow_their_app(gateway, fake_openai):
     assert b"[EMAIL_1]" in orjson.dumps(fake_openai.requests[-1]["body"])
     ask(gateway.api_key)  # the org itself has no protection
     assert EMAIL.encode() in orjson.dumps(fake_openai.requests[-1]["body"])
+    # an app turned off does not follow its org; turned on again without rules, it gets the defaults
+    protect(gateway)
+    gateway.cli("dlp", "disable", "--app", "web")
+    gateway.flush()
+    ask(app_key)
+    assert EMAIL.encode() in orjson.dumps(fake_openai.requests[-1]["body"])
+    assert "(follows org)" not in gateway.cli("dlp", "status").stdout
+    assert gateway.cli("dlp", "enable", "--app", "web").stdout.endswith("email:redact\n")  # its rules kept
+    with db.write_lock, db.session_scope() as s:
+        s.add(App(org_id=tenancy.org_by_name(s, "default").id, name="mobile"))
+    gateway.cli("dlp", "disable", "--app", "mobile")  # off before it ever had rules
+    out = gateway.cli("dlp", "enable", "--app", "mobile").stdout
+    assert "email:redact" in out and "iban:redact" in out and "private_key:redact" in out
 
 
 def test_org_settings_and_activity_are_not_visible_to_another_org(gateway, fake_openai):

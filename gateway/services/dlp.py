@@ -70,7 +70,7 @@ def _scope_label(session: Session, org_id: int, app_id: int | None) -> str:
 def enable(session: Session, actor: Actor, org_id: int, app_id: int | None = None,
            rules: dict[str, str] | None = None, regions: list[str] | None = None) -> DlpSetting:
     """Turn protection on for a scope. `rules` (rule id -> action) replaces the scope's rules;
-    None keeps them, or for a new scope enables every built-in pattern rule with `redact`.
+    None keeps them, or for a scope without rules enables every built-in pattern rule with `redact`.
     `regions` (ISO country codes) are where national-format phone numbers are looked up."""
     require(actor, org_id, "data protection settings")
     _check_app(session, org_id, app_id)
@@ -87,6 +87,8 @@ def enable(session: Session, actor: Actor, org_id: int, app_id: int | None = Non
         row.enabled = True
         if rules is not None:
             row.rules = dict(rules)
+        elif not row.rules:  # e.g. an app turned off before it ever had rules
+            row.rules = dict.fromkeys(BUILTIN, DEFAULT_ACTION)
     if regions:
         row.regions = regions
     row.updated_by = actor.email
