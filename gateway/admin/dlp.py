@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response, abort, request
 from flask_login import current_user
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import delete, reply, write
 from gateway.db import request_session
 from gateway.dlp.rules import ACTIONS, BUILTIN, UNAVAILABLE
