@@ -314,3 +314,24 @@ def test_disabling_a_user_or_an_app_makes_its_keys_401_within_a_second(gateway):
     assert both.returncode == 1 and "not both" in both.stderr
     other = gateway.cli("key", "create", "--org", "default", "--app", "etl", check=False)
     assert other.returncode == 1 and "no app 'etl' in org default" in other.stderr
+
+
+def test_holds_budgets_and_limits_read_memory_only(gateway):
+    """With a plan, budgets on every level and a pricing policy, a request still makes no database
+    statement of its own: everything the gate checks is in memory."""
+    from gateway.services import plans
+    from tests.conftest import database_statements
+
+    with db.write_lock, db.session_scope() as s:
+        org = tenancy.org_by_name(s, "default")
+        plan = plans.upsert(s, {"name": "p", "rpm": 100, "tpm": 100_000, "key_rpm": 100, "key_tpm": 100_000})
+        plans.set_org_plan(s, org, plan)
+        credits.set_pricing(s, org, "markup", "5")
+        budgets.set_budget(s, _target("org", org), 1_000_000, "day")
+        budgets.set_budget(s, _target("org", org), 1_000_000, "week", hard=False)  # replaces the day one
+    gateway.flush()
+    with database_statements() as statements:
+        r = chat(gateway, gateway.api_key)
+        assert r.status_code == 200 and "x-gateway-budget-remaining" in r.headers
+        assert "x-ratelimit-remaining-requests" in r.headers
+    assert statements == []

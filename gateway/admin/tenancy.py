@@ -102,7 +102,9 @@ def refund_or_adjust(session, actor: Actor, org_id: int | None, kind: str, amoun
     return org
 
 
-def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str) -> tenancy.NewKey:
+def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str, user: str = "",
+               app: str = "") -> tenancy.NewKey:
+    """A key of the org, optionally of one of its users (by email) or apps (by slug)."""
     if org_id is not None:  # permission first: another org's id is a 403, whatever else is wrong
         _own_org(actor, org_id, "create keys")
     org = _org(session, org_id)
@@ -110,8 +112,11 @@ def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str)
     if len(name) > tenancy.NAME_MAX:
         raise AdminError(f"A key name has at most {tenancy.NAME_MAX} characters.")
     try:
-        return tenancy.create_key(session, org, name=name, scope=(scope or "").strip(), actor=actor.email)
-    except AccountError as e:
+        user_id = tenancy.user_in_org(session, org, user).id if (user or "").strip() else None
+        app_id = tenancy.app_by_slug(session, org, app.strip()).id if (app or "").strip() else None
+        return tenancy.create_key(session, org, name=name, scope=(scope or "").strip(), actor=actor.email,
+                                  user_id=user_id, app_id=app_id)
+    except AdminError as e:
         raise AdminError(_sentence(e)) from None
 
 
@@ -217,7 +222,8 @@ def keys():
 def key_create():
     form = request.form.to_dict()
     try:
-        new = write(create_key, _int(form.get("org")), form.get("name", ""), form.get("scope", ""))
+        new = write(create_key, _int(form.get("org")), form.get("name", ""), form.get("scope", ""),
+                    form.get("user", ""), form.get("app", ""))
     except AdminError as e:
         return _key_page(KEY_FORM, form=form, error=str(e))
     # The secret exists only in this response: it is stored as a digest, and not put in the session.
