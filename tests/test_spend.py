@@ -335,3 +335,31 @@ def test_holds_budgets_and_limits_read_memory_only(gateway):
         assert r.status_code == 200 and "x-gateway-budget-remaining" in r.headers
         assert "x-ratelimit-remaining-requests" in r.headers
     assert statements == []
+
+
+def test_console_budgets_stay_inside_the_org(gateway):
+    from tests.test_routing_console import org_console
+
+    rival = gateway.new_org("rival", usd=5)
+    with db.write_lock, db.session_scope() as s:
+        tenancy.create_user(s, tenancy.org_by_name(s, "rival"), "spy@rival.io")
+        budgets.set_budget(s, _target("org", rival), 5_000_000, "month")
+        default = tenancy.org_by_name(s, "default")
+        tenancy.create_user(s, default, "dev@default.io")
+    gateway.flush()
+    console = org_console(gateway, "default")
+    r = console.post("/admin/orgs/budget", {"org": str(default.id), "user": "dev@default.io", "amount": "3",
+                                            "window": "week", "action": "set"}, htmx=True)
+    assert "Budget on user dev@default.io: $3.000000 per week" in r.text
+    assert 'data-budget="user:dev@default.io"' in r.text and "rival" not in r.text
+    r = console.post("/admin/orgs/budget", {"org": str(default.id), "user": "spy@rival.io", "amount": "3",
+                                            "window": "week", "action": "set"}, htmx=True)
+    assert "No user spy@rival.io in org default" in r.text
+    assert console.status("/admin/orgs/budget", org=str(rival.id), amount="1", window="day", action="set") == 403
+    r = console.post("/admin/orgs/budget", {"org": str(default.id), "amount": "1", "window": "year",
+                                            "action": "set"}, htmx=True)
+    assert "Window must be one of day, week, month" in r.text
+    page = admin(gateway).get("/admin/orgs").text
+    assert 'data-budget="org:"' in page and 'data-budget="user:dev@default.io"' in page
+    with db.session_scope() as s:
+        assert [v.kind for v in budgets.list_budgets(s, rival.id)] == ["org"]
