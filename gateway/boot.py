@@ -19,8 +19,8 @@ from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
 from gateway.services import budgets, tenancy
-from gateway.stores.counters import COUNTERS
 from gateway.stores import exact_cache as cache_store
+from gateway.stores.counters import COUNTERS
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Spend you can govern: holds that never overdraw, the credit log, pricing policy, budgets."""
 
+import json
 from datetime import timedelta
 
 import anthropic
-import gevent
 import openai
 import pytest
 import requests
@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from gateway import db
 from gateway.ledger.pricing import usd_to_micros
-from gateway.models import BudgetAlert, CreditTransaction, LedgerEntry, Org, utcnow
+from gateway.models import CreditTransaction, LedgerEntry, Org, utcnow
 from gateway.services import budgets, credits, tenancy
 from gateway.stores.counters import COUNTERS, previous_start, window_start
 from tests.conftest import chat_calls, wait_for
@@ -223,8 +223,9 @@ def test_soft_budget_alerts_once_per_threshold_and_still_serves(gateway_factory,
         r = chat(gw, key)
         assert r.status_code == 200 and r.headers["x-gateway-budget-remaining"] == "0.000000"
     wait_for(lambda: len(posts) == 3)
-    gevent.sleep(0.2)
-    assert len(posts) == 3 and all('"window": "%s"' % window in p or f'"window":"{window}"' in p for p in posts)
+    sent = [json.loads(p) for p in posts]
+    assert sorted(p["threshold_percent"] for p in sent) == [50, 80, 100]
+    assert {(p["type"], p["window"], p["on"], p["cap_usd"]) for p in sent} == {("budget.threshold", window, "org", 0.001)}
     with db.session_scope() as s:
         alerts = budgets.alerts(s, [org_id])
         assert sorted(a.threshold for a in alerts) == [50, 80, 100]

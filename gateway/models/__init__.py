@@ -18,7 +18,8 @@ from gateway.models.responses import StoredResponse
 from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, Org, User
 
 __all__ = [
-    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry", "ConversationSummary", "GatewaySetting", "SavingsOverride",
+    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry",
+    "ConversationSummary", "GatewaySetting", "SavingsOverride",
     "SemanticEntry", "UsageRollup",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
     "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",

@@ -31,8 +31,17 @@ from gateway.ledger import pricing
 from gateway.memo import MEMO, BudgetInfo, entities
 from gateway.models import utcnow
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.stores.counters import COUNTERS, BudgetCheck, Hold, Limit, LimitState, Refusal, next_start, \
-    previous_start, window_start
+from gateway.stores.counters import (
+    COUNTERS,
+    BudgetCheck,
+    Hold,
+    Limit,
+    LimitState,
+    Refusal,
+    next_start,
+    previous_start,
+    window_start,
+)
 
 log = logging.getLogger(__name__)
 

@@ -219,7 +219,7 @@ class MemoryCounters:
         if refused:
             return states
         out = []
-        for lim, state in zip(limits, states, strict=True):
+        for lim in limits:
             b = self.buckets[lim.key]
             b.level -= min(lim.amount, b.level)
             out.append(LimitState(lim.key, lim.per_minute, max(0, math.floor(b.level)), b.reset_seconds(), 0.0))
