@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway import db
 from gateway.ledger.pricing import usd
@@ -37,6 +40,18 @@ def _ready_app():
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+@contextmanager
+def _writing() -> Iterator[Session]:
+    """One short write transaction on a ready app; an AccountError ends the command with its message
+    (the transaction rolled back)."""
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            yield session
+    except AdminError as e:  # AccountError and the other services' errors
+        _fail(str(e))
 
 
 def _usd(value: str) -> int:
@@ -300,14 +315,10 @@ def credits() -> None:
 @click.option("--usd", "amount", required=True)
 def credits_add(org_name: str, amount: str) -> None:
     micros = _usd(amount)
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.org_by_name(session, org_name)
-            tenancy.add_credits(session, o, micros)
-            balance = o.credits_micros
-    except tenancy.AccountError as e:
-        _fail(str(e))
+    with _writing() as session:
+        o = tenancy.org_by_name(session, org_name)
+        tenancy.add_credits(session, o, micros)
+        balance = o.credits_micros
     click.echo(f"org {org_name}: credits ${usd(balance)}")
 
 
@@ -396,17 +407,13 @@ def key_create(org_name: str, name: str, scope: str, user_email: str | None, app
 @click.argument("prefix")
 def key_revoke(org_name: str, prefix: str) -> None:
     """Revoke the org's key whose displayed prefix (or id) is PREFIX."""
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.org_by_name(session, org_name)
-            cond = ApiKey.id == int(prefix) if prefix.isdigit() else ApiKey.prefix == prefix
-            k = session.scalar(select(ApiKey).where(ApiKey.org_id == o.id, cond))
-            if k is None:
-                raise tenancy.AccountError(f"no key {prefix} in org {org_name}")
-            tenancy.revoke_key(session, k)
-    except tenancy.AccountError as e:
-        _fail(str(e))
+    with _writing() as session:
+        o = tenancy.org_by_name(session, org_name)
+        cond = ApiKey.id == int(prefix) if prefix.isdigit() else ApiKey.prefix == prefix
+        k = session.scalar(select(ApiKey).where(ApiKey.org_id == o.id, cond))
+        if k is None:
+            raise tenancy.AccountError(f"no key {prefix} in org {org_name}")
+        tenancy.revoke_key(session, k)
     click.echo(f"revoked {prefix}")
 
 
