@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import request
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import reply, require_superadmin, visible_orgs, write
 from gateway.db import request_session
 from gateway.ledger.pricing import usd
