@@ -232,7 +232,7 @@ class MemoryCounters:
             b = self.buckets.get(key)
             if b is not None:
                 b.refill(now)
-                b.level = max(-b.capacity, b.level - tokens)
+                b.level = min(b.capacity, max(-b.capacity, b.level - tokens))
 
     def peek(self, key: str, per_minute: int, now: float) -> LimitState:
         b = self._bucket(key, per_minute, now)
