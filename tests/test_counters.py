@@ -2,8 +2,7 @@
 
 from datetime import datetime
 
-from gateway.stores.counters import BudgetCheck, Limit, MemoryCounters, Refusal, next_start, previous_start, \
-    window_start
+from gateway.stores.counters import BudgetCheck, Limit, MemoryCounters, Refusal, next_start, previous_start, window_start
 
 NOW = datetime(2026, 3, 4, 15, 30)  # a Wednesday
 
