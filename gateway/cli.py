@@ -50,7 +50,7 @@ def _writing() -> Iterator[Session]:
     try:
         with db.write_lock, db.session_scope() as session:
             yield session
-    except tenancy.AccountError as e:
+    except AdminError as e:  # AccountError and the other services' errors
         _fail(str(e))
 
 

@@ -132,7 +132,9 @@ class Gateway:
         with db.session_scope() as s:
             return s.scalar(select(Org).where(Org.name == name))
 
-    def new_org(self, name: str, usd: float = 10) -> Org:
+    def new_org(self, name: str, usd: float = 1000) -> Org:
+        """An org with `usd` of credits: by default enough for calls that hold their worst case at
+        the test catalog's prices (see DEFAULT_ORG_TOP_UP_USD)."""
         with db.write_lock, db.session_scope() as s:
             org = tenancy.create_org(s, name, usd_to_micros(usd), actor="test")
         self.flush()  # the writer's sync picks the change up

@@ -1,9 +1,9 @@
 """Spend you can govern: holds that never overdraw, the credit log, pricing policy, budgets."""
 
+import json
 from datetime import timedelta
 
 import anthropic
-import gevent
 import openai
 import pytest
 import requests
@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from gateway import db
 from gateway.ledger.pricing import usd_to_micros
-from gateway.models import BudgetAlert, CreditTransaction, LedgerEntry, Org, utcnow
+from gateway.models import CreditTransaction, LedgerEntry, Org, utcnow
 from gateway.services import budgets, credits, tenancy
 from gateway.stores.counters import COUNTERS, previous_start, window_start
 from tests.conftest import chat_calls, wait_for
@@ -223,8 +223,9 @@ def test_soft_budget_alerts_once_per_threshold_and_still_serves(gateway_factory,
         r = chat(gw, key)
         assert r.status_code == 200 and r.headers["x-gateway-budget-remaining"] == "0.000000"
     wait_for(lambda: len(posts) == 3)
-    gevent.sleep(0.2)
-    assert len(posts) == 3 and all('"window": "%s"' % window in p or f'"window":"{window}"' in p for p in posts)
+    sent = [json.loads(p) for p in posts]
+    assert sorted(p["threshold_percent"] for p in sent) == [50, 80, 100]
+    assert {(p["type"], p["window"], p["on"], p["cap_usd"]) for p in sent} == {("budget.threshold", window, "org", 0.001)}
     with db.session_scope() as s:
         alerts = budgets.alerts(s, [org_id])
         assert sorted(a.threshold for a in alerts) == [50, 80, 100]
@@ -314,3 +315,52 @@ def test_disabling_a_user_or_an_app_makes_its_keys_401_within_a_second(gateway):
     assert both.returncode == 1 and "not both" in both.stderr
     other = gateway.cli("key", "create", "--org", "default", "--app", "etl", check=False)
     assert other.returncode == 1 and "no app 'etl' in org default" in other.stderr
+
+
+def test_holds_budgets_and_limits_read_memory_only(gateway):
+    """With a plan, budgets on every level and a pricing policy, a request still makes no database
+    statement of its own: everything the gate checks is in memory."""
+    from gateway.services import plans
+    from tests.conftest import database_statements
+
+    with db.write_lock, db.session_scope() as s:
+        org = tenancy.org_by_name(s, "default")
+        plan = plans.upsert(s, {"name": "p", "rpm": 100, "tpm": 100_000, "key_rpm": 100, "key_tpm": 100_000})
+        plans.set_org_plan(s, org, plan)
+        credits.set_pricing(s, org, "markup", "5")
+        budgets.set_budget(s, _target("org", org), 1_000_000, "day")
+        budgets.set_budget(s, _target("org", org), 1_000_000, "week", hard=False)  # replaces the day one
+    gateway.flush()
+    with database_statements() as statements:
+        r = chat(gateway, gateway.api_key)
+        assert r.status_code == 200 and "x-gateway-budget-remaining" in r.headers
+        assert "x-ratelimit-remaining-requests" in r.headers
+    assert statements == []
+
+
+def test_console_budgets_stay_inside_the_org(gateway):
+    from tests.test_routing_console import org_console
+
+    rival = gateway.new_org("rival", usd=5)
+    with db.write_lock, db.session_scope() as s:
+        tenancy.create_user(s, tenancy.org_by_name(s, "rival"), "spy@rival.io")
+        budgets.set_budget(s, _target("org", rival), 5_000_000, "month")
+        default = tenancy.org_by_name(s, "default")
+        tenancy.create_user(s, default, "dev@default.io")
+    gateway.flush()
+    console = org_console(gateway, "default")
+    r = console.post("/admin/orgs/budget", {"org": str(default.id), "user": "dev@default.io", "amount": "3",
+                                            "window": "week", "action": "set"}, htmx=True)
+    assert "Budget on user dev@default.io: $3.000000 per week" in r.text
+    assert 'data-budget="user:dev@default.io"' in r.text and "rival" not in r.text
+    r = console.post("/admin/orgs/budget", {"org": str(default.id), "user": "spy@rival.io", "amount": "3",
+                                            "window": "week", "action": "set"}, htmx=True)
+    assert "No user spy@rival.io in org default" in r.text
+    assert console.status("/admin/orgs/budget", org=str(rival.id), amount="1", window="day", action="set") == 403
+    r = console.post("/admin/orgs/budget", {"org": str(default.id), "amount": "1", "window": "year",
+                                            "action": "set"}, htmx=True)
+    assert "Window must be one of day, week, month" in r.text
+    page = admin(gateway).get("/admin/orgs").text
+    assert 'data-budget="org:"' in page and 'data-budget="user:dev@default.io"' in page
+    with db.session_scope() as s:
+        assert [v.kind for v in budgets.list_budgets(s, rival.id)] == ["org"]

@@ -19,6 +19,7 @@ spend, corrects the token buckets and raises soft-budget alerts off the request 
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +43,8 @@ from gateway.stores.counters import (
     previous_start,
     window_start,
 )
+
+log = logging.getLogger(__name__)
 
 name, enforcing = "gate", True
 
@@ -106,10 +109,13 @@ def output_cap(ctx: RequestContext) -> int:
     from gateway.pipeline import savings
     from gateway.pipeline.savings import output_budget
 
-    if ctx.endpoint in OUTPUT_FIELDS and savings.enabled(ctx, output_budget.name):
-        cap = output_budget.budget(ctx)
-        if cap:
-            return max(cap, output_budget.MINIMUM.get(ctx.endpoint, 1))
+    try:  # the layer is advisory: if it fails it sets nothing, and the bounds below apply
+        if ctx.endpoint in OUTPUT_FIELDS and savings.enabled(ctx, output_budget.name):
+            cap = output_budget.budget(ctx)
+            if cap:
+                return max(cap, output_budget.MINIMUM.get(ctx.endpoint, 1))
+    except Exception:
+        log.warning("output budget unavailable for the hold; using the model's bound", exc_info=True)
     model = ctx.model
     if model is not None and model.max_output_tokens:
         return model.max_output_tokens

@@ -219,7 +219,7 @@ class MemoryCounters:
         if refused:
             return states
         out = []
-        for lim, state in zip(limits, states, strict=True):
+        for lim in limits:
             b = self.buckets[lim.key]
             b.level -= min(lim.amount, b.level)
             out.append(LimitState(lim.key, lim.per_minute, max(0, math.floor(b.level)), b.reset_seconds(), 0.0))
@@ -232,7 +232,7 @@ class MemoryCounters:
             b = self.buckets.get(key)
             if b is not None:
                 b.refill(now)
-                b.level = max(-b.capacity, b.level - tokens)
+                b.level = min(b.capacity, max(-b.capacity, b.level - tokens))
 
     def peek(self, key: str, per_minute: int, now: float) -> LimitState:
         b = self._bucket(key, per_minute, now)
