@@ -30,6 +30,7 @@ from gateway.models import (
     Route,
     SavingsOverride,
 )
+from gateway.scrub import SCRUB
 from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ class Memo:
                 r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
             ))
         self._forget_changed_providers(providers, routes)
+        SCRUB.update(p.api_key for p in providers.values())  # before any request can use a new key
         self.catalog = Catalog(
             models={m.slug: ModelInfo(m.slug, m.context_window, m.max_output_tokens, tuple(routes.get(m.id, ())))
                     for m in models},

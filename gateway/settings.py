@@ -5,6 +5,7 @@ The only module that reads os.environ. Overrides (tests, the CLI) win over the e
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Mapping
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+# Environment variables a provider's `api_key_env` may name (GATEWAY_KEY_ENV_ALLOW): a key, a token.
+KEY_ENV_ALLOW = ("*_API_KEY", "*_TOKEN", "*_KEY")
 
 # Provider keys picked up from the environment on first run, by provider kind.
 ENV_PROVIDER_KEYS = {
@@ -41,6 +45,9 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     start_jobs: bool = True
+    # Reverse proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are believed.
+    trusted_proxies: int = 0
+    key_env_allow: tuple[str, ...] = KEY_ENV_ALLOW
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
@@ -51,7 +58,7 @@ class Settings:
         env = os.environ
         instance = Path(overrides.pop("instance", None) or env.get("GATEWAY_INSTANCE") or ROOT / "instance")
         instance = instance.resolve()
-        instance.mkdir(parents=True, exist_ok=True)
+        private_dir(instance)
         database_url = overrides.pop("database_url", None) or env.get("GATEWAY_DATABASE_URL") or (
             f"sqlite:///{instance / 'gateway.db'}"
         )
@@ -74,6 +81,10 @@ class Settings:
             values["host"] = env["GATEWAY_HOST"]
         if "GATEWAY_PORT" in env:
             values["port"] = int(env["GATEWAY_PORT"])
+        if env.get("GATEWAY_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
+        if "GATEWAY_KEY_ENV_ALLOW" in env:  # empty: no environment variable may be named
+            values["key_env_allow"] = tuple(p.strip() for p in env["GATEWAY_KEY_ENV_ALLOW"].split(",") if p.strip())
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -85,12 +96,45 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
+def _count(name: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"{name} must be a whole number >= 0 (the number of proxies in front), got {value!r}")
+    return n
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` readable by this user only (0700); tighten it if it exists (a clone's
+    instance/ is 0755). It holds the database, stored responses and caches of every org."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as e:  # not ours (a mounted volume): say so, keep going
+        log.warning("cannot make %s private (0700): %s", path, e.strerror)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty if missing, and make it 0600 (SQLite gives its -wal and -shm files
+    the database file's mode, so the database is created this way before SQLite opens it)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    os.close(fd)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError as e:
+        log.warning("cannot make %s private (0600): %s", path, e.strerror)
+
+
 def _instance_secret(instance: Path) -> str:
     """Key material generated once into the instance folder when GATEWAY_SECRET_KEY is unset."""
     path = instance / "secret_key"
-    if not path.exists():
+    private_file(path)
+    if not path.read_text().strip():
         path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
     return path.read_text().strip()
 
 

@@ -156,7 +156,9 @@ def gateway_factory(tmp_path, fake_openai, request):
                    if n in request.fixturenames}
     extra_urls = {f"{n[5:]}_url": fake.url for n, fake in extra_fakes.items()}  # gemini_url=, bedrock_url=
 
-    def make(**overrides) -> Gateway:
+    def make(*, first_password_changed: bool = True, **overrides) -> Gateway:
+        """`first_password_changed`: the first admin's one-time password counts as already changed
+        (tests sign in with it again and again); False keeps it one-time, as a fresh install does."""
         instance = tmp_path / "instance"
         instance.mkdir(exist_ok=True)
         config_path = instance / "gateway.yaml"
@@ -167,6 +169,11 @@ def gateway_factory(tmp_path, fake_openai, request):
                     "start_jobs": False, "sync_interval": 0.05, **overrides}
         app = create_app(settings)
         first = boot.prepare(app)
+        if first_password_changed:
+            from gateway.models import User
+
+            with db.write_lock, db.session_scope() as s:
+                s.scalar(select(User).where(User.email == first.email)).must_change_password = False
         boot.start_background(app)
         server = make_server(app, "127.0.0.1", 0)
         server.start()
