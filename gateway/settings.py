@@ -10,6 +10,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,6 @@ class Settings:
     start_jobs: bool = True
     # Reverse proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are believed.
     trusted_proxies: int = 0
-    key_env_allow: tuple[str, ...] = KEY_ENV_ALLOW
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
@@ -83,8 +83,6 @@ class Settings:
             values["port"] = int(env["GATEWAY_PORT"])
         if env.get("GATEWAY_TRUSTED_PROXIES"):
             values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
-        if "GATEWAY_KEY_ENV_ALLOW" in env:  # empty: no environment variable may be named
-            values["key_env_allow"] = tuple(p.strip() for p in env["GATEWAY_KEY_ENV_ALLOW"].split(",") if p.strip())
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -138,6 +136,32 @@ def _instance_secret(instance: Path) -> str:
     return path.read_text().strip()
 
 
+def key_env_patterns() -> tuple[str, ...]:
+    """GATEWAY_KEY_ENV_ALLOW: the globs an `api_key_env` name must match (empty: none may be named)."""
+    raw = os.environ.get("GATEWAY_KEY_ENV_ALLOW")
+    if raw is None:
+        return KEY_ENV_ALLOW
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def key_env_refusal(name: str) -> str | None:
+    """Why `api_key_env` may not name `name` (None: it may). Names are matched case-sensitively,
+    as the environment is; the gateway's own GATEWAY_* settings are never a provider key."""
+    if name.upper().startswith("GATEWAY_"):
+        return f"{name} is one of the gateway's own settings; it cannot be sent upstream as a key"
+    patterns = key_env_patterns()
+    if not any(fnmatchcase(name, p) for p in patterns):
+        allowed = ", ".join(patterns) or "none"
+        return (f"{name} is not an allowed key variable (GATEWAY_KEY_ENV_ALLOW: {allowed}); "
+                "name a variable that holds only the provider's key, e.g. OPENAI_API_KEY")
+    return None
+
+
 def environ_value(name: str) -> str | None:
-    """Read a provider key named by `api_key_env` in the config (the one other env read)."""
+    """Read a provider key named by `api_key_env` (the one other env read): only names allowed by
+    GATEWAY_KEY_ENV_ALLOW, so a stored name like HOME or PATH is never sent upstream."""
+    reason = key_env_refusal(name)
+    if reason is not None:
+        log.error("provider key not read: %s", reason)
+        return None
     return os.environ.get(name)

@@ -49,7 +49,8 @@ def gateway_config(upstream_url: str, anthropic_url: str | None = None, gemini_u
     models += [{"slug": f"test/{b}", "routes": [{"provider": "fake", "upstream_model": b, **PRICES}]}
                for b in ("slow-1000", "drip-100")]
     config = {
-        "providers": [{"name": "fake", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY}],
+        "providers": [{"name": "fake", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY,
+                       "allow_private": True}],  # every fake upstream listens on 127.0.0.1
         "models": models,
         "aliases": {"fast": "test/fake-gpt"},
         "fallbacks": {"test/error-500": ["test/cheap"]},
@@ -302,7 +303,7 @@ ANTHROPIC_PRICES = {"input_per_mtok": 3000, "output_per_mtok": 15000, "cached_in
 
 
 def add_anthropic(config: dict, anthropic_url: str) -> None:
-    config["providers"].append({"name": "fakeanthropic", "kind": "anthropic", "base_url": anthropic_url,
+    config["providers"].append({"name": "fakeanthropic", "kind": "anthropic", "base_url": anthropic_url, "allow_private": True,
                                 "api_key": ANTHROPIC_UPSTREAM_KEY})
     config["models"] += [{"slug": f"anthropic-test/{b}", "context_window": 200000, "max_output_tokens": 1024,
                           "routes": [{"provider": "fakeanthropic", "upstream_model": b, **ANTHROPIC_PRICES}]}
@@ -342,8 +343,8 @@ GB_PRICES = {"input_per_mtok": 1000, "output_per_mtok": 4000, "cached_input_per_
 
 def add_gemini(config: dict, url: str) -> None:
     config["providers"] += [
-        {"name": "fakegemini", "kind": "gemini", "base_url": url, "api_key": GEMINI_UPSTREAM_KEY},
-        {"name": "fakegemini-badkey", "kind": "gemini", "base_url": url, "api_key": "AIza-wrong"}]
+        {"name": "fakegemini", "kind": "gemini", "base_url": url, "allow_private": True, "api_key": GEMINI_UPSTREAM_KEY},
+        {"name": "fakegemini-badkey", "kind": "gemini", "base_url": url, "allow_private": True, "api_key": "AIza-wrong"}]
     config["models"] += [{"slug": f"gemini-test/{b}", "routes": [
         {"provider": "fakegemini", "upstream_model": b, **GB_PRICES}]} for b in GEMINI_BEHAVIOURS]
     config["models"].append({"slug": "gemini-test/bad-key", "routes": [
@@ -353,10 +354,11 @@ def add_gemini(config: dict, url: str) -> None:
 def add_bedrock(config: dict, url: str) -> None:
     sigv4 = f"AKIDFAKEBEDROCK00001:{BEDROCK_SECRET}:{BEDROCK_TOKEN}"
     config["providers"] += [
-        {"name": "fakebedrock", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
+        {"name": "fakebedrock", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1", "allow_private": True,
          "api_key": sigv4},
-        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "api_key": "bedrock-api-key-test"},
+        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "allow_private": True, "api_key": "bedrock-api-key-test"},
         {"name": "fakebedrock-badsecret", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
+         "allow_private": True,
          "api_key": sigv4.replace("fake/secret", "fake/SECRET")}]
     config["models"] += [{"slug": f"bedrock-test/{b}", "routes": [
         {"provider": "fakebedrock", "upstream_model": f"fake.{b}-v1:0", **GB_PRICES}]}
@@ -399,7 +401,8 @@ OPENROUTER_BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "echo", 
 
 
 def add_ollama(config: dict, ollama_url: str) -> None:
-    config["providers"].append({"name": "fakeollama", "kind": "ollama", "base_url": ollama_url})
+    config["providers"].append({"name": "fakeollama", "kind": "ollama", "base_url": ollama_url,
+                                "allow_private": True})
     config["models"] += [{"slug": f"ollama-test/{b}", "routes": [
         {"provider": "fakeollama", "upstream_model": b, **PRICES}]} for b in OLLAMA_BEHAVIOURS]
     config["models"] += [
@@ -418,7 +421,7 @@ def add_ollama(config: dict, ollama_url: str) -> None:
 
 
 def add_openrouter(config: dict, openrouter_url: str) -> None:
-    config["providers"].append({"name": "fakeopenrouter", "kind": "openrouter", "base_url": openrouter_url,
+    config["providers"].append({"name": "fakeopenrouter", "kind": "openrouter", "base_url": openrouter_url, "allow_private": True,
                                 "api_key": OPENROUTER_UPSTREAM_KEY})
     config["models"] += [{"slug": f"openrouter-test/{b}", "routes": [
         {"provider": "fakeopenrouter", "upstream_model": b, **PRICES}]} for b in OPENROUTER_BEHAVIOURS]

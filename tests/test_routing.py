@@ -65,8 +65,10 @@ def gw(gateway, second_upstream, fake_openai):
     """Providers `a` (the conftest fake) and `b` (a second fake), and a model with a route on each."""
     second_upstream.reset()
     apply(gateway, {
-        "providers": [{"name": "a", "kind": "openai", "base_url": fake_openai.url, "api_key": UPSTREAM_KEY},
-                      {"name": "b", "kind": "openai", "base_url": second_upstream.url, "api_key": UPSTREAM_KEY}],
+        "providers": [{"name": "a", "kind": "openai", "base_url": fake_openai.url, "api_key": UPSTREAM_KEY,
+                       "allow_private": True},
+                      {"name": "b", "kind": "openai", "base_url": second_upstream.url, "api_key": UPSTREAM_KEY,
+                       "allow_private": True}],
         "models": [{"slug": "duo/chat", "routes": [route_("a", "fake-gpt", 3000, 6000), route_("b", "fake-gpt", 500, 900)]}],
     })
     return gateway

@@ -25,6 +25,7 @@ from urllib3.exceptions import (
 )
 
 from gateway.errors import StreamTruncated
+from gateway.providers import egress
 from gateway.settings import Settings
 from gateway.wire.canonical import EventStream, StreamEvent
 
@@ -100,6 +101,7 @@ class Session:
     def __init__(self, base_url: str) -> None:
         self.pool = urllib3.connectionpool.connection_from_url(base_url, maxsize=512, block=False,
                                                                retries=False)
+        self.pool.ConnectionCls = egress.guarded_connection(self.pool.ConnectionCls, base_url)
 
     def request(self, method: str, url: str, data: bytes | None = None,
                 headers: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
