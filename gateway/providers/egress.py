@@ -155,12 +155,10 @@ def guarded_connection(cls: type[HTTPConnection], base_url: str) -> type[HTTPCon
 
     class GuardedConnection(cls):  # type: ignore[misc, valid-type]
         def _new_conn(self) -> socket.socket:
-            try:
+            try:  # EgressRefused passes as it is: a connection failure, never a timeout
                 address = guard_address(self.host, self.port, base_url)
             except socket.gaierror as e:
                 raise NameResolutionError(self.host, self, e) from e
-            except EgressRefused as e:
-                raise NewConnectionError(self, str(e)) from None
             try:  # the checked address itself: no second lookup between check and connect
                 return create_connection((address[0], self.port), self.timeout,
                                          source_address=self.source_address, socket_options=self.socket_options)
