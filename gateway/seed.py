@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from gateway import crypto
 from gateway.ledger.pricing import usd_to_micros
 from gateway.memo import announce
+from gateway.models import AgentConfig, Alias, Fallback, GatewaySetting, Model, Provider, Route
 from gateway.providers import egress
 from gateway.settings import key_env_refusal
-from gateway.models import AgentConfig, Alias, Fallback, GatewaySetting, Model, Provider, Route
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent / "default_catalog.yaml"
 

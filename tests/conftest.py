@@ -356,7 +356,8 @@ def add_bedrock(config: dict, url: str) -> None:
     config["providers"] += [
         {"name": "fakebedrock", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1", "allow_private": True,
          "api_key": sigv4},
-        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "allow_private": True, "api_key": "bedrock-api-key-test"},
+        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "allow_private": True,
+         "api_key": "bedrock-api-key-test"},
         {"name": "fakebedrock-badsecret", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
          "allow_private": True,
          "api_key": sigv4.replace("fake/secret", "fake/SECRET")}]
@@ -421,8 +422,8 @@ def add_ollama(config: dict, ollama_url: str) -> None:
 
 
 def add_openrouter(config: dict, openrouter_url: str) -> None:
-    config["providers"].append({"name": "fakeopenrouter", "kind": "openrouter", "base_url": openrouter_url, "allow_private": True,
-                                "api_key": OPENROUTER_UPSTREAM_KEY})
+    config["providers"].append({"name": "fakeopenrouter", "kind": "openrouter", "base_url": openrouter_url,
+                                "allow_private": True, "api_key": OPENROUTER_UPSTREAM_KEY})
     config["models"] += [{"slug": f"openrouter-test/{b}", "routes": [
         {"provider": "fakeopenrouter", "upstream_model": b, **PRICES}]} for b in OPENROUTER_BEHAVIOURS]
     config["models"].append({"slug": "openrouter-test/embed", "routes": [

@@ -163,3 +163,11 @@ def test_redirects_are_not_followed(gateway, fake_openai, redirector):
     r = gateway.post("/v1/chat/completions", {"model": slug, "messages": MSG})
     assert r.status_code == 502
     assert chat_calls(fake_openai) == before
+
+
+def test_withdrawing_allow_private_closes_kept_alive_connections(gateway, fake_openai):
+    url = fake_openai.url.replace("127.0.0.1", "2130706433")  # its own pool, apart from the conftest provider's
+    slug = _add_unchecked(gateway, "lan", url, allow_private=True)
+    assert gateway.post("/v1/chat/completions", {"model": slug, "messages": MSG}).status_code == 200
+    _add_unchecked(gateway, "lan", url, allow_private=False)
+    assert gateway.post("/v1/chat/completions", {"model": slug, "messages": MSG}).status_code == 502

@@ -169,3 +169,25 @@ def test_a_generated_secret_key_file_is_private(tmp_path):
 def test_password_rules_are_the_services(gateway):
     with db.write_lock, db.session_scope() as s, pytest.raises(tenancy.AccountError):
         tenancy.create_admin(s, "x@example.com", "short", actor="test")
+
+
+def test_a_super_admin_resets_a_password_to_a_one_time_one(gateway):
+    from tests.test_console import org_admin
+    from tests.test_routing_console import admin
+
+    gateway.new_org("alpha")
+    org_admin(gateway, "alpha", "a@alpha.example")
+    victim, _ = login(gateway, "a@alpha.example", "password-123")
+    console = admin(gateway)
+    with db.session_scope() as db_session:
+        user_id = db_session.scalar(select(User.id).where(User.email == "a@alpha.example"))
+    page = console.post(f"/admin/users/{user_id}/reset", {})
+    password = re.search(r'<code class="secret">([^<]+)</code>', page.text).group(1)
+    assert victim.get(gateway.url + "/admin/logs", allow_redirects=False).status_code == 302  # session ended
+    _, r = login(gateway, "a@alpha.example", password)
+    assert r.url.endswith("/admin/password")
+    org_console, _ = login(gateway, "a@alpha.example", password)
+    assert org_console.get(gateway.url + "/admin/users").status_code in (302, 403)
+    with db.session_scope() as db_session:
+        audit = db_session.scalars(select(AuditLog).where(AuditLog.action == "password.reset")).all()
+    assert len(audit) == 1 and password not in audit[0].detail

@@ -8,7 +8,6 @@ user (the session version is bumped), not only this browser's cookie.
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import cache
 
 from flask import current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
@@ -17,13 +16,7 @@ from sqlalchemy import select
 from gateway import crypto, db
 from gateway.admin import LoginUser, bp
 from gateway.models import User, utcnow
-from gateway.services.tenancy import audit, end_sessions, one_time_password
-
-
-@cache
-def _dummy_hash() -> str:
-    """A hash no password matches, checked for unknown emails so both paths do the same work."""
-    return crypto.hash_password(one_time_password())
+from gateway.services.tenancy import audit, end_sessions
 
 
 def _safe_next(target: str | None) -> str:
@@ -42,7 +35,8 @@ def login():
         with db.write_lock, db.session_scope() as session:
             user = session.scalar(select(User).where(User.email == email))
             now = utcnow()
-            matches = crypto.check_password(user.password_hash if user is not None else _dummy_hash(), password)
+            stored = user.password_hash if user is not None else crypto.DUMMY_PASSWORD_HASH
+            matches = crypto.check_password(stored, password)  # the same work for every email
             if user is not None and user.locked_until and user.locked_until > now:
                 error = "Too many failed sign-ins. This account is locked for a while; try again later."
             elif user is None or not matches:

@@ -61,8 +61,15 @@ class EgressRefused(OSError):
 
 
 def allow_private_for(base_urls: Iterable[str]) -> None:
+    """The base URLs whose provider is marked allow_private. A URL losing the mark has its pooled
+    connections closed: a kept-alive connection to a private address must not outlive the permission."""
     global _private_ok
-    _private_ok = frozenset(u.rstrip("/") for u in base_urls)
+    before, _private_ok = _private_ok, frozenset(u.rstrip("/") for u in base_urls)
+    if before - _private_ok:
+        from gateway.providers import http  # http imports this module
+
+        for url in before - _private_ok:
+            http.forget(url)
 
 
 def private_allowed(base_url: str) -> bool:
@@ -134,18 +141,19 @@ def check_url(url: str, allow_private: bool) -> str | None:
     return host_refusal(host, allow_private)
 
 
-def guard_address(host: str, port: int, base_url: str) -> tuple:
-    """Resolve `host` and check every address; returns the socket address to connect to."""
+def guard_address(host: str, port: int, base_url: str) -> list[str]:
+    """Resolve `host` and check every address it resolves to; returns them, to connect to in order."""
     allow = private_allowed(base_url)
     reason = host_refusal(host, allow)
     if reason is None:
-        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
-        for *_, sockaddr in infos:
-            reason = refusal(ipaddress.ip_address(sockaddr[0].split("%")[0]), allow)
-            if reason is not None:
+        addresses = []
+        for *_, sockaddr in socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM):
+            if (reason := refusal(ipaddress.ip_address(sockaddr[0].split("%")[0]), allow)) is not None:
                 break
+            if sockaddr[0] not in addresses:
+                addresses.append(sockaddr[0])
         else:
-            return infos[0][4]
+            return addresses
     log.warning("refused a connection to %s: %s", host, reason)
     raise EgressRefused(f"egress refused: {reason}")
 
@@ -156,16 +164,19 @@ def guarded_connection(cls: type[HTTPConnection], base_url: str) -> type[HTTPCon
     class GuardedConnection(cls):  # type: ignore[misc, valid-type]
         def _new_conn(self) -> socket.socket:
             try:  # EgressRefused passes as it is: a connection failure, never a timeout
-                address = guard_address(self.host, self.port, base_url)
+                addresses = guard_address(self.host, self.port, base_url)
             except socket.gaierror as e:
                 raise NameResolutionError(self.host, self, e) from e
-            try:  # the checked address itself: no second lookup between check and connect
-                return create_connection((address[0], self.port), self.timeout,
-                                         source_address=self.source_address, socket_options=self.socket_options)
-            except TimeoutError as e:
-                raise ConnectTimeoutError(
-                    self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})") from e
-            except OSError as e:
-                raise NewConnectionError(self, f"Failed to establish a new connection: {e}") from e
+            error: OSError | None = None
+            for address in addresses:  # the checked addresses themselves: no second lookup
+                try:
+                    return create_connection((address, self.port), self.timeout,
+                                             source_address=self.source_address, socket_options=self.socket_options)
+                except TimeoutError as e:
+                    raise ConnectTimeoutError(
+                        self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})") from e
+                except OSError as e:
+                    error = e
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}")
 
     return GuardedConnection

@@ -161,6 +161,13 @@ def session_for(base_url: str) -> Session:
     return session
 
 
+def forget(base_url: str) -> None:
+    """Close and drop the pool of one upstream (its next request connects, and is checked, afresh)."""
+    session = _pools.pop(base_url, None)
+    if session is not None:
+        session.pool.close()
+
+
 def close_all() -> None:
     for session in _pools.values():
         session.pool.close()
