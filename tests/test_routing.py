@@ -51,6 +51,8 @@ def closed_port_url() -> str:
 
 
 def apply(gw, config: dict) -> None:
+    for provider in config.get("providers", []):
+        provider.setdefault("allow_private", True)  # the fake upstreams listen on 127.0.0.1
     with db.write_lock, db.session_scope() as session:
         seed.apply(session, config, "test-secret")
     gw.flush()
