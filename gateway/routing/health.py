@@ -118,6 +118,9 @@ class HealthBoard:
 
     def _count(self, h: RouteHealth, latency_ms: float, error: bool, org_id: int | None) -> None:
         minute = int(time.time() // 60)
+        if h.org_minutes and (not h.minutes or h.minutes[-1].minute != minute):
+            # once a minute per route: forget orgs with no traffic on it in the last hour
+            h.org_minutes = {o: m for o, m in h.org_minutes.items() if m and m[-1].minute > minute - 60}
         series = [h.minutes]
         if org_id is not None:
             series.append(h.org_minutes.get(org_id) or h.org_minutes.setdefault(org_id, deque(maxlen=60)))
