@@ -193,3 +193,28 @@ def test_a_super_admin_resets_a_password_to_a_one_time_one(gateway):
     with db.session_scope() as db_session:
         audit = db_session.scalars(select(AuditLog).where(AuditLog.action == "password.reset")).all()
     assert len(audit) == 1 and password not in audit[0].detail
+
+
+def test_hostile_password_forms_get_a_message_not_a_500(gateway):
+    s, _ = login(gateway, gateway.admin_email, gateway.admin_password)
+    for new, says in (("x" * 5000, "at most 1024"), ("\u0000" * 12, "control characters"),
+                      (NEW_PASSWORD + "\u0000", "control characters")):  # NULs vanish inside scrypt's HMAC
+        r = change_password(gateway, s, gateway.admin_password, new)
+        assert r.status_code == 400 and says in r.text
+    token = csrf_of(s.get(gateway.url + "/admin/password").text)
+    body = f"csrf_token={token}&current=x&new=%ED%A0%80%FF%FE{'a' * 12}&repeat=%ED%A0%80%FF%FE{'a' * 12}"
+    r = s.post(gateway.url + "/admin/password", data=body,  # a lone surrogate and invalid UTF-8
+               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400
+    r = s.post(gateway.url + "/admin/password", data={"csrf_token": token})  # fields missing
+    assert r.status_code == 400 and "current password is wrong" in r.text, re.findall(r"role=\"alert\">([^<]*)", r.text)
+
+
+def test_trusted_proxies_must_be_a_count(monkeypatch, tmp_path):
+    from gateway.settings import Settings
+
+    monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", "two")
+    with pytest.raises(ValueError, match="GATEWAY_TRUSTED_PROXIES must be a whole number"):
+        Settings.load({"instance": tmp_path / "i", "secret_key": "s"})
+    monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", "2")
+    assert Settings.load({"instance": tmp_path / "i", "secret_key": "s"}).trusted_proxies == 2

@@ -107,6 +107,9 @@ def _check_new_password(password: str) -> None:
         raise AccountError(f"the password must have at least {PASSWORD_MIN} characters")
     if len(password) > 1024:
         raise AccountError("the password must have at most 1024 characters")
+    # Control characters are never typed, and trailing NULs vanish inside scrypt's HMAC ("a\0" == "a").
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise AccountError("the password must not contain control characters")
 
 
 def create_admin(session: Session, email: str, password: str, superadmin: bool = False,
