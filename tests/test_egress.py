@@ -171,3 +171,18 @@ def test_withdrawing_allow_private_closes_kept_alive_connections(gateway, fake_o
     assert gateway.post("/v1/chat/completions", {"model": slug, "messages": MSG}).status_code == 200
     _add_unchecked(gateway, "lan", url, allow_private=False)
     assert gateway.post("/v1/chat/completions", {"model": slug, "messages": MSG}).status_code == 502
+
+
+def test_check_config_on_the_command_line_names_the_refusal(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(_config("http://[::ffff:a9fe:a9fe]/latest/meta-data", allow_private="true"))
+    exe = str(Path(sys.executable).parent / "gateway")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "GATEWAY_INSTANCE": str(tmp_path / "inst")}
+    proc = subprocess.run([exe, "check-config", str(path)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert "base_url refused" in proc.stderr and "169.254.169.254" in proc.stderr
