@@ -111,6 +111,13 @@ def scrub(text: str) -> str:
     return SCRUB(text)
 
 
+def scrub_bytes(data: bytes) -> bytes:
+    """scrub() over UTF-8 bytes (invalid sequences kept as they were)."""
+    text = data.decode("utf-8", "surrogateescape")
+    out = SCRUB(text)
+    return data if out is text else out.encode("utf-8", "surrogateescape")
+
+
 _installed = False
 
 

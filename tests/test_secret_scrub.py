@@ -41,7 +41,9 @@ def gw(gateway, leaky_upstream):
     config = {"providers": [{"name": "leaky", "kind": "openai", "base_url": leaky_upstream.url,
                              "api_key": LEAKY_KEY, "allow_private": True}],
               "models": [{"slug": "leaky/echo-key", "routes": [
-                  {"provider": "leaky", "upstream_model": "leak-key", **PRICES}]}]}
+                  {"provider": "leaky", "upstream_model": "leak-key", **PRICES}]},
+                         {"slug": "leaky/midstream", "routes": [
+                  {"provider": "leaky", "upstream_model": "midstream-leak", **PRICES}]}]}
     with db.write_lock, db.session_scope() as s:
         seed.apply(s, config, "test-secret")
     gateway.flush()
@@ -133,3 +135,20 @@ def test_a_changed_key_is_scrubbed_from_the_next_request(gw, leaky_upstream):
         assert_clean(r.text, new_key)
     finally:
         leaky_upstream.api_key = LEAKY_KEY
+
+
+def test_a_mid_stream_error_echoing_the_key_is_not_passed_through(gw):
+    """Pass-through (same dialect, bytes forwarded as they arrive) and translated streams alike."""
+    for options in ({}, {"stream_options": {"include_usage": True}}):  # usage hidden from the client, or not
+        r = gw.post("/v1/chat/completions", {"model": "leaky/midstream", "messages": MSG, "stream": True, **options})
+        assert r.status_code == 200 and "Hello" in r.text and '"error"' in r.text  # the gateway's own error event
+        assert_clean(r.text)
+    r = requests.post(gw.url + "/v1/messages", headers={"x-api-key": gw.api_key, "anthropic-version": "2023-06-01"},
+                      json={"model": "leaky/midstream", "max_tokens": 20, "messages": MSG, "stream": True})
+    assert "error" in r.text
+    assert_clean(r.text)
+    r = gw.post("/v1/responses", {"model": "leaky/midstream", "input": "hi", "stream": True})
+    assert "error" in r.text
+    assert_clean(r.text)
+    for row in gw.rows(model="leaky/midstream"):
+        assert_clean(row.error_message or "")

@@ -20,6 +20,7 @@ Behaviour is picked from the request's ``model`` (substrings; they combine, e.g.
                  "invalid_request_error"). The message always contains LEAK_MARKER.
   leak-key       400 whose message echoes the fake's own API key (without its ``sk-``
                  prefix, and two 12-character pieces of it), as careless upstreams do.
+  midstream-leak stream: role chunk + 1 content chunk, then an error event echoing the key.
   reset          non-stream: connection dropped without a response; stream: role
                  chunk + 2 content chunks, then the connection is dropped (no
                  finish chunk, no ``[DONE]``).
@@ -333,6 +334,10 @@ class FakeOpenAI:
                 "system_fingerprint": SYSTEM_FINGERPRINT, "choices": [],
                 "usage": usage}) + b"\n\n")
         events.append(b"data: [DONE]\n\n")
+        if "midstream-leak" in model:  # two chunks, then an error event echoing the key, and the end
+            events = events[:2] + [b"data: " + orjson.dumps({"error": {
+                "message": f"Quota exceeded for key {self.api_key.removeprefix('sk-')}.",
+                "type": "server_error", "param": None, "code": None}}) + b"\n\n"]
         m = re.search(r"drip-(\d+)", model)
         delay = int(m.group(1)) / 1000 if m else 0
 
