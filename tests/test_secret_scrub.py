@@ -152,3 +152,13 @@ def test_a_mid_stream_error_echoing_the_key_is_not_passed_through(gw):
     assert_clean(r.text)
     for row in gw.rows(model="leaky/midstream"):
         assert_clean(row.error_message or "")
+
+
+def test_an_anthropic_mid_stream_error_keeps_its_type_and_loses_the_key(gateway, fake_anthropic):
+    from tests.conftest import ANTHROPIC_UPSTREAM_KEY
+
+    r = requests.post(gateway.url + "/v1/messages", json={
+        "model": "anthropic-test/midstream-error", "max_tokens": 20, "messages": MSG, "stream": True},
+        headers={"x-api-key": gateway.api_key, "anthropic-version": "2023-06-01"})
+    assert "overloaded_error" in r.text and "Overloaded (key [redacted])" in r.text
+    assert ANTHROPIC_UPSTREAM_KEY[3:] not in r.text and "upstream-test" not in r.text
