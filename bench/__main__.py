@@ -6,7 +6,8 @@ Scenarios (bench/scenarios.py) come in groups: core (4 scenarios x 3 targets: th
 dialects (Anthropic pass-through and OpenAI -> Anthropic translation, vs direct) and savings
 (a miss with the savings layers on vs off, an exact-cache hit vs direct). Default: every group,
 8 s per target (4 interleaved rounds of 2 s) after a 1 s warm-up, about 4 minutes in all;
-`--only core` is the original ~2 minutes. --quick: a ~40 s smoke run. --memory N: then N more
+`--only core` is the original ~2 minutes. --quick: a ~40 s smoke run. Then 256 connections at
+once (a mix of dialects, streams and not), with the gateway's peak RSS. --memory N: then N more
 gateway requests (e.g. 100000), sampling its RSS every 10k. --workload: run bench/workload.py
 instead (the replayable savings workload; the remaining arguments go to it).
 """
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_before = gateway.server.rss_mb()
         runs = bench.run_scenarios(scenarios.selected(args.only))
         rss = {"before_mb": rss_before, "after_mb": gateway.server.rss_mb(), "requests": gateway.served}
+        rss["connections"] = bench.memory_peak(256, 1_000 if args.quick else 5_000)
         memory = bench.memory_soak(args.memory) if args.memory else None
         failed = False
     except KeyboardInterrupt:

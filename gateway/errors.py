@@ -73,6 +73,15 @@ class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
 
 
+class ShuttingDown(GatewayError):
+    """The server is stopping and its drain timeout has passed (pipeline/drain.py)."""
+
+    status, type, anthropic_type, code = 503, "api_error", "api_error", "server_shutting_down"
+
+    def __init__(self, message: str = "The server is shutting down; retry the request.") -> None:
+        super().__init__(message)
+
+
 class UpstreamError(GatewayError):
     """An upstream failure, mapped: the provider's raw body never reaches the client.
 

@@ -42,7 +42,10 @@ class Settings:
     # How often a server notices writes made by another process (CLI, another worker).
     sync_interval: float = 0.25
     ledger_batch_size: int = 500
-    shutdown_grace_seconds: float = 20.0
+    # The writer writes at least every sync_interval, and at once when this many rows are queued.
+    ledger_flush_rows: int = 200
+    # On SIGTERM/SIGINT, how long requests in flight may run before they are ended (GATEWAY_DRAIN_SECONDS).
+    drain_seconds: float = 30.0
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     start_jobs: bool = True
@@ -83,6 +86,8 @@ class Settings:
             values["port"] = int(env["GATEWAY_PORT"])
         if env.get("GATEWAY_TRUSTED_PROXIES"):
             values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
+        if env.get("GATEWAY_DRAIN_SECONDS"):
+            values["drain_seconds"] = max(0.0, float(env["GATEWAY_DRAIN_SECONDS"]))
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:

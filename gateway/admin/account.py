@@ -8,7 +8,7 @@ from flask_login import current_user, login_user
 from sqlalchemy import select
 
 from gateway import db
-from gateway.admin import LoginUser, bp
+from gateway.admin.blueprint import LoginUser, bp
 from gateway.admin.editing import require_superadmin
 from gateway.models import Org, User
 from gateway.services import tenancy

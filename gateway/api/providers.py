@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from flask import Response, request
 
-from gateway.api import bp, dialect_for, error_response
+from gateway.api.blueprint import bp, dialect_for, error_response
 from gateway.errors import GatewayError
 from gateway.memo import MEMO, ProviderInfo
 from gateway.pipeline import auth

@@ -22,7 +22,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from urllib3.connection import HTTPConnection
@@ -54,6 +54,7 @@ _NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
 
 # Base URLs (as memo.py holds them) of providers marked allow_private; memo.py keeps it current.
 _private_ok: frozenset[str] = frozenset()
+_on_withdrawn: list[Callable[[str], None]] = []
 
 
 class EgressRefused(OSError):
@@ -65,11 +66,14 @@ def allow_private_for(base_urls: Iterable[str]) -> None:
     connections closed: a kept-alive connection to a private address must not outlive the permission."""
     global _private_ok
     before, _private_ok = _private_ok, frozenset(u.rstrip("/") for u in base_urls)
-    if before - _private_ok:
-        from gateway.providers import http  # http imports this module
+    for url in before - _private_ok:
+        for forget in _on_withdrawn:
+            forget(url)
 
-        for url in before - _private_ok:
-            http.forget(url)
+
+def on_withdrawn(forget: Callable[[str], None]) -> None:
+    """`forget(base_url)` is called when a base URL loses allow_private (http.py drops its pool)."""
+    _on_withdrawn.append(forget)
 
 
 def private_allowed(base_url: str) -> bool:

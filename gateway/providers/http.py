@@ -168,6 +168,9 @@ def forget(base_url: str) -> None:
         session.pool.close()
 
 
+egress.on_withdrawn(forget)  # a kept-alive connection must not outlive its allow_private
+
+
 def close_all() -> None:
     for session in _pools.values():
         session.pool.close()
