@@ -24,8 +24,8 @@ from gateway import tokens
 from gateway.errors import StreamTruncated, UpstreamError
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.scrub import scrub_bytes
 from gateway.providers import openai as openai_adapter
+from gateway.scrub import scrub_bytes
 from gateway.stores.responses import STATE, input_items, remember, state_of
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
