@@ -1,7 +1,7 @@
 """session versions, one-time passwords, private provider addresses
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0007
 Create Date: 2026-12-04 16:05:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0004'
-down_revision = '0003'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
