@@ -10,6 +10,7 @@ from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, NO_MONEY
 from gateway.pipeline import gate
 from gateway.pipeline.context import RequestContext
+from gateway.scrub import scrub
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
 
@@ -134,7 +135,7 @@ def record(ctx: RequestContext) -> None:
         "cache": ctx.cache,
         "status": ctx.status,
         "error_type": err.type if err else None,
-        "error_message": err.message[:500] if err else None,
+        "error_message": scrub(err.message)[:500] if err else None,
         "latency_ms": int((now - ctx.started) * 1000),
         "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
         "attempts": ctx.attempts,
