@@ -80,10 +80,6 @@ class Settings:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
         return replace(cls(**values), **overrides)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def _instance_secret(instance: Path) -> str:
     """Key material generated once into the instance folder when GATEWAY_SECRET_KEY is unset."""

@@ -208,6 +208,16 @@ def configure_savings(gw, **layers) -> None:
     gw.flush()
 
 
+def configure_routing(gw, **values) -> None:
+    """Write the `routing:` setting (as the config YAML or the console would) and let it load."""
+    from gateway import memo, seed
+
+    with db.write_lock, db.session_scope() as s:
+        seed.put_setting(s, "routing", {"retries": 0, **values}, actor="test")
+        memo.announce(s, "policy")
+    gw.flush()
+
+
 def savings_override(gw, org: str, layer: str, **values) -> None:
     """A per-org override of one savings layer's settings."""
     from gateway import memo

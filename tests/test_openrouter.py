@@ -8,7 +8,7 @@ import pytest
 
 from gateway.memo import MEMO
 from gateway.providers import openrouter
-from tests.conftest import OPENROUTER_UPSTREAM_KEY, assemble, wait_for
+from tests.conftest import OPENROUTER_UPSTREAM_KEY, assemble, configure_routing, wait_for
 from tests.fakes import LEAK_MARKER
 from tests.openapi import validate
 
@@ -23,8 +23,8 @@ def gw(fake_openrouter, gateway_factory):
 
 
 @pytest.fixture
-def translating(monkeypatch, gw):
-    monkeypatch.setattr(openrouter, "native", frozenset())
+def translating(gw):
+    configure_routing(gw, translate=["fakeopenrouter"])
     return gw
 
 

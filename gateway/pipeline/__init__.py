@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 from gateway.errors import GatewayError, InternalError
-from gateway.pipeline import auth, decode, gate, meter, route
+from gateway.pipeline import auth, decode, gate, meter, responses, route
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import (
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 Stage = ModuleType
 STAGES: list[Stage] = [
-    auth, decode, route, gate,  # enforcing
+    auth, decode, responses, route, gate,  # enforcing
     exact_cache, semantic_cache, inflight, prompt_cache, compress, context_dedupe, output_budget,  # savings
 ]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidRequest, StreamTruncated, UpstreamError, as_openai
+from gateway.errors import GatewayError, InvalidRequest, MalformedStream, StreamTruncated, UpstreamError, as_openai
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -27,13 +27,18 @@ from gateway.wire.canonical import (
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
-def check_request(body: Any) -> None:
-    """Reject what OpenAI would reject with a 400 naming the param; pass everything else through."""
+def check_model(body: Any) -> None:
+    """The opening every OpenAI endpoint's check shares: a JSON object that names a model."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("you must provide a model parameter", param="model")
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+
+
+def check_request(body: Any) -> None:
+    """Reject what OpenAI would reject with a 400 naming the param; pass everything else through."""
+    check_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
@@ -170,11 +175,10 @@ class StreamObserver:
         self.deltas += 1
         if not _NOTABLE.search(data):
             return True  # most chunks: no parse needed
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        obj = sse.json_object(data)
+        if obj is None:  # the client gets the upstream's bytes as they are
             return True
-        if "error" in obj and isinstance(obj["error"], dict):
+        if isinstance(obj.get("error"), dict):
             self.upstream_error = obj["error"]
             return False
         usage = usage_from(obj.get("usage"))
@@ -414,10 +418,10 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
         if data == sse.DONE:
             yield StreamEvent("end")
             return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
+        obj = sse.json_object(data)
+        if obj is None:  # not JSON, or not an object: nothing after it can be trusted
+            yield StreamEvent("error", error=MalformedStream())
+            return
         if isinstance(obj.get("error"), dict):
             yield StreamEvent("error", error=UpstreamError("The upstream provider reported an error during the "
                                                            "stream.", retryable=False))
