@@ -30,7 +30,8 @@ UPSTREAM_KEY = "sk-upstream-test"
 
 # Upstream behaviours (see tests/fakes/openai_upstream.py) exposed as model slugs `test/<name>`.
 BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "fake-cached", "echo", "reset", "drip-30",
-              "error-400", "error-401", "error-429", "error-500", "error-503", "slow-3000"]
+              "error-400", "error-401", "error-429", "error-500", "error-503", "slow-3000",
+              "hang", "stall", "bad-sse-list", "bad-sse-json"]
 PRICES = {"input_per_mtok": 1000, "output_per_mtok": 2000, "cached_input_per_mtok": 250}
 
 
@@ -300,7 +301,7 @@ ANTHROPIC_UPSTREAM_KEY = "sk-ant-upstream-test"
 ANTHROPIC_BEHAVIOURS = ["claude-fake", "claude-tool", "claude-tool-parallel", "claude-cached",
                         "claude-thinking", "claude-thinking-redacted-tool", "echo", "reset",
                         "midstream-error", "error-400", "error-401", "error-413", "error-429", "error-500",
-                        "error-529"]
+                        "error-529", "bad-sse-list", "bad-sse-json"]
 ANTHROPIC_PRICES = {"input_per_mtok": 3000, "output_per_mtok": 15000, "cached_input_per_mtok": 300}
 
 

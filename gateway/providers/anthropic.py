@@ -14,7 +14,7 @@ import orjson
 
 from gateway import errors
 from gateway.errors import StreamTruncated, UpstreamError
-from gateway.memo import RouteInfo
+from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers.base import Call, Passed, Relay
 from gateway.providers.openai import scrub

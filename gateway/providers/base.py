@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.errors import UpstreamError
-from gateway.memo import RouteInfo
+from gateway.routing.routes import RouteInfo
 from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, Usage
 
 

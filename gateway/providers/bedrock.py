@@ -27,7 +27,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 
 from gateway import errors, tokens
 from gateway.errors import InvalidRequest, MalformedStream, StreamTruncated, UpstreamError, cannot_serve
-from gateway.memo import RouteInfo
+from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers.base import Call
 from gateway.providers.openai import scrub as openai_scrub

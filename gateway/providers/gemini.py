@@ -20,7 +20,7 @@ import orjson
 
 from gateway import errors, tokens
 from gateway.errors import InvalidRequest, InvalidUpstreamResponse, StreamTruncated, UpstreamError, cannot_serve
-from gateway.memo import RouteInfo
+from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers.base import Call
 from gateway.providers.openai import scrub as openai_scrub

@@ -17,7 +17,7 @@ import orjson
 
 from gateway import errors, tokens
 from gateway.errors import InvalidRequest, InvalidUpstreamResponse, StreamTruncated, UpstreamError
-from gateway.memo import ProviderInfo, RouteInfo
+from gateway.routing.routes import ProviderInfo, RouteInfo
 from gateway.providers import http, openai
 from gateway.providers.base import Call
 from gateway.wire import openai_embeddings

@@ -17,7 +17,7 @@ import orjson
 
 from gateway import errors, tokens
 from gateway.errors import StreamTruncated, UpstreamError
-from gateway.memo import RouteInfo
+from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers.base import Call, Passed, Relay
 from gateway.wire import openai_chat, openai_embeddings

@@ -21,7 +21,7 @@ import orjson
 
 from gateway import errors, tokens
 from gateway.errors import StreamTruncated, UpstreamError
-from gateway.memo import RouteInfo
+from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers import openai as openai_adapter
 from gateway.providers.base import Call, Passed, Relay

@@ -15,7 +15,7 @@ import orjson
 
 from gateway.errors import UpstreamError
 from gateway.ledger.pricing import usd_to_micros
-from gateway.memo import RouteInfo
+from gateway.routing.routes import RouteInfo
 from gateway.providers import http, openai
 from gateway.providers.base import Call, Passed
 from gateway.wire import openai_chat

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.memo import MEMO
-from gateway.pipeline import dispatch
+from gateway.pipeline.dispatch import decode
 from gateway.pipeline.context import RequestContext
 
 LAYERS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "compression",
@@ -80,7 +80,7 @@ def canonical(ctx: RequestContext):
     """The request as a canonical ChatRequest, decoded once. A layer that edits it sets
     `ctx.changed`, so dispatch re-encodes it instead of passing the client's bytes through."""
     if ctx.canonical is None:
-        ctx.canonical = dispatch.decode(ctx)
+        ctx.canonical = decode(ctx)
     return ctx.canonical
 
 

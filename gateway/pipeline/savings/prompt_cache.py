@@ -29,7 +29,8 @@ from typing import Any
 import orjson
 
 from gateway import tokens
-from gateway.pipeline import dispatch, savings
+from gateway.pipeline import savings
+from gateway.pipeline.dispatch import PASS, mode
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.wire.canonical import ChatRequest, Message
 
@@ -56,7 +57,7 @@ def before(ctx: RequestContext) -> Reply | None:
     anthropic = [r for r in ctx.plan if r.provider.kind == "anthropic"]
     passes, translates = set(), set()  # kinds of the routes that pass the body through / translate
     for route in ctx.plan:
-        (passes if dispatch.mode(ctx, route) == dispatch.PASS else translates).add(route.provider.kind)
+        (passes if mode(ctx, route) == PASS else translates).add(route.provider.kind)
     floor = int(savings.settings(ctx, name).get("min_tokens") or 0)
     minimum = max(floor, min((model_minimum(r.upstream_model) for r in anthropic), default=0))
     keyed = bool(CACHE_KEY_KINDS & (passes | translates)) and _long_enough(ctx, max(floor, OPENAI_MINIMUM))
