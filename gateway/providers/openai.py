@@ -139,6 +139,7 @@ def relay(resp: http.Response, observer: openai_chat.StreamObserver, call: Call)
         finally:
             resp.close()
             out.usage.merge(observer.usage)
+            out.upstream_id = observer.id
             if out.usage.total == 0 and observer.deltas:  # the first chunk only carries the role
                 out.estimate = tokens.partial_usage(call.body.get("messages"), max(observer.deltas - 1, 0))
 

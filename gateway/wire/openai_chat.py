@@ -130,15 +130,19 @@ def usage_from(obj: dict | None) -> Usage | None:
 _NOTABLE = re.compile(rb'"usage":\s*\{|"error"|\[DONE\]')
 
 
+_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,200})"')
+
+
 class StreamObserver:
     """Watches an OpenAI chat SSE stream as it is relayed: usage, terminal `[DONE]`, error events.
 
     `hide_usage` drops the usage-only chunk the gateway asked for when the client did not.
     """
 
-    __slots__ = ("splitter", "usage", "done", "hide_usage", "upstream_error", "deltas")
+    __slots__ = ("splitter", "usage", "done", "hide_usage", "upstream_error", "deltas", "id")
 
     def __init__(self, hide_usage: bool) -> None:
+        self.id: str | None = None  # the upstream's completion (or generation) id, from the first chunk
         self.splitter = sse.EventSplitter()
         self.usage = Usage()
         self.done = False
@@ -148,6 +152,8 @@ class StreamObserver:
 
     def feed(self, chunk: bytes) -> bytes:
         """Observe one upstream chunk; return the bytes to forward (the chunk itself unless hiding)."""
+        if self.id is None and (found := _ID.search(chunk)):
+            self.id = found.group(1).decode(errors="replace")
         if (not self.splitter.pending and chunk.endswith(b"\n\n") and b"\r" not in chunk
                 and not _NOTABLE.search(chunk)):
             # The common case: whole plain content events, nothing to read or hide.
