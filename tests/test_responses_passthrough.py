@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import openai
 import pytest
-
 from sqlalchemy import select
 
 from gateway import db, memo

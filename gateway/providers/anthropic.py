@@ -14,10 +14,10 @@ import orjson
 
 from gateway import errors
 from gateway.errors import StreamTruncated, UpstreamError
-from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers.base import Call, Passed, Relay
 from gateway.providers.openai import scrub
+from gateway.routing.routes import RouteInfo
 from gateway.tokens import partial_usage
 from gateway.wire import anthropic_messages as wire
 from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, Usage

@@ -27,10 +27,10 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 
 from gateway import errors, tokens
 from gateway.errors import InvalidRequest, MalformedStream, StreamTruncated, UpstreamError, cannot_serve
-from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers.base import Call
 from gateway.providers.openai import scrub as openai_scrub
+from gateway.routing.routes import RouteInfo
 from gateway.wire import openai_embeddings
 from gateway.wire.canonical import (
     ChatRequest,

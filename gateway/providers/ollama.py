@@ -17,9 +17,9 @@ import orjson
 
 from gateway import errors, tokens
 from gateway.errors import InvalidRequest, InvalidUpstreamResponse, StreamTruncated, UpstreamError
-from gateway.routing.routes import ProviderInfo, RouteInfo
 from gateway.providers import http, openai
 from gateway.providers.base import Call
+from gateway.routing.routes import ProviderInfo, RouteInfo
 from gateway.wire import openai_embeddings
 from gateway.wire.canonical import (
     ChatRequest,

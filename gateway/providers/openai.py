@@ -17,9 +17,9 @@ import orjson
 
 from gateway import errors, tokens
 from gateway.errors import StreamTruncated, UpstreamError
-from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers.base import Call, Passed, Relay
+from gateway.routing.routes import RouteInfo
 from gateway.wire import openai_chat, openai_embeddings
 from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, Usage
 
@@ -27,6 +27,7 @@ kind = "openai"
 native = frozenset({"chat.completions", "responses"})  # endpoints whose bytes pass through untouched
 
 SECRETISH = re.compile(r"(sk|gw|key|rk|pk)-[A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
+
 
 def headers_for(route: RouteInfo) -> dict[str, str]:
     h = {"Content-Type": "application/json", "Accept": "application/json"}

@@ -21,10 +21,10 @@ import orjson
 
 from gateway import errors, tokens
 from gateway.errors import StreamTruncated, UpstreamError
-from gateway.routing.routes import RouteInfo
 from gateway.providers import http
 from gateway.providers import openai as openai_adapter
 from gateway.providers.base import Call, Passed, Relay
+from gateway.routing.routes import RouteInfo
 from gateway.wire.canonical import Usage
 from gateway.wire.openai_responses import StreamObserver, failure_events, input_items, usage_from
 

@@ -15,9 +15,9 @@ import orjson
 
 from gateway.errors import UpstreamError
 from gateway.ledger.pricing import usd_to_micros
-from gateway.routing.routes import RouteInfo
 from gateway.providers import http, openai
 from gateway.providers.base import Call, Passed
+from gateway.routing.routes import RouteInfo
 from gateway.wire import openai_chat
 from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, Usage
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.memo import MEMO
-from gateway.pipeline.dispatch import decode
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.dispatch import decode
 
 LAYERS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "compression",
           "context_dedupe", "output_budget")

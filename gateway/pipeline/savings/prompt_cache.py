@@ -30,8 +30,8 @@ import orjson
 
 from gateway import tokens
 from gateway.pipeline import savings
-from gateway.pipeline.dispatch import PASS, mode
 from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.dispatch import PASS, mode
 from gateway.wire.canonical import ChatRequest, Message
 
 name, enforcing = "prompt_cache", False
