@@ -80,6 +80,13 @@ class Partition:
         best = found[np.argsort(-scores[found], kind="stable")[:limit]]
         return [(float(scores[i]), self.entries[i]) for i in best]
 
+    def live(self, context_key: str, now: float) -> np.ndarray:
+        """Row numbers of the unexpired entries of `context_key`."""
+        code = self._codes.get(context_key)
+        if code is None or self.n == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero((self.codes[: self.n] == code) & (self.expires[: self.n] > now))
+
     def add(self, entry: Entry, vector: np.ndarray, max_entries: int, now: float) -> None:
         self._evict(max_entries - 1, now)
         if self.n == len(self.vectors):
@@ -130,6 +137,19 @@ class SemanticIndex:
         if part is None:
             return []
         return part.search(vector, context_key, threshold, self.clock(), limit)
+
+    def few(self, scope: str, model: str, context_key: str, limit: int) -> list[Entry] | None:
+        """The live entries of this context (any embedder width) when there are at most `limit`,
+        newest first; None when there are more (then search by vector)."""
+        now = self.clock()
+        found: list[Entry] = []
+        for (s, m, _), part in self._parts.items():
+            if s == scope and m == model:
+                rows = part.live(context_key, now)
+                if len(found) + len(rows) > limit:
+                    return None
+                found += [part.entries[i] for i in rows]
+        return sorted(found, key=lambda e: -e.created)
 
     def put(self, scope: str, model: str, context_key: str, text: str, vector: np.ndarray,
             resp: ChatResponse, *, org_id: int, ttl: float, max_entries: int) -> None:
