@@ -10,6 +10,7 @@ The fakes (tests/fakes/) pick these behaviours by model name: `hang`, `stall`, `
 
 import json
 
+import gevent
 import pytest
 import requests
 
@@ -98,6 +99,19 @@ def test_stalled_translated_responses_stream_ends_failed(gw, fake_openai):
     assert [n for n, _ in got][-2:] == ["error", "response.failed"]
     assert "response.completed" not in [n for n, _ in got]
     assert row_of(gw, r).status == 504
+
+
+def test_concurrent_hangs_each_end_at_the_deadline_with_their_own_row(gw, fake_openai):
+    calls = [("/v1/chat/completions", {"model": "test/hang", **CHAT}, False),
+             ("/v1/chat/completions", {"model": "test/stall", "stream": True, **CHAT}, False),
+             ("/v1/messages", {"model": "test/hang", **MESSAGES}, True),
+             ("/v1/messages", {"model": "test/stall", "stream": True, **MESSAGES}, True)]
+    jobs = [gevent.spawn(post, gw, path, body, anthropic) for path, body, anthropic in calls]
+    gevent.joinall(jobs, raise_error=True)
+    replies = [j.value for j in jobs]
+    assert [r.status_code for r in replies] == [504, 200, 504, 200]
+    assert all(row_of(gw, r).status == 504 for r in replies)
+    assert len(gw.rows()) == 4
 
 
 # ---- (b) a malformed event on a translated stream -----------------------------------------------------
