@@ -11,10 +11,10 @@ from sqlalchemy import select
 from gateway import db
 from gateway.models import SemanticEntry
 from gateway.pipeline.savings import DEFAULTS, embeddings, semantic_cache
+from gateway.pipeline.savings.semantic_match import refusal
 from gateway.stores.semantic_index import INDEX, SemanticIndex
 from gateway.wire.canonical import ChatResponse, Part, Usage
 from tests.conftest import chat_calls, configure_savings, database_statements, savings_override, wait_for
-from gateway.pipeline.savings.semantic_match import refusal
 from tests.data.semantic_dev import HOLDOUT, PAIRS, long_prompt
 
 ECHO = "test/echo"  # the fake answers with the body it received: a hit shows the first question
@@ -43,6 +43,7 @@ def ask_stream(gw, text, key=None, headers=None, **kw):
 
 @pytest.fixture
 def gw(gateway_factory):
+    semantic_cache.settle()  # the last test's background stores land before this gateway loads the index
     gw = gateway_factory()
     configure_savings(gw, semantic_cache={"enabled": True})
     return gw

@@ -27,8 +27,8 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import NamedTuple
 from hashlib import sha256
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import select
@@ -38,7 +38,7 @@ from gateway import tokens
 from gateway.errors import GatewayError
 from gateway.ledger.writer import WRITER
 from gateway.models import ConversationSummary
-from gateway.pipeline import savings
+from gateway.pipeline import savings, subrequest
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import prompt_cache
 from gateway.pipeline.savings.prompt_cache import message_tokens
@@ -225,15 +225,13 @@ def summarize(ctx: RequestContext, conf: dict, prefix: list[Message], dropped: l
 def call_summary_model(ctx: RequestContext, model: str, text: str, max_tokens: int) -> str | None:
     """One chat call through the whole pipeline, as the caller (same key: same org, app, rules,
     credits); it gets its own ledger row. This layer is off for it, so it never recurses."""
-    from gateway import pipeline  # the pipeline imports this module
-
     body = {"model": model, "max_tokens": max_tokens,
             "messages": [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": text}]}
     sub = RequestContext(endpoint=SUMMARY_ENDPOINT, dialect="openai", raw=orjson.dumps(body),
                          headers={savings.HEADERS[name]: "off"}, raw_key=ctx.raw_key,
                          request_id=f"{ctx.request_id}.summary")
     try:
-        reply = pipeline.run(sub)
+        reply = subrequest.run(sub)
     except GatewayError as e:
         log.warning("conversation summary by %s failed (%s); compression skipped", model, e)
         return None
