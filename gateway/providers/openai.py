@@ -17,7 +17,7 @@ import orjson
 
 from gateway import errors, tokens
 from gateway.errors import StreamTruncated, UpstreamError
-from gateway.providers import http
+from gateway.providers import http, openai_responses
 from gateway.providers.base import Call, Passed, Relay
 from gateway.routing.routes import RouteInfo
 from gateway.wire import openai_chat, openai_embeddings
@@ -61,9 +61,7 @@ def post(route: RouteInfo, path: str, payload: bytes, headers: dict[str, str], *
 
 def passthrough(call: Call, route: RouteInfo) -> Passed:
     if call.endpoint == "responses":
-        from gateway.providers import openai_responses  # it builds on this module
-
-        return openai_responses.passthrough(call, route)
+        return _responses(call, route)
     payload, hide_usage = to_wire(call, route)
     resp = post(route, "/chat/completions", payload, headers_for(route), stream=call.stream,
                 deadline=call.deadline)
@@ -72,6 +70,17 @@ def passthrough(call: Call, route: RouteInfo) -> Passed:
     content = resp.content
     parsed = http.parse(content, id_and_usage)
     return Passed(body=content, usage=parsed[1], upstream_id=parsed[0])
+
+
+def _responses(call: Call, route: RouteInfo) -> Passed:
+    """POST /v1/responses passed through (the body and the relay: providers/openai_responses.py)."""
+    resp = post(route, "/responses", openai_responses.to_wire(call, route), headers_for(route),
+                stream=call.stream, deadline=call.deadline)
+    if call.stream:
+        return Passed(relay=openai_responses.relay(resp, call))
+    content = resp.content
+    upstream_id, usage = http.parse(content, openai_responses.id_and_usage)
+    return Passed(body=content, usage=usage, upstream_id=upstream_id)
 
 
 def id_and_usage(obj: Any) -> tuple[str | None, Usage]:

@@ -1,4 +1,5 @@
-"""Responses pass-through for OpenAI-kind upstreams that speak `{base_url}/responses` (OpenAI does).
+"""Responses pass-through for OpenAI-kind upstreams that speak `{base_url}/responses` (OpenAI does):
+the body sent and the stream relayed. The OpenAI adapter's passthrough posts it (providers/openai.py).
 
 The client's body is forwarded as received with `model` rewritten. `previous_response_id` goes
 upstream only when that upstream holds the response (`call.previous_provider`: the responses
@@ -22,8 +23,7 @@ import orjson
 from gateway import errors, tokens
 from gateway.errors import StreamTruncated, UpstreamError
 from gateway.providers import http
-from gateway.providers import openai as openai_adapter
-from gateway.providers.base import Call, Passed, Relay
+from gateway.providers.base import Call, Relay
 from gateway.routing.routes import RouteInfo
 from gateway.wire.canonical import Usage
 from gateway.wire.openai_responses import StreamObserver, failure_events, input_items, usage_from
@@ -41,17 +41,8 @@ def speaks_responses(route: RouteInfo) -> bool:
     return urlsplit(route.provider.base_url).hostname == "api.openai.com"
 
 
-def passthrough(call: Call, route: RouteInfo) -> Passed:
-    resp = openai_adapter.post(route, "/responses", to_wire(call, route), openai_adapter.headers_for(route),
-                               stream=call.stream, deadline=call.deadline)
-    if call.stream:
-        return Passed(relay=relay(resp, call))
-    content = resp.content
-    upstream_id, usage = http.parse(content, _id_and_usage)
-    return Passed(body=content, usage=usage, upstream_id=upstream_id)
-
-
-def _id_and_usage(obj: Any) -> tuple[str | None, Usage]:
+def id_and_usage(obj: Any) -> tuple[str | None, Usage]:
+    """A whole Responses reply's id and usage."""
     rid = obj.get("id")
     return (rid if isinstance(rid, str) else None), usage_from(obj.get("usage")) or Usage()
 
