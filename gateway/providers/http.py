@@ -127,9 +127,8 @@ class Response:
             raise StreamTruncated() from None
 
     def _bound_next_read(self) -> None:
-        left = self._deadline - time.perf_counter()
-        if left <= 0:
-            raise UpstreamTimeout()
+        # Past the deadline only what has already arrived (the stream's end, say) is still read.
+        left = max(self._deadline - time.perf_counter(), 0.001)
         sock = getattr(self._raw.connection, "sock", None)
         if sock is not None:
             sock.settimeout(min(_timeouts[1], left))
