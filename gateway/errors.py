@@ -63,8 +63,29 @@ class PayloadTooLarge(GatewayError):
     status, type, anthropic_type, code = 413, "invalid_request_error", "request_too_large", "request_too_large"
 
 
+class DlpBlocked(InvalidRequest):
+    """A data-protection rule with the `block` action matched: nothing was sent."""
+
+    code = "dlp_blocked"
+
+
+class DlpUnavailable(GatewayError):
+    """Protection is on and the check could not run: the request is refused, never sent unchecked."""
+
+    status, type, anthropic_type, code = 503, "api_error", "api_error", "dlp_unavailable"
+
+
 class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
+
+
+class ShuttingDown(GatewayError):
+    """The server is stopping and its drain timeout has passed (pipeline/drain.py)."""
+
+    status, type, anthropic_type, code = 503, "api_error", "api_error", "server_shutting_down"
+
+    def __init__(self, message: str = "The server is shutting down; retry the request.") -> None:
+        super().__init__(message)
 
 
 class UpstreamError(GatewayError):

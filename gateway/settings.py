@@ -37,7 +37,10 @@ class Settings:
     # How often a server notices writes made by another process (CLI, another worker).
     sync_interval: float = 0.25
     ledger_batch_size: int = 500
-    shutdown_grace_seconds: float = 20.0
+    # The writer writes at least every sync_interval, and at once when this many rows are queued.
+    ledger_flush_rows: int = 200
+    # On SIGTERM/SIGINT, how long requests in flight may run before they are ended (GATEWAY_DRAIN_SECONDS).
+    drain_seconds: float = 30.0
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     start_jobs: bool = True
@@ -74,6 +77,8 @@ class Settings:
             values["host"] = env["GATEWAY_HOST"]
         if "GATEWAY_PORT" in env:
             values["port"] = int(env["GATEWAY_PORT"])
+        if env.get("GATEWAY_DRAIN_SECONDS"):
+            values["drain_seconds"] = max(0.0, float(env["GATEWAY_DRAIN_SECONDS"]))
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:

@@ -6,7 +6,8 @@ to the codec (translation) or the adapter (pass-through). The reply is remembere
 unless the client sent `store: false`: a whole reply in `after`; a stream as its terminal
 `response.completed` / `.incomplete` event passes (so a client that continues the conversation
 right after reading it finds it), however the stream was produced (passed through, translated,
-or replayed from a cache). A pass-through reply is remembered as held by its provider too, so
+or replayed from a cache). The stage comes after dlp, so `on_reply` sees the reply before dlp
+restores it: the conversation is kept in placeholder form. A pass-through reply is remembered as held by its provider too, so
 the next turn to the same provider sends `previous_response_id` instead of the history.
 """
 
@@ -35,20 +36,26 @@ def before(ctx: RequestContext) -> Reply | None:
 
 
 def on_reply(ctx: RequestContext, reply: Reply) -> Reply:
-    if ctx.endpoint == "responses" and reply.chunks is not None and ctx.body.get("store") is not False:
+    """Sees the reply before dlp (earlier in STAGES) restores its placeholders: what is remembered
+    is the placeholder form, like everything else the gateway keeps."""
+    if ctx.endpoint != "responses" or ctx.body.get("store") is False:
+        return reply
+    if reply.chunks is not None:
         reply.chunks = _watched(ctx, reply.chunks)
+    elif reply.body:
+        try:
+            obj = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            return reply
+        if isinstance(obj, dict):
+            ctx.extra[name] = obj
     return reply
 
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:
-    if ctx.endpoint != "responses" or reply is None or reply.body is None or ctx.error is not None:
-        return
-    try:
-        obj = orjson.loads(reply.body)
-    except orjson.JSONDecodeError:
-        return
-    if isinstance(obj, dict):
-        _remember(ctx, obj)
+    response = ctx.extra.pop(name, None)
+    if response is not None and ctx.error is None:
+        _remember(ctx, response)
 
 
 def _watched(ctx: RequestContext, chunks: Iterator[bytes]) -> Iterator[bytes]:
