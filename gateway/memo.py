@@ -32,7 +32,9 @@ from gateway.models import (
     Route,
     SavingsOverride,
 )
+from gateway.providers import egress
 from gateway.routing.routes import ProviderInfo, RouteInfo  # noqa: F401  (re-exported: the catalog's values)
+from gateway.scrub import SCRUB
 from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
@@ -289,6 +291,8 @@ class Memo:
                 r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
             ))
         self._forget_changed_providers(providers, routes)
+        SCRUB.update(p.api_key for p in providers.values())  # before any request can use a new key
+        egress.allow_private_for(p.base_url for p in providers.values() if p.allow_private)
         self.catalog = Catalog(
             models={m.slug: ModelInfo(m.slug, m.context_window, m.max_output_tokens, tuple(routes.get(m.id, ())))
                     for m in models},
@@ -320,7 +324,8 @@ class Memo:
                 log.error("provider %s: stored key cannot be decrypted with this secret key", p.name)
         elif p.api_key_env:
             api_key = environ_value(p.api_key_env)
-        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api)
+        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api,
+                            bool(p.allow_private))
 
 
 def announce(session: Session, *topics: str) -> None:

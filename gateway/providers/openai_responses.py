@@ -25,6 +25,7 @@ from gateway.errors import StreamTruncated, UpstreamError
 from gateway.providers import http
 from gateway.providers.base import Call, Relay
 from gateway.routing.routes import RouteInfo
+from gateway.scrub import scrub_bytes
 from gateway.wire.canonical import Usage
 from gateway.wire.openai_responses import StreamObserver, failure_events, input_items, usage_from
 
@@ -72,7 +73,8 @@ def relay(resp: http.Response, call: Call) -> Relay:
         try:
             for chunk in resp.iter_content(chunk_size=None):
                 observer.feed(chunk)
-                yield chunk
+                # From the failure on (error, response.failed), the upstream's message may echo our key.
+                yield scrub_bytes(chunk) if observer.failed else chunk
             if not observer.terminal:
                 yield _failed(out, observer, StreamTruncated())
             elif observer.failed:

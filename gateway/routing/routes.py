@@ -18,6 +18,7 @@ class ProviderInfo:
     api_key: str | None = field(repr=False)  # decrypted, memory only
     enabled: bool = True
     responses_api: bool | None = None  # serves /v1/responses natively; None: only OpenAI's own API
+    allow_private: bool = False  # may reach loopback and private addresses (providers/egress.py)
 
 
 @dataclass(frozen=True, slots=True)
