@@ -20,6 +20,8 @@ import gc
 import logging
 from typing import Any
 
+from gateway.wire.canonical import Usage
+
 log = logging.getLogger(__name__)
 
 DEFAULT = "o200k_base"
@@ -122,3 +124,10 @@ def bound(raw: bytes) -> int:
     framing adds more; two bytes per token leaves room for dense scripts. A prompt built to be
     denser still (one byte per token) can be charged above its hold."""
     return len(raw) // 2 + 8
+
+
+def partial_usage(messages: Any, output_tokens: int) -> Usage:
+    """Usage of a stream cut short before it reported any: the upstream still bills the prompt
+    and what it generated, so this counts the prompt's messages and takes the output as seen."""
+    return Usage(input_tokens=count_messages(messages) if isinstance(messages, list) else 0,
+                 output_tokens=output_tokens)
