@@ -20,6 +20,7 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     from gateway.ledger.writer import WRITER
     from gateway.memo import MEMO
     from gateway.providers import http, openrouter
+    from gateway.services import budgets
     from gateway.settings import ROOT, Settings
     from gateway.web import public
 
@@ -38,6 +39,7 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     MEMO.configure(settings.secret_key)
     http.configure(settings)
     openrouter.configure(settings)
+    budgets.configure(settings)
     WRITER.init_app(app)
     api.init_app(app)
     admin.init_app(app)

@@ -15,9 +15,11 @@ from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
 from gateway.models import Org, Provider, SemanticEntry, User
+from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
-from gateway.services import tenancy
+from gateway.services import budgets, tenancy
+from gateway.stores.counters import COUNTERS
 from gateway.stores import exact_cache as cache_store
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ def start_background(app: Flask) -> None:
     """Load the in-memory maps, then start the ledger writer and the scheduler."""
     with db.session_scope() as session:
         MEMO.load_all(session)
+        # A (re)start has no open holds; window spend is seeded once from the ledger.
+        COUNTERS.reset()
+        gate.ALERTED.clear()
+        budgets.seed_spend(session, COUNTERS)
         cache_store.STORE.load(session)  # the exact cache, back in memory
         if "gateway.stores.semantic_index" in sys.modules or session.scalar(
                 select(func.count()).select_from(SemanticEntry)):

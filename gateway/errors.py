@@ -67,6 +67,12 @@ class RateLimited(GatewayError):
     status, type, anthropic_type, code = 429, "rate_limit_error", "rate_limit_error", "rate_limit_exceeded"
 
 
+class BudgetExceeded(GatewayError):
+    """A hard budget (org, user, app or key) has no room for this request."""
+
+    status, type, anthropic_type, code = 429, "insufficient_quota", "rate_limit_error", "budget_exceeded"
+
+
 class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
 

@@ -21,20 +21,24 @@ from gateway.models import (
     AgentConfig,
     Alias,
     ApiKey,
+    App,
+    Budget,
     ChangeEvent,
     Fallback,
     GatewaySetting,
     Model,
     Org,
+    Plan,
     Provider,
     Route,
     SavingsOverride,
+    User,
 )
 from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("keys", "catalog", "orgs", "policy")
+TOPICS = ("keys", "catalog", "orgs", "policy", "budgets")
 GAP_SECONDS = 60.0  # how long a skipped change-event id is awaited (a transaction commits well within it)
 MAX_GAPS = 1000
 
@@ -48,6 +52,45 @@ class Principal:
     key_name: str = ""
     user_id: int | None = None
     app_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInfo:
+    """Plan limits; None is unlimited. `features`: savings layers allowed (None: all)."""
+
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    key_rpm: int | None = None
+    key_tpm: int | None = None
+    max_keys: int | None = None
+    batch: bool = True
+    features: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgMoney:
+    """How an org is charged and limited: pricing policy, plan, soft-budget webhook."""
+
+    pricing: str = "list"  # list | markup | discount | byok
+    pricing_bps: int = 0
+    request_fee_micros: int = 0
+    plan: PlanInfo | None = None
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetInfo:
+    id: int
+    org_id: int
+    entity: tuple[str, int]  # ("org"|"user"|"app"|"key", id)
+    amount_micros: int
+    window: str
+    hard: bool
+    rollover: bool
+
+
+NO_MONEY = OrgMoney()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +200,8 @@ class Memo:
         self.catalog = Catalog()
         self.policy = Policy()
         self.org_names: dict[int, str] = {}
+        self.money: dict[int, OrgMoney] = {}
+        self.budgets: dict[tuple[str, int], BudgetInfo] = {}
         # Balance = committed credits (as last read from the database) minus charges queued for
         # the ledger writer but not yet committed. The writer moves amounts from one to the other.
         self.committed: dict[int, int] = {}
@@ -169,6 +214,17 @@ class Memo:
     # ---- hot path reads -------------------------------------------------------------------
     def principal(self, digest: str) -> Principal | None:
         return self.keys.get(digest)
+
+    def org_money(self, org_id: int) -> OrgMoney:
+        return self.money.get(org_id, NO_MONEY)
+
+    def budgets_for(self, principal: Principal) -> list[BudgetInfo]:
+        """The budgets that apply to a caller: its org's, user's, app's and key's."""
+        found = []
+        for entity in entities(principal):
+            if (b := self.budgets.get(entity)) is not None:
+                found.append(b)
+        return found
 
     def balance(self, org_id: int) -> int:
         return self.committed.get(org_id, 0) - self.uncommitted.get(org_id, 0)
@@ -231,6 +287,15 @@ class Memo:
             self._load_keys(session)  # principals carry the org name
         elif topic == "policy":
             self._load_policy(session)
+        elif topic == "budgets":
+            self._load_budgets(session)
+
+    def _load_budgets(self, session: Session) -> None:
+        self.budgets = {}
+        for b in session.scalars(select(Budget)).all():
+            entity = (("user", b.user_id) if b.user_id is not None else ("app", b.app_id) if b.app_id is not None
+                      else ("key", b.key_id) if b.key_id is not None else ("org", b.org_id))
+            self.budgets[entity] = BudgetInfo(b.id, b.org_id, entity, b.amount_micros, b.window, b.hard, b.rollover)
 
     def _load_policy(self, session: Session) -> None:
         savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = {}
@@ -249,14 +314,25 @@ class Memo:
         )
 
     def _load_orgs(self, session: Session) -> None:
-        rows = session.execute(select(Org.id, Org.name, Org.credits_micros)).all()
+        rows = session.scalars(select(Org)).all()
+        plans = {p.id: PlanInfo(p.name, p.rpm, p.tpm, p.key_rpm, p.key_tpm, p.max_keys, p.batch,
+                                None if p.features is None else frozenset(p.features))
+                 for p in session.scalars(select(Plan)).all()}
         self.org_names = {r.id: r.name for r in rows}
         self.committed = {r.id: r.credits_micros for r in rows}
+        self.money = {r.id: OrgMoney(r.pricing, r.pricing_bps, r.request_fee_micros, plans.get(r.plan_id),
+                                     r.budget_webhook_url) for r in rows}
 
     def _load_keys(self, session: Session) -> None:
         if not self.org_names:
             self.org_names = dict(session.execute(select(Org.id, Org.name)).tuples().all())
-        rows = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all()
+        # A disabled user's or an inactive app's keys are left out: they answer 401.
+        disabled_users = select(User.id).where(User.status != "active")
+        inactive_apps = select(App.id).where(App.active.is_(False))
+        rows = session.scalars(select(ApiKey).where(
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.user_id.is_(None), ApiKey.user_id.not_in(disabled_users)),
+            or_(ApiKey.app_id.is_(None), ApiKey.app_id.not_in(inactive_apps)))).all()
         self.keys = {
             k.digest: Principal(k.id, k.org_id, self.org_names.get(k.org_id, ""), k.scope, k.name, k.user_id, k.app_id)
             for k in rows
@@ -309,6 +385,17 @@ class Memo:
         elif p.api_key_env:
             api_key = environ_value(p.api_key_env)
         return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api)
+
+
+def entities(principal: Principal) -> tuple[tuple[str, int], ...]:
+    """What a caller's spend counts against: its org, and its user, app and key."""
+    out: list[tuple[str, int]] = [("org", principal.org_id)]
+    if principal.user_id is not None:
+        out.append(("user", principal.user_id))
+    if principal.app_id is not None:
+        out.append(("app", principal.app_id))
+    out.append(("key", principal.key_id))
+    return tuple(out)
 
 
 def announce(session: Session, *topics: str) -> None:

@@ -29,6 +29,7 @@ class Settings:
     secret_key: str
     config_path: Path | None = None
     redis_url: str | None = None
+    budget_webhook_url: str | None = None  # soft-budget alerts when the org sets none
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
@@ -63,6 +64,7 @@ class Settings:
             "secret_key": secret_key,
             "config_path": Path(config) if config else None,
             "redis_url": env.get("GATEWAY_REDIS_URL") or None,
+            "budget_webhook_url": env.get("GATEWAY_BUDGET_WEBHOOK_URL") or None,
             "env_provider_keys": {
                 kind: env[var] for kind, var in ENV_PROVIDER_KEYS.items() if env.get(var)
             },

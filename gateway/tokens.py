@@ -59,3 +59,11 @@ def count_messages(messages: list[dict]) -> int:
             fn = call.get("function") or {}
             total += count(fn.get("name", "")) + count(fn.get("arguments", ""))
     return total
+
+
+def bound(raw: bytes) -> int:
+    """A cheap upper estimate of a request's prompt tokens from its body size, for holds and rate
+    limits (no tokenizer on the hot path). Real text runs about four bytes per token and the JSON
+    framing adds more; two bytes per token leaves room for dense scripts. A prompt built to be
+    denser still (one byte per token) can be charged above its hold."""
+    return len(raw) // 2 + 8

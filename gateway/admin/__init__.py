@@ -19,7 +19,7 @@ PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.static"})
 @login_manager.user_loader
 def _load_user(user_id: str):
     user = db.request_session().get(User, int(user_id))
-    return LoginUser(user) if user else None
+    return LoginUser(user) if user and user.status == "active" else None  # disabling ends a session
 
 
 class LoginUser:

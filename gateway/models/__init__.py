@@ -5,12 +5,20 @@ from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
 from gateway.models.ledger import LedgerEntry, UsageRollup
 from gateway.models.logs import AuditLog, ChangeEvent
-from gateway.models.policy import AccessPolicy, AgentConfig, GatewaySetting, SavingsOverride
+from gateway.models.policy import (
+    AccessPolicy,
+    AgentConfig,
+    Budget,
+    BudgetAlert,
+    GatewaySetting,
+    Plan,
+    SavingsOverride,
+)
 from gateway.models.responses import StoredResponse
-from gateway.models.tenancy import ApiKey, App, CreditGrant, Org, User
+from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, Org, User
 
 __all__ = [
-    "AccessPolicy", "AgentConfig", "CacheEntry", "ConversationSummary", "GatewaySetting", "SavingsOverride",
+    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry", "ConversationSummary", "GatewaySetting", "SavingsOverride",
     "SemanticEntry", "UsageRollup",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
     "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",
