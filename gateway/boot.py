@@ -19,7 +19,9 @@ from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
 from gateway.services import budgets, tenancy
-from gateway.stores.counters import COUNTERS
+from gateway.stores import counters, shared
+from gateway.stores.counters import COUNTERS, MemoryCounters
+from gateway.stores.shared_counters import RedisCounters
 from gateway.stores import exact_cache as cache_store
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,18 @@ def prepare(app: Flask) -> FirstRun | None:
         return FirstRun(FIRST_ADMIN, password, org.name, key.secret, providers or env_added)
 
 
+def connect_shared(settings) -> None:
+    """With GATEWAY_REDIS_URL, holds, budgets and rate limits are shared by every worker."""
+    shared.configure(settings.redis_url)
+    if settings.redis_url and not isinstance(COUNTERS.backend, RedisCounters):
+        counters.use(RedisCounters(settings.workers))
+    elif not settings.redis_url and isinstance(COUNTERS.backend, RedisCounters):
+        counters.use(MemoryCounters())
+
+
 def start_background(app: Flask) -> None:
     """Load the in-memory maps, then start the ledger writer and the scheduler."""
+    connect_shared(app.extensions["settings"])
     with db.session_scope() as session:
         MEMO.load_all(session)
         # A (re)start has no open holds; window spend is seeded once from the ledger.

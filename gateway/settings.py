@@ -29,6 +29,7 @@ class Settings:
     secret_key: str
     config_path: Path | None = None
     redis_url: str | None = None
+    workers: int = 1  # processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage
     budget_webhook_url: str | None = None  # soft-budget alerts when the org sets none
     host: str = "127.0.0.1"
     port: int = 8080
@@ -72,6 +73,9 @@ class Settings:
         for name in ("openrouter_referer", "openrouter_title"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = env[f"GATEWAY_{name.upper()}"]
+        workers = env.get("GATEWAY_WORKERS") or env.get("WEB_CONCURRENCY")
+        if workers and workers.isdigit() and int(workers) > 0:
+            values["workers"] = int(workers)
         if "GATEWAY_HOST" in env:
             values["host"] = env["GATEWAY_HOST"]
         if "GATEWAY_PORT" in env:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, event, func, select
 from sqlalchemy.orm import Session
 
 from gateway.memo import announce
+from gateway.stores.counters import COUNTERS
 from gateway.models import AuditLog, CreditGrant, CreditTransaction, Org
 from gateway.services.errors import AdminError
 
@@ -40,6 +41,9 @@ def _post(session: Session, org: Org, kind: str, debit: str, credit: str, micros
     session.add(AuditLog(actor=actor, action=f"credits.{kind}", target=org.name,
                          detail=f"{'+' if delta > 0 else ''}{delta} micros: {reason}"[:500], org_id=org.id))
     announce(session, "orgs")
+    # Shared counters (Redis) move with the committed balance, once the change is durable.
+    balance = org.credits_micros
+    event.listen(session, "after_commit", lambda _s: COUNTERS.credit(org.id, delta, balance), once=True)
     return txn
 
 
