@@ -20,9 +20,9 @@ from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
 from gateway.services import budgets, tenancy
 from gateway.stores import counters, shared
+from gateway.stores import exact_cache as cache_store
 from gateway.stores.counters import COUNTERS, MemoryCounters
 from gateway.stores.shared_counters import RedisCounters
-from gateway.stores import exact_cache as cache_store
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from sqlalchemy import case, event, func, select
 from sqlalchemy.orm import Session
 
 from gateway.memo import announce
-from gateway.stores.counters import COUNTERS
 from gateway.models import AuditLog, CreditGrant, CreditTransaction, Org
 from gateway.services.errors import AdminError
+from gateway.stores.counters import COUNTERS
 
 ORG, FUNDING, USAGE, ADJUSTMENT = "org", "funding", "usage", "adjustment"
 POLICIES = ("list", "markup", "discount", "byok")
