@@ -3,6 +3,7 @@
 from gateway.models.base import Base, utcnow
 from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
+from gateway.models.jobs import JobRun
 from gateway.models.ledger import LedgerEntry, UsageRollup
 from gateway.models.logs import AuditLog, ChangeEvent
 from gateway.models.policy import (
@@ -21,5 +22,5 @@ __all__ = [
     "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry", "ConversationSummary", "GatewaySetting", "SavingsOverride",
     "SemanticEntry", "UsageRollup",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
-    "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",
+    "JobRun", "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",
 ]
