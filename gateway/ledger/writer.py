@@ -23,7 +23,7 @@ from gevent.lock import Semaphore
 from gevent.queue import Empty, Queue
 from sqlalchemy import select, update
 
-from gateway import db
+from gateway import db, metrics
 from gateway.memo import MEMO
 from gateway.models import CreditTransaction, LedgerEntry, Org, UsageRollup, utcnow
 from gateway.services.credits import charge_rows
@@ -128,6 +128,7 @@ class LedgerWriter:
             log.exception("config sync failed; will retry")
 
     def _write(self, batch: list[tuple[type, dict]]) -> None:
+        metrics.observe(row for model, row in batch if model is LedgerEntry)
         for attempt in range(1, RETRIES + 1):
             try:
                 self._insert(batch)
