@@ -23,9 +23,11 @@ from gateway.services.errors import AdminError
 
 
 def _app():
-    from gateway import create_app
+    from gateway import boot, create_app
 
-    return create_app()
+    app = create_app()
+    boot.connect_shared(app.extensions["settings"])  # credit changes move the shared balance too
+    return app
 
 
 def _ready_app():

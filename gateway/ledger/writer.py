@@ -28,7 +28,7 @@ from gevent.lock import Semaphore
 from gevent.queue import Empty, Queue
 from sqlalchemy import select, update
 
-from gateway import db
+from gateway import db, metrics
 from gateway.ledger.rollups import party_rollup, rollup, upsert_dlp_rollups, upsert_party_rollups, upsert_rollups
 from gateway.memo import MEMO
 from gateway.models import CreditTransaction, DlpEvent, LedgerEntry, Org, utcnow
@@ -151,6 +151,7 @@ class LedgerWriter:
             log.exception("config sync failed; will retry")
 
     def _write(self, batch: list[tuple[type, dict]]) -> None:
+        metrics.observe(row for model, row in batch if model is LedgerEntry)
         for attempt in range(1, RETRIES + 1):
             try:
                 self._insert(batch)
