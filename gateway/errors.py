@@ -73,6 +73,18 @@ class BudgetExceeded(GatewayError):
     status, type, anthropic_type, code = 429, "insufficient_quota", "rate_limit_error", "budget_exceeded"
 
 
+class DlpBlocked(InvalidRequest):
+    """A data-protection rule with the `block` action matched: nothing was sent."""
+
+    code = "dlp_blocked"
+
+
+class DlpUnavailable(GatewayError):
+    """Protection is on and the check could not run: the request is refused, never sent unchecked."""
+
+    status, type, anthropic_type, code = 503, "api_error", "api_error", "dlp_unavailable"
+
+
 class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
 

@@ -24,6 +24,8 @@ from gateway.models import (
     App,
     Budget,
     ChangeEvent,
+    DlpCustomRule,
+    DlpSetting,
     Fallback,
     GatewaySetting,
     Model,
@@ -38,7 +40,7 @@ from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("keys", "catalog", "orgs", "policy", "budgets")
+TOPICS = ("keys", "catalog", "orgs", "policy", "budgets", "dlp")
 GAP_SECONDS = 60.0  # how long a skipped change-event id is awaited (a transaction commits well within it)
 MAX_GAPS = 1000
 
@@ -206,6 +208,7 @@ class Memo:
         # the ledger writer but not yet committed. The writer moves amounts from one to the other.
         self.committed: dict[int, int] = {}
         self.uncommitted: dict[int, int] = {}
+        self.dlp: dict[tuple[int, int | None], Any] = {}  # (org, app|None) -> gateway.dlp.engine.Policy
         self.last_event_id = 0
         self.gaps: dict[int, float] = {}  # change-event ids skipped over, still awaited -> when first missed
         self.loaded = False
@@ -225,6 +228,12 @@ class Memo:
             if (b := self.budgets.get(entity)) is not None:
                 found.append(b)
         return found
+
+    def dlp_policy(self, org_id: int, app_id: int | None):
+        """The data-protection policy for a caller: its app's, else its org's; None if never set."""
+        if app_id is not None and (policy := self.dlp.get((org_id, app_id))) is not None:
+            return policy
+        return self.dlp.get((org_id, None))
 
     def balance(self, org_id: int) -> int:
         return self.committed.get(org_id, 0) - self.uncommitted.get(org_id, 0)
@@ -289,6 +298,8 @@ class Memo:
             self._load_policy(session)
         elif topic == "budgets":
             self._load_budgets(session)
+        elif topic == "dlp":
+            self._load_dlp(session)
 
     def _load_budgets(self, session: Session) -> None:
         self.budgets = {}
@@ -296,6 +307,35 @@ class Memo:
             entity = (("user", b.user_id) if b.user_id is not None else ("app", b.app_id) if b.app_id is not None
                       else ("key", b.key_id) if b.key_id is not None else ("org", b.org_id))
             self.budgets[entity] = BudgetInfo(b.id, b.org_id, entity, b.amount_micros, b.window, b.hard, b.rollover)
+
+    def _load_dlp(self, session: Session) -> None:
+        """Compile every scope's rules once, here, never per request. A stored custom rule that no
+        longer compiles makes its scopes refuse requests (fail closed) until an admin fixes it."""
+        from gateway.dlp import engine
+        from gateway.dlp.custom import CustomRuleError, compile_rule
+        from gateway.dlp.detectors import DEFAULT_REGIONS
+
+        customs: dict[int, dict[str, Any]] = {}
+        for r in session.scalars(select(DlpCustomRule)).all():
+            try:
+                customs.setdefault(r.org_id, {})[f"custom:{r.name}"] = compile_rule(r.name, r.kind, r.pattern)
+            except CustomRuleError as e:
+                log.error("dlp custom rule %s of org %s is unusable: %s", r.name, r.org_id, e)
+                customs.setdefault(r.org_id, {})[f"custom:{r.name}"] = None
+        policies = {}
+        for s in session.scalars(select(DlpSetting)).all():
+            rules = dict(s.rules or {})
+            own = customs.get(s.org_id, {})
+            wanted = [rid for rid in rules if rid.startswith("custom:")]
+            broken = [rid for rid in wanted if own.get(rid) is None]
+            policies[(s.org_id, s.app_id)] = engine.Policy(
+                enabled=bool(s.enabled), actions=rules,
+                custom=tuple(own[rid] for rid in wanted if own.get(rid) is not None),
+                regions=tuple(s.regions) if s.regions else DEFAULT_REGIONS,
+                scope=f"app:{s.app_id}" if s.app_id is not None else f"org:{s.org_id}",
+                error=f"custom rule {broken[0]} is missing or unusable" if broken else "",
+            )
+        self.dlp = policies
 
     def _load_policy(self, session: Session) -> None:
         savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = {}

@@ -15,6 +15,7 @@ def init_app(app: Flask) -> None:
         audit,
         auth,
         catalog,
+        dlp,  # noqa: F401  (data protection)
         logs,
         plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
