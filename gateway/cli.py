@@ -99,7 +99,7 @@ def _first_run(first, url: str) -> None:
     click.echo("\n  First run: Gateway is set up.\n")
     click.echo(f"  Console:   {url}/admin")
     click.echo(f"  Admin:     {first.email}")
-    click.echo(f"  Password:  {first.password}   (shown once; change it in the console)")
+    click.echo(f"  Password:  {first.password}   (one-time: the console asks for a new one at the first sign-in)")
     click.echo(f"  Org:       {first.org} (credits: ${boot.FIRST_CREDITS_USD})")
     click.echo(f"  API key:   {first.api_key}   (shown once)")
     click.echo(f"  Providers: {', '.join(first.providers) or 'none yet (set GATEWAY_CONFIG or add one in the console)'}")
@@ -129,27 +129,39 @@ def admin() -> None:
 
 @admin.command("create")
 @click.option("--email", required=True)
-@click.option("--password", required=True)
+@click.option("--password", default=None, help="Omit to get a printed one-time password.")
 @click.option("--superadmin", is_flag=True, default=False, help="Sees and manages every org.")
 @click.option("--org", "org_name", default=None, help="The org of an org-admin or member.")
 @click.option("--role", type=click.Choice(["org-admin", "member"]), default="org-admin")
-def admin_create(email: str, password: str, superadmin: bool, org_name: str | None, role: str) -> None:
-    """A console user: --superadmin, or --org NAME with --role org-admin|member."""
+def admin_create(email: str, password: str | None, superadmin: bool, org_name: str | None, role: str) -> None:
+    """A console user: --superadmin, or --org NAME with --role org-admin|member. Without --password a
+    one-time password is printed, changed at the first sign-in."""
     if superadmin and org_name:
         _fail("a super-admin belongs to no org: give --superadmin or --org, not both")
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            org_id = tenancy.org_by_name(session, org_name).id if org_name else None
-            user = tenancy.create_admin(session, email, password, superadmin=superadmin, org_id=org_id,
-                                        role=None if superadmin else role)
-            shown = user.role
-    except AdminError as e:
-        _fail(str(e))
+    one_time = password is None
+    password = password or tenancy.one_time_password()
+    with _writing() as session:
+        org_id = tenancy.org_by_name(session, org_name).id if org_name else None
+        user = tenancy.create_admin(session, email, password, superadmin=superadmin, org_id=org_id,
+                                    role=None if superadmin else role, one_time=one_time)
+        shown = user.role
     if superadmin:
         click.echo(f"created super-admin {user.email}")
-    else:
+    elif org_name:
         click.echo(f"created {shown} {user.email} in org {org_name}")
+    else:
+        click.echo(f"created admin {user.email}")
+    if one_time:
+        click.echo(f"one-time password: {password}   (changed at the first sign-in)")
+
+
+@admin.command("reset-password")
+@click.option("--email", required=True)
+def admin_reset_password(email: str) -> None:
+    """Print a new one-time password for a console user (also lifts a lockout and ends their sessions)."""
+    with _writing() as session:
+        password = tenancy.reset_password(session, email)
+    click.echo(f"one-time password: {password}   (changed at the next sign-in)")
 
 
 @cli.group()

@@ -36,6 +36,9 @@ from gateway.models import (
     SavingsOverride,
     User,
 )
+from gateway.providers import egress
+from gateway.routing.routes import ProviderInfo, RouteInfo  # noqa: F401  (re-exported: the catalog's values)
+from gateway.scrub import SCRUB
 from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
@@ -93,35 +96,6 @@ class BudgetInfo:
 
 
 NO_MONEY = OrgMoney()
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderInfo:
-    id: int
-    name: str
-    kind: str
-    base_url: str
-    api_key: str | None = field(repr=False)  # decrypted, memory only
-    enabled: bool = True
-    responses_api: bool | None = None  # serves /v1/responses natively; None: only OpenAI's own API
-
-
-@dataclass(frozen=True, slots=True)
-class RouteInfo:
-    id: int
-    model_slug: str
-    provider: ProviderInfo
-    upstream_model: str
-    input_micros_per_mtok: int
-    output_micros_per_mtok: int
-    cached_input_micros_per_mtok: int | None
-    context_window: int | None
-    position: int
-    weight: int = 1
-    capabilities: frozenset[str] | None = None  # None: not declared, so nothing is ruled out
-
-    def supports(self, needs: frozenset[str]) -> bool:
-        return self.capabilities is None or needs <= self.capabilities
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +367,8 @@ class Memo:
                 r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
             ))
         self._forget_changed_providers(providers, routes)
+        SCRUB.update(p.api_key for p in providers.values())  # before any request can use a new key
+        egress.allow_private_for(p.base_url for p in providers.values() if p.allow_private)
         self.catalog = Catalog(
             models={m.slug: ModelInfo(m.slug, m.context_window, m.max_output_tokens, tuple(routes.get(m.id, ())))
                     for m in models},
@@ -424,7 +400,8 @@ class Memo:
                 log.error("provider %s: stored key cannot be decrypted with this secret key", p.name)
         elif p.api_key_env:
             api_key = environ_value(p.api_key_env)
-        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api)
+        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api,
+                            bool(p.allow_private))
 
 
 def entities(principal: Principal) -> tuple[tuple[str, int], ...]:

@@ -39,7 +39,8 @@ DEFAULT_ORG_CREDITS = (10 + DEFAULT_ORG_TOP_UP_USD) * 1_000_000
 
 # Upstream behaviours (see tests/fakes/openai_upstream.py) exposed as model slugs `test/<name>`.
 BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "fake-cached", "echo", "reset", "drip-30",
-              "error-400", "error-401", "error-429", "error-500", "error-503", "slow-3000"]
+              "error-400", "error-401", "error-429", "error-500", "error-503", "slow-3000",
+              "hang", "stall", "bad-sse-list", "bad-sse-json"]
 PRICES = {"input_per_mtok": 1000, "output_per_mtok": 2000, "cached_input_per_mtok": 250}
 
 
@@ -58,7 +59,8 @@ def gateway_config(upstream_url: str, anthropic_url: str | None = None, gemini_u
     models += [{"slug": f"test/{b}", "routes": [{"provider": "fake", "upstream_model": b, **PRICES}]}
                for b in ("slow-1000", "drip-100")]
     config = {
-        "providers": [{"name": "fake", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY}],
+        "providers": [{"name": "fake", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY,
+                       "allow_private": True}],  # every fake upstream listens on 127.0.0.1
         "models": models,
         "aliases": {"fast": "test/fake-gpt"},
         "fallbacks": {"test/error-500": ["test/cheap"]},
@@ -175,7 +177,9 @@ def gateway_factory(tmp_path, fake_openai, request):
                    if n in request.fixturenames}
     extra_urls = {f"{n[5:]}_url": fake.url for n, fake in extra_fakes.items()}  # gemini_url=, bedrock_url=
 
-    def make(**overrides) -> Gateway:
+    def make(*, first_password_changed: bool = True, **overrides) -> Gateway:
+        """`first_password_changed`: the first admin's one-time password counts as already changed
+        (tests sign in with it again and again); False keeps it one-time, as a fresh install does."""
         instance = tmp_path / "instance"
         instance.mkdir(exist_ok=True)
         config_path = instance / "gateway.yaml"
@@ -189,6 +193,11 @@ def gateway_factory(tmp_path, fake_openai, request):
         with db.write_lock, db.session_scope() as s:
             tenancy.add_credits(s, tenancy.org_by_name(s, "default"), usd_to_micros(DEFAULT_ORG_TOP_UP_USD),
                                 actor="test", note="test top-up")
+        if first_password_changed:
+            from gateway.models import User
+
+            with db.write_lock, db.session_scope() as s:
+                s.scalar(select(User).where(User.email == first.email)).must_change_password = False
         boot.start_background(app)
         server = make_server(app, "127.0.0.1", 0)
         server.start()
@@ -226,6 +235,16 @@ def configure_savings(gw, **layers) -> None:
 
     with db.write_lock, db.session_scope() as s:
         seed.put_setting(s, "savings", layers, actor="test")
+        memo.announce(s, "policy")
+    gw.flush()
+
+
+def configure_routing(gw, **values) -> None:
+    """Write the `routing:` setting (as the config YAML or the console would) and let it load."""
+    from gateway import memo, seed
+
+    with db.write_lock, db.session_scope() as s:
+        seed.put_setting(s, "routing", {"retries": 0, **values}, actor="test")
         memo.announce(s, "policy")
     gw.flush()
 
@@ -343,12 +362,12 @@ ANTHROPIC_UPSTREAM_KEY = "sk-ant-upstream-test"
 ANTHROPIC_BEHAVIOURS = ["claude-fake", "claude-tool", "claude-tool-parallel", "claude-cached",
                         "claude-thinking", "claude-thinking-redacted-tool", "echo", "reset",
                         "midstream-error", "error-400", "error-401", "error-413", "error-429", "error-500",
-                        "error-529"]
+                        "error-529", "bad-sse-list", "bad-sse-json"]
 ANTHROPIC_PRICES = {"input_per_mtok": 3000, "output_per_mtok": 15000, "cached_input_per_mtok": 300}
 
 
 def add_anthropic(config: dict, anthropic_url: str) -> None:
-    config["providers"].append({"name": "fakeanthropic", "kind": "anthropic", "base_url": anthropic_url,
+    config["providers"].append({"name": "fakeanthropic", "kind": "anthropic", "base_url": anthropic_url, "allow_private": True,
                                 "api_key": ANTHROPIC_UPSTREAM_KEY})
     config["models"] += [{"slug": f"anthropic-test/{b}", "context_window": 200000, "max_output_tokens": 1024,
                           "routes": [{"provider": "fakeanthropic", "upstream_model": b, **ANTHROPIC_PRICES}]}
@@ -386,8 +405,8 @@ GB_PRICES = {"input_per_mtok": 1000, "output_per_mtok": 4000, "cached_input_per_
 
 def add_gemini(config: dict, url: str) -> None:
     config["providers"] += [
-        {"name": "fakegemini", "kind": "gemini", "base_url": url, "api_key": GEMINI_UPSTREAM_KEY},
-        {"name": "fakegemini-badkey", "kind": "gemini", "base_url": url, "api_key": "AIza-wrong"}]
+        {"name": "fakegemini", "kind": "gemini", "base_url": url, "allow_private": True, "api_key": GEMINI_UPSTREAM_KEY},
+        {"name": "fakegemini-badkey", "kind": "gemini", "base_url": url, "allow_private": True, "api_key": "AIza-wrong"}]
     config["models"] += [{"slug": f"gemini-test/{b}", "routes": [
         {"provider": "fakegemini", "upstream_model": b, **GB_PRICES}]} for b in GEMINI_BEHAVIOURS]
     config["models"].append({"slug": "gemini-test/bad-key", "routes": [
@@ -397,10 +416,12 @@ def add_gemini(config: dict, url: str) -> None:
 def add_bedrock(config: dict, url: str) -> None:
     sigv4 = f"AKIDFAKEBEDROCK00001:{BEDROCK_SECRET}:{BEDROCK_TOKEN}"
     config["providers"] += [
-        {"name": "fakebedrock", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
+        {"name": "fakebedrock", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1", "allow_private": True,
          "api_key": sigv4},
-        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "api_key": "bedrock-api-key-test"},
+        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "allow_private": True,
+         "api_key": "bedrock-api-key-test"},
         {"name": "fakebedrock-badsecret", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
+         "allow_private": True,
          "api_key": sigv4.replace("fake/secret", "fake/SECRET")}]
     config["models"] += [{"slug": f"bedrock-test/{b}", "routes": [
         {"provider": "fakebedrock", "upstream_model": f"fake.{b}-v1:0", **GB_PRICES}]}
@@ -440,7 +461,8 @@ OPENROUTER_BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "echo", 
 
 
 def add_ollama(config: dict, ollama_url: str) -> None:
-    config["providers"].append({"name": "fakeollama", "kind": "ollama", "base_url": ollama_url})
+    config["providers"].append({"name": "fakeollama", "kind": "ollama", "base_url": ollama_url,
+                                "allow_private": True})
     config["models"] += [{"slug": f"ollama-test/{b}", "routes": [
         {"provider": "fakeollama", "upstream_model": b, **PRICES}]} for b in OLLAMA_BEHAVIOURS]
     config["models"] += [
@@ -460,7 +482,7 @@ def add_ollama(config: dict, ollama_url: str) -> None:
 
 def add_openrouter(config: dict, openrouter_url: str) -> None:
     config["providers"].append({"name": "fakeopenrouter", "kind": "openrouter", "base_url": openrouter_url,
-                                "api_key": OPENROUTER_UPSTREAM_KEY})
+                                "allow_private": True, "api_key": OPENROUTER_UPSTREAM_KEY})
     config["models"] += [{"slug": f"openrouter-test/{b}", "routes": [
         {"provider": "fakeopenrouter", "upstream_model": b, **PRICES}]} for b in OPENROUTER_BEHAVIOURS]
     config["models"].append({"slug": "openrouter-test/embed", "routes": [

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gateway.memo import OrgMoney, RouteInfo
+from gateway.memo import OrgMoney
+from gateway.routing.routes import RouteInfo
 from gateway.wire.canonical import Usage
 
 MTOK = 1_000_000

@@ -10,6 +10,7 @@ from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, NO_MONEY
 from gateway.pipeline import gate
 from gateway.pipeline.context import RequestContext
+from gateway.scrub import scrub
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
 
@@ -128,7 +129,7 @@ def record(ctx: RequestContext) -> None:
         "cache": ctx.cache,
         "status": ctx.status,
         "error_type": err.type if err else None,
-        "error_message": err.message[:500] if err else None,
+        "error_message": scrub(err.message)[:500] if err else None,
         "latency_ms": int((now - ctx.started) * 1000),
         "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
         "attempts": ctx.attempts,
@@ -138,7 +139,5 @@ def record(ctx: RequestContext) -> None:
 def estimate_partial(ctx: RequestContext, deltas: int) -> None:
     """A stream cut short (client gone, upstream reset) never got its usage; the upstream still
     bills the prompt and what it generated, so the row carries an estimate of both."""
-    messages = ctx.body.get("messages") or []
-    ctx.usage = Usage(input_tokens=tokens.count_messages(messages) if isinstance(messages, list) else 0,
-                      output_tokens=deltas)
+    ctx.usage = tokens.partial_usage(ctx.body.get("messages") or [], deltas)
     ctx.usage_estimated = True

@@ -29,6 +29,7 @@ ROLES = ("super-admin", "org-admin", "member")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 NAME_MAX = 120  # Org.name and ApiKey.name columns
+PASSWORD_MIN = 10
 # One grant above this is a typo far more often than a real top-up; it also keeps sums clear of BIGINT.
 MAX_GRANT_USD = Decimal(1_000_000_000)
 
@@ -119,9 +120,21 @@ def revoke_key(session: Session, key: ApiKey, actor: str = "cli") -> None:
         announce(session, "keys")
 
 
+def _check_new_password(password: str) -> None:
+    if len(password) < PASSWORD_MIN:
+        raise AccountError(f"the password must have at least {PASSWORD_MIN} characters")
+    if len(password) > 1024:
+        raise AccountError("the password must have at most 1024 characters")
+    # Control characters are never typed, and trailing NULs vanish inside scrypt's HMAC ("a\0" == "a").
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise AccountError("the password must not contain control characters")
+
+
 def create_admin(session: Session, email: str, password: str, superadmin: bool = False,
-                 org_id: int | None = None, actor: str = "cli", role: str | None = None) -> User:
-    """A user who signs in to the console: a super-admin (every org), or an org's org-admin or member."""
+                 org_id: int | None = None, actor: str = "cli", role: str | None = None,
+                 one_time: bool = False) -> User:
+    """A console user: a super-admin (every org), or an org's org-admin or member. `one_time`: the
+    password was generated and shown to someone, so it must be changed at the first sign-in."""
     email = email.strip().lower()
     role = "super-admin" if superadmin else (role or "org-admin")
     if role not in ROLES:
@@ -130,16 +143,57 @@ def create_admin(session: Session, email: str, password: str, superadmin: bool =
         superadmin = True
     if not EMAIL.match(email) or len(email) > 254:
         raise AccountError("a valid email is required")
-    if len(password) < 8:
-        raise AccountError("the password must have at least 8 characters")
+    _check_new_password(password)
     if session.scalar(select(User).where(User.email == email)) is not None:
         raise AccountError(f"a user with email {email} already exists")
     user = User(email=email, password_hash=crypto.hash_password(password), is_superadmin=superadmin,
-                org_id=None if superadmin else org_id, role=role, status="active")
+                org_id=None if superadmin else org_id, role=role, status="active", must_change_password=one_time)
     session.add(user)
     session.flush()
-    audit(session, actor, "admin.create", email, role, org_id=user.org_id)
+    audit(session, actor, "admin.create", email, role + ("; one-time password" if one_time else ""),
+          org_id=user.org_id)
     return user
+
+
+
+def one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def end_sessions(user: User) -> None:
+    """Every session cookie issued to `user` so far stops working (see admin/__init__.py)."""
+    user.session_version = (user.session_version or 0) + 1
+
+
+def change_password(session: Session, user: User, current: str, new: str, repeat: str, actor: str) -> None:
+    """The user's own change: the current password, the new one twice. Ends every other session."""
+    if not crypto.check_password(user.password_hash, current):
+        raise AccountError("the current password is wrong")
+    if new != repeat:
+        raise AccountError("the two new passwords differ")
+    _check_new_password(new)
+    if new == current:
+        raise AccountError("the new password must differ from the current one")
+    user.password_hash = crypto.hash_password(new)
+    user.must_change_password = False
+    user.failed_logins, user.locked_until = 0, None
+    end_sessions(user)
+    audit(session, actor, "password.change", user.email, org_id=user.org_id)  # never the password
+
+
+def reset_password(session: Session, email: str, actor: str = "cli") -> str:
+    """A new one-time password for `email` (returned, shown once): changed at the next sign-in;
+    every session of the user ends and a lockout is lifted."""
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise AccountError(f"no user with email {email}")
+    password = one_time_password()
+    user.password_hash = crypto.hash_password(password)
+    user.must_change_password = True
+    user.failed_logins, user.locked_until = 0, None
+    end_sessions(user)
+    audit(session, actor, "password.reset", user.email, "one-time password issued", org_id=user.org_id)
+    return password
 
 
 @dataclass(frozen=True)
@@ -155,8 +209,8 @@ def create_user(session: Session, org: Org, email: str, role: str = "member", we
 
     if role == "super-admin":
         raise AccountError("a super-admin belongs to no org: use `gateway admin create --superadmin`")
-    password = secrets.token_urlsafe(12)
-    user = create_admin(session, email, password, org_id=org.id, actor=actor, role=role)
+    password = one_time_password()
+    user = create_admin(session, email, password, org_id=org.id, actor=actor, role=role, one_time=True)
     if weekly_cap_micros:
         budget_service.set_budget(session, budget_service.Target(org, "user", user.id, user.email),
                                   weekly_cap_micros, "week", hard=True, actor=actor)

@@ -9,7 +9,8 @@ from typing import Any, NoReturn
 import orjson
 
 from gateway import tokens
-from gateway.errors import GatewayError, InvalidRequest, StreamTruncated, UpstreamError, as_anthropic
+from gateway.errors import GatewayError, InvalidRequest, MalformedStream, StreamTruncated, UpstreamError, as_anthropic
+from gateway.scrub import scrub_bytes
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -113,8 +114,11 @@ class StreamObserver:
         self.deltas = 0  # content_block_delta events: about one output token each, for estimates
 
     def feed(self, chunk: bytes) -> bytes:
+        before = self.upstream_error
         for event in self.splitter.feed(chunk):
             self._observe(event)
+        if self.upstream_error is not before:  # an error event's message may echo our provider key
+            return scrub_bytes(chunk)
         return chunk
 
     def _observe(self, event: bytes) -> None:
@@ -395,10 +399,10 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
         data = sse.data_of(event)
         if data is None:
             continue
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
+        obj = sse.json_object(data)
+        if obj is None:  # not JSON, or not an object: nothing after it can be trusted
+            yield StreamEvent("error", error=MalformedStream())
+            return
         kind = obj.get("type")
         if kind == "message_start":
             message = obj.get("message") or {}

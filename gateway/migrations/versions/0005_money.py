@@ -1,7 +1,7 @@
 """money: users and apps behind keys, credit transaction log, pricing policy, budgets, plans
 
 Revision ID: 0005
-Revises: 0007
+Revises: 0004
 Create Date: 2026-12-04 15:54:03.771585
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0005'
-down_revision = '0007'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
