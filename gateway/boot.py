@@ -16,7 +16,7 @@ from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
 from gateway.models import Org, Provider, SemanticEntry, User
-from gateway.pipeline import gate
+from gateway.pipeline import holds
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
 from gateway.services import budgets, tenancy
@@ -95,7 +95,7 @@ def start_background(app: Flask) -> None:
         MEMO.load_all(session)
         # A (re)start has no open holds; window spend is seeded once from the ledger.
         COUNTERS.reset()
-        gate.ALERTED.clear()
+        holds.ALERTED.clear()
         budgets.seed_spend(session, COUNTERS)
         cache_store.STORE.load(session)  # the exact cache, back in memory
         if "gateway.stores.semantic_index" in sys.modules or session.scalar(

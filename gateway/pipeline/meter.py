@@ -8,7 +8,7 @@ from gateway import tokens
 from gateway.ledger import pricing
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, NO_MONEY
-from gateway.pipeline import gate
+from gateway.pipeline import holds
 from gateway.pipeline.context import RequestContext
 from gateway.scrub import scrub
 from gateway.wire import sse
@@ -103,7 +103,7 @@ def record(ctx: RequestContext) -> None:
     now = time.perf_counter()
     route = ctx.route
     err = ctx.error
-    gate.settle(ctx)
+    holds.settle(ctx)
     WRITER.enqueue({
         "request_id": ctx.request_id,
         "org_id": p.org_id,
