@@ -1,5 +1,5 @@
-"""Operator CLI: serve, init, admin, user, app, org, credits, key, budget, plan, dlp. Scripts depend on
-these names and outputs."""
+"""Operator CLI: serve, init, admin, user, app, org, credits, key, budget, dlp, reconcile. Scripts
+depend on these names and outputs."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ from gateway.services.errors import AdminError
 
 
 def _app():
-    from gateway import create_app
+    from gateway import boot, create_app
 
-    return create_app()
+    app = create_app()
+    boot.connect_shared(app.extensions["settings"])  # credit changes move the shared balance too
+    return app
 
 
 def _ready_app():
@@ -140,28 +142,21 @@ def admin_create(email: str, password: str | None, superadmin: bool, org_name: s
         _fail("a super-admin belongs to no org: give --superadmin or --org, not both")
     one_time = password is None
     password = password or tenancy.one_time_password()
-    with _writing() as session:
-        org_id = tenancy.org_by_name(session, org_name).id if org_name else None
-        user = tenancy.create_admin(session, email, password, superadmin=superadmin, org_id=org_id,
-                                    role=None if superadmin else role, one_time=one_time)
-        shown = user.role
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            org_id = tenancy.org_by_name(session, org_name).id if org_name else None
+            user = tenancy.create_admin(session, email, password, superadmin=superadmin, org_id=org_id,
+                                        role=None if superadmin else role, one_time=one_time)
+            shown = user.role
+    except AdminError as e:
+        _fail(str(e))
     if superadmin:
         click.echo(f"created super-admin {user.email}")
     elif org_name:
         click.echo(f"created {shown} {user.email} in org {org_name}")
-    else:
-        click.echo(f"created admin {user.email}")
     if one_time:
         click.echo(f"one-time password: {password}   (changed at the first sign-in)")
-
-
-@admin.command("reset-password")
-@click.option("--email", required=True)
-def admin_reset_password(email: str) -> None:
-    """Print a new one-time password for a console user (also lifts a lockout and ends their sessions)."""
-    with _writing() as session:
-        password = tenancy.reset_password(session, email)
-    click.echo(f"one-time password: {password}   (changed at the next sign-in)")
 
 
 @cli.group()
@@ -261,6 +256,15 @@ def app_disable(org_name: str, slug: str) -> None:
 @click.option("--slug", required=True)
 def app_enable(org_name: str, slug: str) -> None:
     _set_app_active(org_name, slug, True)
+
+
+@admin.command("reset-password")
+@click.option("--email", required=True)
+def admin_reset_password(email: str) -> None:
+    """Print a new one-time password for a console user (also lifts a lockout and ends their sessions)."""
+    with _writing() as session:
+        password = tenancy.reset_password(session, email)
+    click.echo(f"one-time password: {password}   (changed at the next sign-in)")
 
 
 @cli.group()
@@ -442,6 +446,34 @@ def key_list(org_name: str) -> None:
         for k in session.scalars(select(ApiKey).where(ApiKey.org_id == o.id).order_by(ApiKey.id)):
             state = "revoked" if k.revoked_at else "active"
             click.echo(f"{k.id}\t{k.prefix}\t{k.name or '-'}\t{k.scope}\t{state}")
+
+
+@cli.command("reconcile")
+@click.option("--day", required=True, help="The UTC day to reconcile, YYYY-MM-DD.")
+@click.option("--provider", "providers", multiple=True, help="Only this provider (repeatable).")
+def reconcile(day: str, providers: tuple[str, ...]) -> None:
+    """Compare a day's ledger with each provider's own usage and cost reports; store and print the drift."""
+    from datetime import date
+
+    from gateway.ledger.pricing import usd
+    from gateway.services import reconciliation as reconciling
+
+    try:
+        which = date.fromisoformat(day)
+    except ValueError:
+        _fail(f"--day must be YYYY-MM-DD, not '{day}'")
+    app = _ready_app()
+    with app.app_context(), db.write_lock, db.session_scope() as session:
+        lines = reconciling.reconcile(session, which, app.extensions["settings"].secret_key, list(providers) or None)
+        for line in lines:
+            theirs = "-" if line.their_cost_micros is None else usd(line.their_cost_micros)
+            click.echo(f"{line.day} {line.provider} {line.model or '(none)'}: requests {line.our_requests}/"
+                       f"{'-' if line.their_requests is None else line.their_requests} tokens {line.our_tokens}/"
+                       f"{'-' if line.their_tokens is None else line.their_tokens} usd {usd(line.our_cost_micros)}/"
+                       f"{theirs} drift {line.drift * 100:.2f}%{' FLAGGED' if line.flagged else ''}"
+                       f"{' (' + line.note + ')' if line.note else ''}")
+    if not lines:
+        click.echo("nothing to reconcile: no provider of kind openai, anthropic or openrouter")
 
 
 @cli.group()

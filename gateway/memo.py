@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("keys", "catalog", "orgs", "policy", "budgets", "dlp")
+TOPICS = ("keys", "catalog", "orgs", "policy", "budgets", "byok", "dlp")
 GAP_SECONDS = 60.0  # how long a skipped change-event id is awaited (a transaction commits well within it)
 MAX_GAPS = 1000
 
@@ -187,6 +188,7 @@ class Memo:
         self.gaps: dict[int, float] = {}  # change-event ids skipped over, still awaited -> when first missed
         self.loaded = False
         self._cipher_key: bytes | None = None
+        self.listeners: dict[str, list[Callable[[Session, bytes], None]]] = {}
 
     # ---- hot path reads -------------------------------------------------------------------
     def principal(self, digest: str) -> Principal | None:
@@ -260,7 +262,15 @@ class Memo:
             self.reload(session, topic)
         return topics
 
+    def listen(self, topic: str, load: Callable[[Session, bytes], None]) -> None:
+        """`load(session, cipher_key)` runs whenever `topic` is (re)loaded: for maps kept by the
+        modules above this one (stores/byok.py), which import memo and not the other way round."""
+        assert topic in TOPICS, topic
+        self.listeners.setdefault(topic, []).append(load)
+
     def reload(self, session: Session, topic: str) -> None:
+        for load in self.listeners.get(topic, ()):
+            load(session, self._cipher_key or b"")
         if topic == "keys":
             self._load_keys(session)
         elif topic == "catalog":

@@ -28,8 +28,8 @@ from gevent.lock import Semaphore
 from gevent.queue import Empty, Queue
 from sqlalchemy import select, update
 
-from gateway import db
-from gateway.ledger.rollups import rollup, upsert_dlp_rollups, upsert_rollups
+from gateway import db, metrics
+from gateway.ledger.rollups import party_rollup, rollup, upsert_dlp_rollups, upsert_party_rollups, upsert_rollups
 from gateway.memo import MEMO
 from gateway.models import CreditTransaction, DlpEvent, LedgerEntry, Org, utcnow
 from gateway.services.credits import charge_rows
@@ -151,6 +151,7 @@ class LedgerWriter:
             log.exception("config sync failed; will retry")
 
     def _write(self, batch: list[tuple[type, dict]]) -> None:
+        metrics.observe(row for model, row in batch if model is LedgerEntry)
         for attempt in range(1, RETRIES + 1):
             try:
                 self._insert(batch)
@@ -181,6 +182,7 @@ class LedgerWriter:
                 session.execute(model.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping
             if rollups:
                 upsert_rollups(session, rollups)
+                upsert_party_rollups(session, party_rollup([row for model, row in batch if model is LedgerEntry]))
             if DlpEvent in tables:
                 upsert_dlp_rollups(session, tables[DlpEvent])
             for org_id, micros in charges.items():

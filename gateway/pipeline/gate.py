@@ -26,6 +26,7 @@ from gateway.errors import BudgetExceeded, InsufficientCredits, PermissionDenied
 from gateway.ledger import pricing
 from gateway.memo import MEMO, entities
 from gateway.models import utcnow
+from gateway.pipeline import byok
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.holds import cap_micros, clock, remaining_micros
 from gateway.stores.counters import (
@@ -61,7 +62,9 @@ def before(ctx: RequestContext) -> Reply | None:
     if money.plan is not None:
         _limit(ctx, money.plan, prompt + output)
     micros = 0 if ctx.endpoint in FREE else pricing.worst_case_micros(
-        ctx.plan or ((ctx.model.reference,) if ctx.model and ctx.model.reference else ()), prompt, output, money)
+        byok.paid_routes(principal.org_id,  # a route on the org's own key costs it no tokens
+                         ctx.plan or ((ctx.model.reference,) if ctx.model and ctx.model.reference else ())),
+        prompt, output, money)
     now = utcnow()
     budgets = MEMO.budgets_for(principal)
     checks = [BudgetCheck(b.id, b.entity, b.window, cap_micros(b, now)) for b in budgets if b.hard]

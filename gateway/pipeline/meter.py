@@ -31,6 +31,12 @@ def price(ctx: RequestContext) -> None:
     fee = pricing.request_fee(money) if ctx.route is not None and ctx.cache == "miss" else 0
     ctx.benchmark_micros = pricing.policy_micros(money, pricing.list_price_micros(reference, asked)) + fee
     saved: dict[str, int] = {}
+    if "byok" in ctx.extra and ctx.cache == "miss":
+        # The org's own key (BYOK) paid the provider: no token charge (the policy's request fee
+        # only), and no saving claimed for it.
+        ctx.benchmark_micros = ctx.charge_micros = fee
+        ctx.saved = {}
+        return
     if ctx.cache == "miss":
         ctx.charge_micros = pricing.policy_micros(money, pricing.cost_micros(ctx.route, ctx.usage)) + fee
         listed = pricing.policy_micros(money, pricing.list_price_micros(ctx.route, ctx.usage)) + fee
@@ -133,7 +139,15 @@ def record(ctx: RequestContext) -> None:
         "latency_ms": int((now - ctx.started) * 1000),
         "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
         "attempts": ctx.attempts,
+        "upstream_id": upstream_id(ctx),
+        "byok": "byok" in ctx.extra,
     })
+
+
+def upstream_id(ctx: RequestContext) -> str | None:
+    """The provider's request or generation id, for reconciliation (None when it gave none)."""
+    value = getattr(ctx, "upstream_id", None) or ctx.extra.get("upstream_id")
+    return str(value)[:128] if value else None
 
 
 def estimate_partial(ctx: RequestContext, deltas: int) -> None:

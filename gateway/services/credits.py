@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, event, func, select
 from sqlalchemy.orm import Session
 
 from gateway.memo import announce
 from gateway.models import AuditLog, CreditGrant, CreditTransaction, Org
 from gateway.services.errors import AdminError
+from gateway.stores.counters import COUNTERS
 
 ORG, FUNDING, USAGE, ADJUSTMENT = "org", "funding", "usage", "adjustment"
 POLICIES = ("list", "markup", "discount", "byok")
@@ -43,6 +44,9 @@ def _post(session: Session, org: Org, kind: str, debit: str, credit: str, micros
         action, detail = f"credits.{kind}", f"{'+' if delta > 0 else ''}{delta} micros: {reason}"[:500]
     session.add(AuditLog(actor=actor, action=action, target=org.name, detail=detail, org_id=org.id))
     announce(session, "orgs")
+    # Shared counters (Redis) move with the committed balance, once the change is durable.
+    balance = org.credits_micros
+    event.listen(session, "after_commit", lambda _s: COUNTERS.credit(org.id, delta, balance), once=True)
     return txn
 
 

@@ -133,8 +133,9 @@ def _check_new_password(password: str) -> None:
 def create_admin(session: Session, email: str, password: str, superadmin: bool = False,
                  org_id: int | None = None, actor: str = "cli", role: str | None = None,
                  one_time: bool = False) -> User:
-    """A console user: a super-admin (every org), or an org's org-admin or member. `one_time`: the
-    password was generated and shown to someone, so it must be changed at the first sign-in."""
+    """A user who signs in to the console: a super-admin (every org), or an org's org-admin or member.
+    `one_time`: the password was generated and shown to someone, so it must be changed at the first
+    sign-in."""
     email = email.strip().lower()
     role = "super-admin" if superadmin else (role or "org-admin")
     if role not in ROLES:
@@ -150,10 +151,9 @@ def create_admin(session: Session, email: str, password: str, superadmin: bool =
                 org_id=None if superadmin else org_id, role=role, status="active", must_change_password=one_time)
     session.add(user)
     session.flush()
-    audit(session, actor, "admin.create", email, role + ("; one-time password" if one_time else ""),
+    audit(session, actor, "admin.create", email, (role or "") + ("; one-time password" if one_time else ""),
           org_id=user.org_id)
     return user
-
 
 
 def one_time_password() -> str:

@@ -70,6 +70,7 @@ class Hold:
     tokens: int = 0  # what the token buckets were charged at admission
     buckets: tuple[str, ...] = ()
     settled: bool = False
+    ref: str | None = None  # the shared hold's id when Redis holds it (stores/shared_counters.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ class Counters(Protocol):
     def take(self, limits: list[Limit], now: float) -> list[LimitState]: ...
     def adjust(self, keys: tuple[str, ...], tokens: int, now: float) -> None: ...
     def peek(self, key: str, per_minute: int, now: float) -> LimitState: ...
+    def credit(self, org_id: int, delta_micros: int, balance_micros: int) -> None: ...
 
 
 @dataclass
@@ -140,6 +142,9 @@ class MemoryCounters:
 
     def held(self, entity: Entity) -> int:
         return self.entity_holds.get(entity, 0)
+
+    def credit(self, org_id: int, delta_micros: int, balance_micros: int) -> None:
+        """A committed credit change: in one process the balance is the database's (memo reloads it)."""
 
     def hold(self, org_id: int, micros: int, balance: int, entities: tuple[Entity, ...],
              budgets: list[BudgetCheck], now: datetime) -> Hold | Refusal:
@@ -253,4 +258,18 @@ class MemoryCounters:
         self.buckets.clear()
 
 
-COUNTERS = MemoryCounters()
+class ActiveCounters:
+    """The counters in use: this process's memory, or Redis when scaled out (`use`, at start)."""
+
+    def __init__(self) -> None:
+        self.backend: Counters = MemoryCounters()
+
+    def __getattr__(self, name: str):
+        return getattr(self.backend, name)
+
+
+COUNTERS = ActiveCounters()
+
+
+def use(backend: Counters) -> None:
+    COUNTERS.backend = backend
