@@ -16,7 +16,7 @@ from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
 from gateway.models import Org, Provider, SemanticEntry, User
-from gateway.pipeline import holds
+from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
 from gateway.services import budgets, tenancy
@@ -109,7 +109,7 @@ def start_background(app: Flask) -> None:
         MEMO.load_all(session)
         # A (re)start has no open holds; window spend is seeded once from the ledger.
         COUNTERS.reset()
-        holds.ALERTED.clear()
+        gate.ALERTED.clear()
         budgets.seed_spend(session, COUNTERS)
         cache_store.STORE.load(session)  # the exact cache, back in memory
         idempotency_store.STORE.load(session)  # idempotency records, back in memory

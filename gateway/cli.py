@@ -153,7 +153,7 @@ def admin_create(email: str, password: str | None, superadmin: bool, org_name: s
         _fail(str(e))
     if superadmin:
         click.echo(f"created super-admin {user.email}")
-    elif org_name:
+    else:
         click.echo(f"created {shown} {user.email} in org {org_name}")
     if one_time:
         click.echo(f"one-time password: {password}   (changed at the first sign-in)")

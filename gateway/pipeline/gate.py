@@ -12,7 +12,9 @@ window spend and token buckets). In order:
    the balance minus open holds cannot cover it (402), or when a hard budget of the org, user, app
    or key cannot (429 `budget_exceeded`, counting open holds).
 
-The hold is settled by holds.settle(ctx), which the meter calls as the request's ledger row is queued.
+`settle(ctx)` (called by the meter as the request's ledger row is queued, exactly once on every
+path: success, error, client gone, cache hit) releases the hold, counts the actual charge as window
+spend, corrects the token buckets and raises soft-budget alerts off the request path.
 """
 
 from __future__ import annotations
@@ -21,21 +23,24 @@ import logging
 import math
 from datetime import UTC, datetime, timedelta
 
+import gevent
+
 from gateway import tokens
 from gateway.errors import BudgetExceeded, InsufficientCredits, PermissionDenied, RateLimited
 from gateway.ledger import pricing
-from gateway.memo import MEMO, entities
+from gateway.memo import MEMO, BudgetInfo, entities
 from gateway.models import utcnow
-from gateway.pipeline import byok
+from gateway.pipeline import byok, meter
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.pipeline.holds import cap_micros, clock, remaining_micros
 from gateway.stores.counters import (
     COUNTERS,
     BudgetCheck,
+    Hold,
     Limit,
     LimitState,
     Refusal,
     next_start,
+    previous_start,
     window_start,
 )
 
@@ -49,6 +54,7 @@ OUTPUT_FIELDS = {"chat.completions": ("max_completion_tokens", "max_tokens"), "m
 NO_OUTPUT = frozenset({"embeddings", "messages.count_tokens"})
 FREE = frozenset({"messages.count_tokens"})  # answered without a charge
 DEFAULT_OUTPUT_CAP = 4096  # a model with no declared output or context limit
+THRESHOLDS = (50, 80, 100)
 
 
 def before(ctx: RequestContext) -> Reply | None:
@@ -119,6 +125,21 @@ def output_cap(ctx: RequestContext) -> int:
     return min(DEFAULT_OUTPUT_CAP, max(windows)) if windows else DEFAULT_OUTPUT_CAP
 
 
+def cap_micros(b: BudgetInfo, now: datetime) -> int:
+    """The budget's cap in the current window: with rollover, plus what the previous window left
+    unused (at most one window's cap)."""
+    if not b.rollover:
+        return b.amount_micros
+    prev = previous_start(b.window, window_start(b.window, now))
+    unused = max(0, b.amount_micros - COUNTERS.spent(b.entity, b.window, prev))
+    return b.amount_micros + min(b.amount_micros, unused)
+
+
+def remaining_micros(b: BudgetInfo, now: datetime) -> int:
+    spent = COUNTERS.spent(b.entity, b.window, window_start(b.window, now)) + COUNTERS.held(b.entity)
+    return max(0, cap_micros(b, now) - spent)
+
+
 # ---- rate limits ---------------------------------------------------------------------------------
 
 def _limit(ctx: RequestContext, plan, tokens_estimate: int) -> None:
@@ -132,7 +153,7 @@ def _limit(ctx: RequestContext, plan, tokens_estimate: int) -> None:
             limits.append(Limit(key, per_minute, amount))
     if not limits:
         return
-    states = COUNTERS.take(limits, clock())
+    states = COUNTERS.take(limits, _clock())
     ctx.extra["limits"] = states
     refused = [s for s in states if s.retry_after > 0]
     if refused:
@@ -145,6 +166,12 @@ def _limit(ctx: RequestContext, plan, tokens_estimate: int) -> None:
         e.retry_after = max(1, math.ceil(worst.retry_after))
         raise e
     ctx.extra["limit_keys"] = tuple(s.key for s in states if s.key.endswith("tpm"))
+
+
+def _clock() -> float:
+    import time
+
+    return time.monotonic()
 
 
 def _duration(seconds: float) -> str:
@@ -190,3 +217,41 @@ def headers(ctx: RequestContext) -> dict[str, str]:
         now = utcnow()
         out["x-gateway-budget-remaining"] = pricing.usd(min(remaining_micros(b, now) for b in budgets))
     return out
+
+
+# ---- settle --------------------------------------------------------------------------------------
+
+def settle(ctx: RequestContext) -> None:
+    """Release the request's hold and count its charge (no yield: atomic with the ledger enqueue)."""
+    hold: Hold | None = ctx.extra.get("hold")
+    if hold is None or hold.settled:
+        return
+    now = utcnow()
+    COUNTERS.settle(hold, ctx.charge_micros, now)
+    if hold.buckets:
+        COUNTERS.adjust(hold.buckets, ctx.usage.total - hold.tokens, _clock())
+    if ctx.charge_micros and ctx.principal is not None:
+        _soft_alerts(ctx, now)
+
+
+ALERTED: set[tuple[int, datetime, int]] = set()  # (budget, window start, threshold) alerted here
+
+
+def _soft_alerts(ctx: RequestContext, now: datetime) -> None:
+    for b in MEMO.budgets_for(ctx.principal):
+        if b.hard:
+            continue
+        start = window_start(b.window, now)
+        cap = cap_micros(b, now)
+        spent = COUNTERS.spent(b.entity, b.window, start)
+        for threshold in THRESHOLDS:
+            mark = (b.id, start, threshold)
+            if cap > 0 and spent * 100 >= cap * threshold and mark not in ALERTED:
+                ALERTED.add(mark)
+                from gateway.services import budgets as budget_service
+
+                gevent.spawn(budget_service.alert, b, start, threshold, spent, cap,
+                             MEMO.org_money(b.org_id).webhook_url)
+
+
+meter.SETTLE.append(settle)
