@@ -7,9 +7,11 @@ from flask import Blueprint, Response
 from sqlalchemy import text
 
 from gateway import db
+from gateway.api import query_check
 from gateway.memo import MEMO, snapshot
 
 bp = Blueprint("health", __name__)
+bp.before_request(query_check)  # probes take no query parameters either
 
 
 def _json(obj: dict, status: int = 200) -> Response:

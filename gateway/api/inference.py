@@ -132,11 +132,13 @@ def serve(environ: dict, endpoint: str, dialect: str, rewrite: Callable[[bytes],
     except GatewayError as e:
         status, err_headers, body = error_parts(e, dialect, ctx.request_id)
         return status, list(err_headers.items()), [body]
+    route = {"x-gateway-route": f"{ctx.route.provider.name}/{ctx.route.upstream_model}"} if ctx.route else {}
     if reply.is_stream:
-        out = {"Content-Type": reply.content_type, **meter.estimate(ctx), **STREAM_HEADERS, **reply.headers}
+        out = {"Content-Type": reply.content_type, **meter.estimate(ctx), **STREAM_HEADERS, **route,
+               **reply.headers}
         return reply.status, list(out.items()), reply.chunks
     out = {"Content-Type": reply.content_type, "Content-Length": str(len(reply.body)), **meter.cost_headers(ctx),
-           **reply.headers}
+           **route, **reply.headers}
     return reply.status, list(out.items()), [reply.body]
 
 

@@ -17,7 +17,7 @@ import orjson
 from flask import Response, request
 
 from gateway import db
-from gateway.api import bp, error_response
+from gateway.api import accepts, bp, error_response
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.ledger.pricing import usd
 from gateway.memo import Principal
@@ -94,6 +94,7 @@ def summary_object(org: str, summary: Summary, model: str | None) -> dict[str, A
 
 
 @bp.get("/usage/summary")
+@accepts("start", "end", "model")
 def usage_summary():
     try:
         principal = _principal()

@@ -63,7 +63,7 @@ def run(ctx: RequestContext) -> Reply:
     if reply.chunks is not None:
         reply.chunks = _finishing(ctx, ran, reply, reply.chunks)
     else:
-        meter.price(ctx)
+        meter.price(ctx, output_guess=len(reply.body or b"") // 8)  # JSON around the text: about half
         _finish(ctx, ran, reply)
     return reply
 
@@ -108,15 +108,21 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
     A clean end is followed by an SSE comment with the final cost, which SSE clients ignore.
     """
     completed = False
+    relayed = 0  # chunks: about one output token each, should the usage need estimating
     try:
-        yield from chunks
+        for chunk in chunks:
+            relayed += 1
+            yield chunk
         completed = True
     except GeneratorExit:
         if ctx.error is None:
             ctx.status = 499  # client closed the connection mid-stream
         raise
     finally:
-        meter.price(ctx)
+        close = getattr(chunks, "close", None)  # the relay's own finally meters first (yield from would)
+        if close is not None:
+            close()
+        meter.price(ctx, output_guess=relayed)
         _finish(ctx, ran, reply)
     if completed:
         yield meter.cost_trailer(ctx)

@@ -7,7 +7,7 @@ import orjson
 from gateway.errors import InvalidJSON
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.stores import responses as responses_store
-from gateway.wire import anthropic_messages, openai_chat, openai_embeddings, openai_responses
+from gateway.wire import anthropic_messages, depth, openai_chat, openai_embeddings, openai_responses
 
 name, enforcing = "decode", True
 
@@ -28,6 +28,7 @@ def before(ctx: RequestContext) -> Reply | None:
         raise InvalidJSON(
             "We could not parse the JSON body of your request. The body must be valid JSON."
         ) from None
+    depth.check(ctx.raw, ctx.body)
     CHECKS[ctx.endpoint](ctx.body)
     if ctx.endpoint == "responses":  # bind to the org: previous_response_id resolves within it only
         responses_store.attach(ctx.body, ctx.principal.org_id)

@@ -18,7 +18,7 @@ from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.meter import estimate_partial
 from gateway.routing import settings as routing_settings
 from gateway.routing.health import HEALTH
-from gateway.wire import anthropic_messages, openai_embeddings
+from gateway.wire import anthropic_messages, openai_embeddings, served
 from gateway.wire.canonical import EventStream, StreamEvent, Usage
 
 log = logging.getLogger(__name__)
@@ -105,10 +105,19 @@ def call_route(ctx: RequestContext, route: RouteInfo) -> Reply:
     if ctx.endpoint == "embeddings":  # not chat-shaped: the adapter's embeddings(), or a 400
         return openai_embeddings.call(ctx, adapter, route)
     if ctx.endpoint in adapter.native and not ctx.changed:
-        return adapter.passthrough(ctx, route)
+        return _served(adapter.passthrough(ctx, route), route.model_slug)
     if ctx.endpoint == "messages.count_tokens":  # no upstream has it but Anthropic: count locally
         return Reply(body=orjson.dumps(anthropic_messages.count_tokens(ctx.body)))
     return translate(ctx, adapter, route)
+
+
+def _served(reply: Reply, slug: str) -> Reply:
+    """A pass-through reply answers with the slug that served, as a translated one does (README)."""
+    if reply.chunks is not None:
+        reply.chunks = served.stream(reply.chunks, slug)
+    elif reply.body is not None and reply.status < 400:
+        reply.body = served.body(reply.body, slug)
+    return reply
 
 
 def translate(ctx: RequestContext, adapter, route: RouteInfo) -> Reply:
@@ -121,12 +130,12 @@ def translate(ctx: RequestContext, adapter, route: RouteInfo) -> Reply:
         req.model = route.upstream_model
     if ctx.stream:
         events = adapter.chat_stream(ctx, req, route)
-        return Reply(chunks=codec.render_stream(observe(ctx, events), ctx.requested_model, ctx.body),
+        return Reply(chunks=codec.render_stream(observe(ctx, events), route.model_slug, ctx.body),
                      content_type="text/event-stream")
     resp = adapter.chat(ctx, req, route)
     ctx.mark_first_byte()
     ctx.usage = resp.usage
-    return Reply(body=orjson.dumps(codec.render(resp, ctx.requested_model, ctx.body)))
+    return Reply(body=orjson.dumps(codec.render(resp, route.model_slug, ctx.body)))
 
 
 def observe(ctx: RequestContext, events: EventStream) -> Iterator[StreamEvent]:

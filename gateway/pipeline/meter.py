@@ -12,11 +12,14 @@ from gateway.wire import sse
 from gateway.wire.canonical import Usage
 
 
-def price(ctx: RequestContext) -> None:
+def price(ctx: RequestContext, output_guess: int = 0) -> None:
     """Benchmark: the requested model's reference route at list price, for the request as the
     client sent it (tokens a savings layer removed are added back). Charge: the route used, or
     the answering layer's policy (a cache hit is free by default). Saved = benchmark - charge,
-    attributed by mechanism; what no layer explains is `routing` (a fallback or a cheaper route)."""
+    attributed by mechanism; what no layer explains is `routing` (a fallback or a cheaper route).
+    Usage the upstream reported malformed is estimated first (`output_guess`: what was relayed)."""
+    if ctx.usage.unknown:
+        settle_unknown(ctx, output_guess)
     reference = ctx.model.reference if ctx.model else None
     removed = sum(ctx.removed_tokens.values())
     asked = Usage(ctx.usage.input_tokens + removed, ctx.usage.output_tokens)
@@ -115,6 +118,20 @@ def record(ctx: RequestContext) -> None:
         "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
         "attempts": ctx.attempts,
     })
+
+
+def settle_unknown(ctx: RequestContext, output_guess: int) -> None:
+    """An upstream answered but its usage counts were malformed (a string, a list, negative): the
+    counts it got right are kept, the others estimated (the prompt counted, the output guessed from
+    what was relayed), and the row is flagged `usage_estimated`."""
+    from gateway.pipeline import prompt  # the prompt counter reads the responses store
+
+    u = ctx.usage
+    ctx.usage = Usage(input_tokens=u.input_tokens or prompt.count(ctx.body),
+                      output_tokens=u.output_tokens or max(output_guess, 1),
+                      cached_tokens=min(u.cached_tokens, u.input_tokens),
+                      cache_write_tokens=min(u.cache_write_tokens, u.input_tokens))
+    ctx.usage_estimated = True
 
 
 def estimate_partial(ctx: RequestContext, deltas: int) -> None:

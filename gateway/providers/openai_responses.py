@@ -119,6 +119,8 @@ class StreamObserver:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             return
+        if not isinstance(obj, dict):
+            return
         kind = str(obj.get("type", "")).encode()
         response = obj.get("response") if isinstance(obj.get("response"), dict) else None
         if kind == b"response.created":

@@ -21,6 +21,7 @@ from gateway.wire.canonical import (
     Tool,
     ToolCall,
     Usage,
+    usage_of,
 )
 
 DEFAULT_VERSION = "2023-06-01"
@@ -79,16 +80,15 @@ def check_count_request(body: Any) -> None:
         raise InvalidRequest("stream: Extra inputs are not permitted", param="stream")
 
 
-def usage_from(obj: dict | None) -> Usage | None:
+def usage_from(obj: Any) -> Usage | None:
     """Anthropic `usage` -> Usage. Anthropic's input_tokens exclude cache reads and writes; ours
-    include them."""
-    if not obj:
+    include them. None when absent; malformed counts make it `unknown` (see canonical.usage_of)."""
+    if obj is None:
         return None
-    read = int(obj.get("cache_read_input_tokens") or 0)
-    write = int(obj.get("cache_creation_input_tokens") or 0)
-    return Usage(input_tokens=int(obj.get("input_tokens") or 0) + read + write,
-                 output_tokens=int(obj.get("output_tokens") or 0), cached_tokens=read,
-                 cache_write_tokens=write)
+    usage = usage_of(obj, nullable=True, input_tokens="input_tokens", output_tokens="output_tokens",
+                     cached_tokens="cache_read_input_tokens", cache_write_tokens="cache_creation_input_tokens")
+    usage.input_tokens += usage.cached_tokens + usage.cache_write_tokens
+    return usage
 
 
 def usage_out(u: Usage) -> dict[str, int]:
@@ -133,7 +133,8 @@ class StreamObserver:
             if name == b"error":
                 self.upstream_error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
                 return
-            usage = (obj.get("message") or {}).get("usage") if name == b"message_start" else obj.get("usage")
+            message = obj.get("message") if name == b"message_start" else obj
+            usage = message.get("usage") if isinstance(message, dict) else None
             self.usage.merge(usage_from(usage))
 
 

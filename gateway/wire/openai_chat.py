@@ -22,8 +22,10 @@ from gateway.wire.canonical import (
     Tool,
     ToolCall,
     Usage,
+    usage_of,
 )
 
+MAX_N = 128
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -45,6 +47,8 @@ def check_request(body: Any) -> None:
             )
     _check_type(body, "stream", bool)
     _check_type(body, "n", int, minimum=1)
+    if isinstance(body.get("n"), int) and body["n"] > MAX_N:  # OpenAI's bound: more is refused, not forwarded
+        raise InvalidRequest(f"Invalid 'n': must be at most {MAX_N}.", param="n")
     _check_type(body, "max_tokens", int, minimum=1)
     _check_type(body, "max_completion_tokens", int, minimum=1)
     _check_number(body, "temperature", 0, 2)
@@ -109,16 +113,13 @@ def _check_number(body: dict, name: str, lo: float, hi: float) -> None:
         raise InvalidRequest(f"Invalid '{name}': must be between {lo} and {hi}.", param=name)
 
 
-def usage_from(obj: dict | None) -> Usage | None:
-    """OpenAI `usage` -> Usage. `prompt_tokens` includes cached tokens, as OpenAI reports it."""
-    if not obj:
+def usage_from(obj: Any) -> Usage | None:
+    """OpenAI `usage` -> Usage. `prompt_tokens` includes cached tokens, as OpenAI reports it.
+    None when absent; counts of the wrong type make it `unknown` (see canonical.usage_of)."""
+    if obj is None:
         return None
-    details = obj.get("prompt_tokens_details") or {}
-    return Usage(
-        input_tokens=int(obj.get("prompt_tokens") or 0),
-        output_tokens=int(obj.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-    )
+    return usage_of(obj, input_tokens="prompt_tokens", output_tokens="completion_tokens",
+                    cached_tokens=("prompt_tokens_details", "cached_tokens"))
 
 
 # What makes an event worth parsing: real usage (not `"usage":null`), an error, or the end.
@@ -173,6 +174,8 @@ class StreamObserver:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
+            return True
+        if not isinstance(obj, dict):  # not a chunk: relayed as sent, nothing to read from it
             return True
         if "error" in obj and isinstance(obj["error"], dict):
             self.upstream_error = obj["error"]
@@ -468,8 +471,10 @@ def encode_stream(events: EventStream, model: str, include_usage: bool) -> Itera
         elif kind == "finish":
             reason = ev.finish_reason if ev.finish_reason != "error" else "stop"
             yield _chunk(base, {}, finish_reason=reason)
-        elif kind == "usage":
-            usage = ev.usage
+        elif kind == "usage" and ev.usage is not None:
+            # merged, not replaced: Anthropic reports input in message_start and output in message_delta
+            usage = usage or Usage()
+            usage.merge(ev.usage)
         elif kind == "error":
             yield error_event(ev.error)
             return
