@@ -63,7 +63,7 @@ def passthrough(ctx: RequestContext, route: RouteInfo) -> Reply:
             ctx.usage = usage_from(obj.get("usage")) or Usage()
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
             raise UpstreamError("The upstream provider returned an invalid response.") from None
-        remember(ctx.body, obj, provider=route.provider.name, upstream_stored=True)
+        remember(ctx.body, obj, provider=route.provider.name, upstream_stored=True, model=route.model_slug)
         return Reply(status=200, body=content)
     return Reply(status=200, chunks=relay(ctx, resp, route), content_type="text/event-stream")
 
@@ -142,7 +142,8 @@ def relay(ctx: RequestContext, resp: requests.Response, route: RouteInfo) -> Ite
             ctx.mark_first_byte()
             observer.feed(chunk)
             if observer.final is not None:
-                remember(ctx.body, observer.final, provider=route.provider.name, upstream_stored=True)
+                remember(ctx.body, observer.final, provider=route.provider.name, upstream_stored=True,
+                         model=route.model_slug)
                 observer.final = None
             yield chunk
         if not observer.terminal:

@@ -147,6 +147,8 @@ def remember(body: dict[str, Any], response: dict[str, Any], *, provider: str = 
     if body.get("store") is False or "org_id" not in state or not response.get("id"):
         return
     conversation = [*state.get("history", ()), *input_items(body), *(response.get("output") or ())]
+    if model and response.get("model") != model:  # stored as served: the slug, not the upstream's name
+        response = {**response, "model": model}
     model = model or str(response.get("model", ""))
     STORE.put(Stored(response["id"], state["org_id"], conversation, response, model, provider,
                      upstream_stored))
