@@ -116,6 +116,8 @@ class Session:
             raw = self.pool.urlopen(method, path, body=data, headers=all_headers, retries=False,
                                     redirect=False, preload_content=False,
                                     timeout=urllib3.Timeout(connect=connect, read=read))
+        except NewConnectionError as e:  # refused, unreachable: a subclass of ConnectTimeoutError, but no timeout
+            raise requests.exceptions.ConnectionError(str(e)) from None
         except ConnectTimeoutError as e:
             raise requests.exceptions.ConnectTimeout(str(e)) from None
         except ReadTimeoutError as e:
