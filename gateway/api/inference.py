@@ -27,7 +27,8 @@ STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 def force_stream(raw: bytes) -> bytes:
     """The body with `stream: true` (the /api/v1/llm/chat/stream alias). A body that is not a JSON
-    object is left as sent, so the pipeline rejects it as /v1/chat/completions would."""
+    object (or one too deep to re-encode) is left as sent, so the pipeline rejects it as
+    /v1/chat/completions would."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -35,7 +36,10 @@ def force_stream(raw: bytes) -> bytes:
     if not isinstance(body, dict) or body.get("stream") is True:
         return raw
     body["stream"] = True
-    return orjson.dumps(body)
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # nested past orjson's limit: decode refuses it, naming the field
+        return raw
 
 
 # path -> (endpoint, client dialect, body rewrite). POST only.
