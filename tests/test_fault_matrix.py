@@ -24,14 +24,12 @@ import greenlet
 import orjson
 import pytest
 import requests
-import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from gateway import boot, create_app, db
-from gateway.server import make_server
-from tests.conftest import Gateway, wait_for
-from tests.fakes.faulty_upstream import FaultyUpstream, serve_faulty
+from gateway import db
+from tests.conftest import Gateway, start_gateway, stop_gateway, wait_for
+from tests.fakes.faulty_upstream import FaultyUpstream
 from tests.test_postgres import pg_cluster  # noqa: F401  (the session's PostgreSQL cluster)
 
 DEADLINE = 2.0
@@ -48,6 +46,7 @@ ENDPOINTS = {  # client path, dialect, the provider kind that passes it through,
     "messages": ("/v1/messages", "anthropic", "anthropic", "openai"),
     "responses": ("/v1/responses", "openai", "openai", "anthropic"),
 }
+USAGE_VARIANTS = ["lots", "null", "list", "float", "neg", "huge"]  # what `prompt_tokens` (or its kin) holds
 TEXT = b"friend"  # the last word of the fake's answer: a relayed answer arrived whole
 
 
@@ -70,6 +69,8 @@ class Cell:
 
 CELLS = [Cell(f, s, e, m) for f in FAULTS for s in (False, True) for e in ENDPOINTS
          for m in ("passthrough", "translated")]
+USAGE_CELLS = [Cell(f"usage_{v}", s, e, m) for v in USAGE_VARIANTS for s in (False, True) for e in ENDPOINTS
+               for m in ("passthrough", "translated")]
 # PostgreSQL: one cell per ledger outcome (success, upstream error, rate limit, cut stream, client gone,
 # estimated usage), across the three dialects and both modes.
 PG_CELLS = [Cell("trickle", True, "chat", "passthrough"), Cell("500", False, "messages", "passthrough"),
@@ -96,7 +97,7 @@ def expected(cell: Cell) -> tuple[int, int, str]:
         return 429, 429, "error"
     if f == "hang":
         return 504, 504, "error"
-    if f in ("trickle", "usage_types"):
+    if f == "trickle" or f.startswith("usage"):
         return 200, 200, "ok"
     if f == "disconnect":
         return 200, 499, "gone"
@@ -131,43 +132,24 @@ def _config(fake_url: str) -> dict:
             provider = dead if fault == "refused" else live
             models.append({"slug": f"fault/{fault}-{kind}",
                            "routes": [{"provider": provider, "upstream_model": behaviour, **PRICES}]})
+    for variant in USAGE_VARIANTS:
+        for kind, provider in {"openai": "fo", "anthropic": "fa"}.items():
+            models.append({"slug": f"fault/usage_{variant}-{kind}",
+                           "routes": [{"provider": provider, "upstream_model": f"badusage-{variant}", **PRICES}]})
     return {"providers": providers, "models": models,
             "routing": {"retries": 0, "deadline_seconds": DEADLINE, "breaker_failures": 1_000_000}}
 
 
-def _start(tmp, fake_url: str, **overrides) -> tuple[Gateway, object, object]:
-    instance = tmp / "instance"
-    instance.mkdir()
-    config_path = instance / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(_config(fake_url)))
-    app = create_app({"instance": instance, "config_path": config_path, "secret_key": "test-secret",
-                      "start_jobs": False, "sync_interval": 0.05, **overrides})
-    first = boot.prepare(app)
-    boot.start_background(app)
-    server = make_server(app, "127.0.0.1", 0)
-    server.start()
-    gw = Gateway(url=f"http://127.0.0.1:{server.server_port}", app=app, instance=instance, api_key=first.api_key,
-                 admin_email=first.email, admin_password=first.password, config_path=config_path)
-    return gw, server, app
-
-
 @pytest.fixture(scope="module")
-def upstream():
-    fake = FaultyUpstream()
-    server, fake.url = serve_faulty(fake)
-    fake.pool = server.pool
-    fake.baseline = None
-    yield fake
-    fake.release()
-    server.stop(timeout=2)
+def upstream(faulty_upstream):
+    return faulty_upstream
 
 
 @pytest.fixture(scope="class")
 def sqlite_gw(upstream, tmp_path_factory):
-    gw, server, app = _start(tmp_path_factory.mktemp("faults"), upstream.url)
+    gw, server, app = start_gateway(tmp_path_factory.mktemp("faults"), _config(upstream.url))
     yield gw
-    server.stop(timeout=2)
-    boot.stop_background(app)
+    stop_gateway(server, app)
 
 
 @pytest.fixture(scope="class")
@@ -177,12 +159,11 @@ def pg_gw(upstream, tmp_path_factory, pg_cluster):  # noqa: F811
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    gw, server, app = _start(tmp_path_factory.mktemp("faults-pg"), upstream.url,
-                             database_url=pg_cluster.url(name))
+    gw, server, app = start_gateway(tmp_path_factory.mktemp("faults-pg"), _config(upstream.url),
+                                    database_url=pg_cluster.url(name))
     assert db.engine().dialect.name == "postgresql"
     yield gw
-    server.stop(timeout=2)
-    boot.stop_background(app)
+    stop_gateway(server, app)
     db._engine.dispose()
     db._engine = None
     db.SessionLocal.configure(bind=None)
@@ -293,7 +274,7 @@ def run_cell(gw: Gateway, upstream: FaultyUpstream, cell: Cell) -> None:
     assert row.status == want_row != 500
     if want_row >= 500 or want_row == 429:
         assert row.error_type, "a failed request's row says why"
-    if cell.fault == "usage_types":
+    if cell.fault.startswith("usage"):
         assert row.usage_estimated and row.input_tokens > 0 and row.charge_micros > 0
     if cell.fault == "trickle":
         assert (row.input_tokens, row.output_tokens, row.usage_estimated) == (5, 3, False)
@@ -311,6 +292,13 @@ def run_cell(gw: Gateway, upstream: FaultyUpstream, cell: Cell) -> None:
 class TestOnSQLite:
     @pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
     def test_cell(self, sqlite_gw, upstream, cell):
+        run_cell(sqlite_gw, upstream, cell)
+
+
+    @pytest.mark.parametrize("cell", USAGE_CELLS, ids=[c.id for c in USAGE_CELLS])
+    def test_malformed_usage_is_estimated_and_flagged(self, sqlite_gw, upstream, cell):
+        """An upstream 200 whose usage counts are a string, null, a list, a float, negative or absurd:
+        the answer is relayed, the row is a 200 with estimated usage (flagged), charged accordingly."""
         run_cell(sqlite_gw, upstream, cell)
 
 

@@ -80,12 +80,13 @@ def check_count_request(body: Any) -> None:
         raise InvalidRequest("stream: Extra inputs are not permitted", param="stream")
 
 
-def usage_from(obj: Any) -> Usage | None:
+def usage_from(obj: Any, delta: bool = False) -> Usage | None:
     """Anthropic `usage` -> Usage. Anthropic's input_tokens exclude cache reads and writes; ours
-    include them. None when absent; malformed counts make it `unknown` (see canonical.usage_of)."""
+    include them. None when absent; malformed counts make it `unknown` (see canonical.usage_of).
+    A `message_delta`'s usage may carry null for counts it does not update (`delta`)."""
     if obj is None:
         return None
-    usage = usage_of(obj, nullable=True, input_tokens="input_tokens", output_tokens="output_tokens",
+    usage = usage_of(obj, nullable=delta, input_tokens="input_tokens", output_tokens="output_tokens",
                      cached_tokens="cache_read_input_tokens", cache_write_tokens="cache_creation_input_tokens")
     usage.input_tokens += usage.cached_tokens + usage.cache_write_tokens
     return usage
@@ -135,7 +136,7 @@ class StreamObserver:
                 return
             message = obj.get("message") if name == b"message_start" else obj
             usage = message.get("usage") if isinstance(message, dict) else None
-            self.usage.merge(usage_from(usage))
+            self.usage.merge(usage_from(usage, delta=name == b"message_delta"))
 
 
 def error_event(e: GatewayError) -> bytes:
@@ -434,7 +435,7 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
             if delta.get("stop_reason"):
                 yield StreamEvent("finish", finish_reason=FINISH_IN.get(delta["stop_reason"], "stop"),
                                   stop_sequence=delta.get("stop_sequence"))
-            if (usage := usage_from(obj.get("usage"))) is not None:
+            if (usage := usage_from(obj.get("usage"), delta=True)) is not None:
                 yield StreamEvent("usage", usage=usage)
         elif kind == "message_stop":
             yield StreamEvent("end")
