@@ -122,7 +122,7 @@ class Session:
             raise requests.exceptions.ConnectTimeout(str(e)) from None
         except ReadTimeoutError as e:
             raise requests.exceptions.ReadTimeout(str(e)) from None
-        except (NewConnectionError, ProtocolError, HTTPError, OSError) as e:
+        except (ProtocolError, HTTPError, OSError) as e:
             raise requests.exceptions.ConnectionError(str(e)) from None
         resp = Response(raw)
         if not stream:
