@@ -129,3 +129,51 @@ def test_favicon_is_served_and_linked(gw):
     assert r.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
     page = requests.get(gw.url + "/admin/login", timeout=10)
     assert page.status_code == 200 and 'rel="icon" href="/favicon.ico"' in page.text
+
+
+# ---- an upstream answer of the wrong shape: the adapter's "invalid response" (502), never a 500 ----------
+
+ODD = [None, "lots", [1], {"a": 1}, 1.5, -1, True, 10**30, [None], ["x"], [{}], [{"type": "text", "text": 5}],
+       [{"type": "tool_use", "id": 1, "name": [1], "input": "x"}], [{"type": "thinking", "thinking": [1]}]]
+MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_sequence": None,
+           "content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "t", "name": "f", "input": {}}],
+           "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}
+COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                  "role": "assistant", "content": "hi",
+                  "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}],
+              "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield from _paths(value, (*prefix, key))
+
+
+@pytest.mark.parametrize("dialect", ["anthropic", "openai"])
+def test_an_upstream_answer_of_the_wrong_shape_decodes_or_raises_what_adapters_catch(dialect):
+    """Adapters turn TypeError/AttributeError from decoding into a 502; anything else, or a decoded answer
+    that an encoder then fails on, was a 500 (an `id` that is a number, text that is a list)."""
+    import copy
+
+    from gateway.wire import anthropic_messages, openai_chat, openai_responses
+
+    base, decode = (MESSAGE, anthropic_messages.decode_response) if dialect == "anthropic" else \
+        (COMPLETION, openai_chat.decode_response)
+    encoders = [lambda r: openai_chat.render(r, "slug", {}), lambda r: anthropic_messages.render(r, "slug", {}),
+                lambda r: openai_responses.encode_response(r, "slug", {"input": "hi"})]
+    for path in [p for p in _paths(base) if p]:
+        for odd in ODD:
+            body = copy.deepcopy(base)
+            holder = body
+            for key in path[:-1]:
+                holder = holder[key]
+            holder[path[-1]] = odd
+            try:
+                resp = decode(body)
+            except (TypeError, AttributeError):
+                continue
+            for encode in encoders:
+                encode(resp)  # raises here if the decoded answer cannot be rendered

@@ -21,6 +21,7 @@ from gateway.wire.canonical import (
     Tool,
     ToolCall,
     Usage,
+    checked,
     usage_of,
 )
 
@@ -357,12 +358,12 @@ def encode_request(req: ChatRequest, default_max_tokens: int) -> dict[str, Any]:
 
 def decode_response(body: dict[str, Any]) -> ChatResponse:
     blocks = [b for b in body.get("content") or [] if isinstance(b, dict)]
-    return ChatResponse(
+    return checked(ChatResponse(
         id=body.get("id", ""), model=body.get("model", ""), content=_parts(blocks),
         tool_calls=[_tool_call(b) for b in blocks if b.get("type") == "tool_use"],
         finish_reason=FINISH_IN.get(body.get("stop_reason") or "end_turn", "stop"),
         stop_sequence=body.get("stop_sequence"), usage=usage_from(body.get("usage")) or Usage(),
-    )
+    ))
 
 
 def message_id(source_id: str) -> str:

@@ -161,6 +161,17 @@ class ChatResponse:
         return "".join(p.text or "" for p in self.content if p.type == "text")
 
 
+def checked(resp: ChatResponse) -> ChatResponse:
+    """An upstream's decoded answer, or TypeError when a field the encoders read has the wrong type
+    (an id that is a number, text that is a list): the adapter reports an invalid response (502)
+    instead of an encoder failing later with a 500."""
+    strings = [resp.id, resp.model, *(c for call in resp.tool_calls for c in (call.id, call.name, call.arguments))]
+    optional = [resp.stop_sequence, *(p.text for p in resp.content), *(p.signature for p in resp.content)]
+    if not all(isinstance(v, str) for v in strings) or not all(v is None or isinstance(v, str) for v in optional):
+        raise TypeError("the upstream's answer has fields of the wrong type")
+    return resp
+
+
 @dataclass(slots=True)
 class StreamEvent:
     """One step of a translated stream. Kinds and the fields each uses:

@@ -22,6 +22,7 @@ from gateway.wire.canonical import (
     Tool,
     ToolCall,
     Usage,
+    checked,
     usage_of,
 )
 
@@ -363,7 +364,12 @@ def encode_request(req: ChatRequest) -> dict[str, Any]:
 
 
 def decode_response(body: dict[str, Any]) -> ChatResponse:
-    choice = (body.get("choices") or [{}])[0]
+    """An upstream chat.completion -> ChatResponse. A body of the wrong shape raises TypeError or
+    AttributeError (the adapter's "invalid response"), never anything else."""
+    choices = body.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise TypeError("choices is not a list")
+    choice = (choices or [{}])[0]
     message = choice.get("message") or {}
     content = _parts(message.get("content"))
     reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -372,11 +378,11 @@ def decode_response(body: dict[str, Any]) -> ChatResponse:
     calls = [ToolCall(c.get("id", ""), (c.get("function") or {}).get("name", ""),
                       (c.get("function") or {}).get("arguments") or "")
              for c in message.get("tool_calls") or []]
-    return ChatResponse(
+    return checked(ChatResponse(
         id=body.get("id", ""), model=body.get("model", ""), content=content, tool_calls=calls,
         finish_reason=FINISH_IN.get(choice.get("finish_reason") or "stop", "stop"),
-        usage=usage_from(body.get("usage")) or Usage(), created=int(body.get("created") or 0),
-    )
+        usage=usage_from(body.get("usage")) or Usage(), created=body["created"] if type(body.get("created")) is int else 0,
+    ))
 
 
 def _usage_out(u: Usage) -> dict[str, Any]:
