@@ -1,112 +1,111 @@
-"""`python -m bench.semantic_threshold [--from 0.70] [--to 0.99] [--step 0.01] [--margin 0.02]`
+"""`python -m bench.semantic_threshold [--margin 0.03] [--rounds 200]`
 
-Measures the semantic cache on the labelled pairs (tests/data/semantic_pairs.py) with the local
-embedder: per threshold, the paraphrase hit rate and the near-miss false-hit rate, without and
-with the near-miss guard. Recommends a default: the lowest threshold with no false hit (guard
-on), plus a margin, rounded up to 0.01. Deterministic: same model, same pairs, same table.
+Measures the semantic cache on its development set (tests/data/semantic_dev.py): the decision
+(semantic_match.refusal) and the candidate threshold are chosen on the `tune` half; every quality
+number printed is the `holdout` half's. Then the added latency of a miss, in-process with the
+local model: a context with few entries (compared without embedding) and one with many (the
+question embedded and searched). Deterministic quality numbers: same model, same pairs, same table.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
-from dataclasses import dataclass
+import time
+from collections import defaultdict
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-@dataclass(frozen=True)
-class Pair:
-    domain: str
-    kind: str
-    a: str
-    b: str
-    cosine: float
-    guard: bool  # the near-miss guard lets the pair through
+def quality(pairs) -> dict[str, tuple[int, int]]:
+    """kind -> (served, total), paraphrase and near-miss kinds alike."""
+    from gateway.pipeline.savings.semantic_match import refusal
+
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for p in pairs:
+        out[(p.same, p.kind)][0] += refusal(p.a, p.b) is None
+        out[(p.same, p.kind)][1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-@dataclass(frozen=True)
-class Row:
-    threshold: float
-    hit_raw: float  # paraphrases served, embeddings alone
-    false_raw: float  # near-misses served, embeddings alone
-    hit_guarded: float
-    false_guarded: float
+def candidate_threshold(model, tune, margin: float) -> tuple[float, float]:
+    """(lowest cosine of a tune paraphrase the decision accepts, that minus margin rounded down)."""
+    from gateway.pipeline.savings.semantic_match import refusal, split_context
+
+    cosines = [float(model.vector(split_context(p.a)[1]) @ model.vector(split_context(p.b)[1]))
+               for p in tune if p.same and refusal(p.a, p.b) is None]
+    lowest = min(cosines)
+    return lowest, math.floor((lowest - margin) * 20) / 20
 
 
-def measure() -> tuple[list[Pair], list[Pair]]:
-    """Cosine and guard verdict of every labelled pair (paraphrases, near-misses)."""
-    from gateway.pipeline.savings import embeddings
-    from gateway.pipeline.savings.semantic_cache import agree
-    from tests.data.semantic_pairs import NEAR_MISSES, PARAPHRASES
+def miss_latency(model, rounds: int) -> tuple[float, float, float]:
+    """p50 ms of (the decision alone, a miss with few entries, a miss that embeds and searches)."""
+    import numpy as np
+
+    from gateway.pipeline.savings.semantic_match import refusal
+    from gateway.stores.semantic_index import SemanticIndex
+    from gateway.wire.canonical import ChatResponse, Part, Usage
+
+    index = SemanticIndex()
+    from gateway.ledger.writer import WRITER
+
+    WRITER.enqueue_record = lambda *a, **k: None  # in-process: nothing to persist
+    resp = ChatResponse(id="r", model="m", content=[Part("text", text="hi")], usage=Usage(3, 1))
+    rng = np.random.default_rng(7)
+    for i in range(2000):
+        v = rng.standard_normal(384).astype(np.float32)
+        index.put("s", "m", "many", f"How do I do task {i} quickly?", v / np.linalg.norm(v), resp,
+                  org_id=1, ttl=3600, max_entries=10_000)
+    question = "How do I configure retries for the upstream client?"
+    decide, few, many = [], [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        refusal("How do I configure timeouts for the upstream client?", question)
+        decide.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for entry in index.few("s", "m", "empty", 16) or []:
+            refusal(entry.text, question)
+        few.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        assert index.few("s", "m", "many", 16) is None
+        for _, entry in index.search("s", "m", "many", model.vector(question), 0.5, 5):
+            refusal(entry.text, question)
+        many.append(time.perf_counter() - t)
+    return tuple(statistics.median(x) * 1000 for x in (decide, few, many))  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.semantic_threshold")
+    parser.add_argument("--margin", type=float, default=0.03)
+    parser.add_argument("--rounds", type=int, default=200)
+    args = parser.parse_args(argv)
+    from gateway.pipeline.savings import DEFAULTS, embeddings
+    from tests.data.semantic_dev import HOLDOUT, PAIRS, TUNE
 
     model = embeddings.local()
     if model is None:
         raise SystemExit("the local embedding model could not be loaded (see the log)")
-
-    def pairs(rows):
-        return [Pair(d, k, a, b, float(model.vector(a) @ model.vector(b)), agree(b, a))
-                for d, k, a, b in rows]
-
-    return pairs(PARAPHRASES), pairs(NEAR_MISSES)
-
-
-def table(paraphrases: list[Pair], near: list[Pair], thresholds: list[float]) -> list[Row]:
-    def rate(pairs: list[Pair], t: float, guarded: bool) -> float:
-        return sum(p.cosine >= t and (p.guard or not guarded) for p in pairs) / len(pairs)
-
-    return [Row(t, rate(paraphrases, t, False), rate(near, t, False), rate(paraphrases, t, True),
-                rate(near, t, True)) for t in thresholds]
-
-
-def choose(rows: list[Row], margin: float) -> tuple[float, float]:
-    """(the lowest threshold with zero guarded false hits, the default: that plus margin, rounded up)."""
-    lowest = next(r.threshold for r in rows if r.false_guarded == 0)
-    return lowest, math.ceil(round((lowest + margin) * 100, 6)) / 100
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.semantic_threshold",
-                                     description=__doc__.split("\n")[2])
-    parser.add_argument("--from", dest="lo", type=float, default=0.70)
-    parser.add_argument("--to", dest="hi", type=float, default=0.99)
-    parser.add_argument("--step", type=float, default=0.01)
-    parser.add_argument("--margin", type=float, default=0.01)
-    args = parser.parse_args(argv)
-    from gateway.pipeline.savings import DEFAULTS
-
-    paraphrases, near = measure()
-    count = int(round((args.hi - args.lo) / args.step)) + 1
-    rows = table(paraphrases, near, [round(args.lo + i * args.step, 4) for i in range(count)])
-    print(f"{len(paraphrases)} paraphrase pairs, {len(near)} near-miss pairs "
-          "(tests/data/semantic_pairs.py)\n")
-    print("| threshold | paraphrase hits | near-miss false hits | paraphrase hits, guard "
-          "| false hits, guard |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r.threshold:.2f} | {r.hit_raw:.0%} | {r.false_raw:.0%} | {r.hit_guarded:.0%} "
-              f"| {r.false_guarded:.0%} |")
-    worst = max(p.cosine for p in near)
-    print(f"\nwithout the guard: the closest near-miss has cosine {worst:.4f}; "
-          "no threshold below it is safe")
-    lowest, default = choose(rows, args.margin)
-    at = table(paraphrases, near, [default])[0]
-    print(f"with the guard: zero false hits from {lowest:.2f}; recommended default {default:.2f} "
-          f"(margin {args.margin}), configured default {DEFAULTS['semantic_cache']['threshold']}")
-    print(f"at {default:.2f}: paraphrase hits {at.hit_guarded:.0%} with the guard "
-          f"({at.hit_raw:.0%} without), near-miss false hits {at.false_guarded:.0%} with the guard "
-          f"({at.false_raw:.0%} without)")
-    print("\nnear-misses the guard lets through (the threshold must stop these):")
-    for p in sorted(near, key=lambda p: -p.cosine):
-        if p.guard:
-            print(f"  {p.cosine:.4f}  [{p.kind}] {p.a!r} / {p.b!r}")
-    print("\nparaphrases the guard blocks (a miss, never a wrong answer):")
-    for p in sorted(paraphrases, key=lambda p: -p.cosine):
-        if not p.guard:
-            print(f"  {p.cosine:.4f}  {p.a!r} / {p.b!r}")
+    lowest, threshold = candidate_threshold(model, TUNE, args.margin)
+    print(f"{len(PAIRS)} labelled pairs: {len(TUNE)} tune, {len(HOLDOUT)} holdout (tests/data/semantic_dev.py)")
+    print(f"candidate threshold (tune): lowest accepted paraphrase cosine {lowest:.4f}, minus {args.margin} "
+          f"-> {threshold:.2f} (configured default {DEFAULTS['semantic_cache']['threshold']})\n")
+    rows = quality(HOLDOUT)
+    print("holdout | kind | served |")
+    print("|---|---|---|")
+    for (same, kind), (served, total) in sorted(rows.items(), key=lambda kv: (not kv[0][0], kv[0][1])):
+        print(f"| {'paraphrase' if same else 'near miss'} | {kind} | {served}/{total} |")
+    para = [v for (same, _), v in rows.items() if same]
+    near = [v for (same, _), v in rows.items() if not same]
+    print(f"\nholdout: paraphrases served {sum(s for s, _ in para)}/{sum(t for _, t in para)} "
+          f"({sum(s for s, _ in para) / sum(t for _, t in para):.0%}); near-misses served (false hits) "
+          f"{sum(s for s, _ in near)}/{sum(t for _, t in near)}")
+    decide, few, many = miss_latency(model, args.rounds)
+    print(f"added p50 per miss: decision {decide:.3f} ms; context with few entries {few:.3f} ms (no embedding); "
+          f"context with 2,000 entries {many:.2f} ms (embed the question + search)")
     return 0
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gateway import db
 from gateway.ledger.pricing import usd
@@ -32,6 +35,18 @@ def _ready_app():
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+@contextmanager
+def _writing() -> Iterator[Session]:
+    """One short write transaction on a ready app; an AccountError ends the command with its message
+    (the transaction rolled back)."""
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            yield session
+    except tenancy.AccountError as e:
+        _fail(str(e))
 
 
 def _usd(value: str) -> int:
@@ -112,12 +127,8 @@ def admin() -> None:
 @click.option("--password", required=True)
 @click.option("--superadmin", is_flag=True, default=False)
 def admin_create(email: str, password: str, superadmin: bool) -> None:
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            user = tenancy.create_admin(session, email, password, superadmin=superadmin)
-    except tenancy.AccountError as e:
-        _fail(str(e))
+    with _writing() as session:
+        user = tenancy.create_admin(session, email, password, superadmin=superadmin)
     click.echo(f"created {'super-admin' if superadmin else 'admin'} {user.email}")
 
 
@@ -131,13 +142,8 @@ def org() -> None:
 @click.option("--credits", "credits_usd", default="0", help="Initial credits in USD.")
 def org_create(name: str, credits_usd: str) -> None:
     micros = _usd(credits_usd)
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.create_org(session, name, micros)
-            balance = o.credits_micros
-    except tenancy.AccountError as e:
-        _fail(str(e))
+    with _writing() as session:
+        balance = tenancy.create_org(session, name, micros).credits_micros
     click.echo(f"created org {name} (credits: ${usd(balance)})")
 
 
@@ -151,14 +157,10 @@ def credits() -> None:
 @click.option("--usd", "amount", required=True)
 def credits_add(org_name: str, amount: str) -> None:
     micros = _usd(amount)
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.org_by_name(session, org_name)
-            tenancy.add_credits(session, o, micros)
-            balance = o.credits_micros
-    except tenancy.AccountError as e:
-        _fail(str(e))
+    with _writing() as session:
+        o = tenancy.org_by_name(session, org_name)
+        tenancy.add_credits(session, o, micros)
+        balance = o.credits_micros
     click.echo(f"org {org_name}: credits ${usd(balance)}")
 
 
@@ -173,12 +175,8 @@ def key() -> None:
 @click.option("--scope", type=click.Choice(tenancy.SCOPES), default="inference")
 def key_create(org_name: str, name: str, scope: str) -> None:
     """Create a key; prints the secret alone on stdout (it is not stored)."""
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            new = tenancy.create_key(session, tenancy.org_by_name(session, org_name), name=name, scope=scope)
-    except tenancy.AccountError as e:
-        _fail(str(e))
+    with _writing() as session:
+        new = tenancy.create_key(session, tenancy.org_by_name(session, org_name), name=name, scope=scope)
     click.echo(new.secret)
 
 
@@ -187,17 +185,13 @@ def key_create(org_name: str, name: str, scope: str) -> None:
 @click.argument("prefix")
 def key_revoke(org_name: str, prefix: str) -> None:
     """Revoke the org's key whose displayed prefix (or id) is PREFIX."""
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.org_by_name(session, org_name)
-            cond = ApiKey.id == int(prefix) if prefix.isdigit() else ApiKey.prefix == prefix
-            k = session.scalar(select(ApiKey).where(ApiKey.org_id == o.id, cond))
-            if k is None:
-                raise tenancy.AccountError(f"no key {prefix} in org {org_name}")
-            tenancy.revoke_key(session, k)
-    except tenancy.AccountError as e:
-        _fail(str(e))
+    with _writing() as session:
+        o = tenancy.org_by_name(session, org_name)
+        cond = ApiKey.id == int(prefix) if prefix.isdigit() else ApiKey.prefix == prefix
+        k = session.scalar(select(ApiKey).where(ApiKey.org_id == o.id, cond))
+        if k is None:
+            raise tenancy.AccountError(f"no key {prefix} in org {org_name}")
+        tenancy.revoke_key(session, k)
     click.echo(f"revoked {prefix}")
 
 

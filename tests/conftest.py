@@ -1,10 +1,13 @@
-"""Fixtures: a fake OpenAI upstream, and a real gateway (real SQLite, real gevent server on loopback)."""
+"""Fixtures: fake upstreams (one per provider kind, each served by `served`), a real gateway (real
+SQLite, real gevent server on loopback), a raw-socket client that can vanish mid-stream, and a page in
+real Chromium for the console's browser tests."""
 
 from gevent import monkey
 
 monkey.patch_all()
 
 import os  # noqa: E402
+import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import openai  # noqa: E402
+import orjson  # noqa: E402
 import pytest  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
@@ -68,13 +72,21 @@ def gateway_config(upstream_url: str, anthropic_url: str | None = None, gemini_u
     return config
 
 
+@contextmanager
+def served(fake, serve_fake=serve):
+    """`fake` on an ephemeral loopback port, its URL in `fake.url`, until the block ends. `serve_fake`
+    is the fake's module's own `serve` (tests/fakes/*_upstream.py): (server, base URL)."""
+    server, fake.url = serve_fake(fake)
+    try:
+        yield fake
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def fake_openai():
-    fake = FakeOpenAI(api_key=UPSTREAM_KEY)
-    server, url = serve(fake)
-    fake.url = url
-    yield fake
-    server.stop()
+    with served(FakeOpenAI(api_key=UPSTREAM_KEY)) as fake:
+        yield fake
 
 
 @dataclass
@@ -271,6 +283,37 @@ def database_statements():
         event.remove(db.engine(), "before_cursor_execute", count)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_socket_post(gw: Gateway, body: dict, path: str = "/v1/chat/completions",
+                    timeout: float = 10.0) -> socket.socket:
+    """POST `body` over a bare socket, for a client that goes away mid-stream (close the socket); the
+    caller reads with `read_events`. Every read waits at most `timeout` seconds."""
+    payload = orjson.dumps(body)
+    sock = socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])), timeout=timeout)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Authorization: Bearer {gw.api_key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    return sock
+
+
+def read_events(sock: socket.socket, count: int) -> bytes:
+    """Read until `count` SSE `data:` lines have arrived; fails the test, never spins, when the server
+    closes the connection first (or sends nothing for the socket's timeout: TimeoutError)."""
+    received = b""
+    while received.count(b"data: ") < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"the server closed the connection after {received.count(b'data: ')} of "
+                                 f"{count} events: {received[-500:]!r}")
+        received += chunk
+    return received
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     """Poll until predicate() is truthy (returns it); fails the test after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -311,10 +354,8 @@ def fake_anthropic():
     from tests.fakes.anthropic_upstream import FakeAnthropic
     from tests.fakes.anthropic_upstream import serve as serve_anthropic
 
-    fake = FakeAnthropic(api_key=ANTHROPIC_UPSTREAM_KEY)
-    server, fake.url = serve_anthropic(fake)
-    yield fake
-    server.stop()
+    with served(FakeAnthropic(api_key=ANTHROPIC_UPSTREAM_KEY), serve_anthropic) as fake:
+        yield fake
 
 
 # ---- Gemini and Bedrock upstreams (tests/fakes/gemini_upstream.py, bedrock_upstream.py) -----------
@@ -364,10 +405,8 @@ def add_bedrock(config: dict, url: str) -> None:
 def fake_gemini():
     from tests.fakes.gemini_upstream import FakeGemini, serve_gemini
 
-    fake = FakeGemini(api_key=GEMINI_UPSTREAM_KEY)
-    server, fake.url = serve_gemini(fake)
-    yield fake
-    server.stop()
+    with served(FakeGemini(api_key=GEMINI_UPSTREAM_KEY), serve_gemini) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")
@@ -376,9 +415,8 @@ def fake_bedrock():
 
     fake = FakeBedrock(secret_key=BEDROCK_SECRET, session_token=BEDROCK_TOKEN, region="eu-central-1",
                        api_key="bedrock-api-key-test")
-    server, fake.url = serve_bedrock(fake)
-    yield fake
-    server.stop()
+    with served(fake, serve_bedrock):
+        yield fake
 
 
 # ---- Ollama and OpenRouter upstreams (tests/fakes/ollama_upstream.py, openrouter_upstream.py) ---------
@@ -428,10 +466,8 @@ def fake_ollama():
     from tests.fakes.ollama_upstream import FakeOllama
     from tests.fakes.ollama_upstream import serve as serve_ollama
 
-    fake = FakeOllama()
-    server, fake.url = serve_ollama(fake)
-    yield fake
-    server.stop()
+    with served(FakeOllama(), serve_ollama) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")
@@ -439,10 +475,36 @@ def fake_openrouter():
     from tests.fakes.openrouter_upstream import FakeOpenRouter
     from tests.fakes.openrouter_upstream import serve as serve_openrouter
 
-    fake = FakeOpenRouter(api_key=OPENROUTER_UPSTREAM_KEY)
-    server, fake.url = serve_openrouter(fake)
-    yield fake
-    server.stop()
+    with served(FakeOpenRouter(api_key=OPENROUTER_UPSTREAM_KEY), serve_openrouter) as fake:
+        yield fake
+
+
+# ---- the console in a real browser (Debian's Chromium, driven by Playwright's sync API) -----------------
+# Playwright runs in this gevent-patched process: its driver talks over a pipe through an asyncio loop
+# whose selector is gevent's, so while Playwright waits the hub keeps serving the gateway. `make test`
+# installs Debian's chromium; a missing browser is a failure, never a skip.
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture
+def page():
+    """A fresh page in headless Chromium (1400 x 900), every wait and `expect` bounded by TIMEOUT_MS."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.set_default_timeout(TIMEOUT_MS)
+            context.set_default_navigation_timeout(TIMEOUT_MS)
+            sync_api.expect.set_options(timeout=TIMEOUT_MS)
+            yield context.new_page()
+            context.close()
+        finally:
+            browser.close()
 
 
 def start_gateway(tmp: Path, config: dict, **overrides) -> tuple[Gateway, object, object]:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from gateway import db, memo, seed
+from gateway import db, memo, seed, wire
 from gateway.models import ConversationSummary
 from gateway.pipeline.savings import compress
 from tests.conftest import configure_savings, database_statements, savings_override
@@ -72,14 +72,58 @@ def test_trim_keeps_system_first_turn_and_latest_turns_and_records_the_saving(ga
     assert row.benchmark_micros > row.charge_micros
 
 
-def test_cut_is_stable_for_the_next_turns(gateway):
-    """Rounded to a multiple of keep_last_turns: a conversation that grows by one exchange drops the
-    same turns, so the prefix the provider caches (and a summary) stays the same."""
-    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 4})
+def test_summary_cut_is_stable_for_the_next_turns(gateway):
+    """Summary mode rounds its cut up to a multiple of keep_last_turns: a conversation that grows by
+    one exchange drops the same turns, so the stored summary (and the cached prefix) serve it."""
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 4,
+                                    "mode": "summary", "summary_model": SUMMARY_MODEL})
     first, _ = chat(gateway, conversation(9))
     second, _ = chat(gateway, conversation(10))
-    assert first["messages"][:3] == second["messages"][:3]  # system, first turn, the same note
+    assert first["messages"][:3] == second["messages"][:3]  # system, first turn, the same summary
     assert len(second["messages"]) == len(first["messages"]) + 2
+
+
+def counted(messages: list[dict]) -> int:
+    """Prompt tokens as the layer counts them."""
+    return compress.prompt_tokens(wire.codec("chat.completions").decode_request(
+        {"model": ECHO, "messages": messages}))
+
+
+def omitted(sent: list[dict]) -> int:
+    notes = [m["content"] for m in sent if isinstance(m.get("content"), str) and "were omitted" in m["content"]]
+    assert len(notes) == 1, sent
+    return int(notes[0].split()[0].lstrip("["))
+
+
+def test_trim_cuts_only_what_the_budget_needs(gateway):
+    """A conversation a little over its budget loses a turn or two, not everything but the last turns:
+    a fact stated in the middle survives, and putting back the newest dropped turn would not fit."""
+    messages = conversation(12)
+    messages[9]["content"] += " The vault code is 4417."  # a user turn in the middle
+    budget = counted(messages) - 60
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": budget, "keep_last_turns": 2})
+    sent = chat(gateway, messages)[0]["messages"]
+    assert any("vault code is 4417" in (m["content"] or "") for m in sent)
+    n = omitted(sent)
+    assert 1 <= n <= 2
+    assert counted(sent) <= budget
+    assert sent[3:] == messages[2 + n:]  # the oldest middle turns went, everything after stayed verbatim
+    restored = sent[:2] + messages[2 + n - 1:]  # one dropped turn back, note gone
+    assert counted(restored) > budget
+
+
+def test_first_user_turn_is_kept_after_an_opening_greeting(gateway):
+    """An app's greeting may open the chat; the user's first turn (a code word, say) still stays."""
+    messages = [SYSTEM, {"role": "assistant", "content": "Hi! How can I help you today?"},
+                {"role": "user", "content": "Remember the code word TANGERINE. " + filler("q0")}]
+    for i in range(1, 10):
+        messages.append({"role": "assistant", "content": f"answer {i} " + filler(f"a{i}")})
+        messages.append({"role": "user", "content": f"question {i} " + filler(f"q{i}")})
+    messages.append({"role": "user", "content": "What was the code word?"})
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 2})
+    sent = chat(gateway, messages)[0]["messages"]
+    assert sent[:3] == messages[:3]  # system, greeting, first user turn
+    assert omitted(sent) > 0 and sent[-1] == messages[-1]
 
 
 def test_under_budget_or_disabled_is_left_alone(gateway, fake_openai):

@@ -2,40 +2,20 @@
 
 Acceptance: a browser test in real Chromium logs in and sees a request appear in Gateway logs.
 
-Playwright runs in this (gevent monkey-patched) process: its driver talks over a pipe through an
-asyncio loop whose selector is gevent's, so while Playwright waits the hub keeps running the
-gateway's WSGI server and ledger writer. Every wait has a generous timeout; nothing sleeps.
+The browser is conftest's `page` (Playwright in this gevent-patched process: while it waits, the hub
+keeps running the gateway's WSGI server and ledger writer). Every wait has a generous timeout;
+nothing sleeps.
 """
 
 
 import openai
 import pytest
+from playwright import sync_api
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
-TIMEOUT_MS = 15_000
+from tests.conftest import TIMEOUT_MS
+
 EMPTY = "No requests yet."
 MSG = [{"role": "user", "content": "hi"}]
-
-# `make test` installs Debian's chromium; a missing browser is a failure, never a skip.
-from playwright import sync_api  # noqa: E402
-
-
-@pytest.fixture
-def page(tmp_path):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 900})
-            context.set_default_timeout(TIMEOUT_MS)
-            context.set_default_navigation_timeout(TIMEOUT_MS)
-            page = context.new_page()
-            sync_api.expect.set_options(timeout=TIMEOUT_MS)
-            yield page
-            context.close()
-        finally:
-            browser.close()
 
 
 def row(page, request_id: str):

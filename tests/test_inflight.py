@@ -2,19 +2,16 @@
 live; a failing leader never strands its followers. Clients are the official SDKs, spawned as
 greenlets so that their requests overlap (the fake's `slow-`/`drip-` models keep the leader busy)."""
 
-import socket
-
 import anthropic
 import gevent
 import openai
-import orjson
 import pytest
 from gevent.event import Event
 
 from gateway.errors import UpstreamError
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.savings import inflight
-from tests.conftest import chat_calls, configure_savings, savings_override, wait_for
+from tests.conftest import chat_calls, configure_savings, raw_socket_post, read_events, savings_override, wait_for
 from tests.test_exact_cache import MSG
 
 SLOW = "test/slow-1000"  # the fake answers after 1 s
@@ -177,14 +174,8 @@ def test_followers_proceed_on_their_own_when_the_leader_fails(gw, fake_openai, m
 
 
 def test_streaming_followers_get_an_error_when_the_leaders_client_goes_away(gw, fake_openai):
-    body = orjson.dumps({"model": "test/drip-100", "stream": True, "messages": MSG, "temperature": 0})
-    sock = socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Authorization: Bearer " + gw.api_key.encode() + b"\r\n"
-                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    received = b""
-    while received.count(b"data: ") < 3:
-        received += sock.recv(65536)
+    sock = raw_socket_post(gw, {"model": "test/drip-100", "stream": True, "messages": MSG, "temperature": 0})
+    read_events(sock, 3)
     got: list[list[str]] = [[], []]
 
     def follow(i):

@@ -2,19 +2,17 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import openai
-import orjson
 import pytest
 import requests
 from sqlalchemy import create_engine, func, select, text
 
 from gateway.models import LedgerEntry
-from tests.conftest import wait_for
+from tests.conftest import free_port, raw_socket_post, read_events, wait_for
 
 MSG = [{"role": "user", "content": "hello there"}]
 
@@ -55,14 +53,8 @@ def test_error_rows_are_recorded_uncharged(gateway):
 
 
 def test_client_disconnect_mid_stream_still_gets_one_row(gateway, fake_openai):
-    body = orjson.dumps({"model": "test/drip-30", "stream": True, "messages": MSG})
-    sock = socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Authorization: Bearer " + gateway.api_key.encode() + b"\r\n"
-                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    received = b""
-    while received.count(b"data: ") < 4:
-        received += sock.recv(65536)
+    sock = raw_socket_post(gateway, {"model": "test/drip-30", "stream": True, "messages": MSG})
+    read_events(sock, 4)
     sock.close()
     rows = wait_for(lambda: gateway.rows(endpoint="chat.completions"))
     (row,) = rows
@@ -118,9 +110,7 @@ def test_graceful_stop_flushes_every_row(tmp_path, fake_openai):
     instance.mkdir()
     config = instance / "gw.yaml"
     config.write_text(yaml.safe_dump(gateway_config(fake_openai.url)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(GATEWAY_INSTANCE=str(instance), GATEWAY_CONFIG=str(config))
     exe = str(Path(sys.executable).parent / "gateway")

@@ -8,7 +8,6 @@ the usage API are proven on the real server, not on SQLite.
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,7 +28,7 @@ from gateway import boot, create_app, db, migrate
 from gateway.ledger.pricing import usd
 from gateway.memo import MEMO
 from gateway.models import UsageRollup
-from tests.conftest import gateway_config, wait_for
+from tests.conftest import free_port, gateway_config, wait_for
 
 MSG = [{"role": "user", "content": "hello there"}]
 PRICE_IN, PRICE_OUT = 1000, 2000  # micros per token of test/fake-gpt (conftest.PRICES, USD per Mtok)
@@ -45,12 +44,6 @@ def _bindir() -> Path:
         pytest.fail("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run `make test`, "
                     "which installs it", pytrace=False)
     return Path(max(found, key=lambda p: int(Path(p).parts[-3].split(".")[0]))).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -82,7 +75,7 @@ def pg_cluster():
 
     run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
     for attempt in range(3):  # the free port may be taken between the probe and the start
-        port = _free_port()
+        port = free_port()
         started = run("pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w", "-t", "30", "-o",
                       f"-F -p {port} -k {root} -c listen_addresses=127.0.0.1", "start", check=attempt == 2)
         if started.returncode == 0:

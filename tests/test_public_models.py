@@ -3,7 +3,7 @@
 import requests
 
 from gateway import db, seed
-from gateway.web.public import price
+from gateway.web.catalog import price
 from tests.conftest import UPSTREAM_KEY
 from tests.test_console import login
 

@@ -2,7 +2,6 @@
 agents, pinning, capabilities and tenant rules."""
 
 import random
-import socket
 
 import gevent
 import openai
@@ -15,19 +14,16 @@ from gateway.models import AccessPolicy, Alias, utcnow
 from gateway.pipeline import dispatch
 from gateway.routing import strategies
 from gateway.routing.health import CLOSED, HALF_OPEN, HEALTH, OPEN
-from tests.conftest import UPSTREAM_KEY, wait_for
-from tests.fakes import FakeOpenAI, serve
+from tests.conftest import UPSTREAM_KEY, free_port, served, wait_for
+from tests.fakes import FakeOpenAI
 
 MSG = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture(scope="module")
 def second_upstream():
-    fake = FakeOpenAI(api_key=UPSTREAM_KEY)
-    server, url = serve(fake)
-    fake.url = url
-    yield fake
-    server.stop()
+    with served(FakeOpenAI(api_key=UPSTREAM_KEY)) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +41,7 @@ def headers_then_hangup():
 
 
 def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 def apply(gw, config: dict) -> None:

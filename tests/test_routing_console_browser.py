@@ -1,31 +1,13 @@
 """The Model Router in real Chromium (Debian's, via Playwright): an alias added in the page routes the next
 request made with the openai SDK; deleting it restores the global alias.
 
-Playwright runs in this gevent-patched process, as in tests/test_console_browser.py (same launch flags):
-while it waits, the hub keeps serving the gateway. Every wait has a generous timeout; nothing sleeps.
+The browser is conftest's `page` (Playwright in this gevent-patched process: while it waits, the hub
+keeps serving the gateway). Every wait has a generous timeout; nothing sleeps.
 """
 
-import pytest
 from playwright import sync_api
 
-from tests.test_console_browser import CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS
-
 MSG = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def page():
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 900})
-            context.set_default_timeout(TIMEOUT_MS)
-            context.set_default_navigation_timeout(TIMEOUT_MS)
-            sync_api.expect.set_options(timeout=TIMEOUT_MS)
-            yield context.new_page()
-            context.close()
-        finally:
-            browser.close()
 
 
 def served_model(gateway, model: str) -> str:

@@ -1,6 +1,7 @@
-"""Semantic cache: a reworded question is served from the cache (real local model), near-misses and
-other contexts go upstream, it never crosses orgs, it is off unless enabled, a failing embedder
-never fails a request, the index survives a restart, and answers replay in either framing."""
+"""Semantic cache: a reworded question is served from the cache, near-misses and other contexts go
+upstream (with the reason), pasted context must be identical, it never crosses orgs, it is off
+unless enabled, a failing embedder never fails a request, the index survives a restart, answers
+replay in either framing; and the decision meets its goals on the development set's holdout half."""
 
 import anthropic
 import numpy as np
@@ -10,14 +11,15 @@ from sqlalchemy import select
 from gateway import db
 from gateway.models import SemanticEntry
 from gateway.pipeline.savings import DEFAULTS, embeddings, semantic_cache
+from gateway.pipeline.savings.semantic_match import refusal
 from gateway.stores.semantic_index import INDEX, SemanticIndex
 from gateway.wire.canonical import ChatResponse, Part, Usage
 from tests.conftest import chat_calls, configure_savings, database_statements, savings_override, wait_for
-from tests.data.semantic_pairs import NEAR_MISSES, PARAPHRASES
+from tests.data.semantic_dev import HOLDOUT, PAIRS, long_prompt
 
 ECHO = "test/echo"  # the fake answers with the body it received: a hit shows the first question
 QUESTION = "How do I reverse a list in Python?"
-REWORDED = "What's the way to reverse a Python list?"
+REWORDED = "In Python, how can I reverse a list? Thanks!"
 ON = {"x-gateway-semantic-cache": "on"}
 
 
@@ -41,6 +43,7 @@ def ask_stream(gw, text, key=None, headers=None, **kw):
 
 @pytest.fixture
 def gw(gateway_factory):
+    semantic_cache.settle()  # the last test's background stores land before this gateway loads the index
     gw = gateway_factory()
     configure_savings(gw, semantic_cache={"enabled": True})
     return gw
@@ -74,6 +77,26 @@ def test_a_near_miss_goes_upstream(gw, fake_openai):
     assert chat_calls(fake_openai) == 2 and headers["x-gateway-cache"] == "miss"
     assert "25%" in answer.choices[0].message.content
     assert "x-gateway-similarity" not in headers
+    assert headers["x-gateway-semantic-reason"] == "a word differs"  # why, never the other prompt
+
+
+def test_a_role_swap_is_refused_by_order(gw, fake_openai):
+    ask(gw, "Should I move my savings from bonds into stocks?")
+    _, headers = ask(gw, "Should I move my savings from stocks into bonds?")
+    assert chat_calls(fake_openai) == 2 and headers["x-gateway-semantic-reason"] == "word order differs"
+
+
+def test_long_prompts_compare_the_question_and_need_the_same_pasted_context(gw, fake_openai):
+    """Both prompts paste the same excerpts and put the question at the end: the embedder would read
+    only the excerpts; the decision reads the questions (and the excerpts must be identical)."""
+    ask(gw, long_prompt("How is storage counted for old file versions?"))
+    answer, headers = ask(gw, long_prompt("Do files in the trash count toward storage?"))
+    assert chat_calls(fake_openai) == 2 and headers["x-gateway-cache"] == "miss"
+    assert "trash" in answer.choices[0].message.content
+    _, headers = ask(gw, long_prompt("how is storage counted for old file versions? Thanks!"))
+    assert headers["x-gateway-cache"] == "semantic" and chat_calls(fake_openai) == 2
+    _, headers = ask(gw, long_prompt("How is storage counted for old file versions?", order=1))
+    assert headers["x-gateway-cache"] == "miss" and chat_calls(fake_openai) == 3  # other pasted context
 
 
 @pytest.mark.parametrize("change", [
@@ -156,6 +179,7 @@ def test_a_failing_embedder_never_fails_the_request(gw, fake_openai, monkeypatch
     monkeypatch.setattr(embeddings, "local", lambda: None)  # no model installed at all
     _, headers = ask(gw, REWORDED)
     assert headers["x-gateway-cache"] == "miss" and chat_calls(fake_openai) == 2
+    semantic_cache.settle()
     assert INDEX.size() == 0
 
 
@@ -204,13 +228,15 @@ def test_a_hit_and_a_miss_make_no_database_query(gw):
     assert statements == []
 
 
-def test_an_embeddings_route_can_embed(gw, fake_openai):
+def test_an_embeddings_route_can_embed(gw, fake_openai, monkeypatch):
+    monkeypatch.setattr(semantic_cache, "FEW", 0)  # search by vector even for one entry
     configure_savings(gw, semantic_cache={"enabled": True, "embeddings_model": "test/embed"},
               exact_cache={"enabled": False})
     ask(gw, QUESTION)
     _, headers = ask(gw, QUESTION)  # the fake's vectors only match the same text
     assert headers["x-gateway-cache"] == "semantic" and headers["x-gateway-similarity"] == "1.0000"
     assert chat_calls(fake_openai) == 1
+    semantic_cache.settle()
     embeds = [r for r in fake_openai.requests if r["path"] == "/v1/embeddings"]
     assert [r["body"]["input"] for r in embeds] == [QUESTION, QUESTION]
     rows = gw.rows()
@@ -222,6 +248,7 @@ def test_an_embeddings_route_can_embed(gw, fake_openai):
 # ---- the index and the threshold -----------------------------------------------------------------
 
 def _stored(gw) -> list[SemanticEntry]:
+    semantic_cache.settle()
     gw.flush()
     with db.session_scope() as s:
         return list(s.scalars(select(SemanticEntry).order_by(SemanticEntry.id)))
@@ -252,18 +279,42 @@ def test_index_expiry_bound_and_partitions(monkeypatch):
     assert index.search("org:1", "m", "ctx", _unit(1, 0, 0), 0.5) == []  # expired
 
 
-def test_default_threshold_makes_no_false_hit_on_the_labelled_set():
-    """Quality check on the deterministic model output (see bench/semantic_threshold.py)."""
+def rates(pairs) -> tuple[int, float, dict[str, float]]:
+    """(near-misses served, paraphrases served, paraphrases served by kind)."""
+    same = [p for p in pairs if p.same]
+    kinds = {p.kind for p in same}
+    served = {p: refusal(p.a, p.b) is None for p in pairs}
+    by_kind = {k: sum(served[p] for p in same if p.kind == k) / sum(p.kind == k for p in same) for k in kinds}
+    return sum(served[p] for p in pairs if not p.same), sum(served[p] for p in same) / len(same), by_kind
+
+
+def test_the_holdout_half_of_the_development_set_meets_the_goals():
+    """Chosen on the tune half, judged here on the holdout half only (bench/semantic_threshold.py)."""
+    assert len(PAIRS) >= 600 and len(HOLDOUT) >= 250
+    false_hits, paraphrases, by_kind = rates(HOLDOUT)
+    assert false_hits == 0
+    assert paraphrases >= 0.60
+    assert by_kind["typo"] >= 0.80 and by_kind["case_whitespace"] >= 0.80
+
+
+def test_the_threshold_keeps_every_accepted_tune_paraphrase_a_candidate():
+    """Embeddings only pick candidates: the default threshold is below every tune paraphrase the
+    decision accepts (typos move all-MiniLM a long way), so a large context still finds them."""
+    from tests.data.semantic_dev import TUNE
+
     model = embeddings.local()
     threshold = DEFAULTS["semantic_cache"]["threshold"]
+    accepted = [p for p in TUNE if p.same and refusal(p.a, p.b) is None]
+    assert accepted and all(float(model.vector(p.a) @ model.vector(p.b)) >= threshold for p in accepted
+                            if len(p.a) < 300)
 
-    def served(a, b):
-        return float(model.vector(a) @ model.vector(b)) >= threshold and semantic_cache.agree(b, a)
 
-    assert len(PARAPHRASES) >= 40 and len(NEAR_MISSES) >= 40
-    assert [(a, b) for _, _, a, b in NEAR_MISSES if served(a, b)] == []
-    hits = sum(served(a, b) for _, _, a, b in PARAPHRASES) / len(PARAPHRASES)
-    assert hits >= 0.40  # measured 0.46 at 0.95
+NEAR_MISS_SAMPLES = sorted({p.kind: p for p in PAIRS if not p.same}.values(), key=lambda p: p.kind)
+
+
+@pytest.mark.parametrize("pair", NEAR_MISS_SAMPLES, ids=[p.kind for p in NEAR_MISS_SAMPLES])
+def test_a_sample_of_each_near_miss_kind_is_refused(pair):
+    assert refusal(pair.a, pair.b) is not None
 
 
 @pytest.mark.parametrize("a, b", [
@@ -276,19 +327,24 @@ def test_default_threshold_makes_no_false_hit_on_the_labelled_set():
     ("Paris or London: which is older?", "Rome or London: which is older?"),
     ("What does `git fetch` do?", "What does `git pull` do?"),
     ("What is the weather today?", "What is the weather tomorrow?"),
+    ("What is the average weight of a giraffe?", "What is the average height of a giraffe?"),
+    ("Explain APIs in one sentence.", "Explain APIs in one paragraph."),
+    ("Does vitamin C help absorb iron?", "Does iron help absorb vitamin C?"),
+    ("Round 2.5 up.", "Round 2.5 down."),
 ])
-def test_the_guard_rejects_near_misses(a, b):
-    assert not semantic_cache.agree(a, b)
+def test_the_decision_refuses_near_misses(a, b):
+    assert refusal(a, b) is not None
 
 
 @pytest.mark.parametrize("a, b", [
-    ("How do I reverse a list in Python?", "What's the way to reverse a Python list?"),
-    ("What is 15% of 80?", "Calculate 15% of 80."),
-    ("Who wrote Romeo and Juliet?", "Who is the author of Romeo and Juliet?"),
+    ("How do I reverse a list in Python?", "In Python, how do I reverse a list?"),
+    ("How do I reverse a list in Python?", "how do i reverse a list in pyhton"),
+    ("What is 15% of 80?", "Quick question: what is 15% of 80? Thanks!"),
+    ("How do I fix a leaking faucet?", "How do I repair a leaky faucet?"),
     ("I don't understand recursion.", "I do not understand recursion."),
 ])
-def test_the_guard_accepts_rewordings(a, b):
-    assert semantic_cache.agree(a, b)
+def test_the_decision_accepts_rewordings(a, b):
+    assert refusal(a, b) is None
 
 
 def test_split_only_takes_a_plain_text_last_user_message():
@@ -307,4 +363,5 @@ def test_a_failing_embeddings_route_skips_the_layer(gw, fake_openai):
     configure_savings(gw, semantic_cache={"enabled": True, "embeddings_model": "no/such-model"})
     answer, headers = ask(gw, QUESTION)
     assert headers["x-gateway-cache"] == "miss" and QUESTION in answer.choices[0].message.content
+    semantic_cache.settle()
     assert INDEX.size() == 0

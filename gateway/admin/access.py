@@ -8,7 +8,7 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import delete, reply, visible_orgs, write
 from gateway.db import request_session
 from gateway.ledger.pricing import usd
@@ -16,7 +16,7 @@ from gateway.models import AccessPolicy, ApiKey, App, Provider
 from gateway.services import routing as routing_service
 from gateway.services.errors import AdminError, may_edit
 from gateway.services.routing import rule_target
-from gateway.web.public import price
+from gateway.web.catalog import price
 
 PAGE, TABLE, FORM = "admin/access/index.html", "admin/access/_table.html", "admin/access/_form.html"
 

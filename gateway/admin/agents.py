@@ -8,34 +8,29 @@ from flask import Response, abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import (
     GLOBAL,
     delete,
-    org_names,
+    editable_or_404,
     parse_scope,
     reply,
     scope_choices,
+    scoped_rows,
     visible_orgs,
     write,
 )
 from gateway.db import request_session
 from gateway.models import AgentConfig, Alias, Model
 from gateway.services import routing as routing_service
-from gateway.services.errors import AdminError, may_edit
+from gateway.services.errors import AdminError
 
 PAGE, TABLE, FORM, IMPORT = ("admin/agents/index.html", "admin/agents/_table.html", "admin/agents/_form.html",
                              "admin/agents/_import.html")
 
 
 def _rows() -> list[dict[str, Any]]:
-    session = request_session()
-    orgs = [o.id for o in visible_orgs(session)]
-    names = org_names(session)
-    q = (select(AgentConfig).where(AgentConfig.org_id.is_(None) | AgentConfig.org_id.in_(orgs))
-         .order_by(AgentConfig.name, AgentConfig.org_id))
-    return [{"agent": a, "org": names.get(a.org_id) if a.org_id else None,
-             "editable": may_edit(current_user, a.org_id)} for a in session.scalars(q).all()]
+    return scoped_rows(request_session(), AgentConfig, "agent")
 
 
 def _targets() -> list[str]:
@@ -68,9 +63,7 @@ def agents():
 
 @bp.get("/agents/<int:agent_id>/edit")
 def agent_edit(agent_id: int):
-    agent = request_session().get(AgentConfig, agent_id)
-    if agent is None or not may_edit(current_user, agent.org_id):
-        abort(404)
+    agent = editable_or_404(AgentConfig, agent_id)
     form = {"scope": str(agent.org_id) if agent.org_id else GLOBAL, "name": agent.name,
             "normal": agent.normal, "heavy": agent.heavy or "", "max": agent.max or ""}
     return _page(FORM, form=form)

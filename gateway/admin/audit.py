@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.logs import visible_org_ids
 from gateway.db import request_session
 from gateway.htmx import render_page_or_partial

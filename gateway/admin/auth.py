@@ -9,7 +9,7 @@ from flask_login import login_user, logout_user
 from sqlalchemy import select
 
 from gateway import crypto, db
-from gateway.admin import LoginUser, bp
+from gateway.admin.blueprint import LoginUser, bp
 from gateway.models import User, utcnow
 from gateway.services.tenancy import audit
 

@@ -9,7 +9,7 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import removed as removed_reply
 from gateway.admin.editing import reply, require_superadmin, write
 from gateway.admin.providers import refresh_catalog
@@ -19,7 +19,7 @@ from gateway.memo import MEMO
 from gateway.models import Model, Provider, Route
 from gateway.services import providers as provider_service
 from gateway.services.errors import AdminError
-from gateway.web.public import CAPABILITY_LABELS, cards
+from gateway.web.catalog import CAPABILITY_LABELS, cards
 
 PAGE, TABLE = "admin/models/index.html", "admin/models/_table.html"
 ROUTE_FORM, UNSERVED = "admin/models/_route_form.html", "admin/models/_unserved.html"

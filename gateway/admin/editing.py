@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from gateway import db
 from gateway.htmx import is_htmx, render_page_or_partial, trigger
 from gateway.models import Org
-from gateway.services.errors import AdminError, Forbidden
+from gateway.services.errors import AdminError, Forbidden, may_edit
 
 T = TypeVar("T")
 GLOBAL = "global"
@@ -92,3 +92,22 @@ def parse_scope(value: str | None) -> int | None:
 
 def org_names(session: Session) -> dict[int, str]:
     return dict(session.execute(select(Org.id, Org.name)).tuples().all())
+
+
+def editable_or_404(model: type[T], row_id: int) -> T:
+    """Row `row_id` of a scoped `model` if the user may edit it; 404 otherwise (another org's rows
+    are not shown to exist)."""
+    row = db.request_session().get(model, row_id)
+    if row is None or not may_edit(current_user, row.org_id):
+        abort(404)
+    return row
+
+
+def scoped_rows(session: Session, model: type, key: str) -> list[dict[str, Any]]:
+    """The global rows of `model` (an Alias or AgentConfig: named, global or one org's) and those of
+    the orgs the user sees, by name: {key: row, "org": its org's name or None, "editable": bool}."""
+    orgs = [o.id for o in visible_orgs(session)]
+    names = org_names(session)
+    q = select(model).where(model.org_id.is_(None) | model.org_id.in_(orgs)).order_by(model.name, model.org_id)
+    return [{key: row, "org": names.get(row.org_id) if row.org_id else None,
+             "editable": may_edit(current_user, row.org_id)} for row in session.scalars(q).all()]

@@ -6,7 +6,7 @@ from flask import abort, render_template, request
 from flask_login import current_user
 from sqlalchemy import Select, select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.db import request_session
 from gateway.htmx import render_page_or_partial
 from gateway.ledger.pricing import usd

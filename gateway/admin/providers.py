@@ -10,7 +10,7 @@ from flask import abort, current_app, request
 from sqlalchemy import func, select
 
 from gateway import db
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import reply, require_superadmin, write
 from gateway.db import request_session
 from gateway.memo import MEMO

@@ -9,16 +9,16 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import (
     GLOBAL,
     delete,
-    org_names,
+    editable_or_404,
     parse_scope,
     reply,
     require_superadmin,
     scope_choices,
-    visible_orgs,
+    scoped_rows,
     write,
 )
 from gateway.db import request_session
@@ -29,7 +29,7 @@ from gateway.routing import settings as routing_settings
 from gateway.routing.health import HEALTH
 from gateway.routing.strategies import STRATEGIES
 from gateway.services import routing as routing_service
-from gateway.services.errors import AdminError, may_edit
+from gateway.services.errors import AdminError
 from gateway.services.routing import alias_targets
 
 STRATEGY_HELP = {
@@ -48,13 +48,8 @@ def _slugs() -> list[str]:
 # ---- Model Router ------------------------------------------------------------------------------
 
 def _alias_rows() -> list[dict[str, Any]]:
-    session = request_session()
-    orgs = [o.id for o in visible_orgs(session)]
-    names = org_names(session)
-    q = (select(Alias).where(Alias.org_id.is_(None) | Alias.org_id.in_(orgs))
-         .order_by(Alias.name, Alias.org_id))
-    return [{"alias": a, "org": names.get(a.org_id) if a.org_id else None, "targets": alias_targets(a),
-             "editable": may_edit(current_user, a.org_id)} for a in session.scalars(q).all()]
+    return [{**row, "targets": alias_targets(row["alias"])}
+            for row in scoped_rows(request_session(), Alias, "alias")]
 
 
 def _alias_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
@@ -70,9 +65,7 @@ def aliases():
 
 @bp.get("/aliases/<int:alias_id>/edit")
 def alias_edit(alias_id: int):
-    alias = request_session().get(Alias, alias_id)
-    if alias is None or not may_edit(current_user, alias.org_id):
-        abort(404)
+    alias = editable_or_404(Alias, alias_id)
     form = {"scope": str(alias.org_id) if alias.org_id else GLOBAL, "name": alias.name,
             "targets": ", ".join(alias_targets(alias)), "strategy": alias.strategy or ""}
     return _alias_page("admin/aliases/_form.html", form=form)

@@ -10,16 +10,16 @@ from flask import abort, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import reply, visible_orgs, write
 from gateway.admin.logs import visible_org_ids
 from gateway.db import request_session
 from gateway.htmx import render_page_or_partial
 from gateway.ledger.pricing import usd
+from gateway.ledger.rollups import MECHANISMS, models_seen, summarize
 from gateway.models import App
 from gateway.services import savings as savings_service
 from gateway.services.errors import AdminError
-from gateway.services.savings import MECHANISMS, models_seen, summarize
 
 DAYS = (1, 7, 30, 90)
 REPORT, REPORT_PART = "admin/savings/index.html", "admin/savings/_report.html"

@@ -11,7 +11,7 @@ from typing import Any
 from flask import abort, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from gateway.admin import bp
+from gateway.admin.blueprint import bp
 from gateway.admin.editing import reply, require_superadmin, visible_orgs, write
 from gateway.db import request_session
 from gateway.htmx import is_htmx, trigger

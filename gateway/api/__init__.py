@@ -1,76 +1,14 @@
 """/v1 blueprint: JSON only, bearer or x-api-key auth, no session, no CSRF.
 
 The inference routes (POST chat, messages, responses, embeddings and the /api/v1/llm aliases) are
-served by gateway.api.inference in front of Flask; this blueprint has the rest of /v1."""
+served by gateway.api.inference in front of Flask; this blueprint (blueprint.py) has the rest of /v1."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from gateway import errors
-
-bp = Blueprint("v1", __name__)
-View = TypeVar("View", bound=Callable)
-
-
-def accepts(*params: str) -> Callable[[View], View]:
-    """Declare a read route's query parameters; any other one is a 400 naming it (see query_check).
-    A route without the declaration takes none."""
-    def mark(view: View) -> View:
-        view.query_params = frozenset(params)  # type: ignore[attr-defined]
-        return view
-    return mark
-
-
-def query_check() -> Response | None:
-    """A before_request hook: a query parameter the route does not take is refused, not ignored (a
-    misspelt `?from=` must not silently answer for the default window)."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    allowed = getattr(view, "query_params", frozenset())
-    for name in request.args:
-        if name not in allowed:
-            return error_response(errors.InvalidRequest(f"Unrecognized request argument supplied: {name}",
-                                                        param=name), dialect_for(request.path))
-    return None
-
-
-bp.before_request(query_check)
-
-
-def dialect_for(path: str) -> str:
-    return "anthropic" if path.startswith("/v1/messages") else "openai"
-
-
-def error_response(e: errors.GatewayError, dialect: str, request_id: str | None = None) -> Response:
-    from gateway.api.inference import error_parts
-
-    status, headers, body = error_parts(e, dialect, request_id)
-    return Response(body, status=status, headers=headers)
-
-
-_HTTP_ERRORS = {
-    400: errors.InvalidRequest, 404: errors.NotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
-}
-
-
-def _http_error(e: HTTPException):
-    """Werkzeug's own errors (unknown route, wrong method, body too large) in the API's shapes."""
-    if not request.path.startswith(("/v1/", "/api/")):
-        return e
-    cls = _HTTP_ERRORS.get(e.code or 500, errors.InternalError)
-    if cls is errors.PayloadTooLarge:
-        message = "The request body is too large."
-    elif cls is errors.NotFound:
-        message = f"Unknown request URL: {request.method} {request.path}."
-    elif cls is errors.MethodNotAllowed:
-        message = f"Method {request.method} is not allowed for {request.path}."
-    else:
-        message = e.description or "Bad request."
-    return error_response(cls(message), dialect_for(request.path))
+from gateway.api.blueprint import bp, http_error
 
 
 def init_app(app: Flask) -> None:
@@ -79,5 +17,5 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(health.bp)
-    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(HTTPException, http_error)
     app.wsgi_app = InferenceRoutes(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])

@@ -7,7 +7,7 @@ from flask import Blueprint, Response
 from sqlalchemy import text
 
 from gateway import db
-from gateway.api import query_check
+from gateway.api.blueprint import query_check
 from gateway.memo import MEMO, snapshot
 
 bp = Blueprint("health", __name__)

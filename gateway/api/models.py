@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from flask import Response, request
 
-from gateway.api import bp, dialect_for, error_response
+from gateway.api.blueprint import bp, dialect_for, error_response
 from gateway.errors import GatewayError, ModelNotFound
 from gateway.ledger.pricing import usd
 from gateway.memo import MEMO, Catalog, ModelInfo, Principal

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import orjson
 from flask import Response, request
 
-from gateway.api import bp, dialect_for, error_response
+from gateway.api.blueprint import bp, dialect_for, error_response
 from gateway.errors import GatewayError
 from gateway.memo import MEMO, ProviderInfo
 from gateway.pipeline import auth

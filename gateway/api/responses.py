@@ -7,7 +7,7 @@ import orjson
 import requests
 from flask import Response, request
 
-from gateway.api import bp, error_response
+from gateway.api.blueprint import bp, error_response
 from gateway.errors import GatewayError, NotFound, PermissionDenied, UpstreamError
 from gateway.memo import MEMO, ProviderInfo
 from gateway.pipeline import auth

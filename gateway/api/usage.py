@@ -17,13 +17,13 @@ import orjson
 from flask import Response, request
 
 from gateway import db
-from gateway.api import accepts, bp, error_response
+from gateway.api.blueprint import accepts, bp, error_response
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.ledger.pricing import usd
+from gateway.ledger.rollups import Summary, summarize
 from gateway.memo import Principal
 from gateway.pipeline import auth
 from gateway.pipeline.context import RequestContext
-from gateway.services.savings import Summary, summarize
 
 DEFAULT_DAYS = 7
 UNIX = re.compile(r"^\d{1,11}(\.\d+)?$")

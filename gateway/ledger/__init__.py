@@ -1,1 +1,1 @@
-"""The ledger: pricing and the single batched writer."""
+"""The ledger: pricing, the single batched writer, and the hourly usage rollups it keeps."""

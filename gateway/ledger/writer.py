@@ -23,8 +23,9 @@ from gevent.queue import Empty, Queue
 from sqlalchemy import select, update
 
 from gateway import db
+from gateway.ledger.rollups import rollup, upsert_rollups
 from gateway.memo import MEMO
-from gateway.models import LedgerEntry, Org, UsageRollup, utcnow
+from gateway.models import LedgerEntry, Org, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -198,45 +199,6 @@ class LedgerWriter:
             self._insert([(LedgerEntry, r) for r in fresh] + others)
         self.spill_path.unlink()
         log.warning("replayed %d spilled ledger rows", len(fresh))
-
-
-_ROLLUP_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "benchmark_micros", "charge_micros",
-                "saved_micros")
-
-
-def rollup(rows: list[dict]) -> list[dict]:
-    """Hourly sums per (org, hour, requested model, mechanism); mechanism "" is the total."""
-    acc: dict[tuple, dict] = {}
-    for row in rows:
-        hour = row["created_at"].replace(minute=0, second=0, microsecond=0)
-        base = (row["org_id"], hour, row["requested_model"])
-        total = acc.setdefault((*base, ""), dict.fromkeys(_ROLLUP_SUMS, 0))
-        total["requests"] += 1
-        total["errors"] += int(row["status"] >= 400)
-        total["input_tokens"] += row["input_tokens"]
-        total["output_tokens"] += row["output_tokens"]
-        total["benchmark_micros"] += row["benchmark_micros"]
-        total["charge_micros"] += row["charge_micros"]
-        total["saved_micros"] += row["saved_micros"]
-        for mechanism, micros in (row.get("saved_mechanisms") or {}).items():
-            part = acc.setdefault((*base, mechanism), dict.fromkeys(_ROLLUP_SUMS, 0))
-            part["requests"] += 1
-            part["saved_micros"] += micros
-    return [{"org_id": k[0], "hour": k[1], "model": k[2], "mechanism": k[3], **v} for k, v in acc.items()]
-
-
-def upsert_rollups(session, rows: list[dict]) -> None:
-    """Add to the hour's sums (INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL)."""
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    stmt = dialect_insert(UsageRollup)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "hour", "model", "mechanism"],
-        set_={name: getattr(UsageRollup, name) + getattr(stmt.excluded, name) for name in _ROLLUP_SUMS},
-    )
-    session.execute(stmt, rows)
 
 
 WRITER = LedgerWriter()

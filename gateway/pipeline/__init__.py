@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 from gateway.errors import GatewayError, InternalError
-from gateway.pipeline import auth, decode, gate, meter, route
+from gateway.pipeline import auth, decode, gate, meter, route, subrequest
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import (
@@ -126,3 +126,6 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
         _finish(ctx, ran, reply)
     if completed:
         yield meter.cost_trailer(ctx)
+
+
+subrequest.install(run)  # the savings layers' own calls (summaries, embeddings) run through here

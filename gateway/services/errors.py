@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from sqlalchemy.orm import Session
+
+Row = TypeVar("Row")
 
 
 class AdminError(ValueError):
@@ -33,3 +37,11 @@ def require(actor: Actor, org_id: int | None, what: str) -> None:
 def require_superadmin(actor: Actor, what: str) -> None:
     if not actor.is_superadmin:
         raise Forbidden(f"Only a super-admin can change {what}.")
+
+
+def row_or_gone(session: Session, model: type[Row], row_id: int, what: str) -> Row:
+    """Row `row_id` of `model`; AdminError when it is gone (deleted meanwhile, in another tab say)."""
+    row = session.get(model, row_id)
+    if row is None:
+        raise AdminError(f"That {what} no longer exists.")
+    return row

@@ -25,7 +25,7 @@ from gateway import crypto, seed
 from gateway.ledger.pricing import usd
 from gateway.memo import announce
 from gateway.models import AgentConfig, Alias, Fallback, Model, Provider, Route
-from gateway.services.errors import Actor, AdminError, require_superadmin
+from gateway.services.errors import Actor, AdminError, require_superadmin, row_or_gone
 from gateway.services.routing import NAME, parse_price
 from gateway.services.tenancy import audit
 
@@ -130,9 +130,7 @@ def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret
     require_superadmin(actor, "providers")
     existing = None
     if provider_id is not None:
-        existing = session.get(Provider, provider_id)
-        if existing is None:
-            raise AdminError("That provider no longer exists.")
+        existing = row_or_gone(session, Provider, provider_id, "provider")
     name = (form.get("name") or "").strip() if existing is None else existing.name
     if existing is None:
         if not NAME.match(name) or len(name) > 64:
@@ -226,9 +224,7 @@ def set_provider_enabled(session: Session, actor: Actor, provider_id: int, enabl
     """Take a provider out of routing (its routes are skipped; its models with no other route are
     not served) or put it back."""
     require_superadmin(actor, "providers")
-    p = session.get(Provider, provider_id)
-    if p is None:
-        raise AdminError("That provider no longer exists.")
+    p = row_or_gone(session, Provider, provider_id, "provider")
     was = p.enabled
     p.enabled = enabled
     audit(session, actor.email, "provider.enable" if enabled else "provider.disable", p.name,
@@ -240,9 +236,7 @@ def set_provider_enabled(session: Session, actor: Actor, provider_id: int, enabl
 def delete_provider(session: Session, actor: Actor, provider_id: int) -> list[str]:
     """Delete a provider with its routes; models left with no route go too. Returns those slugs."""
     require_superadmin(actor, "providers")
-    p = session.get(Provider, provider_id)
-    if p is None:
-        raise AdminError("That provider no longer exists.")
+    p = row_or_gone(session, Provider, provider_id, "provider")
     routes = session.execute(select(Route, Model.slug).join(Model, Model.id == Route.model_id)
                              .where(Route.provider_id == p.id).order_by(Model.slug)).all()
     for route, _ in routes:
@@ -333,9 +327,7 @@ def put_route(session: Session, actor: Actor, form: Mapping[str, Any], route_id:
     require_superadmin(actor, "models and routes")
     route = None
     if route_id is not None:
-        route = session.get(Route, route_id)
-        if route is None:
-            raise AdminError("That route no longer exists.")
+        route = row_or_gone(session, Route, route_id, "route")
     model = session.get(Model, route.model_id) if route else None
     slug = (form.get("slug") or "").strip()
     if model is not None and slug and slug != model.slug:
@@ -415,9 +407,7 @@ def _order(session: Session, model_id: int, route: Route, reference: bool, new: 
 def delete_route(session: Session, actor: Actor, route_id: int) -> str | None:
     """Delete one route; a model left with no route is deleted too (its slug is returned)."""
     require_superadmin(actor, "models and routes")
-    route = session.get(Route, route_id)
-    if route is None:
-        raise AdminError("That route no longer exists.")
+    route = row_or_gone(session, Route, route_id, "route")
     model = session.get(Model, route.model_id)
     detail = f"was {route_text(route, session.get(Provider, route.provider_id))}"
     session.delete(route)

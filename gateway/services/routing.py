@@ -35,7 +35,7 @@ from gateway.models import (
 )
 from gateway.routing.settings import RoutingSettings
 from gateway.routing.strategies import STRATEGIES
-from gateway.services.errors import Actor, AdminError, require, require_superadmin
+from gateway.services.errors import Actor, AdminError, require, require_superadmin, row_or_gone
 from gateway.services.tenancy import audit
 
 # Names clients type as `model`: no spaces, no ':' (that is the `agent:<name>:<tier>` syntax).
@@ -80,8 +80,27 @@ def _unknown_model(slug: str) -> AdminError:
     return AdminError(f"Unknown model '{slug}': pick a slug from Available Models.")
 
 
+def _known(chosen: list[str], slugs: set[str], when_empty: str) -> list[str]:
+    """`chosen`, at least one and each a model slug; AdminError says which is not."""
+    if not chosen:
+        raise AdminError(when_empty)
+    for slug in chosen:
+        if slug not in slugs:
+            raise _unknown_model(slug)
+    return chosen
+
+
 def _scope(org: Org | None) -> str:
     return f"org {org.name}" if org else "global"
+
+
+def _delete_scoped(session: Session, actor: Actor, row: Alias | AgentConfig, what: str, action: str,
+                   was: str, topic: str) -> None:
+    """Delete a named row of one scope (global or an org's): allowed, audited with what it was, announced."""
+    require(actor, row.org_id, what)
+    session.delete(row)
+    audit(session, actor.email, action, row.name, f"{_scope(_org(session, row.org_id))}: was {was}", row.org_id)
+    announce(session, topic)
 
 
 # ---- aliases (catalog) -------------------------------------------------------------------------
@@ -95,12 +114,7 @@ def put_alias(session: Session, actor: Actor, name: str, org_id: int | None, tar
     slugs = _slugs(session)
     if name in slugs:
         raise AdminError(f"'{name}' is a model slug; an alias needs a name of its own.")
-    targets = split_list(targets)
-    if not targets:
-        raise AdminError("Choose the model this alias points to.")
-    for slug in targets:
-        if slug not in slugs:
-            raise _unknown_model(slug)
+    targets = _known(split_list(targets), slugs, "Choose the model this alias points to.")
     strategy = (strategy or "").strip() or None
     if strategy is not None and strategy not in STRATEGIES:
         raise AdminError(f"Unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)}).")
@@ -132,14 +146,8 @@ def alias_targets(alias: Alias) -> list[str]:
 
 
 def delete_alias(session: Session, actor: Actor, alias_id: int) -> None:
-    alias = session.get(Alias, alias_id)
-    if alias is None:
-        raise AdminError("That alias no longer exists.")
-    require(actor, alias.org_id, "aliases")
-    session.delete(alias)
-    audit(session, actor.email, "alias.delete", alias.name,
-          f"{_scope(_org(session, alias.org_id))}: was {_alias_text(alias)}", alias.org_id)
-    announce(session, "catalog")
+    alias = row_or_gone(session, Alias, alias_id, "alias")
+    _delete_scoped(session, actor, alias, "aliases", "alias.delete", _alias_text(alias), "catalog")
 
 
 # ---- fallback chains (catalog, global) ---------------------------------------------------------
@@ -151,12 +159,7 @@ def put_fallback(session: Session, actor: Actor, model_slug: str, chain: Iterabl
     slugs = _slugs(session)
     if model_slug != "*" and model_slug not in slugs:
         raise _unknown_model(model_slug)
-    chain = split_list(chain)
-    if not chain:
-        raise AdminError("A fallback chain needs at least one model.")
-    for slug in chain:
-        if slug not in slugs:
-            raise _unknown_model(slug)
+    chain = _known(split_list(chain), slugs, "A fallback chain needs at least one model.")
     if model_slug in chain:
         raise AdminError(f"'{model_slug}' cannot fall back to itself.")
     fb = session.scalar(select(Fallback).where(Fallback.model_slug == model_slug))
@@ -173,9 +176,7 @@ def put_fallback(session: Session, actor: Actor, model_slug: str, chain: Iterabl
 
 def delete_fallback(session: Session, actor: Actor, fallback_id: int) -> None:
     require_superadmin(actor, "fallback chains")
-    fb = session.get(Fallback, fallback_id)
-    if fb is None:
-        raise AdminError("That fallback chain no longer exists.")
+    fb = row_or_gone(session, Fallback, fallback_id, "fallback chain")
     session.delete(fb)
     audit(session, actor.email, "fallback.delete", fb.model_slug, f"was {', '.join(orjson.loads(fb.chain))}")
     announce(session, "catalog")
@@ -228,14 +229,8 @@ def _agent_text(agent: AgentConfig) -> str:
 
 
 def delete_agent(session: Session, actor: Actor, agent_id: int) -> None:
-    agent = session.get(AgentConfig, agent_id)
-    if agent is None:
-        raise AdminError("That agent no longer exists.")
-    require(actor, agent.org_id, "agents")
-    session.delete(agent)
-    audit(session, actor.email, "agent.delete", agent.name,
-          f"{_scope(_org(session, agent.org_id))}: was {_agent_text(agent)}", agent.org_id)
-    announce(session, "policy")
+    agent = row_or_gone(session, AgentConfig, agent_id, "agent")
+    _delete_scoped(session, actor, agent, "agents", "agent.delete", _agent_text(agent), "policy")
 
 
 def export_agents(session: Session, org_id: int | None) -> str:
@@ -379,9 +374,7 @@ def rule_text(rule: AccessPolicy) -> str:
 
 
 def delete_access_rule(session: Session, actor: Actor, rule_id: int) -> None:
-    rule = session.get(AccessPolicy, rule_id)
-    if rule is None:
-        raise AdminError("That access rule no longer exists.")
+    rule = row_or_gone(session, AccessPolicy, rule_id, "access rule")
     if rule.app_id is None and rule.key_id is None:
         require_superadmin(actor, "an org-wide access rule")
     else:

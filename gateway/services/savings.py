@@ -1,111 +1,29 @@
-"""Savings accounting and settings: rollup summaries for the API and console, and the admin writes
-on per-org and per-app savings overrides (SavingsOverride).
+"""Savings settings: what applies to an org (or one of its apps) and from where, and the admin writes
+on per-org and per-app savings overrides (SavingsOverride). What the savings saved is read from the
+usage rollups (gateway/ledger/rollups.py).
 
-Summaries read `usage_rollup` only (hourly sums the ledger writer keeps), never the raw ledger: one
-GROUP BY over an indexed hour range. Writes follow catalog_admin's contract: each validates, writes,
-audits and announces "policy" inside the caller's short transaction (`with db.write_lock,
-db.session_scope() as s:`); AdminError (a message for the user) rolls back, Forbidden is the 403 case.
+Writes follow the services' contract: each validates, writes, audits and announces "policy" inside
+the caller's short transaction (`with db.write_lock, db.session_scope() as s:`); AdminError (a
+message for the user) rolls back, Forbidden is the 403 case.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import seed
 from gateway.memo import MEMO, announce
-from gateway.models import Alias, App, Model, Org, SavingsOverride, UsageRollup
+from gateway.models import Alias, App, Model, Org, SavingsOverride
 from gateway.pipeline.savings import DEFAULTS, LAYERS
 from gateway.services.errors import Actor, AdminError, Forbidden, may_edit
 from gateway.services.tenancy import audit
-
-# What the meter attributes savings to (gateway/pipeline/meter.py); output_budget saves no tokens
-# the benchmark would have counted, so it never appears here.
-MECHANISMS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "compression",
-              "context_dedupe", "routing")
-SUMS = ("requests", "errors", "input_tokens", "output_tokens", "benchmark_micros", "charge_micros",
-        "saved_micros")
-HOUR = timedelta(hours=1)
-
-
-# ---- reading: summaries over usage_rollup --------------------------------------------------------
-
-@dataclass
-class ModelLine:
-    model: str
-    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SUMS, 0))
-    saved_by: dict[str, int] = field(default_factory=dict)  # mechanism -> micros
-
-
-@dataclass
-class Summary:
-    start: datetime  # naive UTC, on the hour (rollups are hourly)
-    end: datetime  # exclusive
-    totals: dict[str, int]
-    mechanisms: dict[str, tuple[int, int]]  # mechanism -> (saved micros, requests it saved on)
-    models: list[ModelLine]
-
-    @property
-    def saved_percent(self) -> float:
-        bench = self.totals["benchmark_micros"]
-        return 100.0 * self.totals["saved_micros"] / bench if bench else 0.0
-
-
-def window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The hour-aligned range covering [start, end): start floored, end rounded up to the hour."""
-    lo = start.replace(minute=0, second=0, microsecond=0)
-    hi = end.replace(minute=0, second=0, microsecond=0)
-    return lo, (hi if hi == end else hi + HOUR)
-
-
-def summarize(session: Session, org_ids: Iterable[int] | None, start: datetime, end: datetime,
-              model: str | None = None) -> Summary:
-    """Totals, savings by mechanism and by requested model for `org_ids` (None: every org) over
-    the hours in [start, end). Bounded: one aggregate over the (org_id, hour, ...) unique index, or
-    the hour index for every org; the result has one row per (model, mechanism)."""
-    lo, hi = window(start, end)
-    R = UsageRollup
-    q = (select(R.model, R.mechanism, *(func.coalesce(func.sum(getattr(R, s)), 0) for s in SUMS))
-         .where(R.hour >= lo, R.hour < hi).group_by(R.model, R.mechanism))
-    if org_ids is not None:
-        q = q.where(R.org_id.in_(list(org_ids)))
-    if model:
-        q = q.where(R.model == model)
-    totals = dict.fromkeys(SUMS, 0)
-    mechanisms: dict[str, list[int]] = {m: [0, 0] for m in MECHANISMS}
-    lines: dict[str, ModelLine] = {}
-    for row in session.execute(q).all():
-        name, mechanism, sums = row[0], row[1], dict(zip(SUMS, (int(v) for v in row[2:]), strict=True))
-        line = lines.setdefault(name, ModelLine(name))
-        if mechanism == "":
-            for key, value in sums.items():
-                totals[key] += value
-                line.totals[key] += value
-        elif sums["saved_micros"] or sums["requests"]:
-            acc = mechanisms.setdefault(mechanism, [0, 0])
-            acc[0] += sums["saved_micros"]
-            acc[1] += sums["requests"]
-            line.saved_by[mechanism] = line.saved_by.get(mechanism, 0) + sums["saved_micros"]
-    models = sorted(lines.values(), key=lambda m: (-m.totals["benchmark_micros"], m.model))
-    return Summary(lo, hi, totals, {m: (v[0], v[1]) for m, v in mechanisms.items()}, models)
-
-
-def models_seen(session: Session, org_ids: Iterable[int] | None, start: datetime, end: datetime) -> list[str]:
-    """The requested models with rollups in the window (for a filter's choices)."""
-    lo, hi = window(start, end)
-    q = select(UsageRollup.model).where(UsageRollup.hour >= lo, UsageRollup.hour < hi,
-                                        UsageRollup.mechanism == "").distinct().order_by(UsageRollup.model)
-    if org_ids is not None:
-        q = q.where(UsageRollup.org_id.in_(list(org_ids)))
-    return list(session.scalars(q).all())
-
 
 # ---- settings: what applies, and from where ------------------------------------------------------
 

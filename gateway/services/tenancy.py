@@ -8,16 +8,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import crypto
+from gateway.ledger import rollups
 from gateway.ledger.pricing import usd_to_micros
 from gateway.memo import announce
-from gateway.models import ApiKey, AuditLog, CreditGrant, Org, UsageRollup, User, utcnow
+from gateway.models import ApiKey, AuditLog, CreditGrant, Org, User, utcnow
 
 SCOPES = ("inference", "read", "admin")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -151,20 +152,12 @@ class OrgOverview:
 
 
 def org_overview(session: Session, orgs: Iterable[Org], now: datetime | None = None) -> list[OrgOverview]:
-    """Live key counts and recent spend of `orgs`. Spend comes from usage_rollup (hourly totals,
-    mechanism ""), never the raw ledger: one aggregate over at most 7 x 24 hours per org and model."""
+    """Live key counts and recent spend of `orgs` (spend from the usage rollups, never the raw ledger)."""
     orgs = list(orgs)
     ids = [o.id for o in orgs]
     if not ids:
         return []
-    now = now or utcnow()
-    day = (now - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
-    week = (now - timedelta(days=7)).replace(minute=0, second=0, microsecond=0)
-    R = UsageRollup
-    spend = {org_id: (int(d), int(w)) for org_id, d, w in session.execute(
-        select(R.org_id, func.coalesce(func.sum(case((R.hour >= day, R.charge_micros), else_=0)), 0),
-               func.coalesce(func.sum(R.charge_micros), 0))
-        .where(R.org_id.in_(ids), R.hour >= week, R.mechanism == "").group_by(R.org_id)).tuples().all()}
+    spend = rollups.recent_spend(session, ids, now or utcnow())
     keys = dict(session.execute(
         select(ApiKey.org_id, func.count()).where(ApiKey.org_id.in_(ids), ApiKey.revoked_at.is_(None))
         .group_by(ApiKey.org_id)).tuples().all())

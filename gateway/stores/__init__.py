@@ -1,1 +1,2 @@
-"""Stores the pipeline reads and writes: exact cache, semantic index, Responses state (memory first, persisted in the database)."""
+"""Stores the pipeline reads and writes: exact cache, semantic index (sharing entries.py), Responses
+state; memory first, persisted in the database by the ledger writer."""

@@ -17,39 +17,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from gateway.ledger.writer import WRITER
-from gateway.memo import MEMO
 from gateway.models import SemanticEntry
-from gateway.stores.exact_cache import response_from_dict, response_to_dict
+from gateway.stores.entries import Entry, entry_of, load_bound, row_fields, unexpired_rows
 from gateway.wire.canonical import ChatResponse
 
 log = logging.getLogger(__name__)
 
 LOAD_PER_PARTITION = 10_000  # newest entries loaded per partition when the config sets no max_entries
-
-
-def _epoch(moment: datetime) -> float:
-    return moment.replace(tzinfo=UTC).timestamp()
-
-
-def _naive_utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    context_key: str
-    text: str  # the last user message it answered (the near-miss guard compares against it)
-    response: ChatResponse  # shared by every hit: never mutate it
-    created: float  # epoch seconds
-    expires: float
 
 
 class Partition:
@@ -79,6 +58,13 @@ class Partition:
             return []
         best = found[np.argsort(-scores[found], kind="stable")[:limit]]
         return [(float(scores[i]), self.entries[i]) for i in best]
+
+    def live(self, context_key: str, now: float) -> np.ndarray:
+        """Row numbers of the unexpired entries of `context_key`."""
+        code = self._codes.get(context_key)
+        if code is None or self.n == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero((self.codes[: self.n] == code) & (self.expires[: self.n] > now))
 
     def add(self, entry: Entry, vector: np.ndarray, max_entries: int, now: float) -> None:
         self._evict(max_entries - 1, now)
@@ -131,6 +117,19 @@ class SemanticIndex:
             return []
         return part.search(vector, context_key, threshold, self.clock(), limit)
 
+    def few(self, scope: str, model: str, context_key: str, limit: int) -> list[Entry] | None:
+        """The live entries of this context (any embedder width) when there are at most `limit`,
+        newest first; None when there are more (then search by vector)."""
+        now = self.clock()
+        found: list[Entry] = []
+        for (s, m, _), part in self._parts.items():
+            if s == scope and m == model:
+                rows = part.live(context_key, now)
+                if len(found) + len(rows) > limit:
+                    return None
+                found += [part.entries[i] for i in rows]
+        return sorted(found, key=lambda e: -e.created)
+
     def put(self, scope: str, model: str, context_key: str, text: str, vector: np.ndarray,
             resp: ChatResponse, *, org_id: int, ttl: float, max_entries: int) -> None:
         """Keep the answer for `ttl` seconds (the partition holds at most `max_entries`); queue its row."""
@@ -138,13 +137,11 @@ class SemanticIndex:
             return
         now = self.clock()
         vector = np.asarray(vector, dtype=np.float32)
-        entry = Entry(context_key, text, resp, now, now + ttl)
+        entry = Entry(resp, now, now + ttl, context_key, text)
         self._partition(scope, model, len(vector)).add(entry, vector, max_entries, now)
-        WRITER.enqueue_record(SemanticEntry, {
-            "org_id": org_id, "scope": scope[:80], "model": model[:160], "context_key": context_key,
-            "text": text, "embedding": vector.tobytes(), "response": response_to_dict(resp),
-            "created_at": _naive_utc(now), "expires_at": _naive_utc(now + ttl),
-        })
+        WRITER.enqueue_record(SemanticEntry, {**row_fields(entry, org_id=org_id, scope=scope, model=model),
+                                              "context_key": context_key, "text": text,
+                                              "embedding": vector.tobytes()})
 
     def _partition(self, scope: str, model: str, dim: int) -> Partition:
         key = (scope, model, dim)
@@ -163,17 +160,12 @@ class SemanticIndex:
         """Replace memory with the table's unexpired rows (the newest, up to the configured
         max_entries per partition) and delete the expired ones. Called at start; returns the count."""
         now = self.clock()
-        session.execute(delete(SemanticEntry).where(SemanticEntry.expires_at <= _naive_utc(now)))
-        config = (MEMO.policy.settings.get("savings") or {}).get("semantic_cache") or {}
-        bound = int(config.get("max_entries") or LOAD_PER_PARTITION)
+        bound = load_bound("semantic_cache", LOAD_PER_PARTITION)
         newest: dict[tuple[str, str, int], list[tuple[Entry, np.ndarray]]] = {}
-        rows = session.scalars(select(SemanticEntry).where(SemanticEntry.expires_at > _naive_utc(now))
-                               .order_by(SemanticEntry.id.desc()).execution_options(yield_per=500))
-        for row in rows:
+        for row in unexpired_rows(session, SemanticEntry, now):
             try:
                 vector = np.frombuffer(row.embedding, dtype=np.float32)
-                entry = Entry(row.context_key, row.text, response_from_dict(row.response),
-                              _epoch(row.created_at), _epoch(row.expires_at))
+                entry = entry_of(row)
             except (TypeError, ValueError):
                 log.warning("skipped an unreadable semantic cache entry %s", row.id)
                 continue

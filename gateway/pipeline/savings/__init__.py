@@ -20,7 +20,7 @@ LAYERS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "c
 DEFAULTS: dict[str, dict[str, Any]] = {
     "exact_cache": {"enabled": True, "ttl_seconds": 3600, "max_entries": 10_000, "charge": "free",
                     "shared_scope": None},
-    "semantic_cache": {"enabled": False, "threshold": 0.95, "max_turns": 1, "ttl_seconds": 3600,
+    "semantic_cache": {"enabled": False, "threshold": 0.50, "max_turns": 1, "ttl_seconds": 3600,
                        "max_entries": 10_000, "embeddings_model": None, "shared_scope": None},
     "inflight_dedupe": {"enabled": True, "max_wait_seconds": 120.0},
     "prompt_cache": {"enabled": True, "min_tokens": 1024},

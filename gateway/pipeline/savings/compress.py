@@ -1,11 +1,13 @@
 """Conversation compression (opt-in): a conversation over its token budget loses its older turns,
 replaced by a note (mode `trim`, middle-out) or by a summary a cheap model wrote (mode `summary`).
 
-What stays verbatim: the system prompt, the first user turn, and the last `keep_last_turns` turns.
-A turn is one message, except that an assistant message with tool calls and the tool results that
-answer it are one turn, so a call is never separated from its result. The cut is rounded down to a
-multiple of `keep_last_turns`, so the next few requests of a growing conversation drop the same
-turns: the same summary serves them, and the provider's prompt cache still sees the same prefix.
+What stays verbatim: the system prompt, the first user turn (wherever it is: an app's greeting may
+come first), and the last `keep_last_turns` turns. A turn is one message, except that an assistant
+message with tool calls and the tool results that answer it are one turn, so a call is never
+separated from its result. Only as many of the oldest middle turns go as bring the conversation
+under `budget_tokens`, the note included: `trim` never cuts more than that. `summary` rounds its cut
+up to a multiple of `keep_last_turns` (at most that many turns more), so the next few requests of a
+growing conversation drop the same turns and the same stored summary serves them.
 
 The summary is a real upstream call, made through the gateway's own pipeline with the caller's key
 (auth, routing, the gate, metering): it is billed to the same org as its own ledger row, endpoint
@@ -26,6 +28,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import select
@@ -35,7 +38,7 @@ from gateway import tokens
 from gateway.errors import GatewayError
 from gateway.ledger.writer import WRITER
 from gateway.models import ConversationSummary
-from gateway.pipeline import savings
+from gateway.pipeline import savings, subrequest
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import prompt_cache
 from gateway.pipeline.savings.prompt_cache import message_tokens
@@ -84,23 +87,14 @@ def before(ctx: RequestContext) -> Reply | None:
     if len(ctx.raw) <= budget:  # a token is at least a byte: surely within budget, no need to count
         return None
     req = prompt_cache.canonical(ctx)
-    leading = next((i for i, m in enumerate(req.messages) if m.role != "system"), len(req.messages))
-    system = req.messages[:leading]  # the system prompt; a later system message is a turn like any
-    units = turns(req.messages[leading:])
-    head = units[:1] if units and units[0][0].role == "user" else []  # the first user turn
-    middle = units[len(head):]
-    if len(middle) <= keep:
+    summary_mode = conf.get("mode") == "summary"
+    plan = split(req, budget, keep, summary_mode)
+    if plan is None:
         return None
-    before_tokens = prompt_tokens(req)
-    if before_tokens <= budget:
-        return None
-    cut = len(middle) - keep
-    if cut >= keep:
-        cut -= cut % keep
-    dropped = [m for unit in middle[:cut] for m in unit]
+    system, head, dropped, kept, before_tokens = plan
     dropped_tokens = sum(message_tokens(m) for m in dropped)
-    if conf.get("mode") == "summary":
-        summary = summarize(ctx, conf, system + [m for unit in head for m in unit], dropped, dropped_tokens)
+    if summary_mode:
+        summary = summarize(ctx, conf, system + head, dropped, dropped_tokens)
         if summary is None:
             return None
         note = f"[Summary of {len(dropped)} earlier messages, to fit the conversation budget]\n{summary}"
@@ -110,8 +104,7 @@ def before(ctx: RequestContext) -> Reply | None:
     after_tokens = before_tokens - dropped_tokens + message_tokens(note_message)
     if after_tokens >= before_tokens:
         return None
-    req.messages = system + [m for unit in head for m in unit] + [note_message] + [
-        m for unit in middle[cut:] for m in unit]
+    req.messages = system + head + [note_message] + kept
     ctx.changed = True
     ctx.removed_tokens[name] = before_tokens - after_tokens
     ctx.extra[name] = {"mode": conf.get("mode") or "trim", "dropped_messages": len(dropped),
@@ -121,6 +114,53 @@ def before(ctx: RequestContext) -> Reply | None:
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:
     return None
+
+
+class Split(NamedTuple):
+    system: list[Message]  # kept verbatim
+    head: list[Message]  # through the first user turn, kept verbatim
+    dropped: list[Message]  # the oldest middle turns: omitted, or summarised
+    kept: list[Message]  # the rest, verbatim
+    tokens_before: int
+
+
+def split(req: ChatRequest, budget: int, keep: int, summary_mode: bool) -> Split | None:
+    """Where to cut a conversation over `budget` prompt tokens, or None if it fits or cannot be cut."""
+    leading = next((i for i, m in enumerate(req.messages) if m.role != "system"), len(req.messages))
+    units = turns(req.messages[leading:])  # the system prompt leads; a later system message is a turn
+    first_user = next((i for i, unit in enumerate(units) if unit[0].role == "user"), -1)
+    head = units[:first_user + 1]  # through the first user turn (none: nothing is pinned)
+    middle = units[len(head):]
+    if len(middle) <= keep:
+        return None
+    tokens_before = prompt_tokens(req)
+    if tokens_before <= budget:
+        return None
+    cut = cut_size(middle, keep, tokens_before - budget, summary_mode)
+    return Split(req.messages[:leading], [m for unit in head for m in unit],
+                 [m for unit in middle[:cut] for m in unit], [m for unit in middle[cut:] for m in unit], tokens_before)
+
+
+NOTE_TOKENS = 24  # the trim note, about 15 tokens, with room to spare
+
+
+def cut_size(middle: list[list[Message]], keep: int, excess: int, summary_mode: bool) -> int:
+    """How many of the oldest middle turns to drop so that `excess` prompt tokens go, the note (and,
+    in summary mode, a summary of up to a quarter of what it replaces) included; never one of the
+    last `keep` turns. Summary mode rounds to a multiple of `keep` (up, or down when the last turns
+    leave no room) so that a growing conversation keeps the same cut, and its summary, for a while."""
+    limit = len(middle) - keep
+    cut, freed = 0, 0
+    while cut < limit:
+        freed += sum(message_tokens(m) for m in middle[cut])
+        cut += 1
+        kept_back = NOTE_TOKENS + (min(1024, freed // 4) if summary_mode else 0)
+        if freed - kept_back >= excess:
+            break
+    if summary_mode and cut % keep:
+        up = cut + keep - cut % keep
+        cut = up if up <= limit else (limit - limit % keep or limit)
+    return cut
 
 
 def turns(messages: list[Message]) -> list[list[Message]]:
@@ -185,15 +225,13 @@ def summarize(ctx: RequestContext, conf: dict, prefix: list[Message], dropped: l
 def call_summary_model(ctx: RequestContext, model: str, text: str, max_tokens: int) -> str | None:
     """One chat call through the whole pipeline, as the caller (same key: same org, app, rules,
     credits); it gets its own ledger row. This layer is off for it, so it never recurses."""
-    from gateway import pipeline  # the pipeline imports this module
-
     body = {"model": model, "max_tokens": max_tokens,
             "messages": [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": text}]}
     sub = RequestContext(endpoint=SUMMARY_ENDPOINT, dialect="openai", raw=orjson.dumps(body),
                          headers={savings.HEADERS[name]: "off"}, raw_key=ctx.raw_key,
                          request_id=f"{ctx.request_id}.summary")
     try:
-        reply = pipeline.run(sub)
+        reply = subrequest.run(sub)
     except GatewayError as e:
         log.warning("conversation summary by %s failed (%s); compression skipped", model, e)
         return None

@@ -91,12 +91,12 @@ class RouteEmbedder:
         import numpy as np
         import orjson
 
-        from gateway import pipeline  # the pipeline imports the savings layers: resolve at call time
+        from gateway.pipeline import subrequest
         from gateway.pipeline.context import RequestContext
 
         sub = RequestContext(endpoint="embeddings", dialect="openai", headers={}, raw_key=ctx.raw_key,
                              raw=orjson.dumps({"model": self.slug, "input": _clip(text)}))
-        reply = pipeline.run(sub)  # raises GatewayError: the caller treats that as "no embedder"
+        reply = subrequest.run(sub)  # raises GatewayError: the caller treats that as "no embedder"
         vector = np.asarray(orjson.loads(reply.body)["data"][0]["embedding"], dtype=np.float32)
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 

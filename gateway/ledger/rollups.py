@@ -1,0 +1,149 @@
+"""Usage rollups: hourly sums per (org, hour, requested model, mechanism) in `usage_rollup`, and the
+usage summaries read from them (GET /v1/usage/summary, the console's savings report and org overview).
+
+The ledger writer adds each batch's sums in the same transaction as its rows (`rollup` then
+`upsert_rollups`: INSERT ... ON CONFLICT DO UPDATE, so concurrent writers on PostgreSQL add rather
+than overwrite). Mechanism "" holds the totals; any other mechanism holds what it saved and on how
+many requests. Readers never scan the raw ledger: each summary is one aggregate over an indexed hour
+range, so the resolution is one hour and a window is widened to whole hours (`window`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from gateway.models import UsageRollup
+
+# What the meter attributes savings to (gateway/pipeline/meter.py); output_budget saves no tokens
+# the benchmark would have counted, so it never appears here.
+MECHANISMS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "compression",
+              "context_dedupe", "routing")
+SUMS = ("requests", "errors", "input_tokens", "output_tokens", "benchmark_micros", "charge_micros",
+        "saved_micros")
+HOUR = timedelta(hours=1)
+
+
+# ---- writing: the ledger writer's batches -----------------------------------------------------------
+
+def rollup(rows: list[dict]) -> list[dict]:
+    """Hourly sums per (org, hour, requested model, mechanism); mechanism "" is the total."""
+    acc: dict[tuple, dict] = {}
+    for row in rows:
+        hour = row["created_at"].replace(minute=0, second=0, microsecond=0)
+        base = (row["org_id"], hour, row["requested_model"])
+        total = acc.setdefault((*base, ""), dict.fromkeys(SUMS, 0))
+        total["requests"] += 1
+        total["errors"] += int(row["status"] >= 400)
+        total["input_tokens"] += row["input_tokens"]
+        total["output_tokens"] += row["output_tokens"]
+        total["benchmark_micros"] += row["benchmark_micros"]
+        total["charge_micros"] += row["charge_micros"]
+        total["saved_micros"] += row["saved_micros"]
+        for mechanism, micros in (row.get("saved_mechanisms") or {}).items():
+            part = acc.setdefault((*base, mechanism), dict.fromkeys(SUMS, 0))
+            part["requests"] += 1
+            part["saved_micros"] += micros
+    return [{"org_id": k[0], "hour": k[1], "model": k[2], "mechanism": k[3], **v} for k, v in acc.items()]
+
+
+def upsert_rollups(session, rows: list[dict]) -> None:
+    """Add to the hour's sums (INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL)."""
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(UsageRollup)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["org_id", "hour", "model", "mechanism"],
+        set_={name: getattr(UsageRollup, name) + getattr(stmt.excluded, name) for name in SUMS},
+    )
+    session.execute(stmt, rows)
+
+
+# ---- reading: summaries -------------------------------------------------------------------------------
+
+@dataclass
+class ModelLine:
+    model: str
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SUMS, 0))
+    saved_by: dict[str, int] = field(default_factory=dict)  # mechanism -> micros
+
+
+@dataclass
+class Summary:
+    start: datetime  # naive UTC, on the hour (rollups are hourly)
+    end: datetime  # exclusive
+    totals: dict[str, int]
+    mechanisms: dict[str, tuple[int, int]]  # mechanism -> (saved micros, requests it saved on)
+    models: list[ModelLine]
+
+    @property
+    def saved_percent(self) -> float:
+        bench = self.totals["benchmark_micros"]
+        return 100.0 * self.totals["saved_micros"] / bench if bench else 0.0
+
+
+def window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The hour-aligned range covering [start, end): start floored, end rounded up to the hour."""
+    lo = start.replace(minute=0, second=0, microsecond=0)
+    hi = end.replace(minute=0, second=0, microsecond=0)
+    return lo, (hi if hi == end else hi + HOUR)
+
+
+def summarize(session: Session, org_ids: Iterable[int] | None, start: datetime, end: datetime,
+              model: str | None = None) -> Summary:
+    """Totals, savings by mechanism and by requested model for `org_ids` (None: every org) over
+    the hours in [start, end). Bounded: one aggregate over the (org_id, hour, ...) unique index, or
+    the hour index for every org; the result has one row per (model, mechanism)."""
+    lo, hi = window(start, end)
+    R = UsageRollup
+    q = (select(R.model, R.mechanism, *(func.coalesce(func.sum(getattr(R, s)), 0) for s in SUMS))
+         .where(R.hour >= lo, R.hour < hi).group_by(R.model, R.mechanism))
+    if org_ids is not None:
+        q = q.where(R.org_id.in_(list(org_ids)))
+    if model:
+        q = q.where(R.model == model)
+    totals = dict.fromkeys(SUMS, 0)
+    mechanisms: dict[str, list[int]] = {m: [0, 0] for m in MECHANISMS}
+    lines: dict[str, ModelLine] = {}
+    for row in session.execute(q).all():
+        name, mechanism, sums = row[0], row[1], dict(zip(SUMS, (int(v) for v in row[2:]), strict=True))
+        line = lines.setdefault(name, ModelLine(name))
+        if mechanism == "":
+            for key, value in sums.items():
+                totals[key] += value
+                line.totals[key] += value
+        elif sums["saved_micros"] or sums["requests"]:
+            acc = mechanisms.setdefault(mechanism, [0, 0])
+            acc[0] += sums["saved_micros"]
+            acc[1] += sums["requests"]
+            line.saved_by[mechanism] = line.saved_by.get(mechanism, 0) + sums["saved_micros"]
+    models = sorted(lines.values(), key=lambda m: (-m.totals["benchmark_micros"], m.model))
+    return Summary(lo, hi, totals, {m: (v[0], v[1]) for m, v in mechanisms.items()}, models)
+
+
+def models_seen(session: Session, org_ids: Iterable[int] | None, start: datetime, end: datetime) -> list[str]:
+    """The requested models with rollups in the window (for a filter's choices)."""
+    lo, hi = window(start, end)
+    q = select(UsageRollup.model).where(UsageRollup.hour >= lo, UsageRollup.hour < hi,
+                                        UsageRollup.mechanism == "").distinct().order_by(UsageRollup.model)
+    if org_ids is not None:
+        q = q.where(UsageRollup.org_id.in_(list(org_ids)))
+    return list(session.scalars(q).all())
+
+
+def recent_spend(session: Session, org_ids: Iterable[int], now: datetime) -> dict[int, tuple[int, int]]:
+    """org id -> micros charged over the hourly rollups covering the last 24 h and the last 7 days
+    (orgs with none are absent): one aggregate over at most 7 x 24 hours per org and model."""
+    day = (now - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
+    week = (now - timedelta(days=7)).replace(minute=0, second=0, microsecond=0)
+    R = UsageRollup
+    return {org_id: (int(d), int(w)) for org_id, d, w in session.execute(
+        select(R.org_id, func.coalesce(func.sum(case((R.hour >= day, R.charge_micros), else_=0)), 0),
+               func.coalesce(func.sum(R.charge_micros), 0))
+        .where(R.org_id.in_(list(org_ids)), R.hour >= week, R.mechanism == "").group_by(R.org_id)).tuples().all()}
