@@ -544,7 +544,6 @@ def faulty_upstream():
     fake = FaultyUpstream()
     server, fake.url = serve_faulty(fake)
     fake.pool = server.pool
-    fake.baseline = None
     yield fake
     fake.release()
     server.stop(timeout=2)
