@@ -1,8 +1,11 @@
-"""WSGI entry for gunicorn (`gunicorn -k gevent app:app`) and fly: gevent monkey-patch first.
+"""WSGI entry for gunicorn (`gunicorn -k gateway.gunicorn_worker.Worker app:app`) and fly: gevent monkey-patch first.
 
 Run `gateway init` once before the first start (it migrates and prints the first run's credentials).
-Each worker loads this module after the fork, so each has its own ledger writer; a worker stopped
-gracefully (SIGTERM to gunicorn) flushes it on exit.
+Each worker loads this module after the fork, so each has its own ledger writer (and tokenizer,
+loaded by start_background); a worker stopped gracefully (SIGTERM to gunicorn) flushes it on exit.
+Gunicorn's --graceful-timeout is the drain here; gateway's worker class ends the requests still
+running shortly before the master's hard kill at that timeout (gateway/gunicorn_worker.py), which
+gunicorn's plain `-k gevent` worker does not.
 """
 
 from gevent import monkey

@@ -1,12 +1,13 @@
 """`python -m bench [--quick] [--only GROUP ...] [--seconds S] [--rounds R] [--memory N] [--no-pin] [--keep]`
-or `python -m bench --workload [workload options]`.
+or `python -m bench --workload [workload options]`, or `python -m bench dlp [--quick]`.
 
 Runs the hot-path benchmark, prints a Markdown report and writes bench/results/latest.json.
 Scenarios (bench/scenarios.py) come in groups: core (4 scenarios x 3 targets: the goals),
 dialects (Anthropic pass-through and OpenAI -> Anthropic translation, vs direct) and savings
 (a miss with the savings layers on vs off, an exact-cache hit vs direct). Default: every group,
 8 s per target (4 interleaved rounds of 2 s) after a 1 s warm-up, about 4 minutes in all;
-`--only core` is the original ~2 minutes. --quick: a ~40 s smoke run. --memory N: then N more
+`--only core` is the original ~2 minutes. --quick: a ~40 s smoke run. Then 256 connections at
+once (a mix of dialects, streams and not), with the gateway's peak RSS. --memory N: then N more
 gateway requests (e.g. 100000), sampling its RSS every 10k. --workload: run bench/workload.py
 instead (the replayable savings workload; the remaining arguments go to it).
 """
@@ -28,6 +29,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dlp"]:  # data protection: corpus quality and added latency (bench/dlp.py)
+        from bench import dlp
+
+        return dlp.main(argv[1:])
     if "--workload" in argv:
         from bench import workload
 
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_before = gateway.server.rss_mb()
         runs = bench.run_scenarios(scenarios.selected(args.only))
         rss = {"before_mb": rss_before, "after_mb": gateway.server.rss_mb(), "requests": gateway.served}
+        rss["connections"] = bench.memory_peak(256, 1_000 if args.quick else 5_000)
         memory = bench.memory_soak(args.memory) if args.memory else None
         failed = False
     except KeyboardInterrupt:

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import gevent
+
 from bench import load, scenarios
 from bench.procs import Child, free_port, machine_cpu_seconds
 from bench.scenarios import Scenario
@@ -215,6 +217,42 @@ class Bench:
         gateway.served += result.ok + result.errors
         return {"requests": total, "errors": result.errors, "first_error": result.first_error,
                 "seconds": round(time.perf_counter() - started, 1), "samples": samples}
+
+    def memory_peak(self, connections: int = 256, total: int = 5_000) -> dict:
+        """`total` requests over `connections` keep-alive connections at once, mixing OpenAI chat
+        (stream and not), Anthropic pass-through and translation; the gateway's RSS is sampled
+        every 50 ms throughout, and its peak reported (the goal: <= 120 MB)."""
+        gateway = self.targets["gateway"]
+        port, key = gateway.port, gateway.api_key
+        # A ~3 KB prompt is one the prompt-cache layer must count (1,024 tokens is its threshold).
+        long_prompt = {"messages": [{"role": "system", "content": "You are a careful, terse assistant. " * 90},
+                                    *load.MESSAGES[1:]]}
+        mix = [load.chat_request(port, key, scenarios.MODEL, False), load.chat_request(port, key, scenarios.MODEL, True),
+               load.chat_request(port, key, scenarios.MODEL, False, extra=long_prompt),
+               load.messages_request(port, key, scenarios.CLAUDE, False),
+               load.messages_request(port, key, scenarios.CLAUDE, True),
+               load.chat_request(port, key, scenarios.CLAUDE, True)]
+        start = round(gateway.server.rss_mb(), 1)
+        peak = [start]
+
+        def sample() -> None:
+            while True:
+                peak[0] = max(peak[0], gateway.server.rss_mb())
+                gevent.sleep(0.05)
+
+        sampler = gevent.spawn(sample)
+        started = time.perf_counter()
+        try:
+            result = load.run(port, mix, connections, requests=total)
+        finally:
+            sampler.kill()
+        gateway.served += result.ok + result.errors
+        end = round(gateway.server.rss_mb(), 1)
+        self.log(f"  memory: {connections} connections, {total} requests  RSS {start:.1f} -> {end:.1f} MB "
+                 f"(peak {peak[0]:.1f})  errors {result.errors}")
+        return {"connections": connections, "requests": total, "errors": result.errors,
+                "first_error": result.first_error, "seconds": round(time.perf_counter() - started, 1),
+                "start_mb": start, "end_mb": end, "peak_mb": round(max(peak[0], end), 1)}
 
     def environment(self) -> dict:
         return {

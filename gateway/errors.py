@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.scrub import scrub
+
 
 class GatewayError(Exception):
     status = 500
@@ -73,8 +75,29 @@ class RateLimited(GatewayError):
     status, type, anthropic_type, code = 429, "rate_limit_error", "rate_limit_error", "rate_limit_exceeded"
 
 
+class DlpBlocked(InvalidRequest):
+    """A data-protection rule with the `block` action matched: nothing was sent."""
+
+    code = "dlp_blocked"
+
+
+class DlpUnavailable(GatewayError):
+    """Protection is on and the check could not run: the request is refused, never sent unchecked."""
+
+    status, type, anthropic_type, code = 503, "api_error", "api_error", "dlp_unavailable"
+
+
 class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
+
+
+class ShuttingDown(GatewayError):
+    """The server is stopping and its drain timeout has passed (pipeline/drain.py)."""
+
+    status, type, anthropic_type, code = 503, "api_error", "api_error", "server_shutting_down"
+
+    def __init__(self, message: str = "The server is shutting down; retry the request.") -> None:
+        super().__init__(message)
 
 
 class UpstreamError(GatewayError):
@@ -88,7 +111,9 @@ class UpstreamError(GatewayError):
     def __init__(self, message: str, *, status: int = 502, retryable: bool = True,
                  upstream_status: int | None = None, retry_after: float | None = None,
                  type: str | None = None, anthropic_type: str | None = None, code: str | None = None):
-        super().__init__(message)
+        # Upstream text may echo our provider key: scrubbed here, before any dialect renders it,
+        # any stream event carries it or the ledger stores it.
+        super().__init__(scrub(message))
         self.status = status
         self.retryable = retryable
         self.upstream_status = upstream_status
@@ -122,11 +147,11 @@ def cannot_serve(message: str) -> UpstreamError:
 
 
 def as_openai(e: GatewayError) -> dict[str, Any]:
-    return {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
+    return {"error": {"message": scrub(e.message), "type": e.type, "param": e.param, "code": e.code}}
 
 
 def as_anthropic(e: GatewayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": e.anthropic_type, "message": e.message}}
+    return {"type": "error", "error": {"type": e.anthropic_type, "message": scrub(e.message)}}
 
 
 RENDERERS = {"openai": as_openai, "anthropic": as_anthropic}

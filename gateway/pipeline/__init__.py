@@ -15,8 +15,11 @@ import logging
 from collections.abc import Iterator
 from types import ModuleType
 
-from gateway.errors import GatewayError, InternalError
-from gateway.pipeline import auth, decode, gate, meter, route, subrequest
+from greenlet import GreenletExit
+
+from gateway import wire
+from gateway.errors import GatewayError, InternalError, ShuttingDown
+from gateway.pipeline import auth, decode, dlp, drain, gate, meter, route, subrequest
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import (
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 
 Stage = ModuleType
 STAGES: list[Stage] = [
-    auth, decode, route, gate,  # enforcing
+    auth, decode, route, gate, dlp,  # enforcing
     exact_cache, semantic_cache, inflight, prompt_cache, compress, context_dedupe, output_budget,  # savings
 ]
 
@@ -43,12 +46,13 @@ def run(ctx: RequestContext) -> Reply:
     ran: list[Stage] = []
     reply: Reply | None = None
     try:
-        for stage in STAGES:
-            ran.append(stage)
-            if (reply := _before(stage, ctx)) is not None:
-                break
-        else:
-            reply = dispatching.dispatch(ctx)
+        with drain.waiting():  # a server past its drain timeout ends the request here (a 503)
+            for stage in STAGES:
+                ran.append(stage)
+                if (reply := _before(stage, ctx)) is not None:
+                    break
+            else:
+                reply = dispatching.dispatch(ctx)
         reply = _on_reply(ctx, ran, reply)
     except GatewayError as e:
         ctx.fail(e)
@@ -60,6 +64,10 @@ def run(ctx: RequestContext) -> Reply:
         ctx.fail(err)
         _finish(ctx, ran, None)
         raise err from e
+    except GreenletExit:  # killed by a server stopping (gunicorn past its graceful timeout): still one row
+        ctx.fail(ShuttingDown())
+        _finish(ctx, ran, None)
+        raise
     if reply.chunks is not None:
         reply.chunks = _finishing(ctx, ran, reply, reply.chunks)
     else:
@@ -105,26 +113,47 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
                chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Relay a stream; at its end (or the client's disconnect) price it and record its row.
 
-    A clean end is followed by an SSE comment with the final cost, which SSE clients ignore.
+    A clean end is followed by an SSE comment with the final cost, which SSE clients ignore. A
+    server stopping past its drain timeout interrupts the wait for the next chunk (never a write
+    to the client): the row is recorded with the usage seen so far, then the stream ends with the
+    error event of the client's dialect.
     """
     completed = False
+    cut: GatewayError | None = None
     relayed = 0  # chunks: about one output token each, should the usage need estimating
     try:
-        for chunk in chunks:
+        while True:
+            try:
+                with drain.waiting():
+                    chunk = next(chunks)
+            except StopIteration:
+                completed = True
+                break
+            except ShuttingDown as e:
+                cut = e
+                break
             relayed += 1
             yield chunk
-        completed = True
     except GeneratorExit:
         if ctx.error is None:
             ctx.status = 499  # client closed the connection mid-stream
         raise
+    except GreenletExit:  # killed while waiting on the upstream (gunicorn past its graceful timeout)
+        ctx.fail(ShuttingDown())
+        raise
     finally:
-        close = getattr(chunks, "close", None)  # the relay's own finally meters first (yield from would)
+        close = getattr(chunks, "close", None)
         if close is not None:
-            close()
+            close()  # the upstream stream ends with ours (its own finally meters what it saw)
+        if cut is not None:
+            ctx.fail(cut)
         meter.price(ctx, output_guess=relayed)
         _finish(ctx, ran, reply)
-    if completed:
+    if cut is not None:
+        codec = wire.CODECS.get(ctx.endpoint)
+        if codec is not None:
+            yield codec.error_event(cut)
+    elif completed:
         yield meter.cost_trailer(ctx)
 
 

@@ -85,12 +85,12 @@ def before(ctx: RequestContext) -> Reply | None:
 
 
 def _long_enough(ctx: RequestContext, minimum: int) -> bool:
-    """Whether the prompt may reach `minimum` tokens. A token is at least one byte, and text runs
-    about four bytes a token: only bodies in between are counted (their JSON: a slight overestimate,
-    and a key on a prompt a little short of the minimum does no harm)."""
+    """Whether the prompt may reach `minimum` tokens, counted on the body's JSON (a slight
+    overestimate: a key on a prompt a little short of the minimum does no harm). A body shorter
+    than `minimum` bytes is never counted; a long one only as far as it takes to decide."""
     if len(ctx.raw) < minimum:
         return False
-    return len(ctx.raw) >= 8 * minimum or tokens.count(ctx.raw.decode(errors="ignore")) >= minimum
+    return tokens.at_least(ctx.raw.decode(errors="ignore"), minimum)
 
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:
