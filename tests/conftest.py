@@ -527,6 +527,8 @@ def start_gateway(tmp: Path, config: dict, **overrides) -> tuple[Gateway, object
     instance = tmp / "instance"
     instance.mkdir()
     config_path = instance / "gateway.yaml"
+    for provider in config.get("providers", ()):
+        provider.setdefault("allow_private", True)  # the fakes listen on loopback
     config_path.write_text(yaml.safe_dump(config))
     app = create_app({"instance": instance, "config_path": config_path, "secret_key": "test-secret",
                       "start_jobs": False, "sync_interval": 0.05, **overrides})
