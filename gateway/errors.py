@@ -33,6 +33,12 @@ class InvalidJSON(InvalidRequest):
     code = "invalid_json"
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt plus the requested output cannot fit any route's context window (OpenAI's code)."""
+
+    code = "context_length_exceeded"
+
+
 class MissingApiKey(GatewayError):
     status, type, anthropic_type, code = 401, "invalid_request_error", "authentication_error", "missing_api_key"
 

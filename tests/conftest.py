@@ -537,3 +537,47 @@ def page():
             context.close()
         finally:
             browser.close()
+
+
+def start_gateway(tmp: Path, config: dict, **overrides) -> tuple[Gateway, object, object]:
+    """A live gateway on `config` (the YAML as a dict) for a module or class of tests that share one:
+    (gateway, server, app). Stop it with stop_gateway(server, app)."""
+    from gateway import boot
+    from gateway.server import make_server
+
+    instance = tmp / "instance"
+    instance.mkdir()
+    config_path = instance / "gateway.yaml"
+    for provider in config.get("providers", ()):
+        provider.setdefault("allow_private", True)  # the fakes listen on loopback
+    config_path.write_text(yaml.safe_dump(config))
+    app = create_app({"instance": instance, "config_path": config_path, "secret_key": "test-secret",
+                      "start_jobs": False, "sync_interval": 0.05, **overrides})
+    first = boot.prepare(app)
+    boot.start_background(app)
+    server = make_server(app, "127.0.0.1", 0)
+    server.start()
+    gw = Gateway(url=f"http://127.0.0.1:{server.server_port}", app=app, instance=instance, api_key=first.api_key,
+                 admin_email=first.email, admin_password=first.password, config_path=config_path,
+                 env=_gateway_env(instance, config_path))
+    return gw, server, app
+
+
+def stop_gateway(server, app) -> None:
+    from gateway import boot
+
+    server.stop(timeout=2)
+    boot.stop_background(app)
+
+
+@pytest.fixture(scope="module")
+def faulty_upstream():
+    """tests/fakes/faulty_upstream.py, one per module: an upstream that answers well or fails on demand."""
+    from tests.fakes.faulty_upstream import FaultyUpstream, serve_faulty
+
+    fake = FaultyUpstream()
+    server, fake.url = serve_faulty(fake)
+    fake.pool = server.pool
+    yield fake
+    fake.release()
+    server.stop(timeout=2)

@@ -1,6 +1,7 @@
 """POST /v1/messages through the official anthropic SDK to an Anthropic provider: bytes pass through."""
 
 import json
+import re
 
 import anthropic
 import pytest
@@ -14,6 +15,17 @@ MSG = [{"role": "user", "content": "hello there"}]
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 WEATHER = [{"name": "get_weather", "description": "Weather now", "input_schema": CITY}]
 FAKE = "anthropic-test/claude-fake"
+
+
+def as_served(upstream: bytes, name: str | None = None, slug: str | None = None) -> bytes:
+    """The upstream's bytes with its model name replaced by the slug that served, as the gateway relays them."""
+    if name is None:
+        found = re.search(rb'"model":"([^"]*)"', upstream)
+        if found is None:
+            return upstream
+        name = found.group(1).decode()
+        slug = "anthropic-test/" + name
+    return upstream.replace(f'"model":"{name}"'.encode(), f'"model":"{slug}"'.encode())
 THINKING_TOOL = "anthropic-test/claude-thinking-redacted-tool"
 
 
@@ -56,7 +68,9 @@ def test_non_stream_passes_through_unchanged_and_is_metered(gateway, fake_anthro
     assert message.content[0].text == "Hello from fake claude-fake."
     assert message.stop_reason == "end_turn"
     assert (message.usage.input_tokens, message.usage.output_tokens) == (5, 4)
-    assert raw.http_response.content == fake_anthropic.replies[-1]  # the upstream's bytes, as sent
+    # the upstream's bytes, as sent, but for `model`: the slug that served (README, "The model field")
+    assert raw.http_response.content == as_served(fake_anthropic.replies[-1], "claude-fake", FAKE)
+    assert raw.http_response.headers["x-gateway-route"] == "fakeanthropic/claude-fake"
     sent = fake_anthropic.requests[-1]
     assert sent["path"] == "/v1/messages"
     # only the model was rewritten
@@ -100,7 +114,7 @@ def test_stream_bytes_are_the_upstream_bytes_plus_a_cost_comment(gateway, fake_a
                            "messages": MSG})
     assert r.headers["content-type"].startswith("text/event-stream")
     payload = r.content
-    upstream = b"".join(fake_anthropic.streams[-1]["sent"])
+    upstream = as_served(b"".join(fake_anthropic.streams[-1]["sent"]))
     assert payload.startswith(upstream)
     events = sse_events(payload)
     names = [name for name, _ in events]
@@ -133,7 +147,7 @@ def test_thinking_blocks_and_signatures_pass_through_byte_for_byte(gateway, fake
             model=THINKING_TOOL, max_tokens=500, messages=MSG, tools=WEATHER,
             thinking={"type": "enabled", "budget_tokens": 256}, stream=True) as raw:
         payload = raw.read()
-    upstream = b"".join(fake_anthropic.streams[-1]["sent"])
+    upstream = as_served(b"".join(fake_anthropic.streams[-1]["sent"]))
     assert payload[:len(upstream)] == upstream and payload[len(upstream):].startswith(b": gateway-cost")
     assert fake_anthropic.requests[-1]["body"]["thinking"] == {"type": "enabled", "budget_tokens": 256}
 
@@ -195,7 +209,7 @@ def test_truncated_stream_ends_in_an_error_event_and_a_502_row(gateway, fake_ant
     r = raw_post(gateway, {"model": "anthropic-test/reset", "max_tokens": 100, "stream": True,
                            "messages": MSG})
     payload = r.content
-    upstream = b"".join(fake_anthropic.streams[-1]["sent"])
+    upstream = as_served(b"".join(fake_anthropic.streams[-1]["sent"]))
     assert payload.startswith(upstream)  # what arrived was relayed before the error
     events = [(n, d) for n, d in sse_events(payload) if n is not None]
     name, data = events[-1]

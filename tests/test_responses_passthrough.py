@@ -69,7 +69,7 @@ def test_body_passes_through_and_the_response_is_stored(native, fake_openai):
         "store": True, "x_vendor_field": {"nested": [1, 2]}}
     assert chat_requests(fake_openai) == []
     assert resp.output_text == "Hello from fake fake-gpt."
-    assert resp.model == "fake-gpt"  # the upstream's body, as it sent it
+    assert resp.model == "test/fake-gpt"  # the slug that served, in place of the upstream's name (README)
     assert resp.id in fake_openai.conversations
     (row,) = native.rows(request_id=raw.headers["x-request-id"])
     assert (row.endpoint, row.status, row.input_tokens, row.output_tokens) == ("responses", 200, 5, 4)

@@ -21,8 +21,8 @@ import orjson
 from flask import request
 
 from gateway import db, tokens
-from gateway.api.blueprint import bp, error_response
-from gateway.api.principals import as_json, json_object, only_params, principal
+from gateway.api.blueprint import accepts, bp, error_response
+from gateway.api.principals import as_json, json_object, principal
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.ledger import pricing
 from gateway.ledger.pricing import usd
@@ -40,10 +40,10 @@ MAX_PAGE = 100
 
 
 @bp.get("/account")
+@accepts()
 def account():
     try:
         p = principal()
-        only_params(())
     except GatewayError as e:
         return error_response(e, "openai")
     money = MEMO.org_money(p.org_id)
@@ -98,10 +98,10 @@ def _cost(p: Principal, money: OrgMoney, r: RouteInfo, usage: Usage) -> int:
 
 
 @bp.get("/account/pricing")
+@accepts("model")
 def account_pricing():
     try:
         p = principal()
-        only_params(("model",))
     except GatewayError as e:
         return error_response(e, "openai")
     money = MEMO.org_money(p.org_id)
@@ -129,10 +129,10 @@ def account_pricing():
 
 
 @bp.post("/account/quote")
+@accepts()
 def account_quote():
     try:
         p = principal()
-        only_params(())
         body = json_object()
         anthropic = bool(request.headers.get("anthropic-version")) or "system" in body
         ctx = _plan_for(p, "", body, "messages" if anthropic else "chat.completions")
@@ -180,10 +180,10 @@ def page_limit(default: int = 20) -> int:
 
 
 @bp.get("/account/credits")
+@accepts("limit", "before")
 def account_credits():
     try:
         p = principal()
-        only_params(("limit", "before"))
         limit = page_limit()
         before = request.args.get("before")
         if before is not None and (not before.isdigit() or len(before) > 18):

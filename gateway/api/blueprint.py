@@ -6,13 +6,40 @@ import them without a cycle. Werkzeug's own errors (unknown route, wrong method,
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from gateway import errors
 
 bp = Blueprint("v1", __name__)
 atlas = Blueprint("atlas", __name__)  # /api/v1: the paths of an earlier product shape, same handlers
+
+
+View = TypeVar("View", bound=Callable)
+
+
+def accepts(*params: str) -> Callable[[View], View]:
+    """Declare a read route's query parameters; any other one is a 400 naming it (see query_check).
+    A route without the declaration takes none."""
+    def mark(view: View) -> View:
+        view.query_params = frozenset(params)  # type: ignore[attr-defined]
+        return view
+    return mark
+
+
+def query_check() -> Response | None:
+    """A before_request hook: a query parameter the route does not take is refused, not ignored (a
+    misspelt `?from=` must not silently answer for the default window)."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    allowed = getattr(view, "query_params", frozenset())
+    for name in request.args:
+        if name not in allowed:
+            return error_response(errors.InvalidRequest(f"Unrecognized request argument supplied: {name}",
+                                                        param=name), dialect_for(request.path))
+    return None
 
 
 def dialect_for(path: str) -> str:
@@ -45,3 +72,7 @@ def http_error(e: HTTPException):
     else:
         message = e.description or "Bad request."
     return error_response(cls(message), dialect_for(request.path))
+
+
+bp.before_request(query_check)
+atlas.before_request(query_check)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from flask import current_app
 
 from gateway import db
-from gateway.api.blueprint import atlas, bp, error_response
-from gateway.api.principals import admin_principal, as_json, json_object, only_params
+from gateway.api.blueprint import accepts, atlas, bp, error_response
+from gateway.api.principals import admin_principal, as_json, json_object
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.services import byok
 from gateway.services.errors import AdminError
@@ -20,10 +20,10 @@ def _actor(p) -> str:
 
 @bp.post("/byok/keys")
 @atlas.post("/byok/keys")
+@accepts()
 def byok_add():
     try:
         p = admin_principal()
-        only_params(())
         body = json_object()
         unknown = sorted(set(body) - {"provider", "api_key"})
         if unknown:
@@ -42,10 +42,10 @@ def byok_add():
 
 @bp.get("/byok/keys")
 @atlas.get("/byok/keys")
+@accepts()
 def byok_list():
     try:
         p = admin_principal()
-        only_params(())
     except GatewayError as e:
         return error_response(e, "openai")
     with db.session_scope() as session:
@@ -55,10 +55,10 @@ def byok_list():
 
 @bp.delete("/byok/keys/<key_id>")
 @atlas.delete("/byok/keys/<key_id>")
+@accepts()
 def byok_delete(key_id: str):
     try:
         p = admin_principal()
-        only_params(())
         if not key_id.isdigit() or len(key_id) > 18:
             raise NotFound(f"No BYOK key with id '{key_id[:32]}'.")
         with db.write_lock, db.session_scope() as session:

@@ -9,9 +9,11 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import text
 
 from gateway import db
+from gateway.api.blueprint import query_check
 from gateway.memo import MEMO, snapshot
 
 bp = Blueprint("health", __name__)
+bp.before_request(query_check)  # probes take no query parameters either
 
 
 def _json(obj: dict, status: int = 200) -> Response:

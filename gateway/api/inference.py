@@ -27,7 +27,8 @@ STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 def force_stream(raw: bytes) -> bytes:
     """The body with `stream: true` (the /api/v1/llm/chat/stream alias). A body that is not a JSON
-    object is left as sent, so the pipeline rejects it as /v1/chat/completions would."""
+    object (or one too deep to re-encode) is left as sent, so the pipeline rejects it as
+    /v1/chat/completions would."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -35,7 +36,10 @@ def force_stream(raw: bytes) -> bytes:
     if not isinstance(body, dict) or body.get("stream") is True:
         return raw
     body["stream"] = True
-    return orjson.dumps(body)
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # nested past orjson's limit: decode refuses it, naming the field
+        return raw
 
 
 # path -> (endpoint, client dialect, body rewrite). POST only.
@@ -132,12 +136,13 @@ def serve(environ: dict, endpoint: str, dialect: str, rewrite: Callable[[bytes],
     except GatewayError as e:
         status, err_headers, body = error_parts(e, dialect, ctx.request_id)
         return status, list(err_headers.items()), [body]
+    route = {"x-gateway-route": f"{ctx.route.provider.name}/{ctx.route.upstream_model}"} if ctx.route else {}
     if reply.is_stream:
-        out = {"Content-Type": reply.content_type, **meter.estimate(ctx), **gate.headers(ctx), **STREAM_HEADERS,
+        out = {"Content-Type": reply.content_type, **meter.estimate(ctx), **gate.headers(ctx), **STREAM_HEADERS, **route,
                **reply.headers}
         return reply.status, list(out.items()), reply.chunks
     out = {"Content-Type": reply.content_type, "Content-Length": str(len(reply.body)), **meter.cost_headers(ctx),
-           **gate.headers(ctx), **reply.headers}
+           **gate.headers(ctx), **route, **reply.headers}
     return reply.status, list(out.items()), [reply.body]
 
 

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from gateway import db
 from gateway.api.account import epoch
-from gateway.api.blueprint import bp, error_response
-from gateway.api.principals import admin_principal, as_json, json_object, only_params
+from gateway.api.blueprint import accepts, bp, error_response
+from gateway.api.principals import admin_principal, as_json, json_object
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.models import ApiKey, App, Org, User
 from gateway.services import tenancy
@@ -43,10 +43,10 @@ def _owner(session, model, org_id: int, value: Any, field: str, column) -> int |
 
 
 @bp.post("/api-keys")
+@accepts()
 def api_key_create():
     try:
         p = admin_principal()
-        only_params(())
         body = json_object()
         if unknown := sorted(set(body) - FIELDS):
             raise InvalidRequest(f"Unknown parameter '{unknown[0][:64]}'.", param=unknown[0][:64])
@@ -72,10 +72,10 @@ def api_key_create():
 
 
 @bp.get("/api-keys")
+@accepts()
 def api_key_list():
     try:
         p = admin_principal()
-        only_params(())
     except GatewayError as e:
         return error_response(e, "openai")
     with db.session_scope() as session:
@@ -84,10 +84,10 @@ def api_key_list():
 
 
 @bp.delete("/api-keys/<key_id>")
+@accepts()
 def api_key_delete(key_id: str):
     try:
         p = admin_principal()
-        only_params(())
         with db.write_lock, db.session_scope() as session:
             key = session.get(ApiKey, int(key_id)) if key_id.isdigit() and len(key_id) < 19 else None
             if key is None or key.org_id != p.org_id:

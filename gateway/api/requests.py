@@ -12,8 +12,8 @@ from sqlalchemy import and_, or_, select
 
 from gateway import db
 from gateway.api.account import epoch, page_limit
-from gateway.api.blueprint import bp, error_response
-from gateway.api.principals import as_json, only_params, principal
+from gateway.api.blueprint import accepts, bp, error_response
+from gateway.api.principals import as_json, principal
 from gateway.api.usage import parse_time
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.ledger.pricing import usd
@@ -41,10 +41,10 @@ def request_json(r: LedgerEntry) -> dict[str, Any]:
 
 
 @bp.get("/requests")
+@accepts(*PARAMS)
 def requests_list():
     try:
         p = principal()
-        only_params(PARAMS)
         args = request.args
         limit = page_limit()
         q = select(LedgerEntry).where(LedgerEntry.org_id == p.org_id)
@@ -79,10 +79,10 @@ def requests_list():
 
 
 @bp.get("/requests/<request_id>")
+@accepts()
 def request_get(request_id: str):
     try:
         p = principal()
-        only_params(())
         with db.session_scope() as session:
             row = session.scalar(select(LedgerEntry).where(LedgerEntry.request_id == request_id[:64]))
             if row is None or row.org_id != p.org_id:  # another org's request does not exist for you

@@ -18,8 +18,7 @@ import orjson
 from flask import Response, request
 
 from gateway import db
-from gateway.api.blueprint import atlas, bp, error_response
-from gateway.api.principals import only_params
+from gateway.api.blueprint import accepts, atlas, bp, error_response
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.ledger import rollups
 from gateway.ledger.pricing import usd
@@ -97,6 +96,7 @@ def summary_object(org: str, summary: Summary, model: str | None) -> dict[str, A
 
 
 @bp.get("/usage/summary")
+@accepts("start", "end", "model")
 def usage_summary():
     try:
         principal = _principal()
@@ -117,12 +117,12 @@ GROUP_FIELDS = {"model": "model", "key": "key_id", "user": "user_id", "app": "ap
 
 
 @bp.get("/usage/timeseries")
+@accepts("start", "end", "bucket", "group_by")
 def usage_timeseries():
     """The org's usage per hour or day, optionally grouped by model, key, user, app or savings
     mechanism (for `mechanism`, each group is what that mechanism saved and on how many requests)."""
     try:
         principal = _principal()
-        only_params(("start", "end", "bucket", "group_by"))
         bucket = request.args.get("bucket", "day")
         if bucket not in MAX_BUCKETS:
             raise InvalidRequest("'bucket' must be 'hour' or 'day'.", param="bucket")

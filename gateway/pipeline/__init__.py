@@ -71,7 +71,7 @@ def run(ctx: RequestContext) -> Reply:
     if reply.chunks is not None:
         reply.chunks = _finishing(ctx, ran, reply, reply.chunks)
     else:
-        meter.price(ctx)
+        meter.price(ctx, output_guess=len(reply.body or b"") // 8)  # JSON around the text: about half
         _finish(ctx, ran, reply)
     return reply
 
@@ -120,6 +120,7 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
     """
     completed = False
     cut: GatewayError | None = None
+    relayed = 0  # chunks: about one output token each, should the usage need estimating
     try:
         while True:
             try:
@@ -131,6 +132,7 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
             except ShuttingDown as e:
                 cut = e
                 break
+            relayed += 1
             yield chunk
     except GeneratorExit:
         if ctx.error is None:
@@ -145,7 +147,7 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
             close()  # the upstream stream ends with ours (its own finally meters what it saw)
         if cut is not None:
             ctx.fail(cut)
-        meter.price(ctx)
+        meter.price(ctx, output_guess=relayed)
         _finish(ctx, ran, reply)
     if cut is not None:
         codec = wire.CODECS.get(ctx.endpoint)

@@ -6,7 +6,7 @@ import orjson
 
 from gateway.errors import InvalidJSON
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.wire import anthropic_messages, openai_chat, openai_embeddings, openai_responses
+from gateway.wire import anthropic_messages, depth, openai_chat, openai_embeddings, openai_responses
 
 name, enforcing = "decode", True
 
@@ -27,6 +27,7 @@ def before(ctx: RequestContext) -> Reply | None:
         raise InvalidJSON(
             "We could not parse the JSON body of your request. The body must be valid JSON."
         ) from None
+    depth.check(ctx.raw, ctx.body)
     CHECKS[ctx.endpoint](ctx.body)
     ctx.requested_model = ctx.body["model"]
     ctx.stream = bool(ctx.body.get("stream"))

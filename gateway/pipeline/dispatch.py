@@ -36,7 +36,7 @@ from gateway.providers.base import Call, Relay
 from gateway.providers.openai_responses import speaks_responses
 from gateway.routing import settings as routing_settings
 from gateway.routing.health import HEALTH
-from gateway.wire import anthropic_messages, openai_embeddings
+from gateway.wire import anthropic_messages, openai_embeddings, served
 from gateway.wire.canonical import ChatRequest, EventStream, StreamEvent, Usage
 
 log = logging.getLogger(__name__)
@@ -137,23 +137,26 @@ def translate(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -
         req.model = route.upstream_model
     if ctx.stream:
         events = adapter.chat_stream(req, route, call)
-        return Reply(chunks=codec.render_stream(observe(ctx, events), ctx.requested_model, ctx.body),
+        return Reply(chunks=codec.render_stream(observe(ctx, events), route.model_slug, ctx.body),
                      content_type="text/event-stream")
     resp = adapter.chat(req, route, call)
     ctx.mark_first_byte()
     ctx.usage = resp.usage
     ctx.upstream_id = resp.id or None
-    return Reply(body=orjson.dumps(codec.render(resp, ctx.requested_model, ctx.body)))
+    return Reply(body=orjson.dumps(codec.render(resp, route.model_slug, ctx.body)))
 
 
 def _passthrough(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> Reply:
+    """The upstream's bytes as they come, but for `model`: the slug that served, as a translated
+    reply says (README, "The model field")."""
     passed = adapter.passthrough(call, route)
     if passed.relay is not None:
-        return Reply(chunks=relayed(ctx, passed.relay), content_type="text/event-stream")
+        return Reply(chunks=served.stream(relayed(ctx, passed.relay), route.model_slug),
+                     content_type="text/event-stream")
     ctx.mark_first_byte()
     ctx.usage = passed.usage
     ctx.upstream_id = passed.upstream_id
-    return Reply(body=passed.body)
+    return Reply(body=served.body(passed.body, route.model_slug))
 
 
 def _embed(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> Reply:

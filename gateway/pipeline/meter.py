@@ -19,7 +19,7 @@ from gateway.wire.canonical import Usage
 # its hold settlement here (the gate imports the meter, never the other way round).
 SETTLE: list[Callable[[RequestContext], None]] = []
 
-def price(ctx: RequestContext) -> None:
+def price(ctx: RequestContext, output_guess: int = 0) -> None:
     """Benchmark: the requested model's reference route at list price, for the request as the
     client sent it (tokens a savings layer removed are added back). Charge: the route used, or
     the answering layer's policy (a cache hit is free by default). Saved = benchmark - charge,
@@ -27,7 +27,10 @@ def price(ctx: RequestContext) -> None:
 
     Every figure is after the org's pricing policy (list, markup, discount, byok), so what is saved
     is in the org's own money; a byok org's flat request fee is in the benchmark and the charge
-    of a request that reached a provider."""
+    of a request that reached a provider. Usage the upstream reported malformed is estimated first
+    (`output_guess`: what was relayed)."""
+    if ctx.usage.unknown:
+        settle_unknown(ctx, output_guess)
     money = MEMO.org_money(ctx.principal.org_id) if ctx.principal else NO_MONEY
     reference = ctx.model.reference if ctx.model else None
     removed = sum(ctx.removed_tokens.values())
@@ -153,6 +156,20 @@ def upstream_id(ctx: RequestContext) -> str | None:
     """The provider's request or generation id, for reconciliation (None when it gave none)."""
     value = getattr(ctx, "upstream_id", None) or ctx.extra.get("upstream_id")
     return str(value)[:128] if value else None
+
+
+def settle_unknown(ctx: RequestContext, output_guess: int) -> None:
+    """An upstream answered but its usage counts were malformed (a string, a list, negative): the
+    counts it got right are kept, the others estimated (the prompt counted, the output guessed from
+    what was relayed), and the row is flagged `usage_estimated`."""
+    from gateway.pipeline import prompt
+
+    u = ctx.usage
+    ctx.usage = Usage(input_tokens=u.input_tokens or prompt.count(ctx.body, history=ctx.history),
+                      output_tokens=u.output_tokens or max(output_guess, 1),
+                      cached_tokens=min(u.cached_tokens, u.input_tokens),
+                      cache_write_tokens=min(u.cache_write_tokens, u.input_tokens))
+    ctx.usage_estimated = True
 
 
 def estimate_partial(ctx: RequestContext, deltas: int) -> None:

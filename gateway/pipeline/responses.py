@@ -78,4 +78,4 @@ def _remember(ctx: RequestContext, response: dict[str, Any]) -> None:
     held = ctx.mode == PASS and ctx.cache == "miss" and ctx.route is not None
     store.remember(ctx.principal.org_id, ctx.body, ctx.history, response,
                    provider=ctx.route.provider.name if held else "", upstream_stored=held,
-                   model="" if held else ctx.requested_model)
+                   model=ctx.route.model_slug if ctx.route is not None else ctx.requested_model)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from gateway.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from gateway.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, PermissionDenied
 from gateway.memo import MEMO, Catalog, ModelInfo, Principal, RouteInfo
+from gateway.pipeline import prompt
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.routing import settings as routing_settings
 from gateway.routing.health import HEALTH
@@ -44,6 +45,7 @@ def before(ctx: RequestContext) -> Reply | None:
     plan = _within_rules(plan, principal, ctx) if principal else plan
     plan = _pinned(plan, pinned)
     plan = _capable(plan, needs(ctx))
+    plan = _fitting(plan, ctx)
     ctx.plan = plan
     return None
 
@@ -175,6 +177,32 @@ def _pinned(plan: list[RouteInfo], prefs: dict) -> list[RouteInfo]:
     if not plan:
         raise ModelNotFound("No route of this model matches the requested providers.", param="provider")
     return plan
+
+
+WINDOWED = frozenset({"chat.completions", "messages", "responses"})
+
+
+def _fitting(plan: list[RouteInfo], ctx: RequestContext) -> list[RouteInfo]:
+    """The routes whose context window holds the prompt plus the requested output; 400
+    context_length_exceeded before any upstream call when none does. The body's size settles the
+    common case; tokens are counted only when it does not, and no further than the largest window."""
+    windows = [r.context_window for r in plan if r.context_window]
+    if not windows or ctx.endpoint not in WINDOWED:
+        return plan
+    output = prompt.requested_output(ctx.body)
+    bound = prompt.upper_bound(ctx.raw, ctx.body)
+    if bound is not None and bound + output <= min(windows):
+        return plan
+    largest = max(windows)
+    need = prompt.count(ctx.body, limit=max(largest - output, 0), history=ctx.history) + output
+    kept = [r for r in plan if not r.context_window or need <= r.context_window]
+    if kept:
+        return kept
+    param = "input" if ctx.endpoint == "responses" else "messages"
+    raise ContextLengthExceeded(
+        f"This model's maximum context length is {largest} tokens. However, you requested "
+        f"{'more than ' if need > largest else ''}{need} tokens ({need - output} in the {param}, {output} in "
+        f"the completion). Please reduce the length of the {param} or completion.", param=param)
 
 
 def needs(ctx: RequestContext) -> frozenset[str]:

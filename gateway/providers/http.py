@@ -168,9 +168,11 @@ class Session:
             raw = self.pool.urlopen(method, path, body=data, headers=all_headers, retries=False,
                                     redirect=False, preload_content=False,
                                     timeout=urllib3.Timeout(connect=connect, read=read))
+        except NewConnectionError:  # refused, unreachable: a subclass of ConnectTimeoutError, but no timeout
+            raise UpstreamError("Could not reach the upstream provider (connection refused or unreachable).") from None
         except (ConnectTimeoutError, ReadTimeoutError):
             raise UpstreamTimeout() from None
-        except (NewConnectionError, ProtocolError, HTTPError, OSError) as e:
+        except (ProtocolError, HTTPError, OSError) as e:
             raise UpstreamError(f"Could not reach the upstream provider ({type(e).__name__}).") from None
         resp = Response(raw, deadline)
         if not stream:

@@ -137,5 +137,7 @@ def remember(org_id: int, body: dict[str, Any], history: list[dict[str, Any]], r
     if body.get("store") is False or not response.get("id"):
         return
     conversation = [*history, *input_items(body), *(response.get("output") or ())]
+    if model and response.get("model") != model:  # stored as served: the slug, not the upstream's name
+        response = {**response, "model": model}
     model = model or str(response.get("model", ""))
     STORE.put(Stored(response["id"], org_id, conversation, response, model, provider, upstream_stored))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, render_template
+from flask import Blueprint, Flask, current_app, render_template, send_from_directory
 
 from gateway.memo import MEMO
 from gateway.web.catalog import card, cards
@@ -21,6 +21,12 @@ def model(slug: str):
     if found is None or not found.routes:
         return render_template("public/not_found.html", slug=slug), 404
     return render_template("public/model.html", m=card(found))
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for it on every page; the vendored icon (static/favicon.ico), cached for a day."""
+    return send_from_directory(current_app.static_folder, "favicon.ico", mimetype="image/x-icon", max_age=86400)
 
 
 def init_app(app: Flask) -> None:

@@ -22,6 +22,8 @@ from gateway.wire.canonical import (
     Tool,
     ToolCall,
     Usage,
+    checked,
+    usage_of,
 )
 
 DEFAULT_VERSION = "2023-06-01"
@@ -80,16 +82,16 @@ def check_count_request(body: Any) -> None:
         raise InvalidRequest("stream: Extra inputs are not permitted", param="stream")
 
 
-def usage_from(obj: dict | None) -> Usage | None:
+def usage_from(obj: Any, delta: bool = False) -> Usage | None:
     """Anthropic `usage` -> Usage. Anthropic's input_tokens exclude cache reads and writes; ours
-    include them."""
-    if not obj:
+    include them. None when absent; malformed counts make it `unknown` (see canonical.usage_of).
+    A `message_delta`'s usage may carry null for counts it does not update (`delta`)."""
+    if obj is None:
         return None
-    read = int(obj.get("cache_read_input_tokens") or 0)
-    write = int(obj.get("cache_creation_input_tokens") or 0)
-    return Usage(input_tokens=int(obj.get("input_tokens") or 0) + read + write,
-                 output_tokens=int(obj.get("output_tokens") or 0), cached_tokens=read,
-                 cache_write_tokens=write)
+    usage = usage_of(obj, nullable=delta, input_tokens="input_tokens", output_tokens="output_tokens",
+                     cached_tokens="cache_read_input_tokens", cache_write_tokens="cache_creation_input_tokens")
+    usage.input_tokens += usage.cached_tokens + usage.cache_write_tokens
+    return usage
 
 
 def usage_out(u: Usage) -> dict[str, int]:
@@ -137,8 +139,9 @@ class StreamObserver:
             if name == b"error":
                 self.upstream_error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
                 return
-            usage = (obj.get("message") or {}).get("usage") if name == b"message_start" else obj.get("usage")
-            self.usage.merge(usage_from(usage))
+            message = obj.get("message") if name == b"message_start" else obj
+            usage = message.get("usage") if isinstance(message, dict) else None
+            self.usage.merge(usage_from(usage, delta=name == b"message_delta"))
 
 
 def error_event(e: GatewayError) -> bytes:
@@ -359,12 +362,12 @@ def encode_request(req: ChatRequest, default_max_tokens: int) -> dict[str, Any]:
 
 def decode_response(body: dict[str, Any]) -> ChatResponse:
     blocks = [b for b in body.get("content") or [] if isinstance(b, dict)]
-    return ChatResponse(
+    return checked(ChatResponse(
         id=body.get("id", ""), model=body.get("model", ""), content=_parts(blocks),
         tool_calls=[_tool_call(b) for b in blocks if b.get("type") == "tool_use"],
         finish_reason=FINISH_IN.get(body.get("stop_reason") or "end_turn", "stop"),
         stop_sequence=body.get("stop_sequence"), usage=usage_from(body.get("usage")) or Usage(),
-    )
+    ))
 
 
 def message_id(source_id: str) -> str:
@@ -437,7 +440,7 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
             if delta.get("stop_reason"):
                 yield StreamEvent("finish", finish_reason=FINISH_IN.get(delta["stop_reason"], "stop"),
                                   stop_sequence=delta.get("stop_sequence"))
-            if (usage := usage_from(obj.get("usage"))) is not None:
+            if (usage := usage_from(obj.get("usage"), delta=True)) is not None:
                 yield StreamEvent("usage", usage=usage)
         elif kind == "message_stop":
             yield StreamEvent("end")

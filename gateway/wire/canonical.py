@@ -22,11 +22,13 @@ class Usage:
     cached_tokens: int = 0  # prompt tokens read from the provider's prompt cache
     cache_write_tokens: int = 0  # prompt tokens written to the provider's prompt cache
     estimated: bool = False  # counted here, not reported by the provider
+    unknown: bool = False  # the upstream's counts were malformed (wrong types, negative, absurd): estimate
 
     def merge(self, other: Usage | None) -> None:
         """Take the larger of each count: streams report cumulative usage, sometimes more than once."""
         if other is None:
             return
+        self.unknown = self.unknown or other.unknown
         self.input_tokens = max(self.input_tokens, other.input_tokens)
         self.output_tokens = max(self.output_tokens, other.output_tokens)
         self.cached_tokens = max(self.cached_tokens, other.cached_tokens)
@@ -35,6 +37,41 @@ class Usage:
     @property
     def total(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+MAX_REPORTED_TOKENS = 100_000_000  # beyond any context window: a count above it is not believed
+
+
+def usage_of(obj: Any, nullable: bool = False, **fields: str | tuple[str, str]) -> Usage:
+    """A Usage from an upstream's `usage` object, never raising: `fields` maps each Usage count to its
+    key (or (object, key) for a nested detail). A count of the wrong type (a string, a list, a float,
+    a bool), negative or absurdly large is not believed: it reads as 0 and the usage is marked
+    `unknown`, so the meter estimates it and the ledger row says so. Absent counts are 0; a null
+    primary count is unknown unless `nullable` (dialects that send null for "not in this event")."""
+    usage = Usage()
+    if not isinstance(obj, dict):
+        usage.unknown = True
+        return usage
+    for attr, key in fields.items():
+        if isinstance(key, tuple):
+            holder = obj.get(key[0])
+            if holder is None:
+                continue
+            if not isinstance(holder, dict):
+                usage.unknown = True
+                continue
+            value, null_ok = holder.get(key[1]), True
+        else:
+            if key not in obj:
+                continue
+            value, null_ok = obj[key], nullable
+        if value is None and null_ok:
+            continue
+        if type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS:
+            setattr(usage, attr, value)
+        else:
+            usage.unknown = True
+    return usage
 
 
 @dataclass(slots=True)
@@ -123,6 +160,17 @@ class ChatResponse:
     @property
     def text(self) -> str:
         return "".join(p.text or "" for p in self.content if p.type == "text")
+
+
+def checked(resp: ChatResponse) -> ChatResponse:
+    """An upstream's decoded answer, or TypeError when a field the encoders read has the wrong type
+    (an id that is a number, text that is a list): the adapter reports an invalid response (502)
+    instead of an encoder failing later with a 500."""
+    strings = [resp.id, resp.model, *(c for call in resp.tool_calls for c in (call.id, call.name, call.arguments))]
+    optional = [resp.stop_sequence, *(p.text for p in resp.content), *(p.signature for p in resp.content)]
+    if not all(isinstance(v, str) for v in strings) or not all(v is None or isinstance(v, str) for v in optional):
+        raise TypeError("the upstream's answer has fields of the wrong type")
+    return resp
 
 
 @dataclass(slots=True)

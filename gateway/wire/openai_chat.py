@@ -23,8 +23,11 @@ from gateway.wire.canonical import (
     Tool,
     ToolCall,
     Usage,
+    checked,
+    usage_of,
 )
 
+MAX_N = 128
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -51,6 +54,8 @@ def check_request(body: Any) -> None:
             )
     _check_type(body, "stream", bool)
     _check_type(body, "n", int, minimum=1)
+    if isinstance(body.get("n"), int) and body["n"] > MAX_N:  # OpenAI's bound: more is refused, not forwarded
+        raise InvalidRequest(f"Invalid 'n': must be at most {MAX_N}.", param="n")
     _check_type(body, "max_tokens", int, minimum=1)
     _check_type(body, "max_completion_tokens", int, minimum=1)
     _check_number(body, "temperature", 0, 2)
@@ -115,16 +120,13 @@ def _check_number(body: dict, name: str, lo: float, hi: float) -> None:
         raise InvalidRequest(f"Invalid '{name}': must be between {lo} and {hi}.", param=name)
 
 
-def usage_from(obj: dict | None) -> Usage | None:
-    """OpenAI `usage` -> Usage. `prompt_tokens` includes cached tokens, as OpenAI reports it."""
-    if not obj:
+def usage_from(obj: Any) -> Usage | None:
+    """OpenAI `usage` -> Usage. `prompt_tokens` includes cached tokens, as OpenAI reports it.
+    None when absent; counts of the wrong type make it `unknown` (see canonical.usage_of)."""
+    if obj is None:
         return None
-    details = obj.get("prompt_tokens_details") or {}
-    return Usage(
-        input_tokens=int(obj.get("prompt_tokens") or 0),
-        output_tokens=int(obj.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-    )
+    return usage_of(obj, input_tokens="prompt_tokens", output_tokens="completion_tokens",
+                    cached_tokens=("prompt_tokens_details", "cached_tokens"))
 
 
 # What makes an event worth parsing: real usage (not `"usage":null`), an error, or the end.
@@ -188,6 +190,8 @@ class StreamObserver:
             return True  # most chunks: no parse needed
         obj = sse.json_object(data)
         if obj is None:  # the client gets the upstream's bytes as they are
+            return True
+        if not isinstance(obj, dict):  # not a chunk: relayed as sent, nothing to read from it
             return True
         if isinstance(obj.get("error"), dict):
             self.upstream_error = obj["error"]
@@ -375,7 +379,12 @@ def encode_request(req: ChatRequest) -> dict[str, Any]:
 
 
 def decode_response(body: dict[str, Any]) -> ChatResponse:
-    choice = (body.get("choices") or [{}])[0]
+    """An upstream chat.completion -> ChatResponse. A body of the wrong shape raises TypeError or
+    AttributeError (the adapter's "invalid response"), never anything else."""
+    choices = body.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise TypeError("choices is not a list")
+    choice = (choices or [{}])[0]
     message = choice.get("message") or {}
     content = _parts(message.get("content"))
     reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -384,11 +393,11 @@ def decode_response(body: dict[str, Any]) -> ChatResponse:
     calls = [ToolCall(c.get("id", ""), (c.get("function") or {}).get("name", ""),
                       (c.get("function") or {}).get("arguments") or "")
              for c in message.get("tool_calls") or []]
-    return ChatResponse(
+    return checked(ChatResponse(
         id=body.get("id", ""), model=body.get("model", ""), content=content, tool_calls=calls,
         finish_reason=FINISH_IN.get(choice.get("finish_reason") or "stop", "stop"),
-        usage=usage_from(body.get("usage")) or Usage(), created=int(body.get("created") or 0),
-    )
+        usage=usage_from(body.get("usage")) or Usage(), created=body["created"] if type(body.get("created")) is int else 0,
+    ))
 
 
 def _usage_out(u: Usage) -> dict[str, Any]:
@@ -483,8 +492,10 @@ def encode_stream(events: EventStream, model: str, include_usage: bool) -> Itera
         elif kind == "finish":
             reason = ev.finish_reason if ev.finish_reason != "error" else "stop"
             yield _chunk(base, {}, finish_reason=reason)
-        elif kind == "usage":
-            usage = ev.usage
+        elif kind == "usage" and ev.usage is not None:
+            # merged, not replaced: Anthropic reports input in message_start and output in message_delta
+            usage = usage or Usage()
+            usage.merge(ev.usage)
         elif kind == "error":
             yield error_event(ev.error)
             return

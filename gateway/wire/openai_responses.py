@@ -29,6 +29,7 @@ from gateway.wire.canonical import (
     Tool,
     ToolCall,
     Usage,
+    usage_of,
 )
 from gateway.wire.openai_chat import _check_number, _check_type, check_model, image_part
 
@@ -237,14 +238,13 @@ def usage_out(u: Usage | None) -> dict[str, Any] | None:
 
 
 def usage_from(obj: Any) -> Usage | None:
-    """Responses `usage` -> Usage (`input_tokens` includes cached tokens, as OpenAI reports it)."""
-    if not isinstance(obj, dict):
+    """Responses `usage` -> Usage (`input_tokens` includes cached tokens, as OpenAI reports it).
+    None when absent; malformed counts make it `unknown` (see canonical.usage_of)."""
+    if obj is None:
         return None
-    details = obj.get("input_tokens_details") or {}
-    return Usage(input_tokens=int(obj.get("input_tokens") or 0),
-                 output_tokens=int(obj.get("output_tokens") or 0),
-                 cached_tokens=int(details.get("cached_tokens") or 0),
-                 cache_write_tokens=int(details.get("cache_write_tokens") or 0))
+    return usage_of(obj, input_tokens="input_tokens", output_tokens="output_tokens",
+                    cached_tokens=("input_tokens_details", "cached_tokens"),
+                    cache_write_tokens=("input_tokens_details", "cache_write_tokens"))
 
 
 def _tools_out(body: dict[str, Any]) -> list[dict[str, Any]]:

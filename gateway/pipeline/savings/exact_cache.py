@@ -68,9 +68,14 @@ def answer(ctx: RequestContext, resp: ChatResponse, *, cache: str, mechanism: st
     headers = meter.cost_headers(ctx)
     codec = wire.codec(ctx.endpoint)
     if ctx.stream:
-        return Reply(chunks=codec.render_stream(replay(resp), ctx.requested_model, ctx.body),
+        return Reply(chunks=codec.render_stream(replay(resp), _slug(ctx), ctx.body),
                      content_type="text/event-stream", headers=headers)
-    return Reply(body=orjson.dumps(codec.render(resp, ctx.requested_model, ctx.body)), headers=headers)
+    return Reply(body=orjson.dumps(codec.render(resp, _slug(ctx), ctx.body)), headers=headers)
+
+
+def _slug(ctx: RequestContext) -> str:
+    """The `model` a replayed answer names: the requested model's slug, as a served one would."""
+    return ctx.model.slug if ctx.model is not None else ctx.requested_model
 
 
 def on_reply(ctx: RequestContext, reply: Reply) -> Reply:
