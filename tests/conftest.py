@@ -554,6 +554,9 @@ def start_gateway(tmp: Path, config: dict, **overrides) -> tuple[Gateway, object
     app = create_app({"instance": instance, "config_path": config_path, "secret_key": "test-secret",
                       "start_jobs": False, "sync_interval": 0.05, **overrides})
     first = boot.prepare(app)
+    with db.write_lock, db.session_scope() as s:  # calls hold their worst case at the test catalog's prices
+        tenancy.add_credits(s, tenancy.org_by_name(s, "default"), usd_to_micros(DEFAULT_ORG_TOP_UP_USD),
+                            actor="test", note="test top-up")
     boot.start_background(app)
     server = make_server(app, "127.0.0.1", 0)
     server.start()
