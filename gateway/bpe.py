@@ -102,16 +102,21 @@ class Encoder:
             return self._encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
     def _encode(self, text: str) -> list[int]:
+        # rank() inlined: most pieces are a token, and this loop is the whole cost of a count
+        table, offsets, blob, mask = self._table, self._offsets, self._blob, self._mask
         out: list[int] = []
-        rank, merge, extend, append = self.rank, self._merge, out.extend, out.append
+        merge, extend, append = self._merge, out.extend, out.append
         pos = 0
-        for m in self._re.finditer(self._classes(text)):
-            end = m.end()
+        for match in self._re.findall(self._classes(text)):  # the matches tile the text
+            end = pos + len(match)
             piece = text[pos:end].encode()
             pos = end
-            r = rank(piece)
-            if r is not None:
-                append(r)
+            slot = hash(piece) & mask
+            while (r := table[slot]) >= 0:
+                if blob[offsets[r]:offsets[r + 1]] == piece:
+                    append(r)
+                    break
+                slot = (slot + 1) & mask
             else:
                 extend(merge(piece))
         return out
