@@ -139,6 +139,22 @@ def test_a_very_long_piece_is_bounded():
     assert abs(tokens.count(long) - len(reference.encode(long))) <= 6
 
 
+def test_a_text_beyond_the_exact_size_is_estimated_from_samples(monkeypatch):
+    """Past EXACT_CHARS only samples are counted (bounded work for a hostile body), and the estimate
+    stays close to the exact count on ordinary text."""
+    text = (ROOT / "README.md").read_text()
+    text = (text * (4 * tokens.EXACT_CHARS // len(text) + 1))[:4 * tokens.EXACT_CHARS]
+    exact = len(_tiktoken("o200k_base").encode(text, disallowed_special=()))
+    enc = tokens._encoding("o200k_base")
+    counted = []
+    real = enc.encode
+    monkeypatch.setattr(enc, "encode", lambda t, **kw: counted.append(len(t)) or real(t, **kw))
+    estimate = tokens.count(text)
+    assert sum(counted) <= tokens.EXACT_CHARS
+    assert abs(estimate - exact) <= exact * 0.05, (estimate, exact)
+    assert tokens.count(text[:tokens.EXACT_CHARS]) == len(real(text[:tokens.EXACT_CHARS]))  # exact up to it
+
+
 def test_many_rare_characters_keep_the_class_table_small():
     enc = tokens._encoding("o200k_base")
     text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 2 * bpe._CODE_TABLE_MAX) if chr(c).isprintable())
