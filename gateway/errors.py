@@ -67,6 +67,18 @@ class RateLimited(GatewayError):
     status, type, anthropic_type, code = 429, "rate_limit_error", "rate_limit_error", "rate_limit_exceeded"
 
 
+class DlpBlocked(InvalidRequest):
+    """A data-protection rule with the `block` action matched: nothing was sent."""
+
+    code = "dlp_blocked"
+
+
+class DlpUnavailable(GatewayError):
+    """Protection is on and the check could not run: the request is refused, never sent unchecked."""
+
+    status, type, anthropic_type, code = 503, "api_error", "api_error", "dlp_unavailable"
+
+
 class InternalError(GatewayError):
     status, type, anthropic_type, code = 500, "api_error", "api_error", "internal_error"
 

@@ -22,6 +22,8 @@ from gateway.models import (
     Alias,
     ApiKey,
     ChangeEvent,
+    DlpCustomRule,
+    DlpSetting,
     Fallback,
     GatewaySetting,
     Model,
@@ -34,7 +36,7 @@ from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("keys", "catalog", "orgs", "policy")
+TOPICS = ("keys", "catalog", "orgs", "policy", "dlp")
 GAP_SECONDS = 60.0  # how long a skipped change-event id is awaited (a transaction commits well within it)
 MAX_GAPS = 1000
 
@@ -161,6 +163,7 @@ class Memo:
         # the ledger writer but not yet committed. The writer moves amounts from one to the other.
         self.committed: dict[int, int] = {}
         self.uncommitted: dict[int, int] = {}
+        self.dlp: dict[tuple[int, int | None], Any] = {}  # (org, app|None) -> gateway.dlp.engine.Policy
         self.last_event_id = 0
         self.gaps: dict[int, float] = {}  # change-event ids skipped over, still awaited -> when first missed
         self.loaded = False
@@ -169,6 +172,12 @@ class Memo:
     # ---- hot path reads -------------------------------------------------------------------
     def principal(self, digest: str) -> Principal | None:
         return self.keys.get(digest)
+
+    def dlp_policy(self, org_id: int, app_id: int | None):
+        """The data-protection policy for a caller: its app's, else its org's; None if never set."""
+        if app_id is not None and (policy := self.dlp.get((org_id, app_id))) is not None:
+            return policy
+        return self.dlp.get((org_id, None))
 
     def balance(self, org_id: int) -> int:
         return self.committed.get(org_id, 0) - self.uncommitted.get(org_id, 0)
@@ -231,6 +240,37 @@ class Memo:
             self._load_keys(session)  # principals carry the org name
         elif topic == "policy":
             self._load_policy(session)
+        elif topic == "dlp":
+            self._load_dlp(session)
+
+    def _load_dlp(self, session: Session) -> None:
+        """Compile every scope's rules once, here, never per request. A stored custom rule that no
+        longer compiles makes its scopes refuse requests (fail closed) until an admin fixes it."""
+        from gateway.dlp import engine
+        from gateway.dlp.custom import CustomRuleError, compile_rule
+        from gateway.dlp.detectors import DEFAULT_REGIONS
+
+        customs: dict[int, dict[str, Any]] = {}
+        for r in session.scalars(select(DlpCustomRule)).all():
+            try:
+                customs.setdefault(r.org_id, {})[f"custom:{r.name}"] = compile_rule(r.name, r.kind, r.pattern)
+            except CustomRuleError as e:
+                log.error("dlp custom rule %s of org %s is unusable: %s", r.name, r.org_id, e)
+                customs.setdefault(r.org_id, {})[f"custom:{r.name}"] = None
+        policies = {}
+        for s in session.scalars(select(DlpSetting)).all():
+            rules = dict(s.rules or {})
+            own = customs.get(s.org_id, {})
+            wanted = [rid for rid in rules if rid.startswith("custom:")]
+            broken = [rid for rid in wanted if own.get(rid) is None]
+            policies[(s.org_id, s.app_id)] = engine.Policy(
+                enabled=bool(s.enabled), actions=rules,
+                custom=tuple(own[rid] for rid in wanted if own.get(rid) is not None),
+                regions=tuple(s.regions) if s.regions else DEFAULT_REGIONS,
+                scope=f"app:{s.app_id}" if s.app_id is not None else f"org:{s.org_id}",
+                error=f"custom rule {broken[0]} is missing or unusable" if broken else "",
+            )
+        self.dlp = policies
 
     def _load_policy(self, session: Session) -> None:
         savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = {}

@@ -8,9 +8,10 @@ __init__); relative imports are resolved against the importing module's package.
 of a package's __init__ by its submodules is not an edge (create_app's imports would make everything
 a cycle through gateway/__init__.py, which runs nothing at import).
 
-The rules (docs/architecture.md): no cycle; gateway/providers/* and gateway/wire/* (pure over bytes,
-canonical requests and routes) import nothing from the pipeline, the API or console blueprints, the
-database, the ORM models or the stores. A failure names every offending import with file and line.
+The rules (docs/architecture.md): no cycle; gateway/providers/*, gateway/wire/* (pure over bytes,
+canonical requests and routes) and gateway/dlp/* (pure over texts) import nothing from the pipeline,
+the API or console blueprints, the database, the ORM models or the stores. A failure names every
+offending import with file and line.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE = ("gateway.providers", "gateway.wire")
+PURE = ("gateway.providers", "gateway.wire", "gateway.dlp")
 FORBIDDEN_TO_PURE = ("gateway.pipeline", "gateway.api", "gateway.admin", "gateway.db", "gateway.models",
                      "gateway.stores")
 

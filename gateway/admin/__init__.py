@@ -15,6 +15,7 @@ def init_app(app: Flask) -> None:
         audit,
         auth,
         catalog,
+        dlp,  # noqa: F401  (data protection)
         logs,
         providers,  # noqa: F401  (providers page)
         routing,

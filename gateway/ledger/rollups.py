@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from gateway.models import UsageRollup
+from gateway.models import DlpRollup, UsageRollup
 
 # What the meter attributes savings to (gateway/pipeline/meter.py); output_budget saves no tokens
 # the benchmark would have counted, so it never appears here.
@@ -63,6 +63,29 @@ def upsert_rollups(session, rows: list[dict]) -> None:
         set_={name: getattr(UsageRollup, name) + getattr(stmt.excluded, name) for name in SUMS},
     )
     session.execute(stmt, rows)
+
+
+def upsert_dlp_rollups(session, events: list[dict]) -> None:
+    """Daily sums per (org, day, rule, action) of data-protection activity (`dlp_rollup`), added in
+    the writer's transaction like the usage sums."""
+    acc: dict[tuple, list[int]] = {}
+    for row in events:
+        day = row["created_at"].replace(hour=0, minute=0, second=0, microsecond=0)
+        sums = acc.setdefault((row["org_id"], day, row["rule"], row["action"]), [0, 0])
+        sums[0] += 1
+        sums[1] += row["matches"]
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(DlpRollup)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["org_id", "day", "rule", "action"],
+        set_={"requests": DlpRollup.requests + stmt.excluded.requests,
+              "matches": DlpRollup.matches + stmt.excluded.matches},
+    )
+    session.execute(stmt, [{"org_id": k[0], "day": k[1], "rule": k[2], "action": k[3], "requests": v[0],
+                            "matches": v[1]} for k, v in acc.items()])
 
 
 # ---- reading: summaries -------------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from gevent.queue import Empty, Queue
 from sqlalchemy import select, update
 
 from gateway import db
-from gateway.ledger.rollups import rollup, upsert_rollups
+from gateway.ledger.rollups import rollup, upsert_dlp_rollups, upsert_rollups
 from gateway.memo import MEMO
-from gateway.models import LedgerEntry, Org, utcnow
+from gateway.models import DlpEvent, LedgerEntry, Org, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ class LedgerWriter:
                 session.execute(model.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping
             if rollups:
                 upsert_rollups(session, rollups)
+            if DlpEvent in tables:
+                upsert_dlp_rollups(session, tables[DlpEvent])
             for org_id, micros in charges.items():
                 if micros:
                     session.execute(
