@@ -20,6 +20,7 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     from gateway.ledger.writer import WRITER
     from gateway.memo import MEMO
     from gateway.providers import http, openrouter
+    from gateway.scrub import install_log_filter
     from gateway.settings import ROOT, Settings
     from gateway.web import public
 
@@ -34,6 +35,14 @@ def create_app(overrides: Mapping[str, Any] | None = None):
         SESSION_COOKIE_SAMESITE="Lax",
         JSON_SORT_KEYS=False,
     )
+    install_log_filter()
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Inside the inference fast path (api.init_app wraps outside): only Flask's routes (the
+        # console's https detection, its client address) read the forwarded headers.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     db.init_app(app)
     MEMO.configure(settings.secret_key)
     http.configure(settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import logging
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +55,8 @@ def prepare(app: Flask) -> FirstRun | None:
             env_added = seed.env_providers(session, dict(settings.env_provider_keys))
         if session.scalar(select(func.count()).select_from(User)) > 0:
             return None
-        password = secrets.token_urlsafe(12)
-        tenancy.create_admin(session, FIRST_ADMIN, password, superadmin=True, actor="first-run")
+        password = tenancy.one_time_password()
+        tenancy.create_admin(session, FIRST_ADMIN, password, superadmin=True, actor="first-run", one_time=True)
         org = session.scalar(select(Org).where(Org.name == FIRST_ORG)) or tenancy.create_org(
             session, FIRST_ORG, usd_to_micros(FIRST_CREDITS_USD), actor="first-run")
         key = tenancy.create_key(session, org, name="first key", actor="first-run")

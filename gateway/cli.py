@@ -94,7 +94,7 @@ def _first_run(first, url: str) -> None:
     click.echo("\n  First run: Gateway is set up.\n")
     click.echo(f"  Console:   {url}/admin")
     click.echo(f"  Admin:     {first.email}")
-    click.echo(f"  Password:  {first.password}   (shown once; change it in the console)")
+    click.echo(f"  Password:  {first.password}   (one-time: the console asks for a new one at the first sign-in)")
     click.echo(f"  Org:       {first.org} (credits: ${boot.FIRST_CREDITS_USD})")
     click.echo(f"  API key:   {first.api_key}   (shown once)")
     click.echo(f"  Providers: {', '.join(first.providers) or 'none yet (set GATEWAY_CONFIG or add one in the console)'}")
@@ -124,12 +124,26 @@ def admin() -> None:
 
 @admin.command("create")
 @click.option("--email", required=True)
-@click.option("--password", required=True)
+@click.option("--password", default=None, help="Omit to get a printed one-time password.")
 @click.option("--superadmin", is_flag=True, default=False)
-def admin_create(email: str, password: str, superadmin: bool) -> None:
+def admin_create(email: str, password: str | None, superadmin: bool) -> None:
+    """A console user. Without --password a one-time password is printed, changed at the first sign-in."""
+    one_time = password is None
+    password = password or tenancy.one_time_password()
     with _writing() as session:
-        user = tenancy.create_admin(session, email, password, superadmin=superadmin)
+        user = tenancy.create_admin(session, email, password, superadmin=superadmin, one_time=one_time)
     click.echo(f"created {'super-admin' if superadmin else 'admin'} {user.email}")
+    if one_time:
+        click.echo(f"one-time password: {password}   (changed at the first sign-in)")
+
+
+@admin.command("reset-password")
+@click.option("--email", required=True)
+def admin_reset_password(email: str) -> None:
+    """Print a new one-time password for a console user (also lifts a lockout and ends their sessions)."""
+    with _writing() as session:
+        password = tenancy.reset_password(session, email)
+    click.echo(f"one-time password: {password}   (changed at the next sign-in)")
 
 
 @cli.group()

@@ -46,6 +46,11 @@ def display_prefix(raw_key: str) -> str:
 _N, _R, _P = 2**14, 8, 1
 
 
+# A well-formed hash that no password matches (its scrypt output would have to be all zeros): checked
+# for an unknown email, so a sign-in costs one scrypt whether or not the account exists.
+DUMMY_PASSWORD_HASH = f"scrypt${_N}${_R}${_P}${'00' * 16}${'00' * 32}"
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     dk = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.scrub import scrub
+
 
 class GatewayError(Exception):
     status = 500
@@ -103,7 +105,9 @@ class UpstreamError(GatewayError):
     def __init__(self, message: str, *, status: int = 502, retryable: bool = True,
                  upstream_status: int | None = None, retry_after: float | None = None,
                  type: str | None = None, anthropic_type: str | None = None, code: str | None = None):
-        super().__init__(message)
+        # Upstream text may echo our provider key: scrubbed here, before any dialect renders it,
+        # any stream event carries it or the ledger stores it.
+        super().__init__(scrub(message))
         self.status = status
         self.retryable = retryable
         self.upstream_status = upstream_status
@@ -137,11 +141,11 @@ def cannot_serve(message: str) -> UpstreamError:
 
 
 def as_openai(e: GatewayError) -> dict[str, Any]:
-    return {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
+    return {"error": {"message": scrub(e.message), "type": e.type, "param": e.param, "code": e.code}}
 
 
 def as_anthropic(e: GatewayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": e.anthropic_type, "message": e.message}}
+    return {"type": "error", "error": {"type": e.anthropic_type, "message": scrub(e.message)}}
 
 
 RENDERERS = {"openai": as_openai, "anthropic": as_anthropic}

@@ -32,6 +32,8 @@ from gateway.models import (
     Route,
     SavingsOverride,
 )
+from gateway.providers import egress
+from gateway.scrub import SCRUB
 from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class ProviderInfo:
     api_key: str | None = field(repr=False)  # decrypted, memory only
     enabled: bool = True
     responses_api: bool | None = None  # serves /v1/responses natively; None: only OpenAI's own API
+    allow_private: bool = False  # may reach loopback and private addresses (providers/egress.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +320,8 @@ class Memo:
                 r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
             ))
         self._forget_changed_providers(providers, routes)
+        SCRUB.update(p.api_key for p in providers.values())  # before any request can use a new key
+        egress.allow_private_for(p.base_url for p in providers.values() if p.allow_private)
         self.catalog = Catalog(
             models={m.slug: ModelInfo(m.slug, m.context_window, m.max_output_tokens, tuple(routes.get(m.id, ())))
                     for m in models},
@@ -348,7 +353,8 @@ class Memo:
                 log.error("provider %s: stored key cannot be decrypted with this secret key", p.name)
         elif p.api_key_env:
             api_key = environ_value(p.api_key_env)
-        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api)
+        return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api,
+                            bool(p.allow_private))
 
 
 def announce(session: Session, *topics: str) -> None:

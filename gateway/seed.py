@@ -19,6 +19,8 @@ from gateway import crypto
 from gateway.ledger.pricing import usd_to_micros
 from gateway.memo import announce
 from gateway.models import AgentConfig, Alias, Fallback, GatewaySetting, Model, Provider, Route
+from gateway.providers import egress
+from gateway.settings import key_env_refusal
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent / "default_catalog.yaml"
 
@@ -72,7 +74,7 @@ SAVINGS_LAYERS: dict[str, dict[str, F]] = {
 SAVINGS = {layer: F({"enabled": F(bool), **knobs}) for layer, knobs in SAVINGS_LAYERS.items()}
 MODEL = {"slug": F(str, True), "routes": F([ROUTE], True), "context_window": F(int), "max_output_tokens": F(int)}
 PROVIDER = {"name": F(str, True), "kind": F(str, True), "base_url": F(str, True), "api_key": F(str),
-            "api_key_env": F(str), "enabled": F(bool), "responses_api": F(bool)}
+            "api_key_env": F(str), "enabled": F(bool), "responses_api": F(bool), "allow_private": F(bool)}
 ROOT_SCHEMA = {
     "providers": F([PROVIDER]), "models": F([MODEL]), "aliases": F({"*": ALIAS}), "fallbacks": F({"*": [str]}),
     "routing": F(ROUTING), "agents": F([AGENT]), "savings": F(SAVINGS),
@@ -154,6 +156,10 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                               f" (known: {', '.join(sorted(kinds()))})")
         if "api_key" in p and "api_key_env" in p:
             raise ConfigError(f"{source}: provider '{p['name']}' sets both api_key and api_key_env")
+        if "api_key_env" in p and (reason := key_env_refusal(p["api_key_env"])):
+            raise ConfigError(f"{source}: provider '{p['name']}': api_key_env {reason}")
+        if reason := egress.check_url(p["base_url"], p.get("allow_private", False)):
+            raise ConfigError(f"{source}: provider '{p['name']}': base_url refused: {reason}")
     for m in config.get("models", []):
         for r in m["routes"]:
             if r["provider"] not in names:
@@ -202,6 +208,7 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
         p.kind, p.base_url = spec["kind"], spec["base_url"].rstrip("/")
         p.enabled = spec.get("enabled", True)
         p.responses_api = spec.get("responses_api")
+        p.allow_private = spec.get("allow_private", False)
         if "api_key" in spec:
             p.api_key_enc, p.api_key_env = crypto.encrypt(cipher, spec["api_key"], aad=p.name.encode()), None
         elif "api_key_env" in spec:

@@ -5,14 +5,19 @@ The only module that reads os.environ. Overrides (tests, the CLI) win over the e
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+# Environment variables a provider's `api_key_env` may name (GATEWAY_KEY_ENV_ALLOW): a key, a token.
+KEY_ENV_ALLOW = ("*_API_KEY", "*_TOKEN", "*_KEY")
 
 # Provider keys picked up from the environment on first run, by provider kind.
 ENV_PROVIDER_KEYS = {
@@ -44,6 +49,8 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     start_jobs: bool = True
+    # Reverse proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are believed.
+    trusted_proxies: int = 0
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
@@ -54,7 +61,7 @@ class Settings:
         env = os.environ
         instance = Path(overrides.pop("instance", None) or env.get("GATEWAY_INSTANCE") or ROOT / "instance")
         instance = instance.resolve()
-        instance.mkdir(parents=True, exist_ok=True)
+        private_dir(instance)
         database_url = overrides.pop("database_url", None) or env.get("GATEWAY_DATABASE_URL") or (
             f"sqlite:///{instance / 'gateway.db'}"
         )
@@ -77,6 +84,8 @@ class Settings:
             values["host"] = env["GATEWAY_HOST"]
         if "GATEWAY_PORT" in env:
             values["port"] = int(env["GATEWAY_PORT"])
+        if env.get("GATEWAY_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
         if env.get("GATEWAY_DRAIN_SECONDS"):
             values["drain_seconds"] = max(0.0, float(env["GATEWAY_DRAIN_SECONDS"]))
         known = {f.name for f in fields(cls)}
@@ -90,15 +99,74 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
+def _count(name: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"{name} must be a whole number >= 0 (the number of proxies in front), got {value!r}")
+    return n
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` readable by this user only (0700); tighten it if it exists (a clone's
+    instance/ is 0755). It holds the database, stored responses and caches of every org."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as e:  # not ours (a mounted volume): say so, keep going
+        log.warning("cannot make %s private (0700): %s", path, e.strerror)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty if missing, and make it 0600 (SQLite gives its -wal and -shm files
+    the database file's mode, so the database is created this way before SQLite opens it)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    os.close(fd)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError as e:
+        log.warning("cannot make %s private (0600): %s", path, e.strerror)
+
+
 def _instance_secret(instance: Path) -> str:
     """Key material generated once into the instance folder when GATEWAY_SECRET_KEY is unset."""
     path = instance / "secret_key"
-    if not path.exists():
+    private_file(path)
+    if not path.read_text().strip():
         path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
     return path.read_text().strip()
 
 
+def key_env_patterns() -> tuple[str, ...]:
+    """GATEWAY_KEY_ENV_ALLOW: the globs an `api_key_env` name must match (empty: none may be named)."""
+    raw = os.environ.get("GATEWAY_KEY_ENV_ALLOW")
+    if raw is None:
+        return KEY_ENV_ALLOW
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def key_env_refusal(name: str) -> str | None:
+    """Why `api_key_env` may not name `name` (None: it may). Names are matched case-sensitively,
+    as the environment is; the gateway's own GATEWAY_* settings are never a provider key."""
+    if name.upper().startswith("GATEWAY_"):
+        return f"{name} is one of the gateway's own settings; it cannot be sent upstream as a key"
+    patterns = key_env_patterns()
+    if not any(fnmatchcase(name, p) for p in patterns):
+        allowed = ", ".join(patterns) or "none"
+        return (f"{name} is not an allowed key variable (GATEWAY_KEY_ENV_ALLOW: {allowed}); "
+                "name a variable that holds only the provider's key, e.g. OPENAI_API_KEY")
+    return None
+
+
 def environ_value(name: str) -> str | None:
-    """Read a provider key named by `api_key_env` in the config (the one other env read)."""
+    """Read a provider key named by `api_key_env` (the one other env read): only names allowed by
+    GATEWAY_KEY_ENV_ALLOW, so a stored name like HOME or PATH is never sent upstream."""
+    reason = key_env_refusal(name)
+    if reason is not None:
+        log.error("provider key not read: %s", reason)
+        return None
     return os.environ.get(name)

@@ -53,7 +53,8 @@ def gateway_config(upstream_url: str, anthropic_url: str | None = None, gemini_u
     models += [{"slug": f"test/{b}", "routes": [{"provider": "fake", "upstream_model": b, **PRICES}]}
                for b in ("slow-1000", "drip-100")]
     config = {
-        "providers": [{"name": "fake", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY}],
+        "providers": [{"name": "fake", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY,
+                       "allow_private": True}],  # every fake upstream listens on 127.0.0.1
         "models": models,
         "aliases": {"fast": "test/fake-gpt"},
         "fallbacks": {"test/error-500": ["test/cheap"]},
@@ -168,7 +169,9 @@ def gateway_factory(tmp_path, fake_openai, request):
                    if n in request.fixturenames}
     extra_urls = {f"{n[5:]}_url": fake.url for n, fake in extra_fakes.items()}  # gemini_url=, bedrock_url=
 
-    def make(**overrides) -> Gateway:
+    def make(*, first_password_changed: bool = True, **overrides) -> Gateway:
+        """`first_password_changed`: the first admin's one-time password counts as already changed
+        (tests sign in with it again and again); False keeps it one-time, as a fresh install does."""
         instance = tmp_path / "instance"
         instance.mkdir(exist_ok=True)
         config_path = instance / "gateway.yaml"
@@ -179,6 +182,11 @@ def gateway_factory(tmp_path, fake_openai, request):
                     "start_jobs": False, "sync_interval": 0.05, **overrides}
         app = create_app(settings)
         first = boot.prepare(app)
+        if first_password_changed:
+            from gateway.models import User
+
+            with db.write_lock, db.session_scope() as s:
+                s.scalar(select(User).where(User.email == first.email)).must_change_password = False
         boot.start_background(app)
         server = make_server(app, "127.0.0.1", 0)
         server.start()
@@ -338,7 +346,7 @@ ANTHROPIC_PRICES = {"input_per_mtok": 3000, "output_per_mtok": 15000, "cached_in
 
 
 def add_anthropic(config: dict, anthropic_url: str) -> None:
-    config["providers"].append({"name": "fakeanthropic", "kind": "anthropic", "base_url": anthropic_url,
+    config["providers"].append({"name": "fakeanthropic", "kind": "anthropic", "base_url": anthropic_url, "allow_private": True,
                                 "api_key": ANTHROPIC_UPSTREAM_KEY})
     config["models"] += [{"slug": f"anthropic-test/{b}", "context_window": 200000, "max_output_tokens": 1024,
                           "routes": [{"provider": "fakeanthropic", "upstream_model": b, **ANTHROPIC_PRICES}]}
@@ -376,8 +384,8 @@ GB_PRICES = {"input_per_mtok": 1000, "output_per_mtok": 4000, "cached_input_per_
 
 def add_gemini(config: dict, url: str) -> None:
     config["providers"] += [
-        {"name": "fakegemini", "kind": "gemini", "base_url": url, "api_key": GEMINI_UPSTREAM_KEY},
-        {"name": "fakegemini-badkey", "kind": "gemini", "base_url": url, "api_key": "AIza-wrong"}]
+        {"name": "fakegemini", "kind": "gemini", "base_url": url, "allow_private": True, "api_key": GEMINI_UPSTREAM_KEY},
+        {"name": "fakegemini-badkey", "kind": "gemini", "base_url": url, "allow_private": True, "api_key": "AIza-wrong"}]
     config["models"] += [{"slug": f"gemini-test/{b}", "routes": [
         {"provider": "fakegemini", "upstream_model": b, **GB_PRICES}]} for b in GEMINI_BEHAVIOURS]
     config["models"].append({"slug": "gemini-test/bad-key", "routes": [
@@ -387,10 +395,12 @@ def add_gemini(config: dict, url: str) -> None:
 def add_bedrock(config: dict, url: str) -> None:
     sigv4 = f"AKIDFAKEBEDROCK00001:{BEDROCK_SECRET}:{BEDROCK_TOKEN}"
     config["providers"] += [
-        {"name": "fakebedrock", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
+        {"name": "fakebedrock", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1", "allow_private": True,
          "api_key": sigv4},
-        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "api_key": "bedrock-api-key-test"},
+        {"name": "fakebedrock-apikey", "kind": "bedrock", "base_url": url, "allow_private": True,
+         "api_key": "bedrock-api-key-test"},
         {"name": "fakebedrock-badsecret", "kind": "bedrock", "base_url": f"{url}?region=eu-central-1",
+         "allow_private": True,
          "api_key": sigv4.replace("fake/secret", "fake/SECRET")}]
     config["models"] += [{"slug": f"bedrock-test/{b}", "routes": [
         {"provider": "fakebedrock", "upstream_model": f"fake.{b}-v1:0", **GB_PRICES}]}
@@ -430,7 +440,8 @@ OPENROUTER_BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "echo", 
 
 
 def add_ollama(config: dict, ollama_url: str) -> None:
-    config["providers"].append({"name": "fakeollama", "kind": "ollama", "base_url": ollama_url})
+    config["providers"].append({"name": "fakeollama", "kind": "ollama", "base_url": ollama_url,
+                                "allow_private": True})
     config["models"] += [{"slug": f"ollama-test/{b}", "routes": [
         {"provider": "fakeollama", "upstream_model": b, **PRICES}]} for b in OLLAMA_BEHAVIOURS]
     config["models"] += [
@@ -450,7 +461,7 @@ def add_ollama(config: dict, ollama_url: str) -> None:
 
 def add_openrouter(config: dict, openrouter_url: str) -> None:
     config["providers"].append({"name": "fakeopenrouter", "kind": "openrouter", "base_url": openrouter_url,
-                                "api_key": OPENROUTER_UPSTREAM_KEY})
+                                "allow_private": True, "api_key": OPENROUTER_UPSTREAM_KEY})
     config["models"] += [{"slug": f"openrouter-test/{b}", "routes": [
         {"provider": "fakeopenrouter", "upstream_model": b, **PRICES}]} for b in OPENROUTER_BEHAVIOURS]
     config["models"].append({"slug": "openrouter-test/embed", "routes": [

@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import wait_for
 
+# The checkout under test, also when the console script was installed from another one.
+CHECKOUT = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
 MSG = [{"role": "user", "content": "hi"}]
 
 
@@ -101,7 +104,8 @@ def test_bad_config_is_rejected_naming_the_line(tmp_path, text, where, what):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     exe = str(Path(sys.executable).parent / "gateway")
-    env = {"GATEWAY_INSTANCE": str(tmp_path / "inst"), "GATEWAY_CONFIG": str(path), "PATH": "/usr/bin:/bin"}
+    env = {"GATEWAY_INSTANCE": str(tmp_path / "inst"), "GATEWAY_CONFIG": str(path), "PATH": "/usr/bin:/bin",
+           **CHECKOUT}
     for args in (["check-config", str(path)], ["init"]):
         proc = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 1, proc.stderr
@@ -115,7 +119,8 @@ def test_init_upgrades_and_loads_config(tmp_path, fake_openai):
 
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(gateway_config(fake_openai.url)))
-    env = {"GATEWAY_INSTANCE": str(tmp_path / "inst"), "GATEWAY_CONFIG": str(path), "PATH": "/usr/bin:/bin"}
+    env = {"GATEWAY_INSTANCE": str(tmp_path / "inst"), "GATEWAY_CONFIG": str(path), "PATH": "/usr/bin:/bin",
+           **CHECKOUT}
     exe = str(Path(sys.executable).parent / "gateway")
     proc = subprocess.run([exe, "init"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0 and "database ready" in proc.stdout

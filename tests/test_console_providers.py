@@ -20,7 +20,7 @@ _turn = itertools.count()
 
 def add_provider(console, name="acme", htmx=True, **fields):
     data = {"name": name, "kind": "openai", "base_url": console.fake_url, "api_key": UPSTREAM_KEY,
-            "enabled": "on", "responses_api": "auto", **fields}
+            "enabled": "on", "allow_private": "on", "responses_api": "auto", **fields}
     return console.post("/admin/providers", {k: v for k, v in data.items() if v is not None}, htmx=htmx)
 
 

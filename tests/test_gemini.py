@@ -219,6 +219,9 @@ def test_anthropic_sdk_against_gemini(gateway, fake_gemini):
 
 
 def test_embeddings_seam(fake_gemini):
+    from gateway.providers import egress
+
+    egress.allow_private_for([fake_gemini.url])  # the adapter alone, without a loaded catalog
     provider = ProviderInfo(1, "fakegemini", "gemini", fake_gemini.url, GEMINI_UPSTREAM_KEY)
     route = RouteInfo(1, "s", provider, "text-embedding-004", 1, 1, None, None, 0)
     ctx = RequestContext(endpoint="embeddings", dialect="openai", raw=b"", headers={}, raw_key=None,

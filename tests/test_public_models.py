@@ -9,7 +9,7 @@ from tests.test_console import login
 
 EXTRA = """
 providers:
-  - {name: second, kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: sk-second-secret}
+  - {name: second, kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: sk-second-secret, allow_private: true}
 models:
   - slug: vendor/multi
     context_window: 128000

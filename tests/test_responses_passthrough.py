@@ -169,6 +169,7 @@ def test_upstream_failure_event_is_relayed_and_recorded(native):
     r = native.post("/v1/responses", {"model": "test/fail", "input": "x", "stream": True}, stream=True)
     names = [n for n, _ in sse_events(r.content)]
     assert names[-2:] == ["error", "response.failed"] and names.count("error") == 1  # the upstream's own
+    assert "boom (key [redacted])" in r.text and "upstream-test" not in r.text  # but never our provider key
     (row,) = wait_for(lambda: native.rows(stream=True))
     assert row.status == 502 and row.error_type == "api_error"
 

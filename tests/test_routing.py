@@ -45,6 +45,8 @@ def closed_port_url() -> str:
 
 
 def apply(gw, config: dict) -> None:
+    for provider in config.get("providers", []):
+        provider.setdefault("allow_private", True)  # the fake upstreams listen on 127.0.0.1
     with db.write_lock, db.session_scope() as session:
         seed.apply(session, config, "test-secret")
     gw.flush()
@@ -59,8 +61,10 @@ def gw(gateway, second_upstream, fake_openai):
     """Providers `a` (the conftest fake) and `b` (a second fake), and a model with a route on each."""
     second_upstream.reset()
     apply(gateway, {
-        "providers": [{"name": "a", "kind": "openai", "base_url": fake_openai.url, "api_key": UPSTREAM_KEY},
-                      {"name": "b", "kind": "openai", "base_url": second_upstream.url, "api_key": UPSTREAM_KEY}],
+        "providers": [{"name": "a", "kind": "openai", "base_url": fake_openai.url, "api_key": UPSTREAM_KEY,
+                       "allow_private": True},
+                      {"name": "b", "kind": "openai", "base_url": second_upstream.url, "api_key": UPSTREAM_KEY,
+                       "allow_private": True}],
         "models": [{"slug": "duo/chat", "routes": [route_("a", "fake-gpt", 3000, 6000), route_("b", "fake-gpt", 500, 900)]}],
     })
     return gateway

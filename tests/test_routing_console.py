@@ -24,7 +24,7 @@ STRATEGY_FORM = {"strategy": "cheapest", "retries": "0", "backoff_base_ms": "100
                  "deadline_seconds": "30", "breaker_failures": "3", "breaker_cooldown_seconds": "10"}
 TWO_ROUTES = f"""
 providers:
-  - {{name: fake, kind: openai, base_url: UPSTREAM, api_key: {UPSTREAM_KEY}}}
+  - {{name: fake, kind: openai, base_url: UPSTREAM, api_key: {UPSTREAM_KEY}, allow_private: true}}
 models:
   - slug: test/two-route
     routes:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from flask import Flask
 
-from gateway.admin.blueprint import bp, csrf, login_manager
+from gateway.admin.blueprint import RequestSecureSessionInterface, bp, csrf, login_manager
 
 
 def init_app(app: Flask) -> None:
     from gateway.admin import (  # noqa: F401  (views register on import)  # noqa: F401  (routing console)
         access,
+        account,
         agents,
         audit,
         auth,
@@ -26,6 +27,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in the admin blueprint only
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     csrf.init_app(app)
+    app.session_interface = RequestSecureSessionInterface()
     login_manager.login_view = "admin.login"
     login_manager.init_app(app)
     # flask-login hooks its remember-cookie refresh onto every response; keep it off /v1.

@@ -1,17 +1,22 @@
-"""Console sign-in: hashed passwords, CSRF, and a lockout after repeated failures."""
+"""Console sign-in: hashed passwords, CSRF, and a lockout after repeated failures.
+
+Every attempt costs one password hash, whether the email is known, unknown or locked, so the
+answer's timing does not tell which emails have accounts. Signing out ends every session of the
+user (the session version is bumped), not only this browser's cookie.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from flask import current_app, redirect, render_template, request, url_for
-from flask_login import login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 
 from gateway import crypto, db
 from gateway.admin.blueprint import LoginUser, bp
 from gateway.models import User, utcnow
-from gateway.services.tenancy import audit
+from gateway.services.tenancy import audit, end_sessions
 
 
 def _safe_next(target: str | None) -> str:
@@ -30,9 +35,11 @@ def login():
         with db.write_lock, db.session_scope() as session:
             user = session.scalar(select(User).where(User.email == email))
             now = utcnow()
+            stored = user.password_hash if user is not None else crypto.DUMMY_PASSWORD_HASH
+            matches = crypto.check_password(stored, password)  # the same work for every email
             if user is not None and user.locked_until and user.locked_until > now:
                 error = "Too many failed sign-ins. This account is locked for a while; try again later."
-            elif user is None or not crypto.check_password(user.password_hash, password):
+            elif user is None or not matches:
                 error = "Wrong email or password."
                 if user is not None:
                     user.failed_logins += 1
@@ -45,6 +52,8 @@ def login():
                 user.locked_until = None
                 user.last_login_at = now
                 login_user(LoginUser(user))
+                if user.must_change_password:
+                    return redirect(url_for("admin.password"))
                 return redirect(_safe_next(request.args.get("next")))
         return render_template("admin/login.html", error=error, email=email), 401
     return render_template("admin/login.html", error=error, email="")
@@ -52,5 +61,10 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:
+        with db.write_lock, db.session_scope() as session:
+            user = session.get(User, current_user.id)
+            if user is not None:
+                end_sessions(user)
     logout_user()
     return redirect(url_for("admin.login"))

@@ -1,10 +1,18 @@
 """The console's blueprint and its guards: flask-login users, CSRF on every POST, no-store and
 anti-framing headers. The view modules (one per area) register their routes on `bp`; they import it
-from here, never from the package, so the package can import them without a cycle."""
+from here, never from the package, so the package can import them without a cycle.
+
+A session names the user and the user's session version (`"<id>:<version>"`); the version is
+bumped on sign-out and on a password change, so a cookie copied before either opens nothing after.
+A user holding a one-time password reaches only the password page until it is changed.
+The session cookie is HttpOnly, SameSite=Lax, and Secure whenever the request came over https
+(directly, or through a proxy trusted by GATEWAY_TRUSTED_PROXIES).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, request, url_for
+from flask import Blueprint, Flask, redirect, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
 
@@ -16,12 +24,19 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 
 PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.static"})
+# Reachable while the password is one-time: changing it, and leaving.
+PASSWORD_ENDPOINTS = frozenset({"admin.password", "admin.logout"})
 
 
 @login_manager.user_loader
-def _load_user(user_id: str):
+def _load_user(session_id: str):
+    user_id, _, version = session_id.partition(":")
+    if not user_id.isdigit() or not version.isdigit():
+        return None  # a cookie from before session versions: sign in again
     user = db.request_session().get(User, int(user_id))
-    return LoginUser(user) if user else None
+    if user is None or user.session_version != int(version):
+        return None
+    return LoginUser(user)
 
 
 class LoginUser:
@@ -37,9 +52,18 @@ class LoginUser:
         self.email = user.email
         self.is_superadmin = user.is_superadmin
         self.org_id = user.org_id
+        self.must_change_password = user.must_change_password
+        self.session_version = user.session_version
 
     def get_id(self) -> str:
-        return str(self.id)
+        return f"{self.id}:{self.session_version}"
+
+
+class RequestSecureSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure when this request came over https."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return app.config["SESSION_COOKIE_SECURE"] or request.is_secure
 
 
 @bp.before_request
@@ -50,6 +74,8 @@ def _require_login():
         return None
     if not current_user.is_authenticated:
         return redirect(url_for("admin.login", next=request.full_path if request.query_string else request.path))
+    if current_user.must_change_password and request.endpoint not in PASSWORD_ENDPOINTS:
+        return redirect(url_for("admin.password"))
     return None
 
 

@@ -94,7 +94,7 @@ def provider_edit(provider_id: int):
     require_superadmin()
     p = _provider(provider_id)
     form = {"name": p.name, "kind": p.kind, "base_url": provider_service.shown_url(p.base_url),
-            "api_key_env": p.api_key_env or "", "enabled": p.enabled,
+            "api_key_env": p.api_key_env or "", "enabled": p.enabled, "allow_private": p.allow_private,
             "responses_api": {None: "auto", True: "yes", False: "no"}[p.responses_api]}
     return _page(FORM, form=form, editing=p)
 

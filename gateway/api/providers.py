@@ -1,9 +1,10 @@
-"""GET /v1/providers: configured providers and the live health of each of their routes (never keys)."""
+"""GET /v1/providers: configured providers (name, kind, enabled) and the live health of each of
+their routes, to any valid key. Never a key, host, port or URL (an API caller learns nothing about
+the network behind the gateway), and request counts of the caller's own org only."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from flask import Response, request
@@ -16,29 +17,16 @@ from gateway.pipeline.context import RequestContext
 from gateway.routing.health import HEALTH
 
 
-def host_of(base_url: str) -> str:
-    """Host and port only: no scheme, path, query or userinfo, which may carry credentials."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{host}:{port}" if port else host
-
-
-def provider_object(provider: ProviderInfo) -> dict[str, Any]:
+def provider_object(provider: ProviderInfo, org_id: int) -> dict[str, Any]:
     routes = []
     for model in MEMO.catalog.models.values():
         for i, r in enumerate(model.routes):
             if r.provider.id == provider.id:
                 routes.append({"id": r.id, "model": r.model_slug, "upstream_model": r.upstream_model,
-                               "reference": i == 0, "health": HEALTH.describe(r.id)})
+                               "reference": i == 0, "health": HEALTH.describe_for_org(r.id, org_id)})
     routes.sort(key=lambda r: (r["model"], r["id"]))
     return {"id": provider.name, "object": "provider", "kind": provider.kind,
-            "host": host_of(provider.base_url), "enabled": provider.enabled, "routes": routes}
+            "enabled": provider.enabled, "routes": routes}
 
 
 @bp.get("/providers")
@@ -48,5 +36,6 @@ def list_providers():
         auth.before(ctx)  # any valid key, whatever its scope
     except GatewayError as e:
         return error_response(e, dialect_for(request.path))
-    data = [provider_object(p) for p in sorted(MEMO.catalog.providers.values(), key=lambda p: p.name)]
+    org_id = ctx.principal.org_id
+    data = [provider_object(p, org_id) for p in sorted(MEMO.catalog.providers.values(), key=lambda p: p.name)]
     return Response(orjson.dumps({"object": "list", "data": data}), content_type="application/json")

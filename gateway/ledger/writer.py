@@ -31,6 +31,7 @@ from gateway import db
 from gateway.ledger.rollups import rollup, upsert_dlp_rollups, upsert_rollups
 from gateway.memo import MEMO
 from gateway.models import DlpEvent, LedgerEntry, Org, utcnow
+from gateway.settings import private_file
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class LedgerWriter:
 
     def _spill(self, batch: list[tuple[type, dict]]) -> None:
         assert self.spill_path is not None
+        private_file(self.spill_path)  # rows of every org: 0600, like the database
         with self.spill_path.open("ab") as fh:
             for model, row in batch:
                 fh.write(orjson.dumps({"table": model.__tablename__, "row": row}, default=str) + b"\n")

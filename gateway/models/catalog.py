@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.models.base import Base, BigInt, utcnow
@@ -20,6 +20,8 @@ class Provider(Base):
     api_key_env: Mapped[str | None] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     responses_api: Mapped[bool | None] = mapped_column(Boolean)  # serves /v1/responses? None: unknown
+    # Loopback and private addresses are refused unless set (a local Ollama or vLLM); see providers/egress.py.
+    allow_private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.models.base import Base, BigInt, utcnow
@@ -38,6 +38,11 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]
+    # Part of every session cookie; bumped on logout and password change, which ends every
+    # session signed before (a copied cookie stops working).
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A one-time password (first run, the CLI, a reset in the console): changed at the next sign-in.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

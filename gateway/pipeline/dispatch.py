@@ -53,14 +53,14 @@ def dispatch(ctx: RequestContext) -> Reply:
                 if not e.retryable:
                     HEALTH.released(route.id)
                     raise
-                HEALTH.failed(route.id, (time.perf_counter() - began) * 1000)
+                HEALTH.failed(route.id, (time.perf_counter() - began) * 1000, ctx.principal.org_id)
                 log.warning("route %s/%s failed (%s)", route.provider.name, route.upstream_model, e.message)
                 delay = policy.delay(attempt + 1, e.retry_after, _rng)
                 if attempt == policy.retries or time.perf_counter() + delay > deadline:
                     break  # on to the next route
                 _sleep(delay)
                 continue
-            HEALTH.succeeded(route.id, (time.perf_counter() - began) * 1000)
+            HEALTH.succeeded(route.id, (time.perf_counter() - began) * 1000, ctx.principal.org_id)
             return reply
         if time.perf_counter() > deadline:
             break

@@ -8,6 +8,7 @@ from gateway import tokens
 from gateway.ledger import pricing
 from gateway.ledger.writer import WRITER
 from gateway.pipeline.context import RequestContext
+from gateway.scrub import scrub
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
 
@@ -110,7 +111,7 @@ def record(ctx: RequestContext) -> None:
         "cache": ctx.cache,
         "status": ctx.status,
         "error_type": err.type if err else None,
-        "error_message": err.message[:500] if err else None,
+        "error_message": scrub(err.message)[:500] if err else None,
         "latency_ms": int((now - ctx.started) * 1000),
         "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
         "attempts": ctx.attempts,

@@ -25,6 +25,7 @@ from urllib3.exceptions import (
 )
 
 from gateway.errors import StreamTruncated
+from gateway.providers import egress
 from gateway.settings import Settings
 from gateway.wire.canonical import EventStream, StreamEvent
 
@@ -100,6 +101,7 @@ class Session:
     def __init__(self, base_url: str) -> None:
         self.pool = urllib3.connectionpool.connection_from_url(base_url, maxsize=512, block=False,
                                                                retries=False)
+        self.pool.ConnectionCls = egress.guarded_connection(self.pool.ConnectionCls, base_url)
 
     def request(self, method: str, url: str, data: bytes | None = None,
                 headers: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
@@ -157,6 +159,16 @@ def session_for(base_url: str) -> Session:
     if session is None:
         session = _pools[base_url] = Session(base_url)
     return session
+
+
+def forget(base_url: str) -> None:
+    """Close and drop the pool of one upstream (its next request connects, and is checked, afresh)."""
+    session = _pools.pop(base_url, None)
+    if session is not None:
+        session.pool.close()
+
+
+egress.on_withdrawn(forget)  # a kept-alive connection must not outlive its allow_private
 
 
 def close_all() -> None:

@@ -25,6 +25,7 @@ from gateway.errors import StreamTruncated, UpstreamError
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.providers import openai as openai_adapter
+from gateway.scrub import scrub_bytes
 from gateway.stores.responses import STATE, input_items, remember, state_of
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
@@ -142,7 +143,8 @@ def relay(ctx: RequestContext, resp: requests.Response, route: RouteInfo) -> Ite
             if observer.final is not None:
                 remember(ctx.body, observer.final, provider=route.provider.name, upstream_stored=True)
                 observer.final = None
-            yield chunk
+            # From the failure on (error, response.failed), the upstream's message may echo our key.
+            yield scrub_bytes(chunk) if observer.failed else chunk
         if not observer.terminal:
             yield from _truncated(ctx, observer)
         elif observer.failed:

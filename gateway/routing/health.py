@@ -34,6 +34,8 @@ class RouteHealth:
     probing: bool = False
     in_flight: int = 0
     minutes: deque = field(default_factory=lambda: deque(maxlen=60))
+    # The same counts per org: an API caller is shown its own org's traffic only.
+    org_minutes: dict[int, deque] = field(default_factory=dict)
 
 
 class HealthBoard:
@@ -88,7 +90,7 @@ class HealthBoard:
     def started(self, route_id: int) -> None:
         self.get(route_id).in_flight += 1
 
-    def succeeded(self, route_id: int, latency_ms: float) -> None:
+    def succeeded(self, route_id: int, latency_ms: float, org_id: int | None = None) -> None:
         h = self.get(route_id)
         h.in_flight = max(0, h.in_flight - 1)
         h.consecutive_failures = 0
@@ -96,16 +98,16 @@ class HealthBoard:
         h.ewma_latency_ms = latency_ms if h.ewma_latency_ms is None else (
             self.alpha * latency_ms + (1 - self.alpha) * h.ewma_latency_ms)
         h.state, h.probing = CLOSED, False
-        self._count(h, latency_ms, error=False)
+        self._count(h, latency_ms, False, org_id)
 
-    def failed(self, route_id: int, latency_ms: float) -> None:
+    def failed(self, route_id: int, latency_ms: float, org_id: int | None = None) -> None:
         h = self.get(route_id)
         h.in_flight = max(0, h.in_flight - 1)
         h.consecutive_failures += 1
         h.ewma_error = self.alpha + (1 - self.alpha) * h.ewma_error
         if h.state == HALF_OPEN or h.consecutive_failures >= self.failures:
             h.state, h.opened_at, h.probing = OPEN, self.clock(), False
-        self._count(h, latency_ms, error=True)
+        self._count(h, latency_ms, True, org_id)
 
     def released(self, route_id: int) -> None:
         """The call ended without a verdict on the route (e.g. the client's own 4xx)."""
@@ -114,19 +116,28 @@ class HealthBoard:
         if h.state == HALF_OPEN:
             h.probing = False
 
-    def _count(self, h: RouteHealth, latency_ms: float, error: bool) -> None:
+    def _count(self, h: RouteHealth, latency_ms: float, error: bool, org_id: int | None) -> None:
         minute = int(time.time() // 60)
-        if not h.minutes or h.minutes[-1].minute != minute:
-            h.minutes.append(Minute(minute))
-        m = h.minutes[-1]
-        m.requests += 1
-        m.errors += int(error)
-        m.latency_ms += latency_ms
+        if h.org_minutes and (not h.minutes or h.minutes[-1].minute != minute):
+            # once a minute per route: forget orgs with no traffic on it in the last hour
+            h.org_minutes = {o: m for o, m in h.org_minutes.items() if m and m[-1].minute > minute - 60}
+        series = [h.minutes]
+        if org_id is not None:
+            series.append(h.org_minutes.get(org_id) or h.org_minutes.setdefault(org_id, deque(maxlen=60)))
+        for minutes in series:
+            if not minutes or minutes[-1].minute != minute:
+                minutes.append(Minute(minute))
+            m = minutes[-1]
+            m.requests += 1
+            m.errors += int(error)
+            m.latency_ms += latency_ms
 
-    def last_hour(self, route_id: int) -> dict[str, Any]:
+    def last_hour(self, route_id: int, org_id: int | None = None) -> dict[str, Any]:
+        """Requests, errors and mean latency over the last hour: every org's, or `org_id`'s only."""
         h = self.routes.get(route_id)
         since = int(time.time() // 60) - 60
-        minutes = [m for m in (h.minutes if h else ()) if m.minute > since]
+        series = () if h is None else h.minutes if org_id is None else h.org_minutes.get(org_id, ())
+        minutes = [m for m in series if m.minute > since]
         requests = sum(m.requests for m in minutes)
         return {
             "requests": requests,
@@ -143,6 +154,18 @@ class HealthBoard:
             "in_flight": h.in_flight,
             "consecutive_failures": h.consecutive_failures,
             "last_hour": self.last_hour(route_id),
+        }
+
+    def describe_for_org(self, route_id: int, org_id: int) -> dict[str, Any]:
+        """What an API caller may see: the route's health, and its own org's traffic only (no
+        in-flight count or request totals, which would tell one org about another's load)."""
+        h = self.routes.get(route_id) or RouteHealth()
+        return {
+            "state": self.state(route_id),
+            "error_rate": round(h.ewma_error, 4),
+            "latency_ms": None if h.ewma_latency_ms is None else round(h.ewma_latency_ms, 1),
+            "consecutive_failures": h.consecutive_failures,
+            "last_hour": self.last_hour(route_id, org_id),
         }
 
 

@@ -25,13 +25,13 @@ from gateway import crypto, seed
 from gateway.ledger.pricing import usd
 from gateway.memo import announce
 from gateway.models import AgentConfig, Alias, Fallback, Model, Provider, Route
+from gateway.providers import egress
 from gateway.services.errors import Actor, AdminError, require_superadmin, row_or_gone
 from gateway.services.routing import NAME, parse_price
 from gateway.services.tenancy import audit
+from gateway.settings import key_env_refusal
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-# The gateway's own settings (secret key, database URL) must not be sent upstream as a "provider key".
-RESERVED_ENV_PREFIX = "GATEWAY_"
 RESPONSES_API = {"auto": None, "yes": True, "no": False}
 MAX_TOKENS = 100_000_000
 # base_url as each provider's own SDK takes it (the README's table).
@@ -99,8 +99,8 @@ def _check_env_name(raw: str | None) -> str | None:
         return None
     if not ENV_NAME.match(name):
         raise AdminError(f"'{name}' is not an environment variable name (letters, digits and _, e.g. OPENAI_API_KEY).")
-    if name.upper().startswith(RESERVED_ENV_PREFIX):
-        raise AdminError(f"{name} is one of the gateway's own settings; it cannot be sent upstream as a key.")
+    if reason := key_env_refusal(name):  # GATEWAY_* and names outside GATEWAY_KEY_ENV_ALLOW (HOME, PATH)
+        raise AdminError(f"{reason[:1].upper()}{reason[1:]}.")
     return name
 
 
@@ -119,7 +119,7 @@ def _yes(value: bool | None) -> str:
 
 def _provider_text(p: Provider) -> str:
     return (f"kind {p.kind}, {shown_url(p.base_url)}, key {key_status(p)}, {'enabled' if p.enabled else 'disabled'}, "
-            f"responses_api {_yes(p.responses_api)}")
+            f"responses_api {_yes(p.responses_api)}, allow_private {'yes' if p.allow_private else 'no'}")
 
 
 def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret_key: str,
@@ -145,6 +145,9 @@ def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret
     if kind not in kinds():
         raise AdminError(f"Unknown kind '{kind}' (known: {', '.join(kinds())}).")
     base_url = check_base_url(form.get("base_url"))
+    allow_private = truthy(form.get("allow_private"))
+    if reason := egress.check_url(base_url, allow_private):
+        raise AdminError(f"Base URL refused: {reason}.")
     api_key = (form.get("api_key") or "").strip()  # a pasted key often brings a newline along
     if any(c.isspace() for c in api_key):
         raise AdminError("The API key contains spaces; paste it again.")
@@ -160,6 +163,7 @@ def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret
     had_key = bool(p.api_key_enc)
     p.kind, p.base_url, p.enabled = kind, base_url, truthy(form.get("enabled"))
     p.responses_api = RESPONSES_API[responses]
+    p.allow_private = allow_private
     if api_key:
         p.api_key_enc = crypto.encrypt(crypto.derive_key(secret_key), api_key, aad=name.encode())
         p.api_key_env = None

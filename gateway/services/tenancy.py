@@ -6,6 +6,7 @@ Each write is one short transaction that also announces the change (memo.py) and
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from gateway.models import ApiKey, AuditLog, CreditGrant, Org, User, utcnow
 SCOPES = ("inference", "read", "admin")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 NAME_MAX = 120  # Org.name and ApiKey.name columns
+PASSWORD_MIN = 10
 # One grant above this is a typo far more often than a real top-up; it also keeps sums clear of BIGINT.
 MAX_GRANT_USD = Decimal(1_000_000_000)
 
@@ -101,20 +103,73 @@ def revoke_key(session: Session, key: ApiKey, actor: str = "cli") -> None:
         announce(session, "keys")
 
 
+def _check_new_password(password: str) -> None:
+    if len(password) < PASSWORD_MIN:
+        raise AccountError(f"the password must have at least {PASSWORD_MIN} characters")
+    if len(password) > 1024:
+        raise AccountError("the password must have at most 1024 characters")
+    # Control characters are never typed, and trailing NULs vanish inside scrypt's HMAC ("a\0" == "a").
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise AccountError("the password must not contain control characters")
+
+
 def create_admin(session: Session, email: str, password: str, superadmin: bool = False,
-                 org_id: int | None = None, actor: str = "cli") -> User:
+                 org_id: int | None = None, actor: str = "cli", one_time: bool = False) -> User:
+    """A console user. `one_time`: the password was generated and shown to someone, so it must be
+    changed at the first sign-in."""
     email = email.strip().lower()
     if not EMAIL.match(email):
         raise AccountError("a valid email is required")
-    if len(password) < 8:
-        raise AccountError("the password must have at least 8 characters")
+    _check_new_password(password)
     if session.scalar(select(User).where(User.email == email)) is not None:
         raise AccountError(f"a user with email {email} already exists")
-    user = User(email=email, password_hash=crypto.hash_password(password), is_superadmin=superadmin, org_id=org_id)
+    user = User(email=email, password_hash=crypto.hash_password(password), is_superadmin=superadmin, org_id=org_id,
+                must_change_password=one_time)
     session.add(user)
     session.flush()
-    audit(session, actor, "admin.create", email, "superadmin" if superadmin else "")
+    audit(session, actor, "admin.create", email, ("superadmin" if superadmin else "")
+          + ("; one-time password" if one_time else ""))
     return user
+
+
+def one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def end_sessions(user: User) -> None:
+    """Every session cookie issued to `user` so far stops working (see admin/__init__.py)."""
+    user.session_version = (user.session_version or 0) + 1
+
+
+def change_password(session: Session, user: User, current: str, new: str, repeat: str, actor: str) -> None:
+    """The user's own change: the current password, the new one twice. Ends every other session."""
+    if not crypto.check_password(user.password_hash, current):
+        raise AccountError("the current password is wrong")
+    if new != repeat:
+        raise AccountError("the two new passwords differ")
+    _check_new_password(new)
+    if new == current:
+        raise AccountError("the new password must differ from the current one")
+    user.password_hash = crypto.hash_password(new)
+    user.must_change_password = False
+    user.failed_logins, user.locked_until = 0, None
+    end_sessions(user)
+    audit(session, actor, "password.change", user.email, org_id=user.org_id)  # never the password
+
+
+def reset_password(session: Session, email: str, actor: str = "cli") -> str:
+    """A new one-time password for `email` (returned, shown once): changed at the next sign-in;
+    every session of the user ends and a lockout is lifted."""
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise AccountError(f"no user with email {email}")
+    password = one_time_password()
+    user.password_hash = crypto.hash_password(password)
+    user.must_change_password = True
+    user.failed_logins, user.locked_until = 0, None
+    end_sessions(user)
+    audit(session, actor, "password.reset", user.email, "one-time password issued", org_id=user.org_id)
+    return password
 
 
 # ---- reading and parsing for the console ---------------------------------------------------------

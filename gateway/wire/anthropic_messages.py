@@ -10,6 +10,7 @@ import orjson
 
 from gateway import tokens
 from gateway.errors import GatewayError, InvalidRequest, StreamTruncated, UpstreamError, as_anthropic
+from gateway.scrub import scrub_bytes
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -113,8 +114,11 @@ class StreamObserver:
         self.deltas = 0  # content_block_delta events: about one output token each, for estimates
 
     def feed(self, chunk: bytes) -> bytes:
+        before = self.upstream_error
         for event in self.splitter.feed(chunk):
             self._observe(event)
+        if self.upstream_error is not before:  # an error event's message may echo our provider key
+            return scrub_bytes(chunk)
         return chunk
 
     def _observe(self, event: bytes) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, StreamTruncated, UpstreamError, as_openai
+from gateway.scrub import scrub_bytes
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -150,9 +151,13 @@ class StreamObserver:
             return chunk
         events = self.splitter.feed(chunk)
         if not self.hide_usage:
+            out = chunk
             for event in events:
-                self._observe(event)
-            return chunk
+                if not self._observe(event):
+                    # An upstream error event (it may echo our provider key): the relay ends the
+                    # stream with its own, scrubbed error event instead.
+                    out = scrub_bytes(out.replace(event + b"\n\n", b"", 1))
+            return out
         out = []
         for event in events:
             if self._observe(event):

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway.errors import GatewayError, InvalidRequest, StreamTruncated
+from gateway.scrub import scrub
 from gateway.stores import responses as responses_store
 from gateway.wire import sse
 from gateway.wire.canonical import (
@@ -333,12 +334,13 @@ def failure_events(e: GatewayError, seq: int, response: dict[str, Any] | None) -
     again under `error`, as the live API sends them (the official SDK raises on that object).
     """
     code = e.code if e.code == "rate_limit_exceeded" else "server_error"
-    err = {"type": "error", "sequence_number": seq, "code": code, "message": e.message, "param": e.param,
-           "error": {"type": e.type, "code": code, "message": e.message, "param": e.param}}
+    message = scrub(e.message)
+    err = {"type": "error", "sequence_number": seq, "code": code, "message": message, "param": e.param,
+           "error": {"type": e.type, "code": code, "message": message, "param": e.param}}
     out = [event(err)]
     if response is not None:
         failed = {**response, "status": "failed", "completed_at": None,
-                  "error": {"code": code, "message": e.message}}
+                  "error": {"code": code, "message": message}}
         out.append(event({"type": "response.failed", "sequence_number": seq + 1, "response": failed}))
     return out
 

@@ -21,7 +21,8 @@ Behaviour is picked from the request's ``model`` (substrings; they combine):
                  529 overloaded_error, other 5xx api_error). Messages contain LEAK_MARKER.
   reset          non-stream: connection dropped; stream: message_start, the first block's start,
                  ping and 2 text deltas, then the connection is dropped (no message_stop).
-  midstream-error stream: after 2 text deltas an ``event: error`` (overloaded_error), then the end.
+  midstream-error stream: after 2 text deltas an ``event: error`` (overloaded_error, its message
+                 echoing the key without its ``sk-`` prefix), then the end.
   echo           the reply text is the orjson dump of the received body.
   thinking       a thinking block (signed) comes first; ``redacted`` adds a redacted_thinking block.
                  Thinking blocks sent back in assistant turns must carry the signature this fake
@@ -307,7 +308,8 @@ class FakeAnthropic:
                     if n == cut and "reset" in model:
                         raise ConnectionResetError(104, "fake upstream reset")
                     if n == cut:
-                        ev = event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+                        ev = event("error", {"error": {"type": "overloaded_error",  # careless: echoes the key
+                                                       "message": f"Overloaded (key {self.api_key[3:]})"}})
                     record["sent"].append(ev)
                     yield ev
                     if n == cut:

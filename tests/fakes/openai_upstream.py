@@ -18,6 +18,9 @@ Behaviour is picked from the request's ``model`` (substrings; they combine, e.g.
                  code "rate_limit_exceeded", header ``retry-after: 1``; 5xx:
                  "server_error"; 401: "invalid_api_key"; other 4xx:
                  "invalid_request_error"). The message always contains LEAK_MARKER.
+  leak-key       400 whose message echoes the fake's own API key (without its ``sk-``
+                 prefix, and two 12-character pieces of it), as careless upstreams do.
+  midstream-leak stream: role chunk + 1 content chunk, then an error event echoing the key.
   reset          non-stream: connection dropped without a response; stream: role
                  chunk + 2 content chunks, then the connection is dropped (no
                  finish chunk, no ``[DONE]``).
@@ -222,6 +225,11 @@ class FakeOpenAI:
         if m := re.search(r"error-(\d{3})", model):
             payload, extra = _upstream_error(int(m.group(1)))
             return respond(int(m.group(1)), payload, extra)
+        if "leak-key" in model:
+            key = self.api_key
+            return respond(400, _error_body(
+                f"Invalid request for key {key.removeprefix('sk-')} (starts {key[:12]}, ends {key[-12:]}).",
+                "invalid_request_error"))
         stream = path == "/v1/chat/completions" and body.get("stream") is True
         if "reset" in model and not stream:
             raise ConnectionResetError(104, "fake upstream reset")  # gevent drops the socket
@@ -326,6 +334,10 @@ class FakeOpenAI:
                 "system_fingerprint": SYSTEM_FINGERPRINT, "choices": [],
                 "usage": usage}) + b"\n\n")
         events.append(b"data: [DONE]\n\n")
+        if "midstream-leak" in model:  # two chunks, then an error event echoing the key, and the end
+            events = events[:2] + [b"data: " + orjson.dumps({"error": {
+                "message": f"Quota exceeded for key {self.api_key.removeprefix('sk-')}.",
+                "type": "server_error", "param": None, "code": None}}) + b"\n\n"]
         m = re.search(r"drip-(\d+)", model)
         delay = int(m.group(1)) / 1000 if m else 0
 

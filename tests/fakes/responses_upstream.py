@@ -7,7 +7,8 @@ Behaviour is picked from ``model`` as in the chat fake:
   error-<status>  that status with an OpenAI error body.
   reset           stream: created, in_progress, output_item.added, content_part.added and two
                   text deltas, then the connection drops (no terminal event).
-  fail            stream: ... two text deltas, then ``error`` + ``response.failed``.
+  fail            stream: ... two text deltas, then ``error`` + ``response.failed`` (their message
+                  echoes the key without its ``sk-`` prefix).
   tool            with function ``tools``: one ``function_call`` item (``parallel``: two) whose
                   arguments are built from the parameter schema ("Paris"/"London", 42, ...). When
                   the last input item is a ``function_call_output``: "Tool result: <output>".
@@ -198,8 +199,9 @@ class FakeResponsesOpenAI(FakeOpenAI):
         if "reset" in model or "fail" in model:  # created, in_progress, added, part, 2 deltas; then cut
             events = events[:6]
             if "fail" in model:
-                failed = {**start, "status": "failed", "error": {"code": "server_error", "message": "boom"}}
-                events += [{"type": "error", "code": "server_error", "message": "boom", "param": None},
+                boom = f"boom (key {self.api_key[3:]})"  # careless: echoes the key
+                failed = {**start, "status": "failed", "error": {"code": "server_error", "message": boom}}
+                events += [{"type": "error", "code": "server_error", "message": boom, "param": None},
                            {"type": "response.failed", "response": failed}]
         record = {"model": model, "chunks_sent": 0, "completed": False, "closed_early": False}
         self.streams.append(record)
