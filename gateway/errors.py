@@ -65,10 +65,6 @@ class PayloadTooLarge(GatewayError):
     status, type, anthropic_type, code = 413, "invalid_request_error", "request_too_large", "request_too_large"
 
 
-class RateLimited(GatewayError):
-    status, type, anthropic_type, code = 429, "rate_limit_error", "rate_limit_error", "rate_limit_exceeded"
-
-
 class DlpBlocked(InvalidRequest):
     """A data-protection rule with the `block` action matched: nothing was sent."""
 
@@ -127,6 +123,20 @@ class StreamTruncated(UpstreamError):
         super().__init__("The upstream provider ended the stream before it was complete.")
 
 
+class MalformedStream(UpstreamError):
+    """An upstream stream event that is not what its wire format promises (bad JSON, wrong shape)."""
+
+    def __init__(self) -> None:
+        super().__init__("The upstream provider sent a malformed stream.")
+
+
+class InvalidUpstreamResponse(UpstreamError):
+    """An upstream answer that is not what its wire format promises (unparsable, wrong shape)."""
+
+    def __init__(self) -> None:
+        super().__init__("The upstream provider returned an invalid response.")
+
+
 class UpstreamTimeout(UpstreamError):
     type, anthropic_type, code = "timeout_error", "timeout_error", "upstream_timeout"
 
@@ -171,3 +181,42 @@ def classify_upstream_status(status: int) -> tuple[int, bool]:
     if status >= 500:
         return 502, True
     return 502, False
+
+
+def from_upstream_status(status: int, message: str | None = None, *, retry_after: float | None = None,
+                         code: str | None = None) -> UpstreamError:
+    """An upstream error status, mapped onto the catalogue once for every adapter.
+
+    `message` is the provider's own text, already scrubbed of secrets by the adapter; it reaches
+    the client only for the client's own 4xx (whose fault it is). 429 keeps `retry_after`; 529
+    (Anthropic's "overloaded") is retried like a 503.
+    """
+    mapped, retryable = classify_upstream_status(status)
+    if mapped in (400, 413):
+        return UpstreamError(message or "The upstream provider rejected the request.", status=mapped,
+                             retryable=False, upstream_status=status, type="invalid_request_error",
+                             anthropic_type="request_too_large" if mapped == 413 else "invalid_request_error",
+                             code=code)
+    if mapped == 429:
+        return UpstreamError("The upstream provider is rate limiting requests; retry later.", status=429,
+                             retryable=True, upstream_status=status, retry_after=retry_after,
+                             type="rate_limit_error", anthropic_type="rate_limit_error",
+                             code="rate_limit_exceeded")
+    if mapped == 504:
+        return UpstreamTimeout()
+    what = "is overloaded" if status == 529 else "returned an error"
+    return UpstreamError(f"The upstream provider {what} (HTTP {status}).", status=mapped, retryable=retryable,
+                         upstream_status=status)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A `retry-after` header in seconds (the HTTP-date form is not used by providers)."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def stream_failed() -> UpstreamError:
+    """The upstream reported a failure inside a stream whose status line already said 200."""
+    return UpstreamError("The upstream provider reported an error during the stream.", retryable=False)

@@ -33,6 +33,7 @@ from gateway.models import (
     SavingsOverride,
 )
 from gateway.providers import egress
+from gateway.routing.routes import ProviderInfo, RouteInfo  # noqa: F401  (re-exported: the catalog's values)
 from gateway.scrub import SCRUB
 from gateway.settings import environ_value
 
@@ -52,36 +53,6 @@ class Principal:
     key_name: str = ""
     user_id: int | None = None
     app_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderInfo:
-    id: int
-    name: str
-    kind: str
-    base_url: str
-    api_key: str | None = field(repr=False)  # decrypted, memory only
-    enabled: bool = True
-    responses_api: bool | None = None  # serves /v1/responses natively; None: only OpenAI's own API
-    allow_private: bool = False  # may reach loopback and private addresses (providers/egress.py)
-
-
-@dataclass(frozen=True, slots=True)
-class RouteInfo:
-    id: int
-    model_slug: str
-    provider: ProviderInfo
-    upstream_model: str
-    input_micros_per_mtok: int
-    output_micros_per_mtok: int
-    cached_input_micros_per_mtok: int | None
-    context_window: int | None
-    position: int
-    weight: int = 1
-    capabilities: frozenset[str] | None = None  # None: not declared, so nothing is ruled out
-
-    def supports(self, needs: frozenset[str]) -> bool:
-        return self.capabilities is None or needs <= self.capabilities
 
 
 @dataclass(frozen=True, slots=True)

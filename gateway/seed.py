@@ -57,6 +57,7 @@ ALIAS = OneOf(str, {"strategy": F(str, True), "models": F([str], True)})
 ROUTING = {
     "strategy": F(str), "retries": F("count"), "backoff_base_ms": F("count"), "backoff_max_ms": F("count"),
     "deadline_seconds": F("number"), "breaker_failures": F(int), "breaker_cooldown_seconds": F("number"),
+    "translate": F([str]),
 }
 AGENT = {"name": F(str, True), "normal": F(str, True), "heavy": F(str), "max": F(str)}
 # One block per savings layer; every layer takes `enabled`, the rest are its own knobs.

@@ -94,10 +94,6 @@ class Settings:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
         return replace(cls(**values), **overrides)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def _count(name: str, value: str) -> int:
     try:

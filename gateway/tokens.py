@@ -20,6 +20,8 @@ import functools
 import logging
 from typing import Any
 
+from gateway.wire.canonical import Usage
+
 log = logging.getLogger(__name__)
 
 DEFAULT = "o200k_base"
@@ -106,3 +108,10 @@ def count_messages(messages: list[dict]) -> int:
             fn = call.get("function") or {}
             total += count(fn.get("name", "")) + count(fn.get("arguments", ""))
     return total
+
+
+def partial_usage(messages: Any, output_tokens: int) -> Usage:
+    """Usage of a stream cut short before it reported any: the upstream still bills the prompt
+    and what it generated, so this counts the prompt's messages and takes the output as seen."""
+    return Usage(input_tokens=count_messages(messages) if isinstance(messages, list) else 0,
+                 output_tokens=output_tokens)

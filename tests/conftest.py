@@ -34,7 +34,8 @@ UPSTREAM_KEY = "sk-upstream-test"
 
 # Upstream behaviours (see tests/fakes/openai_upstream.py) exposed as model slugs `test/<name>`.
 BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "fake-cached", "echo", "reset", "drip-30",
-              "error-400", "error-401", "error-429", "error-500", "error-503", "slow-3000"]
+              "error-400", "error-401", "error-429", "error-500", "error-503", "slow-3000",
+              "hang", "stall", "bad-sse-list", "bad-sse-json"]
 PRICES = {"input_per_mtok": 1000, "output_per_mtok": 2000, "cached_input_per_mtok": 250}
 
 
@@ -228,6 +229,16 @@ def configure_savings(gw, **layers) -> None:
     gw.flush()
 
 
+def configure_routing(gw, **values) -> None:
+    """Write the `routing:` setting (as the config YAML or the console would) and let it load."""
+    from gateway import memo, seed
+
+    with db.write_lock, db.session_scope() as s:
+        seed.put_setting(s, "routing", {"retries": 0, **values}, actor="test")
+        memo.announce(s, "policy")
+    gw.flush()
+
+
 def savings_override(gw, org: str, layer: str, **values) -> None:
     """A per-org override of one savings layer's settings."""
     from gateway import memo
@@ -341,7 +352,7 @@ ANTHROPIC_UPSTREAM_KEY = "sk-ant-upstream-test"
 ANTHROPIC_BEHAVIOURS = ["claude-fake", "claude-tool", "claude-tool-parallel", "claude-cached",
                         "claude-thinking", "claude-thinking-redacted-tool", "echo", "reset",
                         "midstream-error", "error-400", "error-401", "error-413", "error-429", "error-500",
-                        "error-529"]
+                        "error-529", "bad-sse-list", "bad-sse-json"]
 ANTHROPIC_PRICES = {"input_per_mtok": 3000, "output_per_mtok": 15000, "cached_input_per_mtok": 300}
 
 

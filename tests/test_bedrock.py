@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from gateway.memo import ProviderInfo, RouteInfo
-from gateway.pipeline.context import RequestContext
 from gateway.providers import bedrock
+from gateway.providers.base import Call
 from gateway.wire.canonical import ChatRequest, Message, Part, Tool, ToolCall
 from tests.conftest import BEDROCK_SECRET, BEDROCK_TOKEN, assemble, wait_for
 from tests.fakes.bedrock_upstream import LEAK_MARKER, SIGNATURE_MISMATCH, event, exception
@@ -216,10 +216,8 @@ def test_anthropic_sdk_against_bedrock(gateway, fake_bedrock):
 
 
 def test_titan_embeddings_seam(fake_bedrock):
-    ctx = RequestContext(endpoint="embeddings", dialect="openai", raw=b"", headers={}, raw_key=None,
-                         requested_model="bedrock-test/titan-embed-text")
     request = {"model": "x", "input": ["hello big world", "bye"], "dimensions": 4, "encoding_format": "float"}
-    body, usage = bedrock.embeddings(ctx, request, route(fake_bedrock, "amazon.titan-embed-text-v2:0"))
+    body, usage = bedrock.embeddings(Call("embeddings", request), route(fake_bedrock, "amazon.titan-embed-text-v2:0"))
     validate(body, "CreateEmbeddingResponse")
     sent = fake_bedrock.requests[-2:]
     assert [s["raw_path"] for s in sent] == ["/model/amazon.titan-embed-text-v2%3A0/invoke"] * 2

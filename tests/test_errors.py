@@ -5,6 +5,7 @@ import orjson
 import pytest
 import requests
 
+from gateway import errors
 from tests.conftest import wait_for
 from tests.fakes import LEAK_MARKER
 from tests.openapi import validate
@@ -162,3 +163,30 @@ def test_mid_stream_reset_ends_with_an_error_event(gateway):
     assert got and "ended the stream" in str(e.value.message)
     (row,) = wait_for(lambda: gateway.rows(stream=True))
     assert row.status == 502 and row.error_type == "api_error"
+
+
+# ---- one mapping of upstream statuses, for every adapter ------------------------------------------
+
+@pytest.mark.parametrize("upstream, status, retryable, kind", [
+    (400, 400, False, "invalid_request_error"),  # the client's own request: its status, not retried
+    (409, 400, False, "invalid_request_error"),
+    (422, 400, False, "invalid_request_error"),
+    (413, 413, False, "invalid_request_error"),
+    (401, 502, True, "api_error"),  # our provider key: not the client's fault, another route may serve
+    (403, 502, True, "api_error"),
+    (404, 502, True, "api_error"),  # the route's upstream model is gone
+    (408, 504, True, "timeout_error"),
+    (429, 429, True, "rate_limit_error"),
+    (500, 502, True, "api_error"),
+    (503, 502, True, "api_error"),
+    (529, 502, True, "api_error"),
+])
+def test_upstream_statuses_map_once(upstream, status, retryable, kind):
+    e = errors.from_upstream_status(upstream, "their words", retry_after=2.0)
+    assert (e.status, e.retryable, e.type) == (status, retryable, kind)
+    # the provider's message reaches the client only when the request itself was at fault
+    assert ("their words" in e.message) is (status in (400, 413))
+    assert e.retry_after == (2.0 if upstream == 429 else None)
+    assert e.anthropic_type == {413: "request_too_large", 429: "rate_limit_error"}.get(
+        upstream, "timeout_error" if upstream == 408 else
+        "invalid_request_error" if status == 400 else "api_error")

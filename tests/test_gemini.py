@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from gateway.memo import ProviderInfo, RouteInfo
-from gateway.pipeline.context import RequestContext
 from gateway.providers import gemini
+from gateway.providers.base import Call
 from gateway.wire.canonical import ChatRequest, Message, Part, Tool, ToolCall
 from tests.conftest import GEMINI_UPSTREAM_KEY, assemble, wait_for
 from tests.fakes.gemini_upstream import LEAK_MARKER, prompt_tokens
@@ -224,19 +224,17 @@ def test_embeddings_seam(fake_gemini):
     egress.allow_private_for([fake_gemini.url])  # the adapter alone, without a loaded catalog
     provider = ProviderInfo(1, "fakegemini", "gemini", fake_gemini.url, GEMINI_UPSTREAM_KEY)
     route = RouteInfo(1, "s", provider, "text-embedding-004", 1, 1, None, None, 0)
-    ctx = RequestContext(endpoint="embeddings", dialect="openai", raw=b"", headers={}, raw_key=None,
-                         requested_model="gemini-test/text-embedding-004")
-    request = {"model": "x", "input": ["hello world", "bye"], "dimensions": 4}
-    body, usage = gemini.embeddings(ctx, request, route)
+    request = {"model": "gemini-test/text-embedding-004", "input": ["hello world", "bye"], "dimensions": 4}
+    body, usage = gemini.embeddings(Call("embeddings", request), route)
     validate(body, "CreateEmbeddingResponse")
     sent = fake_gemini.requests[-1]
     assert sent["path"] == "/v1beta/models/text-embedding-004:batchEmbedContents"
     assert sent["body"]["requests"][0] == {"model": "models/text-embedding-004", "outputDimensionality": 4,
                                            "content": {"parts": [{"text": "hello world"}]}}
-    assert [len(d["embedding"]) for d in body["data"]] == [4, 4] and body["model"] == ctx.requested_model
-    assert usage.input_tokens == body["usage"]["prompt_tokens"] > 0 and ctx.usage_estimated
+    assert [len(d["embedding"]) for d in body["data"]] == [4, 4] and body["model"] == request["model"]
+    assert usage.input_tokens == body["usage"]["prompt_tokens"] > 0 and usage.estimated
     with pytest.raises(Exception) as err:
-        gemini.embeddings(ctx, {"model": "x", "input": [1, 2, 3]}, route)
+        gemini.embeddings(Call("embeddings", {"model": "x", "input": [1, 2, 3]}), route)
     assert err.value.status == 400
 
 

@@ -7,8 +7,9 @@ import openai
 import pytest
 
 from gateway.memo import MEMO
+from gateway.pipeline import meter
 from gateway.providers import openrouter
-from tests.conftest import OPENROUTER_UPSTREAM_KEY, assemble, wait_for
+from tests.conftest import OPENROUTER_UPSTREAM_KEY, assemble, configure_routing, wait_for
 from tests.fakes import LEAK_MARKER
 from tests.openapi import validate
 
@@ -23,8 +24,8 @@ def gw(fake_openrouter, gateway_factory):
 
 
 @pytest.fixture
-def translating(monkeypatch, gw):
-    monkeypatch.setattr(openrouter, "native", frozenset())
+def translating(gw):
+    configure_routing(gw, translate=["fakeopenrouter"])
     return gw
 
 
@@ -135,6 +136,27 @@ def test_generation_cost_of_a_streamed_generation(gw):
     chunks = list(gw.sdk().chat.completions.create(model="openrouter-test/fake-gpt", messages=MSG, stream=True))
     assert chunks[0].id.startswith("gen-")
     assert openrouter.generation_cost(route("openrouter-test/fake-gpt"), chunks[0].id) == 13000
+
+
+@pytest.mark.parametrize("translated", [False, True])
+def test_the_generation_id_is_kept_for_reconciliation(gw, monkeypatch, translated):
+    """Every call, whole or streamed, passed through or translated, leaves the generation id
+    that generation_cost takes on the request's context, where the ledger row is built."""
+    if translated:
+        configure_routing(gw, translate=["fakeopenrouter"])
+    seen = {}
+    record = meter.record
+    monkeypatch.setattr(meter, "record", lambda ctx: (seen.__setitem__(ctx.request_id, ctx.upstream_id),
+                                                      record(ctx))[1])
+    raw = gw.sdk().chat.completions.with_raw_response.create(model="openrouter-test/fake-gpt", messages=MSG)
+    whole = raw.parse()
+    stream = gw.sdk().chat.completions.with_raw_response.create(model="openrouter-test/fake-gpt", messages=MSG,
+                                                                stream=True)
+    chunks = list(stream.parse())
+    wait_for(lambda: len(seen) == 2)
+    if not translated:  # translated replies carry the gateway's own ids; the upstream's are kept aside
+        assert seen[raw.headers["x-request-id"]] == whole.id and seen[stream.headers["x-request-id"]] == chunks[0].id
+    assert all(v.startswith("gen-") for v in seen.values())
 
 
 def test_generation_cost_unknown_is_none(gw):

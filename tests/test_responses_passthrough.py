@@ -1,9 +1,9 @@
 """POST /v1/responses passed through to an OpenAI-kind upstream that speaks the Responses API.
 
-The upstream here is FakeResponsesOpenAI (chat fake + `/v1/responses`). The `native` fixture
-stands in for the owner's wiring (until gateway/providers/openai.py and the config carry it):
-"responses" is native to the OpenAI adapter, whose pass-through hands it to
-gateway/providers/openai_responses.py, and provider "fake" declares `responses_api: true`.
+The upstream here is FakeResponsesOpenAI (chat fake + `/v1/responses`). "responses" is native to
+the OpenAI adapter, whose pass-through hands it to gateway/providers/openai_responses.py; the
+`native` fixture has provider "fake" declare `responses_api: true`, as its config or the console
+would, and `speaks` flips it to mix both paths.
 """
 
 import json
@@ -11,9 +11,11 @@ from types import SimpleNamespace
 
 import openai
 import pytest
+from sqlalchemy import select
 
-from gateway import pipeline  # noqa: F401  (first: importing the OpenAI adapter alone hits an import cycle)
-from gateway.providers import openai as openai_adapter
+from gateway import db, memo
+from gateway.memo import MEMO
+from gateway.models import Provider
 from gateway.providers import openai_responses
 from gateway.stores.responses import STORE
 from tests.conftest import UPSTREAM_KEY, wait_for
@@ -33,24 +35,22 @@ def fake_openai():
 
 
 @pytest.fixture
-def speaks():
-    """Whether provider "fake" declares `responses_api` (tests flip it to mix both paths)."""
-    return {"responses_api": True}
+def speaks(gateway):
+    """Declare provider "fake"'s `responses_api` flag (as the config or the console would)."""
+    def declare(value: bool | None) -> None:
+        with db.write_lock, db.session_scope() as s:
+            s.scalar(select(Provider).where(Provider.name == "fake")).responses_api = value
+            memo.announce(s, "catalog")
+        gateway.flush()
+        wait_for(lambda: MEMO.catalog.providers["fake"].responses_api is value or None)
+
+    return declare
 
 
 @pytest.fixture
-def native(monkeypatch, gateway, speaks):
+def native(gateway, speaks):
     STORE.clear()
-    monkeypatch.setattr(openai_adapter, "native", openai_adapter.native | {"responses"})
-    chat_passthrough = openai_adapter.passthrough
-
-    def passthrough(ctx, route):
-        if ctx.endpoint == "responses":
-            return openai_responses.passthrough(ctx, route)
-        return chat_passthrough(ctx, route)
-
-    monkeypatch.setattr(openai_adapter, "passthrough", passthrough)
-    monkeypatch.setattr(openai_responses, "speaks_responses", lambda route: speaks["responses_api"])
+    speaks(True)
     yield gateway
     STORE.clear()
 
@@ -131,10 +131,10 @@ def test_delete_reaches_the_upstream_that_holds_the_response(native, fake_openai
 
 
 def test_history_crosses_between_translated_and_passed_through(native, fake_openai, speaks):
-    speaks["responses_api"] = False  # built by translation: the upstream never saw its id
+    speaks(False)  # built by translation: the upstream never saw its id
     first = native.sdk().responses.create(model="test/fake-gpt", input="hello")
     assert chat_requests(fake_openai)[-1]["messages"] == [{"role": "user", "content": "hello"}]
-    speaks["responses_api"] = True
+    speaks(True)
     second = native.sdk().responses.create(model="test/fake-gpt", input="again",
                                            previous_response_id=first.id)
     sent = responses_requests(fake_openai)[-1]
@@ -144,7 +144,7 @@ def test_history_crosses_between_translated_and_passed_through(native, fake_open
         {"type": "message", "status": "completed", "role": "assistant", "content": [
             {"type": "output_text", "annotations": [], "logprobs": [], "text": "Hello from fake fake-gpt."}]},
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "again"}]}]
-    speaks["responses_api"] = False  # and back: the pass-through turn is continued by translation
+    speaks(False)  # and back: the pass-through turn is continued by translation
     native.sdk().responses.create(model="test/fake-gpt", input="thanks", previous_response_id=second.id)
     assert [m["content"] for m in chat_requests(fake_openai)[-1]["messages"]] == [
         "hello", "Hello from fake fake-gpt.", "again", "Hello from fake fake-gpt.", "thanks"]
@@ -181,7 +181,7 @@ def test_upstream_errors_map_onto_the_catalogue(native):
 
 
 def test_upstream_without_responses_is_translated(native, fake_openai, speaks):
-    speaks["responses_api"] = False
+    speaks(False)
     resp = native.sdk().responses.create(model="test/fake-gpt", input="hello there")
     assert resp.output_text == "Hello from fake fake-gpt." and resp.model == "test/fake-gpt"
     assert responses_requests(fake_openai) == [] and len(chat_requests(fake_openai)) == 1

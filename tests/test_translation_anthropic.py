@@ -10,8 +10,7 @@ import openai
 import orjson
 import pytest
 
-from gateway.providers import anthropic as anthropic_adapter
-from tests.conftest import assemble, wait_for
+from tests.conftest import assemble, configure_routing, wait_for
 from tests.fakes.openai_upstream import _hash as openai_fake_hash
 from tests.openapi import validate
 
@@ -252,8 +251,8 @@ def test_anthropic_client_gets_anthropic_errors_from_an_openai_upstream(gateway)
 # ---- Anthropic on both ends, translation forced (a stage changed the request) ---------------------
 
 @pytest.fixture
-def translating(monkeypatch, gateway):
-    monkeypatch.setattr(anthropic_adapter, "native", frozenset())
+def translating(gateway):
+    configure_routing(gateway, translate=["fakeanthropic"])
     return gateway
 
 

@@ -8,14 +8,13 @@ import json
 
 import pytest
 
-from gateway.providers import openai as openai_adapter
-from tests.conftest import assemble, wait_for
+from tests.conftest import assemble, configure_routing, wait_for
 from tests.openapi import validate
 
 
 @pytest.fixture
-def translating(monkeypatch, gateway):
-    monkeypatch.setattr(openai_adapter, "native", frozenset())
+def translating(gateway):
+    configure_routing(gateway, translate=["fake"])  # OpenAI on both ends, translated all the same
     return gateway
 
 

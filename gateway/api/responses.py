@@ -4,7 +4,6 @@ inference route, see gateway.api.inference)."""
 from __future__ import annotations
 
 import orjson
-import requests
 from flask import Response, request
 
 from gateway.api.blueprint import bp, error_response
@@ -61,7 +60,7 @@ def _delete_upstream(provider: ProviderInfo, response_id: str) -> None:
     try:
         resp = http.session_for(provider.base_url).request(
             "DELETE", f"{provider.base_url}/responses/{response_id}", headers=headers)
-    except requests.exceptions.RequestException:
+    except UpstreamError:
         raise UpstreamError("Could not reach the upstream provider to delete the response; retry later.") from None
     if resp.status_code >= 400 and resp.status_code != 404:  # 404: already gone there
         raise UpstreamError(f"The upstream provider refused to delete the response (HTTP {resp.status_code}).")

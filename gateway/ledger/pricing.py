@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gateway.memo import RouteInfo
+from gateway.routing.routes import RouteInfo
 from gateway.wire.canonical import Usage
 
 MTOK = 1_000_000

@@ -6,7 +6,6 @@ import orjson
 
 from gateway.errors import InvalidJSON
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.stores import responses as responses_store
 from gateway.wire import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 
 name, enforcing = "decode", True
@@ -29,8 +28,6 @@ def before(ctx: RequestContext) -> Reply | None:
             "We could not parse the JSON body of your request. The body must be valid JSON."
         ) from None
     CHECKS[ctx.endpoint](ctx.body)
-    if ctx.endpoint == "responses":  # bind to the org: previous_response_id resolves within it only
-        responses_store.attach(ctx.body, ctx.principal.org_id)
     ctx.requested_model = ctx.body["model"]
     ctx.stream = bool(ctx.body.get("stream"))
     return None

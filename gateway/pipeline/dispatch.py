@@ -1,4 +1,17 @@
-"""Dispatch: call the route's adapter, translating when dialects differ; walk the fallback chain."""
+"""Dispatch: the only caller of adapters, and the only writer of what they return into the context.
+
+`mode(ctx, route)` is the one rule for pass through or translate: the client's bytes pass through
+when its endpoint is native to the route's adapter, no stage changed the request, the routing
+setting `translate` does not name the route's provider, and (for Responses) the upstream speaks
+Responses; everything else is translated through the canonical types. Every caller asks it.
+
+`dispatch(ctx)` walks the plan's routes with retries and the fallback chain within the request's
+deadline (`routing.deadline_seconds`): every attempt gets the deadline, and the adapters' connect
+and read timeouts never reach past it. A stream is primed (its first chunk pulled) before the
+reply leaves, so a stream that fails before its first byte still falls back. Usage, failure,
+first-byte time, the upstream id and partial-usage estimates are written here, as bytes and
+events pass; adapters only report them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import gevent
 import orjson
@@ -16,14 +30,31 @@ from gateway.errors import GatewayError, UpstreamError
 from gateway.memo import RouteInfo
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.meter import estimate_partial
+from gateway.providers import registry
+from gateway.providers.base import Call, Relay
+from gateway.providers.openai_responses import speaks_responses
 from gateway.routing import settings as routing_settings
 from gateway.routing.health import HEALTH
 from gateway.wire import anthropic_messages, openai_embeddings
-from gateway.wire.canonical import EventStream, StreamEvent, Usage
+from gateway.wire.canonical import ChatRequest, EventStream, StreamEvent, Usage
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
 _sleep = gevent.sleep  # a seam for tests that check the backoff
+
+PASS, TRANSLATE = "passthrough", "translate"
+
+
+def mode(ctx: RequestContext, route: RouteInfo) -> str:
+    """PASS when the client's bytes can go to `route` as received, else TRANSLATE."""
+    provider = route.provider
+    if ctx.changed or ctx.endpoint not in registry.adapter(provider.kind).native:
+        return TRANSLATE
+    if provider.name in routing_settings.current().translate:
+        return TRANSLATE
+    if ctx.endpoint == "responses" and not speaks_responses(route):
+        return TRANSLATE  # served by translation onto chat
+    return PASS
 
 
 def dispatch(ctx: RequestContext) -> Reply:
@@ -31,8 +62,7 @@ def dispatch(ctx: RequestContext) -> Reply:
     `retry-after` honoured, within the request's deadline), skipping routes whose breaker is open.
     A non-retryable failure (the client's own 4xx) stops at once; when every route failed, the
     last failure is what the client sees."""
-    settings = routing_settings.current()
-    policy = settings.retry
+    policy = routing_settings.current().retry
     deadline = ctx.started + policy.deadline_seconds
     last: GatewayError | None = None
     for route in ctx.plan:
@@ -45,7 +75,7 @@ def dispatch(ctx: RequestContext) -> Reply:
             began = time.perf_counter()
             HEALTH.started(route.id)
             try:
-                reply = call_route(ctx, route)
+                reply = call_route(ctx, route, deadline)
                 if reply.chunks is not None:
                     reply.chunks = _primed(ctx, reply.chunks)
             except UpstreamError as e:
@@ -68,6 +98,100 @@ def dispatch(ctx: RequestContext) -> Reply:
     raise last
 
 
+def call_of(ctx: RequestContext, deadline: float | None = None) -> Call:
+    """What an adapter may know of the request."""
+    return Call(endpoint=ctx.endpoint, body=ctx.body, stream=ctx.stream, deadline=deadline, headers=ctx.headers,
+                max_output_tokens=ctx.model.max_output_tokens if ctx.model else None,
+                history=ctx.history, previous_provider=ctx.history_provider)
+
+
+def call_route(ctx: RequestContext, route: RouteInfo, deadline: float | None = None) -> Reply:
+    adapter = registry.adapter(route.provider.kind)
+    call = call_of(ctx, deadline)
+    if ctx.endpoint == "embeddings":  # not chat-shaped: the adapter's embeddings(), or a 400
+        return _embed(ctx, adapter, route, call)
+    ctx.mode = mode(ctx, route)
+    if ctx.mode == PASS:
+        return _passthrough(ctx, adapter, route, call)
+    if ctx.endpoint == "messages.count_tokens":  # no upstream has it but Anthropic: count locally
+        return Reply(body=orjson.dumps(anthropic_messages.count_tokens(ctx.body)))
+    return translate(ctx, adapter, route, call)
+
+
+def decode(ctx: RequestContext) -> ChatRequest:
+    """The client's request as canonical chat (a Responses request with its conversation first)."""
+    codec = wire.codec(ctx.endpoint)
+    if ctx.endpoint == "responses":
+        return codec.decode_request(ctx.body, ctx.history)
+    return codec.decode_request(ctx.body)
+
+
+def translate(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> Reply:
+    """Client dialect -> canonical -> provider, and the reply back into the client's dialect."""
+    codec = wire.codec(ctx.endpoint)
+    if ctx.canonical is not None:  # a savings layer decoded (and maybe edited) it already
+        req = dataclasses.replace(ctx.canonical, model=route.upstream_model)
+    else:
+        req = decode(ctx)
+        req.model = route.upstream_model
+    if ctx.stream:
+        events = adapter.chat_stream(req, route, call)
+        return Reply(chunks=codec.render_stream(observe(ctx, events), ctx.requested_model, ctx.body),
+                     content_type="text/event-stream")
+    resp = adapter.chat(req, route, call)
+    ctx.mark_first_byte()
+    ctx.usage = resp.usage
+    ctx.upstream_id = resp.id or None
+    return Reply(body=orjson.dumps(codec.render(resp, ctx.requested_model, ctx.body)))
+
+
+def _passthrough(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> Reply:
+    passed = adapter.passthrough(call, route)
+    if passed.relay is not None:
+        return Reply(chunks=relayed(ctx, passed.relay), content_type="text/event-stream")
+    ctx.mark_first_byte()
+    ctx.usage = passed.usage
+    ctx.upstream_id = passed.upstream_id
+    return Reply(body=passed.body)
+
+
+def _embed(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> Reply:
+    """Embed with `route`'s adapter; the reply is OpenAI-shaped whatever the provider speaks.
+    An adapter without embeddings raises a retryable 400, so a fallback route that can still serves."""
+    embed = getattr(adapter, "embeddings", None)
+    if embed is None:
+        raise openai_embeddings.unsupported()
+    body, usage = embed(call, route)
+    ctx.mark_first_byte()
+    ctx.usage = usage
+    ctx.usage_estimated = usage.estimated
+    return Reply(body=orjson.dumps(body))
+
+
+def relayed(ctx: RequestContext, relay: Relay) -> Iterator[bytes]:
+    """A pass-through stream's bytes as they arrive; what the adapter saw is recorded as it goes
+    (a failure before the chunk that reports it leaves, so `_primed` can still fall back) and at
+    the end, however the stream ends."""
+    chunks = relay.chunks
+    try:
+        for chunk in chunks:
+            ctx.mark_first_byte()
+            if relay.error is not None and ctx.error is None:
+                ctx.fail(relay.error)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        if relay.error is not None and ctx.error is None:
+            ctx.fail(relay.error)
+        if relay.estimate is not None:
+            ctx.usage, ctx.usage_estimated = relay.estimate, True
+        else:
+            ctx.usage.merge(relay.usage)
+        ctx.upstream_id = relay.upstream_id or ctx.upstream_id
+
+
 def _primed(ctx: RequestContext, chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Pull a stream's first chunk before answering, so a stream that fails before its first byte
     reached the client can still fall back to the next route (raised as a retryable error)."""
@@ -82,7 +206,7 @@ def _primed(ctx: RequestContext, chunks: Iterator[bytes]) -> Iterator[bytes]:
     close = getattr(chunks, "close", None)
     if close is not None:
         close()
-    ctx.error, ctx.status, ctx.first_byte_at = None, 200, None
+    ctx.error, ctx.status, ctx.first_byte_at, ctx.upstream_id = None, 200, None, None
     ctx.usage, ctx.usage_estimated = Usage(), False
     raise error if isinstance(error, UpstreamError) else UpstreamError(error.message)
 
@@ -98,37 +222,6 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
             close()
 
 
-def call_route(ctx: RequestContext, route: RouteInfo) -> Reply:
-    from gateway.providers import registry  # adapters import pipeline modules: resolve at call time
-
-    adapter = registry.adapter(route.provider.kind)
-    if ctx.endpoint == "embeddings":  # not chat-shaped: the adapter's embeddings(), or a 400
-        return openai_embeddings.call(ctx, adapter, route)
-    if ctx.endpoint in adapter.native and not ctx.changed:
-        return adapter.passthrough(ctx, route)
-    if ctx.endpoint == "messages.count_tokens":  # no upstream has it but Anthropic: count locally
-        return Reply(body=orjson.dumps(anthropic_messages.count_tokens(ctx.body)))
-    return translate(ctx, adapter, route)
-
-
-def translate(ctx: RequestContext, adapter, route: RouteInfo) -> Reply:
-    """Client dialect -> canonical -> provider, and the reply back into the client's dialect."""
-    codec = wire.codec(ctx.endpoint)
-    if ctx.canonical is not None:  # a savings layer decoded (and maybe edited) it already
-        req = dataclasses.replace(ctx.canonical, model=route.upstream_model)
-    else:
-        req = codec.decode_request(ctx.body)
-        req.model = route.upstream_model
-    if ctx.stream:
-        events = adapter.chat_stream(ctx, req, route)
-        return Reply(chunks=codec.render_stream(observe(ctx, events), ctx.requested_model, ctx.body),
-                     content_type="text/event-stream")
-    resp = adapter.chat(ctx, req, route)
-    ctx.mark_first_byte()
-    ctx.usage = resp.usage
-    return Reply(body=orjson.dumps(codec.render(resp, ctx.requested_model, ctx.body)))
-
-
 def observe(ctx: RequestContext, events: EventStream) -> Iterator[StreamEvent]:
     """Meter a translated stream as it passes: first byte, usage, failure; estimate if cut short."""
     deltas = 0
@@ -141,6 +234,8 @@ def observe(ctx: RequestContext, events: EventStream) -> Iterator[StreamEvent]:
                 ctx.fail(ev.error)
             elif ev.kind in ("text", "tool_args", "thinking"):
                 deltas += 1
+            elif ev.kind == "start" and ev.id:
+                ctx.upstream_id = ev.id
             yield ev
     finally:
         close = getattr(events, "close", None)

@@ -33,7 +33,7 @@ from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
 from gateway.models import DlpEvent
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.stores.responses import STATE
+from gateway.stores import responses as responses_store
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,12 @@ def before(ctx: RequestContext) -> Reply | None:
         slots = walk.slots(ctx.endpoint, ctx.body)
         for text in walk.texts(slots):
             redactor.reserve(text)
-        if ctx.endpoint == "responses" and ctx.body.get(STATE):  # stored turns already hold placeholders
-            redactor.reserve(orjson.dumps(ctx.body[STATE]).decode())
+        if ctx.endpoint == "responses" and ctx.body.get("previous_response_id"):
+            # stored turns already hold placeholders: their numbers are taken (the responses stage,
+            # after this one, puts the same conversation on the context; an unknown id is its 404)
+            stored = responses_store.STORE.get(p.org_id, str(ctx.body["previous_response_id"]))
+            if stored is not None:
+                redactor.reserve(orjson.dumps(stored.conversation).decode())
         walk.rewrite(slots, lambda text: _redact(redactor, text))
     except Blocked as b:
         raise DlpBlocked(f"This request contains data that the '{b.rule}' data protection rule blocks; "

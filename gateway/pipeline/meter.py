@@ -121,7 +121,5 @@ def record(ctx: RequestContext) -> None:
 def estimate_partial(ctx: RequestContext, deltas: int) -> None:
     """A stream cut short (client gone, upstream reset) never got its usage; the upstream still
     bills the prompt and what it generated, so the row carries an estimate of both."""
-    messages = ctx.body.get("messages") or []
-    ctx.usage = Usage(input_tokens=tokens.count_messages(messages) if isinstance(messages, list) else 0,
-                      output_tokens=deltas)
+    ctx.usage = tokens.partial_usage(ctx.body.get("messages") or [], deltas)
     ctx.usage_estimated = True

@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import orjson
-import requests
 
 from gateway import errors, tokens
-from gateway.errors import InvalidRequest, StreamTruncated, UpstreamError, UpstreamTimeout, cannot_serve
-from gateway.memo import RouteInfo
-from gateway.pipeline.context import RequestContext
+from gateway.errors import InvalidRequest, MalformedStream, StreamTruncated, UpstreamError, cannot_serve
 from gateway.providers import http
+from gateway.providers.base import Call
 from gateway.providers.openai import scrub as openai_scrub
+from gateway.routing.routes import RouteInfo
 from gateway.wire import openai_embeddings
 from gateway.wire.canonical import (
     ChatRequest,
@@ -276,8 +275,7 @@ def decode_stream(chunks: Iterator[bytes], model: str, request_id: str) -> Event
                     if usage is not None:
                         yield StreamEvent("usage", usage=usage)
     except (ParserError, orjson.JSONDecodeError):
-        yield StreamEvent("error", error=UpstreamError("The upstream provider sent a malformed stream.",
-                                                       retryable=False))
+        yield StreamEvent("error", error=MalformedStream())
         return
     yield StreamEvent("end") if finished and not pending else _truncated()
 
@@ -337,49 +335,43 @@ def signed_headers(route: RouteInfo, url: str, payload: bytes, region: str) -> d
     return dict(request.headers.items())
 
 
-def post(route: RouteInfo, action: str, payload: bytes, stream: bool) -> requests.Response:
+def post(route: RouteInfo, action: str, payload: bytes, *, stream: bool = False,
+         deadline: float | None = None) -> http.Response:
     base, region = endpoint(route.provider.base_url)
     url = f"{base}/model/{quote(route.upstream_model, safe='')}/{action}"
-    try:
-        resp = http.session_for(route.provider.base_url).post(
-            url, data=payload, headers=signed_headers(route, url, payload, region), stream=stream,
-            timeout=http.timeouts())
-    except requests.exceptions.Timeout:
-        raise UpstreamTimeout() from None
-    except requests.exceptions.RequestException as e:
-        raise UpstreamError(f"Could not reach the upstream provider ({type(e).__name__}).") from None
+    resp = http.post(route.provider.base_url, url, payload, signed_headers(route, url, payload, region),
+                     stream=stream, deadline=deadline)
     if resp.status_code >= 400:
         raise error_from(resp, route)
     return resp
 
 
-def _request_id(resp: requests.Response) -> str:
+def _request_id(resp: http.Response) -> str:
     return resp.headers.get("x-amzn-requestid") or uuid.uuid4().hex
 
 
-def chat(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> ChatResponse:
+def chat(req: ChatRequest, route: RouteInfo, call: Call) -> ChatResponse:
     """Translated call: canonical request in, canonical response out."""
-    resp = post(route, "converse", orjson.dumps(to_wire(req)), stream=False)
-    try:
-        return from_wire(orjson.loads(resp.content), route.upstream_model, _request_id(resp))
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
+    resp = post(route, "converse", orjson.dumps(to_wire(req)), deadline=call.deadline)
+    model, request_id = route.upstream_model, _request_id(resp)
+    return http.parse(resp.content, lambda body: from_wire(body, model, request_id))
 
 
-def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> EventStream:
+def chat_stream(req: ChatRequest, route: RouteInfo, call: Call) -> EventStream:
     """Translated stream: the request is made now (errors raise here), frames are decoded lazily."""
-    resp = post(route, "converse-stream", orjson.dumps(to_wire(req)), stream=True)
+    resp = post(route, "converse-stream", orjson.dumps(to_wire(req)), stream=True, deadline=call.deadline)
     model, request_id = route.upstream_model, _request_id(resp)
     return http.events(resp, lambda chunks: decode_stream(chunks, model, request_id))
 
 
 # ---- embeddings (the optional adapter seam behind POST /v1/embeddings) ------------------------------
 
-def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> tuple[dict[str, Any], Usage]:
+def embeddings(call: Call, route: RouteInfo) -> tuple[dict[str, Any], Usage]:
     """An OpenAI embeddings request -> one Titan InvokeModel call per input -> an OpenAI-shaped list.
 
     Titan embeds one text per call; usage is the sum of the `inputTextTokenCount`s it reports.
     """
+    body = call.body
     texts = openai_embeddings.texts(body)
     if not texts:
         raise cannot_serve("This model takes 'input' as a string or an array of strings, not token ids.")
@@ -388,16 +380,18 @@ def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> t
         item: dict[str, Any] = {"inputText": text}
         if isinstance(body.get("dimensions"), int):
             item["dimensions"] = body["dimensions"]
-        resp = post(route, "invoke", orjson.dumps(item), stream=False)
-        try:
-            out = orjson.loads(resp.content)
-            vectors.append(list(out["embedding"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise UpstreamError("The upstream provider returned an invalid response.") from None
+        resp = post(route, "invoke", orjson.dumps(item), deadline=call.deadline)
+        out = http.parse(resp.content, _embedded)
+        vectors.append(list(out["embedding"]))
         used += int(out.get("inputTextTokenCount") or tokens.count(text))
     usage = Usage(input_tokens=used)
-    return openai_embeddings.response(vectors, ctx.requested_model or body.get("model", ""), usage,
-                                      body.get("encoding_format")), usage
+    return openai_embeddings.response(vectors, body.get("model", ""), usage, body.get("encoding_format")), usage
+
+
+def _embedded(obj: Any) -> dict[str, Any]:
+    if not isinstance(obj["embedding"], list):
+        raise TypeError
+    return obj
 
 
 # ---- errors ----------------------------------------------------------------------------------------
@@ -423,30 +417,17 @@ def stream_error(etype: str) -> UpstreamError:
         return UpstreamError("The upstream provider is rate limiting requests; retry later.", status=429,
                              retryable=False, type="rate_limit_error", anthropic_type="rate_limit_error",
                              code="rate_limit_exceeded")
-    return UpstreamError("The upstream provider reported an error during the stream.", retryable=False)
+    return errors.stream_failed()
 
 
-def error_from(resp: requests.Response, route: RouteInfo) -> UpstreamError:
+def error_from(resp: http.Response, route: RouteInfo) -> UpstreamError:
     """Bedrock's `{"message"}` + `x-amzn-ErrorType` onto the catalogue; the raw body never leaks."""
     try:
-        body = orjson.loads(resp.content)
-        message = body.get("message") or body.get("Message") if isinstance(body, dict) else None
-    except (orjson.JSONDecodeError, requests.exceptions.RequestException):
+        message = http.parse(resp.content, lambda body: body.get("message") or body.get("Message"))
+    except UpstreamError:
         message = None
     finally:
         resp.close()
     upstream = ERROR_STATUS.get(error_type(resp.headers.get("x-amzn-errortype")), resp.status_code)
-    status, retryable = errors.classify_upstream_status(upstream)
-    if status in (400, 413):
-        text = scrub(message, route) if isinstance(message, str) and message else \
-            "The upstream provider rejected the request."
-        return UpstreamError(text, status=status, retryable=False, upstream_status=resp.status_code,
-                             type="invalid_request_error", anthropic_type="invalid_request_error")
-    if status == 429:
-        return UpstreamError("The upstream provider is rate limiting requests; retry later.", status=429,
-                             retryable=True, upstream_status=resp.status_code, type="rate_limit_error",
-                             anthropic_type="rate_limit_error", code="rate_limit_exceeded")
-    if status == 504:
-        return UpstreamTimeout()
-    return UpstreamError(f"The upstream provider returned an error (HTTP {resp.status_code}).",
-                         status=status, retryable=retryable, upstream_status=resp.status_code)
+    return errors.from_upstream_status(upstream, scrub(message, route) if isinstance(message, str) and message
+                                       else None)

@@ -17,14 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import requests
 
 from gateway import errors, tokens
-from gateway.errors import InvalidRequest, StreamTruncated, UpstreamError, UpstreamTimeout, cannot_serve
-from gateway.memo import RouteInfo
-from gateway.pipeline.context import RequestContext
+from gateway.errors import InvalidRequest, InvalidUpstreamResponse, StreamTruncated, UpstreamError, cannot_serve
 from gateway.providers import http
+from gateway.providers.base import Call
 from gateway.providers.openai import scrub as openai_scrub
+from gateway.routing.routes import RouteInfo
 from gateway.wire import openai_embeddings, sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -304,8 +303,7 @@ def decode_stream(chunks: Iterator[bytes], model: str) -> EventStream:
         if not isinstance(obj, dict):
             continue
         if isinstance(obj.get("error"), dict):
-            yield StreamEvent("error", error=UpstreamError(
-                "The upstream provider reported an error during the stream.", retryable=False))
+            yield StreamEvent("error", error=errors.stream_failed())
             return
         if not started:
             started = True
@@ -359,32 +357,25 @@ def resource(route: RouteInfo) -> str:
     return route.upstream_model if "/" in route.upstream_model else f"models/{route.upstream_model}"
 
 
-def post(route: RouteInfo, url: str, payload: bytes, stream: bool) -> requests.Response:
-    try:
-        resp = http.session_for(route.provider.base_url).post(
-            url, data=payload, headers=headers_for(route), stream=stream, timeout=http.timeouts())
-    except requests.exceptions.Timeout:
-        raise UpstreamTimeout() from None
-    except requests.exceptions.RequestException as e:
-        raise UpstreamError(f"Could not reach the upstream provider ({type(e).__name__}).") from None
+def post(route: RouteInfo, url: str, payload: bytes, *, stream: bool = False,
+         deadline: float | None = None) -> http.Response:
+    resp = http.post(route.provider.base_url, url, payload, headers_for(route), stream=stream, deadline=deadline)
     if resp.status_code >= 400:
         raise error_from(resp, route)
     return resp
 
 
-def chat(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> ChatResponse:
+def chat(req: ChatRequest, route: RouteInfo, call: Call) -> ChatResponse:
     """Translated call: canonical request in, canonical response out."""
-    resp = post(route, url_for(route, "generateContent"), orjson.dumps(to_wire(req)), stream=False)
-    try:
-        return from_wire(orjson.loads(resp.content), route.upstream_model)
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
+    resp = post(route, url_for(route, "generateContent"), orjson.dumps(to_wire(req)), deadline=call.deadline)
+    model = route.upstream_model
+    return http.parse(resp.content, lambda body: from_wire(body, model))
 
 
-def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> EventStream:
+def chat_stream(req: ChatRequest, route: RouteInfo, call: Call) -> EventStream:
     """Translated stream: the request is made now (errors raise here), events are parsed lazily."""
     resp = post(route, url_for(route, "streamGenerateContent") + "?alt=sse", orjson.dumps(to_wire(req)),
-                stream=True)
+                stream=True, deadline=call.deadline)
     model = route.upstream_model
     return http.events(resp, lambda chunks: decode_stream(chunks, model))
 
@@ -398,11 +389,12 @@ def _texts(body: dict[str, Any]) -> list[str]:
     return texts
 
 
-def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> tuple[dict[str, Any], Usage]:
+def embeddings(call: Call, route: RouteInfo) -> tuple[dict[str, Any], Usage]:
     """An OpenAI embeddings request -> batchEmbedContents -> an OpenAI-shaped list and its usage.
 
     Gemini reports no token counts for embeddings: usage is counted offline (marked estimated).
     """
+    body = call.body
     texts = _texts(body)
     model_name = resource(route)
     requests_: list[dict[str, Any]] = []
@@ -412,17 +404,12 @@ def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> t
             item["outputDimensionality"] = body["dimensions"]
         requests_.append(item)
     payload = orjson.dumps({"requests": requests_})
-    resp = post(route, url_for(route, "batchEmbedContents"), payload, stream=False)
-    try:
-        vectors = [e["values"] for e in orjson.loads(resp.content)["embeddings"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
+    resp = post(route, url_for(route, "batchEmbedContents"), payload, deadline=call.deadline)
+    vectors = http.parse(resp.content, lambda out: [e["values"] for e in out["embeddings"]])
     if len(vectors) != len(texts):
-        raise UpstreamError("The upstream provider returned an invalid response.")
-    usage = Usage(input_tokens=sum(tokens.count(t) for t in texts))
-    ctx.usage_estimated = True
-    return openai_embeddings.response(vectors, ctx.requested_model or body.get("model", ""), usage,
-                                      body.get("encoding_format")), usage
+        raise InvalidUpstreamResponse()
+    usage = Usage(input_tokens=sum(tokens.count(t) for t in texts), estimated=True)
+    return openai_embeddings.response(vectors, body.get("model", ""), usage, body.get("encoding_format")), usage
 
 
 # ---- errors ----------------------------------------------------------------------------------------
@@ -442,11 +429,11 @@ def _retry_delay(details: list[Any]) -> float | None:
     return None
 
 
-def error_from(resp: requests.Response, route: RouteInfo) -> UpstreamError:
+def error_from(resp: http.Response, route: RouteInfo) -> UpstreamError:
     """Google's `{"error": {code, message, status, details}}` onto the catalogue; the body never leaks."""
     try:
-        err = orjson.loads(resp.content).get("error")
-    except (orjson.JSONDecodeError, AttributeError, requests.exceptions.RequestException):
+        err = http.parse(resp.content, lambda body: body.get("error"))
+    except UpstreamError:
         err = None
     finally:
         resp.close()
@@ -457,19 +444,6 @@ def error_from(resp: requests.Response, route: RouteInfo) -> UpstreamError:
     # A bad or missing key of ours comes back as 400 API_KEY_INVALID: not the client's fault.
     if "API_KEY_INVALID" in reasons or err.get("status") in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
         upstream = 401 if upstream == 400 else upstream
-    status, retryable = errors.classify_upstream_status(upstream)
-    if status in (400, 413):
-        message = err.get("message")
-        text = scrub(message, route) if isinstance(message, str) and message else \
-            "The upstream provider rejected the request."
-        return UpstreamError(text, status=status, retryable=False, upstream_status=resp.status_code,
-                             type="invalid_request_error", anthropic_type="invalid_request_error")
-    if status == 429:
-        return UpstreamError("The upstream provider is rate limiting requests; retry later.", status=429,
-                             retryable=True, upstream_status=429, retry_after=_retry_delay(details),
-                             type="rate_limit_error", anthropic_type="rate_limit_error",
-                             code="rate_limit_exceeded")
-    if status == 504:
-        return UpstreamTimeout()
-    return UpstreamError(f"The upstream provider returned an error (HTTP {resp.status_code}).",
-                         status=status, retryable=retryable, upstream_status=resp.status_code)
+    message = err.get("message")
+    return errors.from_upstream_status(upstream, scrub(message, route) if isinstance(message, str) and message
+                                       else None, retry_after=_retry_delay(details))

@@ -1,20 +1,30 @@
-"""One pooled keep-alive connection pool per upstream; connect vs idle-read timeouts.
+"""One pooled keep-alive connection pool per upstream; connect vs idle-read timeouts, under a deadline.
 
 Upstream calls go straight to urllib3's connection pools: requests' per-call work (preparing,
 merging settings, hooks, cookies) cost more CPU than the rest of the gateway's hot path. The small
-session/response surface here keeps the shape adapters use (`post`/`get`, `status_code`,
-`headers`, `content`, `iter_content`, `close`) and raises requests' exception types, so adapter
-code and its error mapping read as before.
+session/response surface here (`post`/`get`/`request`, `status_code`, `headers`, `content`,
+`iter_content`, `close`) raises the gateway's own upstream errors, so adapters map nothing:
+
+    UpstreamError
+     +-- UpstreamTimeout       connect or read timed out, or the request's deadline passed (504)
+     +-- StreamTruncated       the connection broke or closed in the middle of a body (502)
+     +-- InvalidUpstreamResponse  a body that does not parse as the provider's wire format (502)
+     +-- MalformedStream       a stream event that does not (an error event, in events())
+    (any other transport failure: UpstreamError "Could not reach the upstream provider", 502)
+
+Every wait is bounded twice: by the configured timeouts (connect; read = the longest silence
+allowed, also between stream chunks) and by what is left of the request's deadline, which an
+adapter passes as a `time.perf_counter()` value. A stream that stalls is cut at the deadline.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import orjson
-import requests
 import urllib3
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -24,14 +34,24 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from gateway.errors import StreamTruncated
+from gateway.errors import (
+    InvalidUpstreamResponse,
+    MalformedStream,
+    StreamTruncated,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.providers import egress
 from gateway.settings import Settings
 from gateway.wire.canonical import EventStream, StreamEvent
 
+T = TypeVar("T")
+
 _pools: dict[str, Session] = {}
 _timeouts: tuple[float, float] = (5.0, 120.0)
 USER_AGENT = "gateway/0.1"
+# Parsing a provider's body can fail in any of these ways when the body is not what the wire promises.
+MALFORMED = (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError, IndexError)
 
 
 def configure(settings: Settings) -> None:
@@ -39,29 +59,46 @@ def configure(settings: Settings) -> None:
     _timeouts = (settings.upstream_connect_timeout, settings.upstream_idle_timeout)
 
 
-def timeouts() -> tuple[float, float]:
-    """(connect, read); read is the longest silence allowed, also between stream chunks."""
-    return _timeouts
+def timeouts(deadline: float | None = None) -> tuple[float, float]:
+    """(connect, read), each cut to what is left before `deadline`; UpstreamTimeout when none is."""
+    connect, read = _timeouts
+    if deadline is None:
+        return connect, read
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        raise UpstreamTimeout()
+    return min(connect, left), min(read, left)
+
+
+def parse(content: bytes, decode: Callable[[Any], T]) -> T:
+    """`decode(json of content)`; a body that is not what the provider's wire promises is a 502."""
+    try:
+        return decode(orjson.loads(content))
+    except MALFORMED:
+        raise InvalidUpstreamResponse() from None
 
 
 class Response:
     """The parts of a requests.Response the adapters use, over a urllib3 response."""
 
-    __slots__ = ("_raw", "status_code", "headers", "_content")
+    __slots__ = ("_raw", "status_code", "headers", "_content", "_deadline")
 
-    def __init__(self, raw: urllib3.HTTPResponse) -> None:
+    def __init__(self, raw: urllib3.HTTPResponse, deadline: float | None = None) -> None:
         self._raw = raw
         self.status_code = raw.status
         self.headers = raw.headers  # case-insensitive
         self._content: bytes | None = None
+        self._deadline = deadline
 
     @property
     def content(self) -> bytes:
         if self._content is None:
             try:
                 self._content = self._raw.read()
-            except (ProtocolError, ReadTimeoutError) as e:
-                raise requests.exceptions.ConnectionError(str(e)) from None
+            except ReadTimeoutError:
+                raise UpstreamTimeout() from None
+            except (ProtocolError, HTTPError, OSError):
+                raise StreamTruncated() from None
             finally:
                 self._raw.release_conn()
         return self._content
@@ -71,18 +108,31 @@ class Response:
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return orjson.loads(self.content)
+        return parse(self.content, lambda obj: obj)
 
     def iter_content(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        """Bytes as they arrive (each chunk of a chunked response as soon as it is read)."""
+        """Bytes as they arrive (each chunk of a chunked response as soon as it is read).
+
+        Before each read the socket's timeout is cut to what is left of the deadline, so a
+        stream that goes silent ends at the deadline (UpstreamTimeout), not an idle timeout later.
+        """
         try:
             for chunk in self._raw.stream(chunk_size, decode_content=True):
                 if chunk:
                     yield chunk
-        except ProtocolError as e:
-            raise requests.exceptions.ChunkedEncodingError(str(e)) from None
-        except (ReadTimeoutError, HTTPError) as e:
-            raise requests.exceptions.ConnectionError(str(e)) from None
+                if self._deadline is not None:
+                    self._bound_next_read()
+        except ReadTimeoutError:
+            raise UpstreamTimeout() from None
+        except (ProtocolError, HTTPError, OSError):
+            raise StreamTruncated() from None
+
+    def _bound_next_read(self) -> None:
+        # Past the deadline only what has already arrived (the stream's end, say) is still read.
+        left = max(self._deadline - time.perf_counter(), 0.001)
+        sock = getattr(self._raw.connection, "sock", None)
+        if sock is not None:
+            sock.settimeout(min(_timeouts[1], left))
 
     def close(self) -> None:
         """Done with the response: a fully read body returns its connection to the pool."""
@@ -105,26 +155,24 @@ class Session:
 
     def request(self, method: str, url: str, data: bytes | None = None,
                 headers: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
-                stream: bool = False,
-                timeout: tuple[float, float] | None = None) -> Response:
+                stream: bool = False, deadline: float | None = None) -> Response:
+        """One request; raises UpstreamTimeout / UpstreamError, never a transport exception."""
         parts = urlsplit(url)
         path = parts.path or "/"
         query = "&".join(q for q in (parts.query, urlencode(params) if params else "") if q)
         if query:
             path += "?" + query
         all_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
-        connect, read = timeout or _timeouts
+        connect, read = timeouts(deadline)
         try:
             raw = self.pool.urlopen(method, path, body=data, headers=all_headers, retries=False,
                                     redirect=False, preload_content=False,
                                     timeout=urllib3.Timeout(connect=connect, read=read))
-        except ConnectTimeoutError as e:
-            raise requests.exceptions.ConnectTimeout(str(e)) from None
-        except ReadTimeoutError as e:
-            raise requests.exceptions.ReadTimeout(str(e)) from None
+        except (ConnectTimeoutError, ReadTimeoutError):
+            raise UpstreamTimeout() from None
         except (NewConnectionError, ProtocolError, HTTPError, OSError) as e:
-            raise requests.exceptions.ConnectionError(str(e)) from None
-        resp = Response(raw)
+            raise UpstreamError(f"Could not reach the upstream provider ({type(e).__name__}).") from None
+        resp = Response(raw, deadline)
         if not stream:
             resp.content  # noqa: B018  (read now, as requests does, and free the connection)
         return resp
@@ -136,9 +184,15 @@ class Session:
         return self.request("GET", url, **kw)
 
 
+def post(base_url: str, url: str, payload: bytes, headers: Mapping[str, str], *, stream: bool = False,
+         deadline: float | None = None) -> Response:
+    """POST on `base_url`'s pool."""
+    return session_for(base_url).post(url, data=payload, headers=headers, stream=stream, deadline=deadline)
+
+
 def events(resp: Response, decode: Callable[[Iterator[bytes]], EventStream]) -> EventStream:
-    """A provider's stream decoded as bytes arrive; a broken connection ends in an error event,
-    and the response is closed however the stream ends (the client may leave first)."""
+    """A provider's stream decoded as bytes arrive; a broken or stalled connection ends in an error
+    event, and the response is closed however the stream ends (the client may leave first)."""
     chunks = resp.iter_content(chunk_size=None)
     try:
         for ev in decode(chunks):
@@ -148,8 +202,10 @@ def events(resp: Response, decode: Callable[[Iterator[bytes]], EventStream]) -> 
                 for _ in chunks:
                     pass
             yield ev
-    except requests.exceptions.RequestException:
-        yield StreamEvent("error", error=StreamTruncated())
+    except UpstreamError as e:
+        yield StreamEvent("error", error=e)
+    except MALFORMED:  # the decoder met a shape the provider's wire format does not allow
+        yield StreamEvent("error", error=MalformedStream())
     finally:
         resp.close()
 
@@ -169,9 +225,3 @@ def forget(base_url: str) -> None:
 
 
 egress.on_withdrawn(forget)  # a kept-alive connection must not outlive its allow_private
-
-
-def close_all() -> None:
-    for session in _pools.values():
-        session.pool.close()
-    _pools.clear()

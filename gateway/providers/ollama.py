@@ -14,14 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import requests
 
-from gateway import tokens
-from gateway.errors import InvalidRequest, StreamTruncated, UpstreamError, UpstreamTimeout
-from gateway.memo import ProviderInfo, RouteInfo
-from gateway.pipeline.context import RequestContext
-from gateway.providers import http
-from gateway.providers.openai import error_from, post
+from gateway import errors, tokens
+from gateway.errors import InvalidRequest, InvalidUpstreamResponse, StreamTruncated, UpstreamError
+from gateway.providers import http, openai
+from gateway.providers.base import Call
+from gateway.routing.routes import ProviderInfo, RouteInfo
 from gateway.wire import openai_embeddings
 from gateway.wire.canonical import (
     ChatRequest,
@@ -185,8 +183,7 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
         if not isinstance(obj, dict):
             continue
         if "error" in obj:  # a failure mid-stream: the status line already said 200
-            err = UpstreamError("The upstream provider reported an error during the stream.", retryable=False)
-            yield StreamEvent("error", error=err)
+            yield StreamEvent("error", error=errors.stream_failed())
             return
         if not started:
             started = True
@@ -222,45 +219,36 @@ def headers_for(route: RouteInfo | ProviderInfo) -> dict[str, str]:
     return h
 
 
-def chat(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> ChatResponse:
+def post(route: RouteInfo, path: str, payload: bytes, *, stream: bool = False,
+         deadline: float | None = None) -> http.Response:
+    return openai.post(route, path, payload, headers_for(route), stream=stream, deadline=deadline)
+
+
+def chat(req: ChatRequest, route: RouteInfo, call: Call) -> ChatResponse:
     req.stream = False
-    resp = post(route, "/api/chat", orjson.dumps(to_wire(req)), headers_for(route), stream=False)
-    if resp.status_code >= 400:
-        raise error_from(resp, route)
-    try:
-        return from_wire(orjson.loads(resp.content))
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
+    resp = post(route, "/api/chat", orjson.dumps(to_wire(req)), deadline=call.deadline)
+    return http.parse(resp.content, from_wire)
 
 
-def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> EventStream:
+def chat_stream(req: ChatRequest, route: RouteInfo, call: Call) -> EventStream:
     """The request is made now (errors raise here); the NDJSON is parsed lazily."""
     req.stream = True
-    resp = post(route, "/api/chat", orjson.dumps(to_wire(req)), headers_for(route), stream=True)
-    if resp.status_code >= 400:
-        raise error_from(resp, route)
+    resp = post(route, "/api/chat", orjson.dumps(to_wire(req)), stream=True, deadline=call.deadline)
     return http.events(resp, decode_stream)
 
 
 def list_models(provider: ProviderInfo) -> list[str]:
     """The models pulled on this Ollama server (`GET /api/tags`), by name (`llama3.2:latest`)."""
-    try:
-        resp = http.session_for(provider.base_url).get(provider.base_url + "/api/tags",
-                                                       headers=headers_for(provider), timeout=http.timeouts())
-    except requests.exceptions.Timeout:
-        raise UpstreamTimeout() from None
-    except requests.exceptions.RequestException as e:
-        raise UpstreamError(f"Could not reach the upstream provider ({type(e).__name__}).") from None
+    resp = http.session_for(provider.base_url).get(provider.base_url + "/api/tags", headers=headers_for(provider))
     if resp.status_code >= 400:
+        resp.close()
         raise UpstreamError(f"The upstream provider returned an error (HTTP {resp.status_code}).")
-    try:
-        return [m["name"] for m in orjson.loads(resp.content)["models"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
+    return http.parse(resp.content, lambda obj: [m["name"] for m in obj["models"]])
 
 
-def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> tuple[dict[str, Any], Usage]:
+def embeddings(call: Call, route: RouteInfo) -> tuple[dict[str, Any], Usage]:
     """An OpenAI embeddings request -> `/api/embed` -> an OpenAI-shaped list (base64 on request)."""
+    body = call.body
     texts = openai_embeddings.texts(body)
     if texts is None:
         raise InvalidRequest("This model takes 'input' as a string or an array of strings (not token ids).",
@@ -268,20 +256,19 @@ def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> t
     payload: dict[str, Any] = {"model": route.upstream_model, "input": texts}
     if body.get("dimensions") is not None:
         payload["dimensions"] = body["dimensions"]
-    resp = post(route, "/api/embed", orjson.dumps(payload), headers_for(route), stream=False)
-    if resp.status_code >= 400:
-        raise error_from(resp, route)
-    try:
-        out = orjson.loads(resp.content)
-        vectors = [list(v) for v in out["embeddings"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
+    resp = post(route, "/api/embed", orjson.dumps(payload), deadline=call.deadline)
+    out = http.parse(resp.content, _embedded)
+    vectors = [list(v) for v in out["embeddings"]]
     if len(vectors) != len(texts):
-        raise UpstreamError("The upstream provider returned an invalid response.")
+        raise InvalidUpstreamResponse()
     if out.get("prompt_eval_count") is not None:
         usage = Usage(input_tokens=int(out["prompt_eval_count"]))
     else:  # older servers report no count
-        usage = Usage(input_tokens=sum(tokens.count(t) for t in texts))
-        ctx.usage_estimated = True
-    return openai_embeddings.response(vectors, ctx.requested_model or body.get("model", ""), usage,
-                                      body.get("encoding_format")), usage
+        usage = Usage(input_tokens=sum(tokens.count(t) for t in texts), estimated=True)
+    return openai_embeddings.response(vectors, body.get("model", ""), usage, body.get("encoding_format")), usage
+
+
+def _embedded(obj: Any) -> dict[str, Any]:
+    if not isinstance(obj["embeddings"], list):
+        raise TypeError
+    return obj

@@ -1,14 +1,15 @@
-"""Responses pass-through for OpenAI-kind upstreams that speak `{base_url}/responses` (OpenAI does).
+"""Responses pass-through for OpenAI-kind upstreams that speak `{base_url}/responses` (OpenAI does):
+the body sent and the stream relayed. The OpenAI adapter's passthrough posts it (providers/openai.py).
 
 The client's body is forwarded as received with `model` rewritten. `previous_response_id` goes
-upstream only when that upstream holds the response (it created it for this org; the decode
-check already refused ids of other orgs); otherwise the stored conversation is sent as `input`.
-Stream bytes are relayed as they arrive. The observer takes usage from the terminal
-`response.completed` / `response.incomplete` event; a stream that ends without a terminal event
-ends in an `error` + `response.failed` pair, never a clean end.
+upstream only when that upstream holds the response (`call.previous_provider`: the responses
+stage found it stored from this provider for this org); otherwise the conversation so far
+(`call.history`) is sent as `input`. Stream bytes are relayed as they arrive; the observer takes
+usage from the terminal `response.completed` / `response.incomplete` event, and a stream that
+ends without a terminal event ends in an `error` + `response.failed` pair, never a clean end.
 
-An upstream that does not speak Responses (many OpenAI-compatible servers) is served by
-translation onto chat instead, so one OpenAI-kind adapter covers both.
+Whether an upstream speaks Responses is `speaks_responses(route)`; dispatch's mode translates
+onto chat for the ones that do not (many OpenAI-compatible servers have chat completions only).
 """
 
 from __future__ import annotations
@@ -18,21 +19,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-import requests
 
-from gateway import tokens
+from gateway import errors, tokens
 from gateway.errors import StreamTruncated, UpstreamError
-from gateway.memo import RouteInfo
-from gateway.pipeline.context import Reply, RequestContext
-from gateway.providers import openai as openai_adapter
+from gateway.providers import http
+from gateway.providers.base import Call, Relay
+from gateway.routing.routes import RouteInfo
 from gateway.scrub import scrub_bytes
-from gateway.stores.responses import STATE, input_items, remember, state_of
-from gateway.wire import sse
 from gateway.wire.canonical import Usage
-from gateway.wire.openai_responses import failure_events, usage_from
-
-TERMINAL = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
-PARSED = TERMINAL | {b"response.created"}
+from gateway.wire.openai_responses import StreamObserver, failure_events, input_items, usage_from
 
 
 def speaks_responses(route: RouteInfo) -> bool:
@@ -47,37 +42,20 @@ def speaks_responses(route: RouteInfo) -> bool:
     return urlsplit(route.provider.base_url).hostname == "api.openai.com"
 
 
-def passthrough(ctx: RequestContext, route: RouteInfo) -> Reply:
-    if not speaks_responses(route):
-        from gateway.pipeline.dispatch import translate  # here: dispatch imports the adapters
-
-        return translate(ctx, openai_adapter, route)
-    resp = openai_adapter.post(route, "/responses", to_wire(ctx, route), openai_adapter.headers_for(route),
-                               stream=ctx.stream)
-    if resp.status_code >= 400:
-        raise openai_adapter.error_from(resp, route)
-    if not ctx.stream:
-        content = resp.content
-        ctx.mark_first_byte()
-        try:
-            obj = orjson.loads(content)
-            ctx.usage = usage_from(obj.get("usage")) or Usage()
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise UpstreamError("The upstream provider returned an invalid response.") from None
-        remember(ctx.body, obj, provider=route.provider.name, upstream_stored=True)
-        return Reply(status=200, body=content)
-    return Reply(status=200, chunks=relay(ctx, resp, route), content_type="text/event-stream")
+def id_and_usage(obj: Any) -> tuple[str | None, Usage]:
+    """A whole Responses reply's id and usage."""
+    rid = obj.get("id")
+    return (rid if isinstance(rid, str) else None), usage_from(obj.get("usage")) or Usage()
 
 
-def to_wire(ctx: RequestContext, route: RouteInfo) -> bytes:
-    body = {k: v for k, v in ctx.body.items() if k != STATE}
+def to_wire(call: Call, route: RouteInfo) -> bytes:
+    body = dict(call.body)
     body["model"] = route.upstream_model
-    state = state_of(ctx.body)
-    if body.get("previous_response_id") and state.get("previous_provider") != route.provider.name:
+    if body.get("previous_response_id") and call.previous_provider != route.provider.name:
         # The upstream never saw that id (built here, or by another provider): send the turns instead.
         del body["previous_response_id"]
-        body["input"] = [_portable(i) for i in state.get("history", ()) if i.get("type") != "reasoning"]
-        body["input"] += input_items(ctx.body)
+        body["input"] = [_portable(i) for i in call.history if i.get("type") != "reasoning"]
+        body["input"] += input_items(call.body)
     return orjson.dumps(body)
 
 
@@ -86,93 +64,45 @@ def _portable(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "id"}
 
 
-class StreamObserver:
-    """Watches a Responses SSE stream as it is relayed: the created and final responses, usage,
-    and whether a terminal event arrived. Only the few events it needs are parsed."""
-
-    __slots__ = ("splitter", "events", "created", "final", "failed", "terminal", "usage")
-
-    def __init__(self) -> None:
-        self.splitter = sse.EventSplitter()
-        self.events = 0  # the API numbers events from 0, one by one: ours continue from here
-        self.created: dict[str, Any] | None = None
-        self.final: dict[str, Any] | None = None  # the response of response.completed / .incomplete
-        self.failed = False
-        self.terminal = False
-        self.usage = Usage()
-
-    def feed(self, chunk: bytes) -> None:
-        for ev in self.splitter.feed(chunk):
-            self._observe(ev)
-
-    def _observe(self, ev: bytes) -> None:
-        data = sse.data_of(ev)
-        if data is None:
-            return
-        self.events += 1
-        name = sse.name_of(ev)
-        if name is None:  # servers that send only `data:`: find the type without parsing every delta
-            if not any(b'"' + n + b'"' in data for n in PARSED):
-                return
-        elif name not in PARSED:
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        kind = str(obj.get("type", "")).encode()
-        response = obj.get("response") if isinstance(obj.get("response"), dict) else None
-        if kind == b"response.created":
-            self.created = response
-        elif kind in TERMINAL:
-            self.terminal = True
-            self.failed = kind in (b"response.failed", b"error")
-            if response is not None:
-                self.usage.merge(usage_from(response.get("usage")))
-                if not self.failed:
-                    self.final = response
-
-
-def relay(ctx: RequestContext, resp: requests.Response, route: RouteInfo) -> Iterator[bytes]:
-    """Forward upstream bytes as they arrive; store the response once its final event passed."""
+def relay(resp: http.Response, call: Call) -> Relay:
+    """Forward upstream bytes as they arrive, watching for the terminal event."""
+    out = Relay()
     observer = StreamObserver()
-    try:
-        for chunk in resp.iter_content(chunk_size=None):
-            ctx.mark_first_byte()
-            observer.feed(chunk)
-            if observer.final is not None:
-                remember(ctx.body, observer.final, provider=route.provider.name, upstream_stored=True)
-                observer.final = None
-            # From the failure on (error, response.failed), the upstream's message may echo our key.
-            yield scrub_bytes(chunk) if observer.failed else chunk
-        if not observer.terminal:
-            yield from _truncated(ctx, observer)
-        elif observer.failed:
-            ctx.fail(UpstreamError("The upstream provider reported an error during the stream.",
-                                   retryable=False))
-    except requests.exceptions.RequestException:
-        yield from _truncated(ctx, observer)
-    finally:
-        resp.close()
-        ctx.usage.merge(observer.usage)
-        if ctx.usage.total == 0 and observer.events:
-            _estimate(ctx, observer.events)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for chunk in resp.iter_content(chunk_size=None):
+                observer.feed(chunk)
+                # From the failure on (error, response.failed), the upstream's message may echo our key.
+                yield scrub_bytes(chunk) if observer.failed else chunk
+            if not observer.terminal:
+                yield _failed(out, observer, StreamTruncated())
+            elif observer.failed:
+                out.error = errors.stream_failed()
+        except UpstreamError as e:
+            yield _failed(out, observer, e)
+        finally:
+            resp.close()
+            out.usage.merge(observer.usage)
+            if observer.created is not None and isinstance(observer.created.get("id"), str):
+                out.upstream_id = observer.created["id"]
+            if out.usage.total == 0 and observer.events:
+                out.estimate = _estimate(call, observer.events)
+
+    out.chunks = chunks()
+    return out
 
 
-def _truncated(ctx: RequestContext, observer: StreamObserver) -> Iterator[bytes]:
-    err = StreamTruncated()
-    ctx.fail(err)
+def _failed(out: Relay, observer: StreamObserver, err: UpstreamError) -> bytes:
+    out.error = err
     # A partial event may sit in the splitter: close it with a blank line so ours parse on their own.
     head = b"\n\n" if observer.splitter.pending else b""
-    events = failure_events(err, observer.events, observer.created)
-    yield head + b"".join(events)
+    return head + b"".join(failure_events(err, observer.events, observer.created))
 
 
-def _estimate(ctx: RequestContext, events: int) -> None:
+def _estimate(call: Call, events: int) -> Usage:
     """A cut stream never reported usage; the upstream still bills the prompt and what it sent."""
-    state = state_of(ctx.body)
-    items = [*state.get("history", ()), *input_items(ctx.body)]
-    if ctx.body.get("instructions"):
-        items.insert(0, {"role": "system", "content": str(ctx.body["instructions"])})
-    ctx.usage = Usage(input_tokens=tokens.count_messages(items), output_tokens=max(events - 4, 0))
-    ctx.usage_estimated = True
+    items = [*call.history, *input_items(call.body)]
+    if call.body.get("instructions"):
+        items.insert(0, {"role": "system", "content": str(call.body["instructions"])})
+    return tokens.partial_usage(items, max(events - 4, 0))

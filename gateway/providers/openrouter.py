@@ -12,14 +12,13 @@ import logging
 from typing import Any
 
 import orjson
-import requests
 
 from gateway.errors import UpstreamError
 from gateway.ledger.pricing import usd_to_micros
-from gateway.memo import RouteInfo
-from gateway.pipeline.context import Reply, RequestContext
 from gateway.providers import http, openai
-from gateway.wire import openai_chat, openai_embeddings
+from gateway.providers.base import Call, Passed
+from gateway.routing.routes import RouteInfo
+from gateway.wire import openai_chat
 from gateway.wire.canonical import ChatRequest, ChatResponse, EventStream, Usage
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def headers_for(route: RouteInfo) -> dict[str, str]:
     return {**openai.headers_for(route), **attribution()}
 
 
-def error_from(resp: requests.Response, route: RouteInfo) -> UpstreamError:
+def error_from(resp: http.Response, route: RouteInfo) -> UpstreamError:
     """OpenAI's mapping, except 402: our OpenRouter account is out of credits, which is not the
     client's fault and another route may still serve (OpenRouter's error code is a number there)."""
     if resp.status_code == 402:
@@ -60,59 +59,44 @@ def error_from(resp: requests.Response, route: RouteInfo) -> UpstreamError:
     return openai.error_from(resp, route)
 
 
-# ---- chat: the OpenAI adapter's steps, with our headers ----------------------------------------------
-
-def passthrough(ctx: RequestContext, route: RouteInfo) -> Reply:
-    payload, hide_usage = openai.to_wire(ctx, route)
-    resp = openai.post(route, "/chat/completions", payload, headers_for(route), stream=ctx.stream)
+def post(route: RouteInfo, path: str, payload: bytes, *, stream: bool = False,
+         deadline: float | None = None) -> http.Response:
+    base = route.provider.base_url
+    resp = http.post(base, base + path, payload, headers_for(route), stream=stream, deadline=deadline)
     if resp.status_code >= 400:
         raise error_from(resp, route)
-    if ctx.stream:
-        return Reply(status=200, chunks=openai.relay(ctx, resp, openai_chat.StreamObserver(hide_usage)),
-                     content_type="text/event-stream")
+    return resp
+
+
+# ---- chat and embeddings: the OpenAI wire, with our headers and 402 mapping ---------------------------
+
+def passthrough(call: Call, route: RouteInfo) -> Passed:
+    payload, hide_usage = openai.to_wire(call, route)
+    resp = post(route, "/chat/completions", payload, stream=call.stream, deadline=call.deadline)
+    if call.stream:
+        return Passed(relay=openai.relay(resp, openai_chat.StreamObserver(hide_usage), call))
     content = resp.content
-    ctx.mark_first_byte()
-    try:
-        parsed = orjson.loads(content)
-        ctx.usage = openai_chat.usage_from(parsed.get("usage")) or Usage()
-    except (orjson.JSONDecodeError, AttributeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
-    _remember(ctx, parsed.get("id"))
-    return Reply(status=200, body=content)
+    generation_id, usage = http.parse(content, openai.id_and_usage)
+    return Passed(body=content, usage=usage, upstream_id=generation_id)  # `gen-...`: see generation_cost
 
 
-def chat(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> ChatResponse:
+def chat(req: ChatRequest, route: RouteInfo, call: Call) -> ChatResponse:
     req.stream = False
-    resp = openai.post(route, "/chat/completions", orjson.dumps(openai_chat.encode_request(req)),
-                       headers_for(route), stream=False)
-    if resp.status_code >= 400:
-        raise error_from(resp, route)
-    try:
-        out = openai_chat.decode_response(orjson.loads(resp.content))
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
-    _remember(ctx, out.id)
-    return out
+    resp = post(route, "/chat/completions", orjson.dumps(openai_chat.encode_request(req)), deadline=call.deadline)
+    return http.parse(resp.content, openai_chat.decode_response)
 
 
-def chat_stream(ctx: RequestContext, req: ChatRequest, route: RouteInfo) -> EventStream:
+def chat_stream(req: ChatRequest, route: RouteInfo, call: Call) -> EventStream:
     req.stream = True
-    resp = openai.post(route, "/chat/completions", orjson.dumps(openai_chat.encode_request(req)),
-                       headers_for(route), stream=True)
-    if resp.status_code >= 400:
-        raise error_from(resp, route)
+    resp = post(route, "/chat/completions", orjson.dumps(openai_chat.encode_request(req)), stream=True,
+                deadline=call.deadline)
     return http.events(resp, openai_chat.decode_stream)
 
 
-def embeddings(ctx: RequestContext, body: dict[str, Any], route: RouteInfo) -> tuple[dict[str, Any], Usage]:
+def embeddings(call: Call, route: RouteInfo) -> tuple[dict[str, Any], Usage]:
     """OpenRouter's `/embeddings` is OpenAI's: forwarded as received, with our headers."""
-    return openai_embeddings.forward(ctx, body, route, openai, headers_for(route))
-
-
-def _remember(ctx: RequestContext, generation_id: Any) -> None:
-    """The generation id (`gen-...`) that generation_cost takes, kept for whoever records it."""
-    if isinstance(generation_id, str) and generation_id:
-        ctx.extra["upstream_id"] = generation_id
+    resp = post(route, "/embeddings", openai.embeddings_body(call, route), deadline=call.deadline)
+    return openai.embeddings_reply(resp)
 
 
 # ---- reconciliation (not on the hot path) -----------------------------------------------------------
@@ -126,9 +110,9 @@ def generation_cost(route: RouteInfo, generation_id: str) -> int | None:
     base = route.provider.base_url
     try:
         resp = http.session_for(base).get(base + "/generation", params={"id": generation_id},
-                                          headers=headers_for(route), timeout=http.timeouts())
-    except requests.exceptions.RequestException as e:
-        log.warning("openrouter generation %s: lookup failed (%s)", generation_id, type(e).__name__)
+                                          headers=headers_for(route))
+    except UpstreamError as e:
+        log.warning("openrouter generation %s: lookup failed (%s)", generation_id, e.message)
         return None
     if resp.status_code != 200:
         if resp.status_code != 404:
@@ -136,8 +120,8 @@ def generation_cost(route: RouteInfo, generation_id: str) -> int | None:
         resp.close()
         return None
     try:
-        cost = orjson.loads(resp.content)["data"]["total_cost"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        cost = http.parse(resp.content, lambda obj: obj["data"]["total_cost"])
+    except UpstreamError:
         log.warning("openrouter generation %s: unexpected response body", generation_id)
         return None
     if isinstance(cost, bool) or not isinstance(cost, int | float):

@@ -1,4 +1,4 @@
-"""Provider kind -> adapter module."""
+"""Provider kind -> adapter module (each one the protocol of providers/base.py)."""
 
 from __future__ import annotations
 

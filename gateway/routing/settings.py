@@ -19,6 +19,12 @@ class RoutingSettings:
     deadline_seconds: float = 60.0
     breaker_failures: int = 5
     breaker_cooldown_seconds: float = 30.0
+    # Providers (by name) whose requests are always translated through the canonical types, even
+    # where the client's dialect is theirs: for upstreams whose native endpoint is incomplete.
+    translate: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "translate", tuple(self.translate or ()))
 
     @property
     def retry(self) -> RetryPolicy:

@@ -22,11 +22,11 @@ from gateway import db
 from gateway.errors import NotFound
 from gateway.ledger.writer import WRITER
 from gateway.models import StoredResponse
+from gateway.wire.openai_responses import input_items
 
 log = logging.getLogger(__name__)
 
 PER_ORG = 1000  # responses kept in memory per org; older ones are read back from the database
-STATE = "_gateway_responses"  # key of the per-request state in ctx.body (see attach); never the client's
 
 
 class PreviousResponseNotFound(NotFound):
@@ -110,43 +110,32 @@ class ResponseStore:
 STORE = ResponseStore()
 
 
-# ---- per-request state, carried in ctx.body ---------------------------------------------------
-# The dialect's face to dispatch receives only the body, so the caller's org and the expanded
-# history travel in it under STATE. attach() always overwrites the key: a client cannot supply it.
+# ---- the conversation of one request -------------------------------------------------------------
 
-def attach(body: dict[str, Any], org_id: int) -> None:
-    """Bind the request to its org and resolve `previous_response_id` within that org (404 otherwise)."""
-    state: dict[str, Any] = {"org_id": org_id, "history": [], "previous_provider": ""}
-    previous = body.get("previous_response_id")
-    if previous:
-        rec = STORE.get(org_id, previous)
-        if rec is None:
-            raise PreviousResponseNotFound(f"Previous response with id '{previous}' not found.",
-                                           param="previous_response_id")
-        state["history"] = rec.conversation
-        state["previous_provider"] = rec.provider if rec.upstream_stored else ""
-    body[STATE] = state
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """What a Responses request continues: the org's stored turns before it."""
+
+    history: list[dict[str, Any]]  # input and output items so far; never mutated
+    provider: str = ""  # the provider that also holds `previous_response_id` ("" when built here)
 
 
-def state_of(body: dict[str, Any]) -> dict[str, Any]:
-    return body.get(STATE) or {}
+def conversation(org_id: int, previous_id: str | None) -> Conversation:
+    """The org's conversation behind `previous_id` (empty without one); 404 when the org has none."""
+    if not previous_id:
+        return Conversation([])
+    rec = STORE.get(org_id, previous_id)
+    if rec is None:
+        raise PreviousResponseNotFound(f"Previous response with id '{previous_id}' not found.",
+                                       param="previous_response_id")
+    return Conversation(rec.conversation, rec.provider if rec.upstream_stored else "")
 
 
-def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The request's `input` as a list of items (a string is one user message)."""
-    value = body.get("input")
-    if isinstance(value, str):
-        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
-    return [item for item in value or [] if isinstance(item, dict)]
-
-
-def remember(body: dict[str, Any], response: dict[str, Any], *, provider: str = "",
-             upstream_stored: bool = False, model: str = "") -> None:
-    """Store a finished response unless the client sent `store: false` (or the request has no org)."""
-    state = state_of(body)
-    if body.get("store") is False or "org_id" not in state or not response.get("id"):
+def remember(org_id: int, body: dict[str, Any], history: list[dict[str, Any]], response: dict[str, Any], *,
+             provider: str = "", upstream_stored: bool = False, model: str = "") -> None:
+    """Store a finished response unless the client sent `store: false`."""
+    if body.get("store") is False or not response.get("id"):
         return
-    conversation = [*state.get("history", ()), *input_items(body), *(response.get("output") or ())]
+    conversation = [*history, *input_items(body), *(response.get("output") or ())]
     model = model or str(response.get("model", ""))
-    STORE.put(Stored(response["id"], state["org_id"], conversation, response, model, provider,
-                     upstream_stored))
+    STORE.put(Stored(response["id"], org_id, conversation, response, model, provider, upstream_stored))

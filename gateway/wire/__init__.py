@@ -2,7 +2,9 @@
 
 Each dialect module offers `check_request(body)`, `decode_request(body) -> ChatRequest`,
 `render(resp, model, body) -> dict`, `render_stream(events, model, body) -> Iterator[bytes]`
-and `error_event(err) -> bytes`, so dispatch can translate for any client.
+and `error_event(err) -> bytes`, so dispatch can translate for any client. Codecs are pure: no
+store, database or pipeline; state they need comes in as arguments (the Responses codec's
+`decode_request(body, history)` takes the conversation so far).
 """
 
 from __future__ import annotations

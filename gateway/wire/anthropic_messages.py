@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 import orjson
 
 from gateway import tokens
-from gateway.errors import GatewayError, InvalidRequest, StreamTruncated, UpstreamError, as_anthropic
+from gateway.errors import GatewayError, InvalidRequest, MalformedStream, StreamTruncated, UpstreamError, as_anthropic
 from gateway.scrub import scrub_bytes
 from gateway.wire import sse
 from gateway.wire.canonical import (
@@ -399,10 +399,10 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
         data = sse.data_of(event)
         if data is None:
             continue
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
+        obj = sse.json_object(data)
+        if obj is None:  # not JSON, or not an object: nothing after it can be trusted
+            yield StreamEvent("error", error=MalformedStream())
+            return
         kind = obj.get("type")
         if kind == "message_start":
             message = obj.get("message") or {}

@@ -21,6 +21,7 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens read from the provider's prompt cache
     cache_write_tokens: int = 0  # prompt tokens written to the provider's prompt cache
+    estimated: bool = False  # counted here, not reported by the provider
 
     def merge(self, other: Usage | None) -> None:
         """Take the larger of each count: streams report cumulative usage, sometimes more than once."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidRequest, StreamTruncated, UpstreamError, as_openai
+from gateway.errors import GatewayError, InvalidRequest, MalformedStream, StreamTruncated, UpstreamError, as_openai
 from gateway.scrub import scrub_bytes
 from gateway.wire import sse
 from gateway.wire.canonical import (
@@ -28,13 +28,18 @@ from gateway.wire.canonical import (
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
-def check_request(body: Any) -> None:
-    """Reject what OpenAI would reject with a 400 naming the param; pass everything else through."""
+def check_model(body: Any) -> None:
+    """The opening every OpenAI endpoint's check shares: a JSON object that names a model."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("you must provide a model parameter", param="model")
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+
+
+def check_request(body: Any) -> None:
+    """Reject what OpenAI would reject with a 400 naming the param; pass everything else through."""
+    check_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
@@ -126,15 +131,19 @@ def usage_from(obj: dict | None) -> Usage | None:
 _NOTABLE = re.compile(rb'"usage":\s*\{|"error"|\[DONE\]')
 
 
+_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,200})"')
+
+
 class StreamObserver:
     """Watches an OpenAI chat SSE stream as it is relayed: usage, terminal `[DONE]`, error events.
 
     `hide_usage` drops the usage-only chunk the gateway asked for when the client did not.
     """
 
-    __slots__ = ("splitter", "usage", "done", "hide_usage", "upstream_error", "deltas")
+    __slots__ = ("splitter", "usage", "done", "hide_usage", "upstream_error", "deltas", "id")
 
     def __init__(self, hide_usage: bool) -> None:
+        self.id: str | None = None  # the upstream's completion (or generation) id, from the first chunk
         self.splitter = sse.EventSplitter()
         self.usage = Usage()
         self.done = False
@@ -144,6 +153,8 @@ class StreamObserver:
 
     def feed(self, chunk: bytes) -> bytes:
         """Observe one upstream chunk; return the bytes to forward (the chunk itself unless hiding)."""
+        if self.id is None and (found := _ID.search(chunk)):
+            self.id = found.group(1).decode(errors="replace")
         if (not self.splitter.pending and chunk.endswith(b"\n\n") and b"\r" not in chunk
                 and not _NOTABLE.search(chunk)):
             # The common case: whole plain content events, nothing to read or hide.
@@ -175,11 +186,10 @@ class StreamObserver:
         self.deltas += 1
         if not _NOTABLE.search(data):
             return True  # most chunks: no parse needed
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        obj = sse.json_object(data)
+        if obj is None:  # the client gets the upstream's bytes as they are
             return True
-        if "error" in obj and isinstance(obj["error"], dict):
+        if isinstance(obj.get("error"), dict):
             self.upstream_error = obj["error"]
             return False
         usage = usage_from(obj.get("usage"))
@@ -419,10 +429,10 @@ def decode_stream(chunks: Iterator[bytes]) -> EventStream:
         if data == sse.DONE:
             yield StreamEvent("end")
             return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
+        obj = sse.json_object(data)
+        if obj is None:  # not JSON, or not an object: nothing after it can be trusted
+            yield StreamEvent("error", error=MalformedStream())
+            return
         if isinstance(obj.get("error"), dict):
             yield StreamEvent("error", error=UpstreamError("The upstream provider reported an error during the "
                                                            "stream.", retryable=False))

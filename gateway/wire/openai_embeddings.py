@@ -1,10 +1,8 @@
-"""OpenAI Embeddings dialect: request checks, the response shape, and the embeddings leg of dispatch.
+"""OpenAI Embeddings dialect: request checks and the response shape.
 
-Embeddings are not chat-shaped, so they skip the pass-through/translate split: `call` hands the
-client's body to the route adapter's optional `embeddings(ctx, body, route) -> (dict, Usage)`.
-OpenAI-compatible adapters (those that pass chat completions through natively) without one get
-`forward`, which posts the body as received to `{base_url}/embeddings` with the adapter's own
-`post`, `headers_for` and `error_from`.
+Embeddings are not chat-shaped, so they skip the pass-through/translate split: dispatch hands the
+client's body to the route adapter's optional `embeddings(call, route) -> (dict, Usage)`, and
+adapters of providers that do not speak OpenAI's embeddings build the reply with `response`.
 """
 
 from __future__ import annotations
@@ -13,11 +11,9 @@ import base64
 import struct
 from typing import Any
 
-import orjson
-
 from gateway.errors import InvalidRequest, UpstreamError
-from gateway.pipeline.context import Reply, RequestContext
 from gateway.wire.canonical import Usage
+from gateway.wire.openai_chat import check_model
 
 MAX_INPUTS = 2048
 ENCODINGS = ("float", "base64")
@@ -25,11 +21,7 @@ ENCODINGS = ("float", "base64")
 
 def check_request(body: Any) -> None:
     """Reject what OpenAI would reject with a 400 naming the param (CreateEmbeddingRequest)."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("you must provide a model parameter", param="model")
+    check_model(body)
     if "input" not in body:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input")
     if not _valid_input(body["input"]):
@@ -103,41 +95,3 @@ def unsupported() -> UpstreamError:
     return UpstreamError("The model does not support embeddings.", status=400, retryable=True,
                          type="invalid_request_error", anthropic_type="invalid_request_error",
                          code="model_not_supported")
-
-
-# ---- the embeddings leg of dispatch ---------------------------------------------------------------
-
-def call(ctx: RequestContext, adapter: Any, route: Any) -> Reply:
-    """Embed with `route`'s adapter; the reply is OpenAI-shaped whatever the provider speaks.
-
-    Raises UpstreamError (retryable unless the client's request is at fault) so dispatch can walk
-    the fallback chain as for chat.
-    """
-    embed = getattr(adapter, "embeddings", None)
-    if embed is None and "chat.completions" in getattr(adapter, "native", ()):
-        def embed(ctx: RequestContext, body: dict[str, Any], route: Any) -> tuple[dict[str, Any], Usage]:
-            return forward(ctx, body, route, adapter)
-    if embed is None:
-        raise unsupported()
-    body, usage = embed(ctx, ctx.body, route)
-    ctx.mark_first_byte()
-    ctx.usage = usage
-    return Reply(body=orjson.dumps(body))
-
-
-def forward(ctx: RequestContext, body: dict[str, Any], route: Any, adapter: Any,
-            headers: dict[str, str] | None = None) -> tuple[dict[str, Any], Usage]:
-    """OpenAI-compatible upstream: the body as received (model rewritten) to `{base_url}/embeddings`."""
-    out = dict(body)
-    out["model"] = route.upstream_model
-    resp = adapter.post(route, "/embeddings", orjson.dumps(out), headers or adapter.headers_for(route),
-                        stream=False)
-    if resp.status_code >= 400:
-        raise adapter.error_from(resp, route)
-    try:
-        parsed = orjson.loads(resp.content)
-        if not isinstance(parsed.get("data"), list):
-            raise TypeError
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        raise UpstreamError("The upstream provider returned an invalid response.") from None
-    return parsed, usage_from(parsed.get("usage"))

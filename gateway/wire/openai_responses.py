@@ -15,9 +15,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 from gateway.errors import GatewayError, InvalidRequest, StreamTruncated
 from gateway.scrub import scrub
-from gateway.stores import responses as responses_store
 from gateway.wire import sse
 from gateway.wire.canonical import (
     ChatRequest,
@@ -29,7 +30,7 @@ from gateway.wire.canonical import (
     ToolCall,
     Usage,
 )
-from gateway.wire.openai_chat import _check_number, _check_type, image_part
+from gateway.wire.openai_chat import _check_number, _check_type, check_model, image_part
 
 ROLES = frozenset({"user", "assistant", "system", "developer"})
 FORMATS = frozenset({"text", "json_schema", "json_object"})
@@ -43,11 +44,7 @@ def new_id(prefix: str) -> str:
 
 def check_request(body: Any) -> None:
     """Reject what OpenAI would reject with a 400 naming the param; pass everything else through."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    check_model(body)
     value = body.get("input")
     if value is None and not body.get("previous_response_id"):
         raise InvalidRequest("Missing required parameter: 'input'.", param="input")
@@ -195,13 +192,20 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     return {"type": fmt.get("type")}
 
 
-def decode_request(body: dict[str, Any]) -> ChatRequest:
-    """The request as canonical chat, the stored conversation (previous_response_id) expanded first."""
-    state = responses_store.state_of(body)
+def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's `input` as a list of items (a string is one user message)."""
+    value = body.get("input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    return [item for item in value or [] if isinstance(item, dict)]
+
+
+def decode_request(body: dict[str, Any], history: list[dict[str, Any]] = ()) -> ChatRequest:
+    """The request as canonical chat, the conversation so far (`previous_response_id`'s) first."""
     messages = []
     if body.get("instructions"):
         messages.append(Message("system", [Part("text", text=body["instructions"])]))
-    messages += decode_items([*state.get("history", ()), *responses_store.input_items(body)])
+    messages += decode_items([*history, *input_items(body)])
     reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
     return ChatRequest(
         model=body.get("model", ""),
@@ -353,9 +357,7 @@ def error_event(e: GatewayError) -> bytes:
 # ---- the dialect's face to dispatch ------------------------------------------------------------
 
 def render(resp: ChatResponse, model: str, body: dict[str, Any]) -> dict[str, Any]:
-    obj = encode_response(resp, model, body)
-    responses_store.remember(body, obj, model=model)
-    return obj
+    return encode_response(resp, model, body)
 
 
 def render_stream(events: EventStream, model: str, body: dict[str, Any]) -> Iterator[bytes]:
@@ -428,7 +430,6 @@ class StreamRenderer:
                 status = status_of(self.finish)
                 final = response_object(self.body, self.model, self.rid, self.created, status, self.output,
                                         self.usage or Usage(), self.finish)
-                responses_store.remember(self.body, final, model=self.model)
                 yield self._ev("response.completed" if status == "completed" else "response.incomplete",
                                response=final)
                 return
@@ -491,3 +492,59 @@ class StreamRenderer:
             yield self._ev("response.function_call_arguments.done", **where, name=call.name, arguments=text)
         self.output.append(done)
         yield self._ev("response.output_item.done", output_index=item["index"], item=done)
+
+
+# ---- watching a Responses stream as it is relayed ---------------------------------------------
+
+TERMINAL = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
+PARSED = TERMINAL | {b"response.created"}
+
+
+class StreamObserver:
+    """Watches a Responses SSE stream as it passes: the created and final responses, usage, and
+    whether a terminal event arrived. Only the few events it needs are parsed; an event that does
+    not parse is left to the client (it is the upstream's bytes, or ours)."""
+
+    __slots__ = ("splitter", "events", "created", "final", "failed", "terminal", "usage")
+
+    def __init__(self) -> None:
+        self.splitter = sse.EventSplitter()
+        self.events = 0  # the API numbers events from 0, one by one: ours continue from here
+        self.created: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None  # the response of response.completed / .incomplete
+        self.failed = False
+        self.terminal = False
+        self.usage = Usage()
+
+    def feed(self, chunk: bytes) -> None:
+        for ev in self.splitter.feed(chunk):
+            self._observe(ev)
+
+    def _observe(self, ev: bytes) -> None:
+        data = sse.data_of(ev)
+        if data is None:
+            return
+        self.events += 1
+        name = sse.name_of(ev)
+        if name is None:  # servers that send only `data:`: find the type without parsing every delta
+            if not any(b'"' + n + b'"' in data for n in PARSED):
+                return
+        elif name not in PARSED:
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(obj, dict):
+            return
+        kind = str(obj.get("type", "")).encode()
+        response = obj.get("response") if isinstance(obj.get("response"), dict) else None
+        if kind == b"response.created":
+            self.created = response
+        elif kind in TERMINAL:
+            self.terminal = True
+            self.failed = kind in (b"response.failed", b"error")
+            if response is not None:
+                self.usage.merge(usage_from(response.get("usage")))
+                if not self.failed:
+                    self.final = response

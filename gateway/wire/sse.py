@@ -42,6 +42,15 @@ def data_of(event: bytes) -> bytes | None:
     return b"\n".join(lines)
 
 
+def json_object(data: bytes) -> dict | None:
+    """An event's data as a JSON object, or None when it is not one (bad JSON, a list, a number)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def name_of(event: bytes) -> bytes | None:
     for line in event.split(b"\n"):
         if line.startswith(b"event:"):

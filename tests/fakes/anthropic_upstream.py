@@ -23,6 +23,9 @@ Behaviour is picked from the request's ``model`` (substrings; they combine):
                  ping and 2 text deltas, then the connection is dropped (no message_stop).
   midstream-error stream: after 2 text deltas an ``event: error`` (overloaded_error, its message
                  echoing the key without its ``sk-`` prefix), then the end.
+  bad-sse-list   stream: as ``reset`` up to the cut, then ``data: ["a list"]`` as a content_block_delta
+                 event, then the rest of the stream.
+  bad-sse-json   stream: as ``bad-sse-list`` with ``data: {bad json`` instead.
   echo           the reply text is the orjson dump of the received body.
   thinking       a thinking block (signed) comes first; ``redacted`` adds a redacted_thinking block.
                  Thinking blocks sent back in assistant turns must carry the signature this fake
@@ -52,7 +55,7 @@ import gevent
 import orjson
 from gevent.pywsgi import WSGIServer
 
-from tests.fakes.openai_upstream import LEAK_MARKER, words
+from tests.fakes.openai_upstream import BAD_SSE, LEAK_MARKER, words
 
 API_VERSION_HEADER = "anthropic-version"
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -302,11 +305,15 @@ class FakeAnthropic:
         self.streams.append(record)
         cut = 5 if ("reset" in model or "midstream-error" in model) else None  # start, block, ping, 2 deltas
 
+        bad = next((b"event: content_block_delta\n" + v for k, v in BAD_SSE.items() if k in model), None)
+
         def gen():
             try:
                 for n, ev in enumerate(events):
                     if n == cut and "reset" in model:
                         raise ConnectionResetError(104, "fake upstream reset")
+                    if n == 5 and bad is not None:
+                        yield bad
                     if n == cut:
                         ev = event("error", {"error": {"type": "overloaded_error",  # careless: echoes the key
                                                        "message": f"Overloaded (key {self.api_key[3:]})"}})

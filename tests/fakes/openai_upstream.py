@@ -26,6 +26,11 @@ Behaviour is picked from the request's ``model`` (substrings; they combine, e.g.
                  finish chunk, no ``[DONE]``).
   drip-<ms>      reply of DRIP_CHUNKS words, one content chunk each, <ms> apart;
                  ``fake.streams[-1]`` records chunks_sent / completed / closed_early.
+  hang           sleep HANG_SECONDS before answering anything (an upstream that hangs).
+  stall          stream: role chunk + 2 content chunks, then HANG_SECONDS of silence before the
+                 rest (a stream that stalls mid-body); non-stream: as ``hang``.
+  bad-sse-list   stream: role chunk + 2 content chunks, then ``data: ["a list"]``, then the rest.
+  bad-sse-json   stream: as ``bad-sse-list`` with ``data: {bad json`` instead.
   echo           reply content is the orjson dump of the received body.
   tool           with ``tools`` (and tool_choice != "none"): content null, one
                  tool call to the first (or tool_choice-named) function, arguments
@@ -58,6 +63,8 @@ import orjson
 from gevent.pywsgi import WSGIServer
 
 LEAK_MARKER = "sk-upstream-secret-LEAK"
+HANG_SECONDS = 30  # longer than any deadline the tests set; the gateway must give up first
+BAD_SSE = {"bad-sse-list": b'data: ["a list"]\n\n', "bad-sse-json": b"data: {bad json\n\n"}
 DRIP_CHUNKS = 50
 SYSTEM_FINGERPRINT = "fp_fake0001"
 MODELS = [("gpt-4o-mini", 1721172741, "system"), ("gpt-4o", 1715367049, "system"),
@@ -222,6 +229,9 @@ class FakeOpenAI:
                                             "invalid_request_error"))
         if m := re.search(r"slow-(\d+)", model):
             gevent.sleep(int(m.group(1)) / 1000)
+        stream = path == "/v1/chat/completions" and body.get("stream") is True
+        if "hang" in model or ("stall" in model and not stream):
+            gevent.sleep(HANG_SECONDS)
         if m := re.search(r"error-(\d{3})", model):
             payload, extra = _upstream_error(int(m.group(1)))
             return respond(int(m.group(1)), payload, extra)
@@ -230,7 +240,6 @@ class FakeOpenAI:
             return respond(400, _error_body(
                 f"Invalid request for key {key.removeprefix('sk-')} (starts {key[:12]}, ends {key[-12:]}).",
                 "invalid_request_error"))
-        stream = path == "/v1/chat/completions" and body.get("stream") is True
         if "reset" in model and not stream:
             raise ConnectionResetError(104, "fake upstream reset")  # gevent drops the socket
         if path == "/v1/embeddings":
@@ -341,11 +350,17 @@ class FakeOpenAI:
         m = re.search(r"drip-(\d+)", model)
         delay = int(m.group(1)) / 1000 if m else 0
 
+        bad = next((v for k, v in BAD_SSE.items() if k in model), None)
+
         def gen():
             try:
                 for n, event in enumerate(events):
                     if "reset" in model and n == 3:  # role chunk + 2 content chunks
                         raise ConnectionResetError(104, "fake upstream reset")
+                    if "stall" in model and n == 3:
+                        gevent.sleep(HANG_SECONDS)
+                    if bad is not None and n == 3:
+                        yield bad
                     if delay and n:
                         gevent.sleep(delay)
                     yield event

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import wire
 from gateway.memo import MEMO
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.dispatch import decode
 
 LAYERS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "compression",
           "context_dedupe", "output_budget")
@@ -80,7 +80,7 @@ def canonical(ctx: RequestContext):
     """The request as a canonical ChatRequest, decoded once. A layer that edits it sets
     `ctx.changed`, so dispatch re-encodes it instead of passing the client's bytes through."""
     if ctx.canonical is None:
-        ctx.canonical = wire.codec(ctx.endpoint).decode_request(ctx.body)
+        ctx.canonical = decode(ctx)
     return ctx.canonical
 
 

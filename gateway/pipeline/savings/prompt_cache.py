@@ -31,6 +31,7 @@ import orjson
 from gateway import tokens
 from gateway.pipeline import savings
 from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.dispatch import PASS, mode
 from gateway.wire.canonical import ChatRequest, Message
 
 name, enforcing = "prompt_cache", False
@@ -53,17 +54,10 @@ MINIMUMS: tuple[tuple[re.Pattern[str], int], ...] = (
 def before(ctx: RequestContext) -> Reply | None:
     if ctx.endpoint not in ENDPOINTS or ctx.principal is None or not savings.enabled(ctx, name):
         return None
-    from gateway.providers import registry  # adapters import pipeline modules: resolve at call time
-    from gateway.providers.openai_responses import speaks_responses
-
     anthropic = [r for r in ctx.plan if r.provider.kind == "anthropic"]
     passes, translates = set(), set()  # kinds of the routes that pass the body through / translate
     for route in ctx.plan:
-        kind = route.provider.kind
-        native = ctx.endpoint in registry.adapter(kind).native and not ctx.changed
-        if native and ctx.endpoint == "responses" and not speaks_responses(route):
-            native = False  # served by translation onto chat (see providers/openai_responses)
-        (passes if native else translates).add(kind)
+        (passes if mode(ctx, route) == PASS else translates).add(route.provider.kind)
     floor = int(savings.settings(ctx, name).get("min_tokens") or 0)
     minimum = max(floor, min((model_minimum(r.upstream_model) for r in anthropic), default=0))
     keyed = bool(CACHE_KEY_KINDS & (passes | translates)) and _long_enough(ctx, max(floor, OPENAI_MINIMUM))
