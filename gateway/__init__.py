@@ -21,6 +21,7 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     from gateway.memo import MEMO
     from gateway.providers import http, openrouter
     from gateway.scrub import install_log_filter
+    from gateway.services import budgets
     from gateway.settings import ROOT, Settings
     from gateway.web import public
 
@@ -47,6 +48,7 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     MEMO.configure(settings.secret_key)
     http.configure(settings)
     openrouter.configure(settings)
+    budgets.configure(settings)
     WRITER.init_app(app)
     api.init_app(app)
     admin.init_app(app)

@@ -16,10 +16,16 @@ from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
 from gateway.models import Org, Provider, SemanticEntry, User
+from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
-from gateway.services import tenancy
+from gateway.services import budgets, tenancy
+from gateway.stores import byok as byok_store  # noqa: F401  (listens for byok changes before the first load)
+from gateway.stores import counters, shared
 from gateway.stores import exact_cache as cache_store
+from gateway.stores import idempotency as idempotency_store
+from gateway.stores.counters import COUNTERS, MemoryCounters
+from gateway.stores.shared_counters import RedisCounters
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +92,28 @@ def schema_current() -> bool:
     return bool(heads) and current == heads
 
 
+def connect_shared(settings) -> None:
+    """With GATEWAY_REDIS_URL, holds, budgets and rate limits are shared by every worker."""
+    shared.configure(settings.redis_url)
+    if settings.redis_url and not isinstance(COUNTERS.backend, RedisCounters):
+        counters.use(RedisCounters(settings.workers))
+    elif not settings.redis_url and isinstance(COUNTERS.backend, RedisCounters):
+        counters.use(MemoryCounters())
+
+
 def start_background(app: Flask) -> None:
     """Load the in-memory maps and the tokenizer, then start the ledger writer and the scheduler."""
     tokens.load()  # once, here: a request that needs a count never waits for it
+    connect_shared(app.extensions["settings"])
     with db.session_scope() as session:
         MEMO.load_all(session)
+        # A (re)start has no open holds; window spend is seeded once from the ledger.
+        COUNTERS.reset()
+        gate.ALERTED.clear()
+        budgets.seed_spend(session, COUNTERS)
         cache_store.STORE.load(session)  # the exact cache, back in memory
+        idempotency_store.STORE.load(session)  # idempotency records, back in memory
+        idempotency_store.STORE.lookup = idempotency_store.lookup_stored  # and other workers' records
         if "gateway.stores.semantic_index" in sys.modules or session.scalar(
                 select(func.count()).select_from(SemanticEntry)):
             from gateway.stores import semantic_index  # numpy only when there is a semantic cache to load

@@ -1,4 +1,5 @@
-"""Operator CLI: serve, init, admin, org, credits, key, dlp. Scripts depend on these names and outputs."""
+"""Operator CLI: serve, init, admin, user, app, org, credits, key, budget, dlp, reconcile. Scripts
+depend on these names and outputs."""
 
 from __future__ import annotations
 
@@ -14,13 +15,19 @@ from sqlalchemy.orm import Session
 from gateway import db
 from gateway.ledger.pricing import usd
 from gateway.models import ApiKey
+from gateway.services import budgets as budget_service
+from gateway.services import credits as credit_service
+from gateway.services import plans as plan_service
 from gateway.services import tenancy
+from gateway.services.errors import AdminError
 
 
 def _app():
-    from gateway import create_app
+    from gateway import boot, create_app
 
-    return create_app()
+    app = create_app()
+    boot.connect_shared(app.extensions["settings"])  # credit changes move the shared balance too
+    return app
 
 
 def _ready_app():
@@ -45,7 +52,7 @@ def _writing() -> Iterator[Session]:
     try:
         with db.write_lock, db.session_scope() as session:
             yield session
-    except tenancy.AccountError as e:
+    except AdminError as e:  # AccountError and the other services' errors
         _fail(str(e))
 
 
@@ -125,16 +132,130 @@ def admin() -> None:
 @admin.command("create")
 @click.option("--email", required=True)
 @click.option("--password", default=None, help="Omit to get a printed one-time password.")
-@click.option("--superadmin", is_flag=True, default=False)
-def admin_create(email: str, password: str | None, superadmin: bool) -> None:
-    """A console user. Without --password a one-time password is printed, changed at the first sign-in."""
+@click.option("--superadmin", is_flag=True, default=False, help="Sees and manages every org.")
+@click.option("--org", "org_name", default=None, help="The org of an org-admin or member.")
+@click.option("--role", type=click.Choice(["org-admin", "member"]), default="org-admin")
+def admin_create(email: str, password: str | None, superadmin: bool, org_name: str | None, role: str) -> None:
+    """A console user: --superadmin, or --org NAME with --role org-admin|member. Without --password a
+    one-time password is printed, changed at the first sign-in."""
+    if superadmin and org_name:
+        _fail("a super-admin belongs to no org: give --superadmin or --org, not both")
     one_time = password is None
     password = password or tenancy.one_time_password()
-    with _writing() as session:
-        user = tenancy.create_admin(session, email, password, superadmin=superadmin, one_time=one_time)
-    click.echo(f"created {'super-admin' if superadmin else 'admin'} {user.email}")
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            org_id = tenancy.org_by_name(session, org_name).id if org_name else None
+            user = tenancy.create_admin(session, email, password, superadmin=superadmin, org_id=org_id,
+                                        role=None if superadmin else role, one_time=one_time)
+            shown = user.role
+    except AdminError as e:
+        _fail(str(e))
+    if superadmin:
+        click.echo(f"created super-admin {user.email}")
+    else:
+        click.echo(f"created {shown} {user.email} in org {org_name}")
     if one_time:
         click.echo(f"one-time password: {password}   (changed at the first sign-in)")
+
+
+@cli.group()
+def user() -> None:
+    """People in an org: sign-in, keys of their own, weekly caps."""
+
+
+@user.command("create")
+@click.option("--org", "org_name", required=True)
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(["org-admin", "member"]), default="member")
+@click.option("--weekly-cap", "weekly_cap", default=None, help="A hard weekly budget in USD.")
+def user_create(org_name: str, email: str, role: str, weekly_cap: str | None) -> None:
+    """Create a user; prints their one-time password alone on stdout."""
+    cap = _usd(weekly_cap) if weekly_cap is not None else None
+    if cap == 0:
+        _fail("the weekly cap must be above $0 (leave it out for none)")
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            new = tenancy.create_user(session, tenancy.org_by_name(session, org_name), email, role=role,
+                                      weekly_cap_micros=cap)
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"created {role} {new.user.email} in org {org_name} (one-time password below)", err=True)
+    click.echo(new.password)
+
+
+def _set_user_status(org_name: str, email: str, active: bool) -> None:
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            u = tenancy.user_in_org(session, tenancy.org_by_name(session, org_name), email)
+            tenancy.set_user_status(session, u, active)
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"{'enabled' if active else 'disabled'} {email}")
+
+
+@user.command("disable")
+@click.option("--org", "org_name", required=True)
+@click.option("--email", required=True)
+def user_disable(org_name: str, email: str) -> None:
+    """Disable a user: no sign-in, and their keys answer 401 within a second."""
+    _set_user_status(org_name, email, False)
+
+
+@user.command("enable")
+@click.option("--org", "org_name", required=True)
+@click.option("--email", required=True)
+def user_enable(org_name: str, email: str) -> None:
+    _set_user_status(org_name, email, True)
+
+
+@cli.group("app")
+def app_group() -> None:
+    """Apps: programs calling the API for an org."""
+
+
+@app_group.command("create")
+@click.option("--org", "org_name", required=True)
+@click.option("--slug", required=True)
+@click.option("--name", default="")
+@click.option("--contact", default="", help="Contact email.")
+def app_create(org_name: str, slug: str, name: str, contact: str) -> None:
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            a = tenancy.create_app(session, tenancy.org_by_name(session, org_name), slug, name=name,
+                                   contact_email=contact)
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"created app {a.slug} in org {org_name}")
+
+
+def _set_app_active(org_name: str, slug: str, active: bool) -> None:
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            a = tenancy.app_by_slug(session, tenancy.org_by_name(session, org_name), slug)
+            tenancy.set_app_active(session, a, active)
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"{'enabled' if active else 'disabled'} app {slug}")
+
+
+@app_group.command("disable")
+@click.option("--org", "org_name", required=True)
+@click.option("--slug", required=True)
+def app_disable(org_name: str, slug: str) -> None:
+    """Deactivate an app: its keys answer 401 within a second."""
+    _set_app_active(org_name, slug, False)
+
+
+@app_group.command("enable")
+@click.option("--org", "org_name", required=True)
+@click.option("--slug", required=True)
+def app_enable(org_name: str, slug: str) -> None:
+    _set_app_active(org_name, slug, True)
 
 
 @admin.command("reset-password")
@@ -154,11 +275,50 @@ def org() -> None:
 @org.command("create")
 @click.argument("name")
 @click.option("--credits", "credits_usd", default="0", help="Initial credits in USD.")
-def org_create(name: str, credits_usd: str) -> None:
+@click.option("--plan", "plan_name", default=None, help="A plan from the config or the console.")
+def org_create(name: str, credits_usd: str, plan_name: str | None) -> None:
     micros = _usd(credits_usd)
-    with _writing() as session:
-        balance = tenancy.create_org(session, name, micros).credits_micros
-    click.echo(f"created org {name} (credits: ${usd(balance)})")
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            o = tenancy.create_org(session, name, micros, plan=plan_name)
+            balance = o.credits_micros
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"created org {name} (credits: ${usd(balance)})" + (f" on plan {plan_name}" if plan_name else ""))
+
+
+@org.command("plan")
+@click.option("--org", "org_name", required=True)
+@click.option("--plan", "plan_name", required=True, help="A plan name, or 'none' for no plan limits.")
+def org_plan(org_name: str, plan_name: str) -> None:
+    """Put an org on a plan (its limits apply within a second)."""
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            o = tenancy.org_by_name(session, org_name)
+            plan = None if plan_name == "none" else plan_service.by_name(session, plan_name)
+            plan_service.set_org_plan(session, o, plan)
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"org {org_name}: plan {plan_name}")
+
+
+@org.command("pricing")
+@click.option("--org", "org_name", required=True)
+@click.option("--policy", type=click.Choice(credit_service.POLICIES), required=True)
+@click.option("--percent", default=None, help="markup or discount percentage, e.g. 10")
+@click.option("--fee", "fee_usd", default="0", help="byok: flat fee per request in USD.")
+def org_pricing(org_name: str, policy: str, percent: str | None, fee_usd: str) -> None:
+    """Set an org's pricing policy: list | markup P% | discount P% | byok (optional per-request fee)."""
+    fee = _usd(fee_usd)
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            credit_service.set_pricing(session, tenancy.org_by_name(session, org_name), policy, percent, fee)
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"org {org_name}: pricing {policy}" + (f" {percent}%" if percent else ""))
 
 
 @cli.group()
@@ -178,6 +338,59 @@ def credits_add(org_name: str, amount: str) -> None:
     click.echo(f"org {org_name}: credits ${usd(balance)}")
 
 
+@credits.command("refund")
+@click.option("--org", "org_name", required=True)
+@click.option("--usd", "amount", required=True)
+@click.option("--reason", required=True)
+def credits_refund(org_name: str, amount: str, reason: str) -> None:
+    """Give usage back to an org (recorded with its reason in the credit log)."""
+    micros = _usd(amount)
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            o = tenancy.org_by_name(session, org_name)
+            credit_service.refund(session, o, micros, reason)
+            balance = o.credits_micros
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"org {org_name}: credits ${usd(balance)}")
+
+
+@credits.command("adjust")
+@click.option("--org", "org_name", required=True)
+@click.option("--usd", "amount", required=True, help="Positive adds, negative takes away.")
+@click.option("--reason", required=True)
+def credits_adjust(org_name: str, amount: str, reason: str) -> None:
+    """Correct an org's balance either way (recorded with its reason in the credit log)."""
+    _ready_app()
+    try:
+        micros = credit_service.parse_signed_usd(amount)
+        with db.write_lock, db.session_scope() as session:
+            o = tenancy.org_by_name(session, org_name)
+            credit_service.adjust(session, o, micros, reason)
+            balance = o.credits_micros
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"org {org_name}: credits ${usd(balance)}")
+
+
+@credits.command("log")
+@click.option("--org", "org_name", required=True)
+@click.option("--limit", default=50, type=click.IntRange(1, 10_000))
+def credits_log(org_name: str, limit: int) -> None:
+    """The org's credit transactions, newest first: id, when, kind, signed USD, requests, who, why."""
+    _ready_app()
+    with db.session_scope() as session:
+        try:
+            o = tenancy.org_by_name(session, org_name)
+        except AdminError as e:
+            _fail(str(e))
+        for t in credit_service.transactions(session, o.id, limit=limit):
+            sign = "" if t.credit == credit_service.ORG else "-"
+            click.echo(f"{t.id}\t{t.created_at:%Y-%m-%dT%H:%M:%S}\t{t.kind}\t{sign}{usd(t.amount_micros)}\t"
+                       f"{t.requests}\t{t.actor or '-'}\t{t.reason or '-'}")
+
+
 @cli.group()
 def key() -> None:
     """API keys."""
@@ -187,10 +400,21 @@ def key() -> None:
 @click.option("--org", "org_name", required=True)
 @click.option("--name", default="")
 @click.option("--scope", type=click.Choice(tenancy.SCOPES), default="inference")
-def key_create(org_name: str, name: str, scope: str) -> None:
+@click.option("--user", "user_email", default=None, help="The org's user the key belongs to.")
+@click.option("--app", "app_slug", default=None, help="The org's app the key belongs to.")
+def key_create(org_name: str, name: str, scope: str, user_email: str | None, app_slug: str | None) -> None:
     """Create a key; prints the secret alone on stdout (it is not stored)."""
-    with _writing() as session:
-        new = tenancy.create_key(session, tenancy.org_by_name(session, org_name), name=name, scope=scope)
+    if user_email and app_slug:
+        _fail("a key belongs to one user or one app: give --user or --app, not both")
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            o = tenancy.org_by_name(session, org_name)
+            user_id = tenancy.user_in_org(session, o, user_email).id if user_email else None
+            app_id = tenancy.app_by_slug(session, o, app_slug).id if app_slug else None
+            new = tenancy.create_key(session, o, name=name, scope=scope, user_id=user_id, app_id=app_id)
+    except AdminError as e:
+        _fail(str(e))
     click.echo(new.secret)
 
 
@@ -222,6 +446,118 @@ def key_list(org_name: str) -> None:
         for k in session.scalars(select(ApiKey).where(ApiKey.org_id == o.id).order_by(ApiKey.id)):
             state = "revoked" if k.revoked_at else "active"
             click.echo(f"{k.id}\t{k.prefix}\t{k.name or '-'}\t{k.scope}\t{state}")
+
+
+@cli.command("reconcile")
+@click.option("--day", required=True, help="The UTC day to reconcile, YYYY-MM-DD.")
+@click.option("--provider", "providers", multiple=True, help="Only this provider (repeatable).")
+def reconcile(day: str, providers: tuple[str, ...]) -> None:
+    """Compare a day's ledger with each provider's own usage and cost reports; store and print the drift."""
+    from datetime import date
+
+    from gateway.ledger.pricing import usd
+    from gateway.services import reconciliation as reconciling
+
+    try:
+        which = date.fromisoformat(day)
+    except ValueError:
+        _fail(f"--day must be YYYY-MM-DD, not '{day}'")
+    app = _ready_app()
+    with app.app_context(), db.write_lock, db.session_scope() as session:
+        lines = reconciling.reconcile(session, which, app.extensions["settings"].secret_key, list(providers) or None)
+        for line in lines:
+            theirs = "-" if line.their_cost_micros is None else usd(line.their_cost_micros)
+            click.echo(f"{line.day} {line.provider} {line.model or '(none)'}: requests {line.our_requests}/"
+                       f"{'-' if line.their_requests is None else line.their_requests} tokens {line.our_tokens}/"
+                       f"{'-' if line.their_tokens is None else line.their_tokens} usd {usd(line.our_cost_micros)}/"
+                       f"{theirs} drift {line.drift * 100:.2f}%{' FLAGGED' if line.flagged else ''}"
+                       f"{' (' + line.note + ')' if line.note else ''}")
+    if not lines:
+        click.echo("nothing to reconcile: no provider of kind openai, anthropic or openrouter")
+
+
+@cli.group()
+def budget() -> None:
+    """Spend caps per day, week or month on an org, user, app or key."""
+
+
+def _selector(f):
+    for opt in (click.option("--key", "key_id", default=None, help="A key id (see `gateway key list`)."),
+                click.option("--app", "app_slug", default=None, help="An app slug (with --org)."),
+                click.option("--user", "user_email", default=None, help="A user's email."),
+                click.option("--org", "org_name", default=None, help="The org (alone: the whole org).")):
+        f = opt(f)
+    return f
+
+
+def _target(session, org_name, user_email, app_slug, key_id):
+    o = tenancy.org_by_name(session, org_name) if org_name else None
+    return budget_service.target(session, o, user_email, app_slug, key_id)
+
+
+@budget.command("set")
+@_selector
+@click.option("--usd", "amount", required=True)
+@click.option("--window", type=click.Choice(["day", "week", "month"]), required=True)
+@click.option("--soft", is_flag=True, default=False, help="Alert at 50/80/100% instead of refusing.")
+@click.option("--rollover", is_flag=True, default=False, help="Unused cap carries into the next window.")
+def budget_set(org_name, user_email, app_slug, key_id, amount: str, window: str, soft: bool, rollover: bool) -> None:
+    micros = _usd(amount)
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            t = _target(session, org_name, user_email, app_slug, key_id)
+            budget_service.set_budget(session, t, micros, window, hard=not soft, rollover=rollover)
+            label = f"{t.kind} {t.label}"
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"budget on {label}: ${usd(micros)} per {window}, {'soft' if soft else 'hard'}"
+               + (", rollover" if rollover else ""))
+
+
+@budget.command("clear")
+@_selector
+def budget_clear(org_name, user_email, app_slug, key_id) -> None:
+    _ready_app()
+    try:
+        with db.write_lock, db.session_scope() as session:
+            t = _target(session, org_name, user_email, app_slug, key_id)
+            found = budget_service.clear_budget(session, t)
+            label = f"{t.kind} {t.label}"
+    except AdminError as e:
+        _fail(str(e))
+    click.echo(f"cleared the budget on {label}" if found else f"no budget on {label}")
+
+
+@budget.command("list")
+@click.option("--org", "org_name", required=True)
+def budget_list(org_name: str) -> None:
+    """The org's budgets: on, what, USD, window, hard|soft, rollover."""
+    _ready_app()
+    with db.session_scope() as session:
+        try:
+            o = tenancy.org_by_name(session, org_name)
+        except AdminError as e:
+            _fail(str(e))
+        for v in budget_service.list_budgets(session, o.id):
+            b = v.budget
+            click.echo(f"{v.kind}\t{v.label or o.name}\t{usd(b.amount_micros)}\t{b.window}\t"
+                       f"{'hard' if b.hard else 'soft'}\t{'rollover' if b.rollover else '-'}")
+
+
+@cli.group()
+def plan() -> None:
+    """Plans: rate limits and key quotas an org subscribes to."""
+
+
+@plan.command("list")
+def plan_list() -> None:
+    """Plans: name, rpm, tpm, key_rpm, key_tpm, max_keys (- is unlimited)."""
+    _ready_app()
+    with db.session_scope() as session:
+        for p in plan_service.list_plans(session):
+            limits = [p.rpm, p.tpm, p.key_rpm, p.key_tpm, p.max_keys]
+            click.echo("\t".join([p.name, *("-" if v is None else str(v) for v in limits)]))
 
 
 @cli.group()

@@ -65,6 +65,32 @@ class PayloadTooLarge(GatewayError):
     status, type, anthropic_type, code = 413, "invalid_request_error", "request_too_large", "request_too_large"
 
 
+class RateLimited(GatewayError):
+    status, type, anthropic_type, code = 429, "rate_limit_error", "rate_limit_error", "rate_limit_exceeded"
+
+
+class IdempotencyKeyReused(GatewayError):
+    """The Idempotency-Key names an earlier request with a different body."""
+
+    status, type, anthropic_type, code = 422, "invalid_request_error", "invalid_request_error", "idempotency_key_reused"
+
+
+class IdempotencyKeyInUse(GatewayError):
+    """The request the Idempotency-Key names is still running: retry after `retry_after` seconds."""
+
+    status, type, anthropic_type, code = 409, "invalid_request_error", "invalid_request_error", "idempotency_key_in_use"
+
+    def __init__(self, message: str, retry_after: float = 1) -> None:
+        super().__init__(message, param="Idempotency-Key")
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(GatewayError):
+    """A hard budget (org, user, app or key) has no room for this request."""
+
+    status, type, anthropic_type, code = 429, "insufficient_quota", "rate_limit_error", "budget_exceeded"
+
+
 class DlpBlocked(InvalidRequest):
     """A data-protection rule with the `block` action matched: nothing was sent."""
 
@@ -114,6 +140,14 @@ class UpstreamError(GatewayError):
             self.anthropic_type = anthropic_type
         if code:
             self.code = code
+
+
+class ByokKeyRejected(UpstreamError):
+    """The provider refused the org's own key (BYOK): the org must fix it; never retried with ours."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=401, retryable=False, type="invalid_request_error",
+                         anthropic_type="authentication_error", code="byok_key_rejected")
 
 
 class StreamTruncated(UpstreamError):

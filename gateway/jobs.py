@@ -1,15 +1,23 @@
-"""Scheduler: periodic housekeeping (retention now; reconciliation and batch polling come later)."""
+"""Scheduler: periodic housekeeping (retention, idempotency records) and the daily reconciliation.
+
+Every worker runs the scheduler; each tick of each job runs once across all of them: the first
+worker to insert the (job, tick) row into `job_run` runs it, the others find the row and skip. The
+claim is a short committed write, so a worker that dies mid-job only loses that tick's run (the
+next tick runs as usual), and it works alike on SQLite and PostgreSQL, with or without Redis.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from flask import Flask
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from gateway import db
-from gateway.models import CacheEntry, ChangeEvent, SemanticEntry, utcnow
+from gateway.models import CacheEntry, ChangeEvent, JobRun, SemanticEntry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +43,65 @@ def prune_expired_savings() -> None:
         session.execute(delete(SemanticEntry).where(SemanticEntry.expires_at < now))
 
 
+def prune_idempotency_records() -> None:
+    """Idempotency records older than their 24 hours."""
+    from gateway.stores import idempotency
+
+    with db.write_lock, db.session_scope() as session:
+        idempotency.prune(session)
+
+
+def reconcile_yesterday() -> None:
+    """Yesterday (UTC) against each provider's own usage and cost reports (services/reconciliation.py)."""
+    from flask import current_app
+
+    from gateway.services import reconciliation as reconcile
+
+    day = utcnow().date() - timedelta(days=1)
+    with db.write_lock, db.session_scope() as session:
+        reconcile.reconcile(session, day, current_app.extensions["settings"].secret_key)
+
+
+def prune_job_runs() -> None:
+    """Claims only need to outlive their tick."""
+    with db.write_lock, db.session_scope() as session:
+        session.execute(delete(JobRun).where(JobRun.created_at < utcnow() - timedelta(days=2)))
+
+
+def claim(job: str, tick: int) -> bool:
+    """True for the one worker that claims this tick of this job."""
+    try:
+        with db.write_lock, db.session_scope() as session:
+            session.add(JobRun(job=job, tick=tick))
+    except IntegrityError:
+        return False
+    return True
+
+
+def once(job, every_seconds: int):
+    """`job`, run at most once per tick of `every_seconds` across every worker."""
+    def run() -> None:
+        if claim(job.__name__, int(time.time() // every_seconds)):
+            job()
+    run.__name__ = job.__name__
+    return run
+
+
+# (job, interval in seconds): each runs once per interval across every worker.
+SCHEDULE = [(prune_change_events, 3600), (prune_expired_savings, 900), (prune_idempotency_records, 3600),
+            (prune_job_runs, 86400)]
+
+
 def init_app(app: Flask) -> None:
-    app.extensions["jobs"] = [prune_change_events, prune_expired_savings]
+    app.extensions["jobs"] = [job for job, _ in SCHEDULE] + [reconcile_yesterday]
+
+
+def _in_app(app: Flask, job):
+    def run() -> None:
+        with app.app_context():
+            job()
+    run.__name__ = job.__name__
+    return run
 
 
 def start(app: Flask) -> None:
@@ -46,8 +111,11 @@ def start(app: Flask) -> None:
     from apscheduler.schedulers.gevent import GeventScheduler
 
     _scheduler = GeventScheduler(timezone="UTC")
-    _scheduler.add_job(prune_change_events, "interval", hours=1, id="prune_change_events")
-    _scheduler.add_job(prune_expired_savings, "interval", minutes=15, id="prune_expired_savings")
+    for job, every in SCHEDULE:
+        _scheduler.add_job(once(job, every), "interval", seconds=every, id=job.__name__)
+    # 03:10 UTC, once a day across workers: the providers' reports for the day before have settled by then
+    _scheduler.add_job(once(_in_app(app, reconcile_yesterday), 86400), "cron", hour=3, minute=10,
+                       id="reconcile_yesterday")
     _scheduler.start()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from gateway.models import (
     AgentConfig,
     Alias,
     ApiKey,
+    App,
+    Budget,
     ChangeEvent,
     DlpCustomRule,
     DlpSetting,
@@ -28,9 +31,11 @@ from gateway.models import (
     GatewaySetting,
     Model,
     Org,
+    Plan,
     Provider,
     Route,
     SavingsOverride,
+    User,
 )
 from gateway.providers import egress
 from gateway.routing.routes import ProviderInfo, RouteInfo  # noqa: F401  (re-exported: the catalog's values)
@@ -39,7 +44,7 @@ from gateway.settings import environ_value
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("keys", "catalog", "orgs", "policy", "dlp")
+TOPICS = ("keys", "catalog", "orgs", "policy", "budgets", "byok", "dlp")
 GAP_SECONDS = 60.0  # how long a skipped change-event id is awaited (a transaction commits well within it)
 MAX_GAPS = 1000
 
@@ -53,6 +58,45 @@ class Principal:
     key_name: str = ""
     user_id: int | None = None
     app_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInfo:
+    """Plan limits; None is unlimited. `features`: savings layers allowed (None: all)."""
+
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    key_rpm: int | None = None
+    key_tpm: int | None = None
+    max_keys: int | None = None
+    batch: bool = True
+    features: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgMoney:
+    """How an org is charged and limited: pricing policy, plan, soft-budget webhook."""
+
+    pricing: str = "list"  # list | markup | discount | byok
+    pricing_bps: int = 0
+    request_fee_micros: int = 0
+    plan: PlanInfo | None = None
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetInfo:
+    id: int
+    org_id: int
+    entity: tuple[str, int]  # ("org"|"user"|"app"|"key", id)
+    amount_micros: int
+    window: str
+    hard: bool
+    rollover: bool
+
+
+NO_MONEY = OrgMoney()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +177,8 @@ class Memo:
         self.catalog = Catalog()
         self.policy = Policy()
         self.org_names: dict[int, str] = {}
+        self.money: dict[int, OrgMoney] = {}
+        self.budgets: dict[tuple[str, int], BudgetInfo] = {}
         # Balance = committed credits (as last read from the database) minus charges queued for
         # the ledger writer but not yet committed. The writer moves amounts from one to the other.
         self.committed: dict[int, int] = {}
@@ -142,10 +188,22 @@ class Memo:
         self.gaps: dict[int, float] = {}  # change-event ids skipped over, still awaited -> when first missed
         self.loaded = False
         self._cipher_key: bytes | None = None
+        self.listeners: dict[str, list[Callable[[Session, bytes], None]]] = {}
 
     # ---- hot path reads -------------------------------------------------------------------
     def principal(self, digest: str) -> Principal | None:
         return self.keys.get(digest)
+
+    def org_money(self, org_id: int) -> OrgMoney:
+        return self.money.get(org_id, NO_MONEY)
+
+    def budgets_for(self, principal: Principal) -> list[BudgetInfo]:
+        """The budgets that apply to a caller: its org's, user's, app's and key's."""
+        found = []
+        for entity in entities(principal):
+            if (b := self.budgets.get(entity)) is not None:
+                found.append(b)
+        return found
 
     def dlp_policy(self, org_id: int, app_id: int | None):
         """The data-protection policy for a caller: its app's, else its org's; None if never set."""
@@ -204,7 +262,15 @@ class Memo:
             self.reload(session, topic)
         return topics
 
+    def listen(self, topic: str, load: Callable[[Session, bytes], None]) -> None:
+        """`load(session, cipher_key)` runs whenever `topic` is (re)loaded: for maps kept by the
+        modules above this one (stores/byok.py), which import memo and not the other way round."""
+        assert topic in TOPICS, topic
+        self.listeners.setdefault(topic, []).append(load)
+
     def reload(self, session: Session, topic: str) -> None:
+        for load in self.listeners.get(topic, ()):
+            load(session, self._cipher_key or b"")
         if topic == "keys":
             self._load_keys(session)
         elif topic == "catalog":
@@ -214,8 +280,17 @@ class Memo:
             self._load_keys(session)  # principals carry the org name
         elif topic == "policy":
             self._load_policy(session)
+        elif topic == "budgets":
+            self._load_budgets(session)
         elif topic == "dlp":
             self._load_dlp(session)
+
+    def _load_budgets(self, session: Session) -> None:
+        self.budgets = {}
+        for b in session.scalars(select(Budget)).all():
+            entity = (("user", b.user_id) if b.user_id is not None else ("app", b.app_id) if b.app_id is not None
+                      else ("key", b.key_id) if b.key_id is not None else ("org", b.org_id))
+            self.budgets[entity] = BudgetInfo(b.id, b.org_id, entity, b.amount_micros, b.window, b.hard, b.rollover)
 
     def _load_dlp(self, session: Session) -> None:
         """Compile every scope's rules once, here, never per request. A stored custom rule that no
@@ -263,14 +338,25 @@ class Memo:
         )
 
     def _load_orgs(self, session: Session) -> None:
-        rows = session.execute(select(Org.id, Org.name, Org.credits_micros)).all()
+        rows = session.scalars(select(Org)).all()
+        plans = {p.id: PlanInfo(p.name, p.rpm, p.tpm, p.key_rpm, p.key_tpm, p.max_keys, p.batch,
+                                None if p.features is None else frozenset(p.features))
+                 for p in session.scalars(select(Plan)).all()}
         self.org_names = {r.id: r.name for r in rows}
         self.committed = {r.id: r.credits_micros for r in rows}
+        self.money = {r.id: OrgMoney(r.pricing, r.pricing_bps, r.request_fee_micros, plans.get(r.plan_id),
+                                     r.budget_webhook_url) for r in rows}
 
     def _load_keys(self, session: Session) -> None:
         if not self.org_names:
             self.org_names = dict(session.execute(select(Org.id, Org.name)).tuples().all())
-        rows = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all()
+        # A disabled user's or an inactive app's keys are left out: they answer 401.
+        disabled_users = select(User.id).where(User.status != "active")
+        inactive_apps = select(App.id).where(App.active.is_(False))
+        rows = session.scalars(select(ApiKey).where(
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.user_id.is_(None), ApiKey.user_id.not_in(disabled_users)),
+            or_(ApiKey.app_id.is_(None), ApiKey.app_id.not_in(inactive_apps)))).all()
         self.keys = {
             k.digest: Principal(k.id, k.org_id, self.org_names.get(k.org_id, ""), k.scope, k.name, k.user_id, k.app_id)
             for k in rows
@@ -326,6 +412,17 @@ class Memo:
             api_key = environ_value(p.api_key_env)
         return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api,
                             bool(p.allow_private))
+
+
+def entities(principal: Principal) -> tuple[tuple[str, int], ...]:
+    """What a caller's spend counts against: its org, and its user, app and key."""
+    out: list[tuple[str, int]] = [("org", principal.org_id)]
+    if principal.user_id is not None:
+        out.append(("user", principal.user_id))
+    if principal.app_id is not None:
+        out.append(("app", principal.app_id))
+    out.append(("key", principal.key_id))
+    return tuple(out)
 
 
 def announce(session: Session, *topics: str) -> None:

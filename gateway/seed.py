@@ -1,4 +1,4 @@
-"""Upserts providers, models, aliases and fallbacks from the GATEWAY_CONFIG YAML.
+"""Upserts providers, models, aliases, fallbacks and plans from the GATEWAY_CONFIG YAML.
 
 The file is checked against a schema before anything is written: an unknown key or a bad value
 stops the start with a message naming the file and line.
@@ -75,10 +75,17 @@ SAVINGS_LAYERS: dict[str, dict[str, F]] = {
 SAVINGS = {layer: F({"enabled": F(bool), **knobs}) for layer, knobs in SAVINGS_LAYERS.items()}
 MODEL = {"slug": F(str, True), "routes": F([ROUTE], True), "context_window": F(int), "max_output_tokens": F(int)}
 PROVIDER = {"name": F(str, True), "kind": F(str, True), "base_url": F(str, True), "api_key": F(str),
-            "api_key_env": F(str), "enabled": F(bool), "responses_api": F(bool), "allow_private": F(bool)}
+            "api_key_env": F(str), "enabled": F(bool), "responses_api": F(bool), "allow_private": F(bool),
+            # the provider's admin (usage and cost report) key, for reconciliation
+            "admin_api_key": F(str), "admin_api_key_env": F(str)}
+RECONCILIATION = {"drift_threshold_percent": F("number")}
+# Omitted limits are unlimited; `features` lists the savings layers the plan allows (omitted: all).
+PLAN = {"name": F(str, True), "rpm": F(int), "tpm": F(int), "key_rpm": F(int), "key_tpm": F(int),
+        "max_keys": F(int), "batch": F(bool), "monthly_usd": F("number"), "features": F([str])}
 ROOT_SCHEMA = {
     "providers": F([PROVIDER]), "models": F([MODEL]), "aliases": F({"*": ALIAS}), "fallbacks": F({"*": [str]}),
-    "routing": F(ROUTING), "agents": F([AGENT]), "savings": F(SAVINGS),
+    "routing": F(ROUTING), "agents": F([AGENT]), "savings": F(SAVINGS), "plans": F([PLAN]),
+    "reconciliation": F(RECONCILIATION),
 }
 
 
@@ -157,6 +164,8 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                               f" (known: {', '.join(sorted(kinds()))})")
         if "api_key" in p and "api_key_env" in p:
             raise ConfigError(f"{source}: provider '{p['name']}' sets both api_key and api_key_env")
+        if "admin_api_key" in p and "admin_api_key_env" in p:
+            raise ConfigError(f"{source}: provider '{p['name']}' sets both admin_api_key and admin_api_key_env")
         if "api_key_env" in p and (reason := key_env_refusal(p["api_key_env"])):
             raise ConfigError(f"{source}: provider '{p['name']}': api_key_env {reason}")
         if reason := egress.check_url(p["base_url"], p.get("allow_private", False)):
@@ -188,6 +197,17 @@ def _check_references(config: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: savings.exact_cache.charge must be 'free' or 'full'")
     if savings.get("compression", {}).get("mode", "summary") not in ("summary", "trim"):
         raise ConfigError(f"{source}: savings.compression.mode must be 'summary' or 'trim'")
+    from gateway.pipeline.savings import LAYERS
+
+    seen = set()
+    for p in config.get("plans", []):
+        if p["name"] in seen:
+            raise ConfigError(f"{source}: plan '{p['name']}' is declared twice")
+        seen.add(p["name"])
+        unknown = sorted(set(p.get("features", [])) - set(LAYERS))
+        if unknown:
+            raise ConfigError(f"{source}: plan '{p['name']}': unknown features {', '.join(unknown)}"
+                              f" (savings layers: {', '.join(LAYERS)})")
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -214,6 +234,11 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
             p.api_key_enc, p.api_key_env = crypto.encrypt(cipher, spec["api_key"], aad=p.name.encode()), None
         elif "api_key_env" in spec:
             p.api_key_enc, p.api_key_env = None, spec["api_key_env"]
+        if "admin_api_key" in spec:
+            p.admin_api_key_enc = crypto.encrypt(cipher, spec["admin_api_key"], aad=b"admin:" + p.name.encode())
+            p.admin_api_key_env = None
+        elif "admin_api_key_env" in spec:
+            p.admin_api_key_enc, p.admin_api_key_env = None, spec["admin_api_key_env"]
         session.add(p)
         providers[p.name] = p
     session.flush()
@@ -256,7 +281,12 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
             name=spec["name"], org_id=None)
         agent.normal, agent.heavy, agent.max = spec["normal"], spec.get("heavy"), spec.get("max")
         session.add(agent)
-    for key in ("routing", "savings"):
+    if config.get("plans"):
+        from gateway.services import plans
+
+        for spec in config["plans"]:  # the config's plans win; plans made in the console stay
+            plans.upsert(session, spec, actor="config")
+    for key in ("routing", "savings", "reconciliation"):
         if key in config:  # the config's keys win; console changes to other keys survive a restart
             current = session.scalar(select(GatewaySetting.value).where(GatewaySetting.key == key)) or {}
             merged = {**current, **config[key]}

@@ -34,6 +34,10 @@ class Settings:
     secret_key: str
     config_path: Path | None = None
     redis_url: str | None = None
+    metrics_token: str | None = None  # GET /metrics wants it as a bearer token (without it: loopback only)
+    metrics_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR under gunicorn
+    workers: int = 1  # processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage
+    budget_webhook_url: str | None = None  # soft-budget alerts when the org sets none
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
@@ -73,6 +77,7 @@ class Settings:
             "secret_key": secret_key,
             "config_path": Path(config) if config else None,
             "redis_url": env.get("GATEWAY_REDIS_URL") or None,
+            "budget_webhook_url": env.get("GATEWAY_BUDGET_WEBHOOK_URL") or None,
             "env_provider_keys": {
                 kind: env[var] for kind, var in ENV_PROVIDER_KEYS.items() if env.get(var)
             },
@@ -80,6 +85,11 @@ class Settings:
         for name in ("openrouter_referer", "openrouter_title"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = env[f"GATEWAY_{name.upper()}"]
+        values["metrics_token"] = env.get("GATEWAY_METRICS_TOKEN") or None
+        values["metrics_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
+        workers = env.get("GATEWAY_WORKERS") or env.get("WEB_CONCURRENCY")
+        if workers and workers.isdigit() and int(workers) > 0:
+            values["workers"] = int(workers)
         if "GATEWAY_HOST" in env:
             values["host"] = env["GATEWAY_HOST"]
         if "GATEWAY_PORT" in env:

@@ -31,6 +31,11 @@ from tests.fakes import FakeOpenAI, serve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_KEY = "sk-upstream-test"
+# The test catalog's prices are high ($1000-$15000 per Mtok, so that charges show in whole micros) and
+# every call holds its worst case first (prompt + output cap): the first org gets $1000 on top of the
+# first-run $10 so that a call without max_tokens fits. Tests about running out use an org of their own.
+DEFAULT_ORG_TOP_UP_USD = 990
+DEFAULT_ORG_CREDITS = (10 + DEFAULT_ORG_TOP_UP_USD) * 1_000_000
 
 # Upstream behaviours (see tests/fakes/openai_upstream.py) exposed as model slugs `test/<name>`.
 BEHAVIOURS = ["fake-gpt", "fake-tool", "fake-tool-parallel", "fake-cached", "echo", "reset", "drip-30",
@@ -129,7 +134,9 @@ class Gateway:
         with db.session_scope() as s:
             return s.scalar(select(Org).where(Org.name == name))
 
-    def new_org(self, name: str, usd: float = 10) -> Org:
+    def new_org(self, name: str, usd: float = 1000) -> Org:
+        """An org with `usd` of credits: by default enough for calls that hold their worst case at
+        the test catalog's prices (see DEFAULT_ORG_TOP_UP_USD)."""
         with db.write_lock, db.session_scope() as s:
             org = tenancy.create_org(s, name, usd_to_micros(usd), actor="test")
         self.flush()  # the writer's sync picks the change up
@@ -183,6 +190,9 @@ def gateway_factory(tmp_path, fake_openai, request):
                     "start_jobs": False, "sync_interval": 0.05, **overrides}
         app = create_app(settings)
         first = boot.prepare(app)
+        with db.write_lock, db.session_scope() as s:
+            tenancy.add_credits(s, tenancy.org_by_name(s, "default"), usd_to_micros(DEFAULT_ORG_TOP_UP_USD),
+                                actor="test", note="test top-up")
         if first_password_changed:
             from gateway.models import User
 

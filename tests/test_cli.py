@@ -50,8 +50,9 @@ def test_credits_added_by_cli_lift_a_402(gateway):
     gateway.cli("org", "create", "acme")
     key = gateway.cli("key", "create", "--org", "acme", "--scope", "inference").stdout.strip()
     wait_for(lambda: status_of(gateway.sdk(key)) == 402, timeout=2)  # known key, no credits
-    out = gateway.cli("credits", "add", "--org", "acme", "--usd", "5").stdout
-    assert "5.000000" in out
+    # enough for the call's hold: its prompt and 4096 output tokens (no max_tokens) at $2000 per Mtok
+    out = gateway.cli("credits", "add", "--org", "acme", "--usd", "50").stdout
+    assert "50.000000" in out
     wait_for(lambda: status_of(gateway.sdk(key)) == 200, timeout=2)
 
 

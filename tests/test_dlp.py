@@ -383,7 +383,7 @@ def test_phone_regions_decide_which_national_formats_count(gateway, fake_openai)
 def test_app_keys_follow_their_app(gateway, fake_openai):
     with db.write_lock, db.session_scope() as s:
         org = tenancy.org_by_name(s, "default")
-        app = App(org_id=org.id, name="web")
+        app = App(org_id=org.id, name="web", slug="web")  # apps are named by slug on the CLI
         s.add(app)
         s.flush()
         app_key = tenancy.create_key(s, org, name="app", app_id=app.id, actor="test").secret
@@ -405,7 +405,7 @@ def test_app_keys_follow_their_app(gateway, fake_openai):
     assert "(follows org)" not in gateway.cli("dlp", "status").stdout
     assert gateway.cli("dlp", "enable", "--app", "web").stdout.endswith("email:redact\n")  # its rules kept
     with db.write_lock, db.session_scope() as s:
-        s.add(App(org_id=tenancy.org_by_name(s, "default").id, name="mobile"))
+        s.add(App(org_id=tenancy.org_by_name(s, "default").id, name="mobile", slug="mobile"))
     gateway.cli("dlp", "disable", "--app", "mobile")  # off before it ever had rules
     out = gateway.cli("dlp", "enable", "--app", "mobile").stdout
     assert "email:redact" in out and "iban:redact" in out and "private_key:redact" in out

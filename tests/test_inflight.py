@@ -201,7 +201,7 @@ def test_streaming_followers_get_an_error_when_the_leaders_client_goes_away(gw, 
 
 
 def test_never_shared_across_orgs_or_when_ineligible_or_disabled(gw, fake_openai):
-    gw.new_org("other")
+    gw.new_org("other", usd=100)  # room for two calls holding their worst case at once
     other = gw.new_key("other")
     identical_but = [((other,), {}),  # another org
                      ((), {"temperature": 0.7}),  # sampled: each gets its own answer

@@ -11,6 +11,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, func, select, text
 
+from gateway.ledger.pricing import usd_to_micros
 from gateway.models import LedgerEntry
 from tests.conftest import free_port, raw_socket_post, read_events, wait_for
 
@@ -81,16 +82,21 @@ def test_ledger_charges_equal_credits_consumed(gateway):
     assert before - gateway.org().credits_micros == charged
 
 
-def test_credits_run_out_then_402(gateway_factory):
+def test_credits_run_out_then_402_without_overdraft(gateway_factory):
+    """Each call holds its worst case first (prompt bound + max_tokens): once the balance cannot
+    cover that, the call is refused before the upstream is asked, so the balance never goes negative."""
     gw = gateway_factory()
-    gw.new_org("small", usd=0.02)  # $0.013 per call: the second call overdraws, the third is refused
+    gw.new_org("small", usd=0.1)  # about $0.013 per call, held at about $0.06
     key = gw.new_key("small")
     sdk = gw.sdk(key)
-    sdk.chat.completions.create(model="test/fake-gpt", messages=MSG)
-    sdk.chat.completions.create(model="test/fake-gpt", messages=MSG)
+    served = 0
     with pytest.raises(openai.APIStatusError) as e:
-        sdk.chat.completions.create(model="test/fake-gpt", messages=MSG)
-    assert e.value.status_code == 402
+        for _ in range(10):
+            sdk.chat.completions.create(model="test/fake-gpt", messages=MSG, max_tokens=4)
+            served += 1
+    assert e.value.status_code == 402 and e.value.body["code"] == "insufficient_credits"
+    gw.flush()
+    assert served >= 2 and 0 <= gw.org("small").credits_micros < usd_to_micros(0.1)
 
 
 def _ready(base: str) -> bool:
@@ -149,17 +155,18 @@ def test_rows_that_cannot_be_written_are_spilled_and_replayed(gateway, monkeypat
     def broken(batch):
         raise RuntimeError("disk full")
 
+    before = gateway.org().credits_micros
     monkeypatch.setattr(WRITER, "_insert", broken)
     raw = gateway.sdk().chat.completions.with_raw_response.create(model="fast", messages=MSG)
     WRITER.flush()
     spill = gateway.instance / "ledger-spill.jsonl"
     assert spill.exists() and raw.headers["x-request-id"] in spill.read_text()
-    assert gateway.org().credits_micros == 10_000_000  # not yet settled...
+    assert gateway.org().credits_micros == before  # not yet settled...
     monkeypatch.setattr(WRITER, "_insert", real_insert)
     WRITER.replay_spill()  # ...as at the next start
     (row,) = gateway.rows(request_id=raw.headers["x-request-id"])
     assert not spill.exists()
-    assert gateway.org().credits_micros == 10_000_000 - row.charge_micros
+    assert gateway.org().credits_micros == before - row.charge_micros
     WRITER.replay_spill()  # replaying twice never charges twice
     assert len(gateway.rows()) == 1
 

@@ -28,11 +28,11 @@ from gateway import boot, create_app, db, migrate
 from gateway.ledger.pricing import usd
 from gateway.memo import MEMO
 from gateway.models import UsageRollup
-from tests.conftest import free_port, gateway_config, wait_for
+from tests.conftest import DEFAULT_ORG_CREDITS, free_port, gateway_config, wait_for
 
 MSG = [{"role": "user", "content": "hello there"}]
 PRICE_IN, PRICE_OUT = 1000, 2000  # micros per token of test/fake-gpt (conftest.PRICES, USD per Mtok)
-FIRST_CREDITS = boot.FIRST_CREDITS_USD * 1_000_000
+FIRST_CREDITS = DEFAULT_ORG_CREDITS  # the first-run credits and the test fixture's top-up
 
 
 # ---- a throwaway cluster -----------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_the_clients_own_breakpoints_are_left_alone(gateway, fake_anthropic):
 
 
 def test_openai_routes_get_one_cache_key_per_org(gateway, fake_openai):
-    other = gateway.new_org("other")
+    other = gateway.new_org("other", usd=100)  # room for calls holding their worst case
     keys = {}
     for org_id, api_key in ((gateway.org().id, gateway.api_key), (other.id, gateway.new_key("other"))):
         raw = gateway.sdk(api_key).chat.completions.with_raw_response.create(

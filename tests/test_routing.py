@@ -254,7 +254,7 @@ def test_a_strategy_alias_spreads_over_several_models(gw):
 # ---- aliases, agents, pinning, capabilities ------------------------------------------------------
 
 def test_org_alias_beats_the_global_one(gw):
-    gw.new_org("acme")
+    gw.new_org("acme", usd=100)  # room for the call's hold at the test catalog's prices
     acme_key = gw.new_key("acme")
     with db.write_lock, db.session_scope() as s:
         s.add(Alias(name="fast", target="duo/chat", org_id=gw.org("acme").id))

@@ -62,6 +62,17 @@ def _ready(base: str) -> bool:
         return False
 
 
+def _init_with_credits(exe: str, env: dict) -> str:
+    """`gateway init` (the first run: org, key) and a top-up: every call holds its worst case first,
+    and four calls at once at the test catalog's prices need more than the first-run $10."""
+    init = subprocess.run([exe, "init"], env=env, capture_output=True, text=True, timeout=120)
+    key = next(line.split("API key:")[1].split()[0] for line in (init.stdout + init.stderr).splitlines()
+               if "API key:" in line)
+    subprocess.run([exe, "credits", "add", "--org", "default", "--usd", "990"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    return key
+
+
 @pytest.fixture
 def serve(tmp_path, fake_openai):
     """Start `gateway serve` on a free loopback port with extra environment; stopped at the end."""
@@ -78,16 +89,13 @@ def serve(tmp_path, fake_openai):
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env.update(GATEWAY_INSTANCE=str(instance), GATEWAY_CONFIG=str(config), **env_extra)
         exe = str(Path(sys.executable).parent / "gateway")
+        key = _init_with_credits(exe, env)
         proc = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         procs.append(proc)
-        key = None
         for line in proc.stdout:
-            if "API key:" in line:
-                key = line.split("API key:")[1].split()[0]
             if "Serving on" in line:
                 break
-        assert key
         gevent.spawn(proc.stdout.read)  # keep the pipe drained
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ready(base))
@@ -214,7 +222,8 @@ def test_short_drain_ends_streams_with_the_dialects_error_event_and_bills_them(s
         if row.stream:  # the usage seen so far is billed: the prompt and what was relayed
             assert row.input_tokens > 0 and 0 < row.output_tokens < 50 and row.charge_micros > 0
     with create_engine(f"sqlite:///{served.instance / 'gateway.db'}").connect() as conn:
-        spent = conn.scalar(text("SELECT 10000000 - credits_micros FROM org WHERE name = 'default'"))
+        # the first-run $10 and the $990 top-up (see _init_with_credits)
+        spent = conn.scalar(text("SELECT 1000000000 - credits_micros FROM org WHERE name = 'default'"))
     assert spent == sum(r.charge_micros for r in rows)
 
 
@@ -271,9 +280,7 @@ def test_gunicorn_worker_ends_streams_before_the_masters_kill(tmp_path, fake_ope
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(GATEWAY_INSTANCE=str(instance), GATEWAY_CONFIG=str(config))
     bin_dir = Path(sys.executable).parent
-    init = subprocess.run([str(bin_dir / "gateway"), "init"], env=env, capture_output=True, text=True, timeout=120)
-    key = next(line.split("API key:")[1].split()[0] for line in (init.stdout + init.stderr).splitlines()
-               if "API key:" in line)
+    key = _init_with_credits(str(bin_dir / "gateway"), env)
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen([str(bin_dir / "gunicorn"), "-k", "gateway.gunicorn_worker.Worker", "-w", "1",
                              "--graceful-timeout", "3", "-b", f"127.0.0.1:{port}", "app:app"],

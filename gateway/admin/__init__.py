@@ -18,6 +18,8 @@ def init_app(app: Flask) -> None:
         catalog,
         dlp,  # noqa: F401  (data protection)
         logs,
+        money,  # noqa: F401  (reconciliation and BYOK keys)
+        plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
         routing,
         savings,  # noqa: F401  (savings report and settings)

@@ -47,6 +47,8 @@ def login():
                         user.locked_until = now + timedelta(seconds=settings.login_lockout_seconds)
                         user.failed_logins = 0
                         audit(session, email, "login.lockout")
+            elif user.status != "active":
+                error = "This account is disabled. Ask an administrator of your organization."
             else:
                 user.failed_logins = 0
                 user.locked_until = None

@@ -34,8 +34,8 @@ def _load_user(session_id: str):
     if not user_id.isdigit() or not version.isdigit():
         return None  # a cookie from before session versions: sign in again
     user = db.request_session().get(User, int(user_id))
-    if user is None or user.session_version != int(version):
-        return None
+    if user is None or user.session_version != int(version) or user.status != "active":
+        return None  # a password change, reset or disabling ends every session
     return LoginUser(user)
 
 

@@ -17,12 +17,15 @@ from gateway.db import request_session
 from gateway.htmx import is_htmx, trigger
 from gateway.ledger.pricing import usd
 from gateway.models import ApiKey, Org
+from gateway.services import budgets as budget_service
+from gateway.services import credits as credit_service
 from gateway.services import tenancy
 from gateway.services.errors import Actor, AdminError, Forbidden
 from gateway.services.tenancy import AccountError
 
 ORGS, ORG_TABLE = "admin/orgs/index.html", "admin/orgs/_table.html"
-ORG_FORM, CREDITS_FORM = "admin/orgs/_form.html", "admin/orgs/_credits.html"
+ORG_FORM, CREDITS_FORM, ADJUST_FORM = "admin/orgs/_form.html", "admin/orgs/_credits.html", "admin/orgs/_adjust.html"
+BUDGET_FORM = "admin/orgs/_budget.html"
 KEYS, KEY_TABLE, KEY_FORM, KEY_ROW = ("admin/keys/index.html", "admin/keys/_table.html", "admin/keys/_form.html",
                                      "admin/keys/_row.html")
 KEY_LIMIT = 500  # newest first; an org with more keys is filtered by org
@@ -86,7 +89,40 @@ def add_credits(session, actor: Actor, org_id: int | None, amount: str | None, n
     return org
 
 
-def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str) -> tenancy.NewKey:
+def refund_or_adjust(session, actor: Actor, org_id: int | None, kind: str, amount: str | None,
+                     reason: str | None) -> Org:
+    _superadmin(actor, "refund or adjust credits")
+    org = _org(session, org_id)
+    reason = (reason or "").strip()
+    if kind == "refund":
+        credit_service.refund(session, org, tenancy.parse_usd(amount), reason, actor=actor.email)
+    elif kind == "adjustment":
+        credit_service.adjust(session, org, credit_service.parse_signed_usd(amount), reason, actor=actor.email)
+    else:
+        raise AdminError("Choose refund or adjustment.")
+    return org
+
+
+def set_or_clear_budget(session, actor: Actor, form: dict[str, Any]) -> str:
+    """A budget on one of the actor's orgs (a super-admin: any), or on one of its users, apps or keys."""
+    org_id = _int(form.get("org"))
+    if org_id is not None:
+        _own_org(actor, org_id, "set budgets")
+    org = _org(session, org_id)
+    t = budget_service.target(session, org, form.get("user") or None, form.get("app") or None,
+                              (form.get("key") or "").strip() or None)
+    if form.get("action") == "clear":
+        found = budget_service.clear_budget(session, t, actor=actor.email)
+        return f"Cleared the budget on {t.kind} {t.label}." if found else f"No budget on {t.kind} {t.label}."
+    micros = tenancy.parse_usd(form.get("amount"))
+    budget_service.set_budget(session, t, micros, form.get("window", ""), hard=not form.get("soft"),
+                              rollover=bool(form.get("rollover")), actor=actor.email)
+    return f"Budget on {t.kind} {t.label}: ${usd(micros)} per {form.get('window')}, from the next request."
+
+
+def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str, user: str = "",
+               app: str = "") -> tenancy.NewKey:
+    """A key of the org, optionally of one of its users (by email) or apps (by slug)."""
     if org_id is not None:  # permission first: another org's id is a 403, whatever else is wrong
         _own_org(actor, org_id, "create keys")
     org = _org(session, org_id)
@@ -94,8 +130,11 @@ def create_key(session, actor: Actor, org_id: int | None, name: str, scope: str)
     if len(name) > tenancy.NAME_MAX:
         raise AdminError(f"A key name has at most {tenancy.NAME_MAX} characters.")
     try:
-        return tenancy.create_key(session, org, name=name, scope=(scope or "").strip(), actor=actor.email)
-    except AccountError as e:
+        user_id = tenancy.user_in_org(session, org, user).id if (user or "").strip() else None
+        app_id = tenancy.app_by_slug(session, org, app.strip()).id if (app or "").strip() else None
+        return tenancy.create_key(session, org, name=name, scope=(scope or "").strip(), actor=actor.email,
+                                  user_id=user_id, app_id=app_id)
+    except AdminError as e:
         raise AdminError(_sentence(e)) from None
 
 
@@ -111,12 +150,18 @@ def revoke_key(session, actor: Actor, key_id: int) -> ApiKey:
 # ---- Orgs --------------------------------------------------------------------------------------------
 
 def _org_page(partial: str, form: dict[str, Any] | None = None, credits: dict[str, Any] | None = None,
-              which: str = "", **kw: Any):
-    """`which` names the form a message belongs to ("org" or "credits"): a plain post re-renders both."""
+              which: str = "", adjust: dict[str, Any] | None = None, budget: dict[str, Any] | None = None,
+              **kw: Any):
+    """`which` names the form a message belongs to ("org", "credits" or "adjust"): a plain post
+    re-renders them all. Soft-budget alerts of the visible orgs show as a banner."""
     session = request_session()
     orgs = visible_orgs(session)
+    alerts = budget_service.alerts(session, [o.id for o in orgs])
+    budget_rows = [(o.name, v) for o in orgs for v in budget_service.list_budgets(session, o.id)]
     return reply(ORGS, partial, rows=tenancy.org_overview(session, orgs), orgs=orgs, usd=usd,
-                 form=form or {}, credits=credits or {}, which=which, **kw)
+                 form=form or {}, credits=credits or {}, adjust=adjust or {}, which=which, alerts=alerts,
+                 names={o.id: o.name for o in orgs}, budget=budget or {"window": "month"},
+                 budget_rows=budget_rows, **kw)
 
 
 @bp.get("/orgs")
@@ -159,6 +204,30 @@ def org_credits():
                      notice=f"Added credits: {org.name} now has ${usd(org.credits_micros)}, from the next request.")
 
 
+@bp.post("/orgs/adjust")
+def org_adjust():
+    require_superadmin()
+    form = request.form.to_dict()
+    try:
+        org = write(refund_or_adjust, _int(form.get("org")), form.get("kind", ""), form.get("amount"),
+                    form.get("reason"))
+    except AdminError as e:
+        return _org_page(ADJUST_FORM, adjust=form, which="adjust", error=_sentence(e))
+    return _org_page(ADJUST_FORM, adjust={"org": str(org.id)}, which="adjust", event="orgs-changed",
+                     notice=f"Recorded: {org.name} now has ${usd(org.credits_micros)}, from the next request.")
+
+
+@bp.post("/orgs/budget")
+def org_budget():
+    form = request.form.to_dict()
+    try:
+        notice = write(set_or_clear_budget, form)
+    except AdminError as e:
+        return _org_page(BUDGET_FORM, budget=form, which="budget", error=_sentence(e))
+    return _org_page(BUDGET_FORM, budget={"org": form.get("org"), "window": form.get("window")}, which="budget",
+                     notice=notice)
+
+
 # ---- API Keys ----------------------------------------------------------------------------------------
 
 def _key_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
@@ -185,7 +254,8 @@ def keys():
 def key_create():
     form = request.form.to_dict()
     try:
-        new = write(create_key, _int(form.get("org")), form.get("name", ""), form.get("scope", ""))
+        new = write(create_key, _int(form.get("org")), form.get("name", ""), form.get("scope", ""),
+                    form.get("user", ""), form.get("app", ""))
     except AdminError as e:
         return _key_page(KEY_FORM, form=form, error=str(e))
     # The secret exists only in this response: it is stored as a digest, and not put in the session.

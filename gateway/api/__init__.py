@@ -8,14 +8,25 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from gateway.api.blueprint import bp, http_error
+from gateway.api.blueprint import atlas, bp, http_error
 
 
 def init_app(app: Flask) -> None:
-    from gateway.api import health, models, providers, responses, usage  # noqa: F401  (routes register on import)
+    from gateway.api import (  # noqa: F401  (routes register on import)
+        account,
+        byok,
+        health,
+        keys,
+        models,
+        providers,
+        requests,
+        responses,
+        usage,
+    )
     from gateway.api.inference import InferenceRoutes
 
     app.register_blueprint(bp, url_prefix="/v1")
+    app.register_blueprint(atlas, url_prefix="/api/v1")
     app.register_blueprint(health.bp)
     app.register_error_handler(HTTPException, http_error)
     app.wsgi_app = InferenceRoutes(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])

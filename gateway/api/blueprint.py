@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import errors
 
 bp = Blueprint("v1", __name__)
+atlas = Blueprint("atlas", __name__)  # /api/v1: the paths of an earlier product shape, same handlers
 
 
 def dialect_for(path: str) -> str:

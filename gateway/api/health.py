@@ -1,9 +1,11 @@
-"""GET /healthz (process up) and GET /readyz (database reachable, config loaded)."""
+"""GET /healthz (process up), GET /readyz (database reachable, config loaded), GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
+import hmac
+
 import orjson
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy import text
 
 from gateway import db
@@ -19,6 +21,24 @@ def _json(obj: dict, status: int = 200) -> Response:
 @bp.get("/healthz")
 def healthz():
     return _json({"status": "ok"})
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format; a bearer token when GATEWAY_METRICS_TOKEN is set, else loopback only."""
+    from gateway import metrics as prom
+
+    settings = current_app.extensions["settings"]
+    if settings.metrics_token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), settings.metrics_token.encode()):
+            return _json({"error": {"message": "A valid metrics token is required.", "type": "invalid_request_error",
+                                    "param": None, "code": "invalid_api_key"}}, 401)
+    elif request.remote_addr not in ("127.0.0.1", "::1"):
+        return _json({"error": {"message": "Metrics are served to loopback clients unless GATEWAY_METRICS_TOKEN "
+                                           "is set.", "type": "invalid_request_error", "param": None,
+                                "code": "forbidden"}}, 403)
+    return Response(prom.exposition(settings.metrics_multiproc_dir), content_type=prom.CONTENT_TYPE)
 
 
 @bp.get("/readyz")

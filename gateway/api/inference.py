@@ -16,7 +16,7 @@ import orjson
 
 from gateway import errors, pipeline
 from gateway.errors import GatewayError
-from gateway.pipeline import auth, meter
+from gateway.pipeline import auth, gate, meter
 from gateway.pipeline.context import RequestContext
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,11 @@ def serve(environ: dict, endpoint: str, dialect: str, rewrite: Callable[[bytes],
         status, err_headers, body = error_parts(e, dialect, ctx.request_id)
         return status, list(err_headers.items()), [body]
     if reply.is_stream:
-        out = {"Content-Type": reply.content_type, **meter.estimate(ctx), **STREAM_HEADERS, **reply.headers}
+        out = {"Content-Type": reply.content_type, **meter.estimate(ctx), **gate.headers(ctx), **STREAM_HEADERS,
+               **reply.headers}
         return reply.status, list(out.items()), reply.chunks
     out = {"Content-Type": reply.content_type, "Content-Length": str(len(reply.body)), **meter.cost_headers(ctx),
-           **reply.headers}
+           **gate.headers(ctx), **reply.headers}
     return reply.status, list(out.items()), [reply.body]
 
 

@@ -1,4 +1,5 @@
-"""GET /v1/usage/summary: the key's org's requests, costs and savings by mechanism and by model.
+"""GET /v1/usage/summary (and /api/v1/llm/usage): the key's org's requests, costs and savings by mechanism
+and by model; GET /v1/usage/timeseries: the same figures per hour or day, grouped.
 
 Read from the hourly usage rollups (never the raw ledger), so the resolution is one hour: the
 window echoed back is the requested one widened to whole hours. `start`/`end` take ISO 8601 dates
@@ -17,8 +18,10 @@ import orjson
 from flask import Response, request
 
 from gateway import db
-from gateway.api.blueprint import bp, error_response
+from gateway.api.blueprint import atlas, bp, error_response
+from gateway.api.principals import only_params
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.ledger import rollups
 from gateway.ledger.pricing import usd
 from gateway.ledger.rollups import Summary, summarize
 from gateway.memo import Principal
@@ -105,3 +108,43 @@ def usage_summary():
         summary = summarize(session, [principal.org_id], start, end, model)
     return Response(orjson.dumps(summary_object(principal.org_name, summary, model)),
                     content_type="application/json")
+
+
+# ---- GET /v1/usage/timeseries --------------------------------------------------------------------
+
+MAX_BUCKETS = {"hour": 31 * 24, "day": 366}
+GROUP_FIELDS = {"model": "model", "key": "key_id", "user": "user_id", "app": "app_id", "mechanism": "mechanism"}
+
+
+@bp.get("/usage/timeseries")
+def usage_timeseries():
+    """The org's usage per hour or day, optionally grouped by model, key, user, app or savings
+    mechanism (for `mechanism`, each group is what that mechanism saved and on how many requests)."""
+    try:
+        principal = _principal()
+        only_params(("start", "end", "bucket", "group_by"))
+        bucket = request.args.get("bucket", "day")
+        if bucket not in MAX_BUCKETS:
+            raise InvalidRequest("'bucket' must be 'hour' or 'day'.", param="bucket")
+        group_by = request.args.get("group_by") or None
+        if group_by is not None and group_by not in GROUP_FIELDS:
+            raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_FIELDS)}.", param="group_by")
+        start, end = _window()
+        if (end - start) / (timedelta(days=1) if bucket == "day" else timedelta(hours=1)) > MAX_BUCKETS[bucket]:
+            raise InvalidRequest(f"At most {MAX_BUCKETS[bucket]} {bucket}s per request: narrow 'start'..'end'.",
+                                 param="start")
+    except GatewayError as e:
+        return error_response(e, "openai")
+    with db.session_scope() as session:  # the key's org only
+        series = rollups.timeseries(session, principal.org_id, start, end, bucket, group_by)
+    field = GROUP_FIELDS.get(group_by or "")
+    data = [{"start": _iso(b["start"]), "end": _iso(b["end"]),
+             "groups": [{**({field: g["key"]} if field else {}), **_figures(g)} for g in b["groups"]]}
+            for b in series]
+    return Response(orjson.dumps({"object": "usage.timeseries", "org": principal.org_name, "bucket": bucket,
+                                  "group_by": group_by, "start": _iso(start), "end": _iso(end), "currency": "USD",
+                                  "data": data}), content_type="application/json")
+
+
+# The Atlas path of the usage summary.
+atlas.add_url_rule("/llm/usage", "llm_usage", usage_summary, methods=["GET"])

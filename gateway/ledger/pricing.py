@@ -1,9 +1,16 @@
-"""Prices usage in integer micro-dollars. Route prices are micro-dollars per million tokens."""
+"""Prices usage in integer micro-dollars. Route prices are micro-dollars per million tokens.
+
+An org's pricing policy (memo.OrgMoney) turns a route's price into what the org pays: `list` as is,
+`markup`/`discount` by a percentage, `byok` nothing for tokens plus an optional flat fee per request.
+`worst_case_micros` is the hold placed before a provider call: it must never be below the charge
+the request can end with when the upstream honours the output cap.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+from gateway.memo import OrgMoney
 from gateway.routing.routes import RouteInfo
 from gateway.wire.canonical import Usage
 
@@ -48,3 +55,29 @@ def usd(micros: int) -> str:
 
 def usd_to_micros(value: float | str | Decimal) -> int:
     return int((Decimal(str(value)) * MTOK).to_integral_value())
+
+
+def policy_micros(money: OrgMoney, micros: int) -> int:
+    """A token price after the org's policy (rounded half up; byok: tokens are free)."""
+    if money.pricing == "list" or micros == 0:
+        return micros
+    if money.pricing == "byok":
+        return 0
+    bps = 10_000 + money.pricing_bps if money.pricing == "markup" else 10_000 - money.pricing_bps
+    return (micros * bps + 5_000) // 10_000
+
+
+def request_fee(money: OrgMoney) -> int:
+    return money.request_fee_micros if money.pricing == "byok" else 0
+
+
+def worst_case_micros(routes: list[RouteInfo] | tuple[RouteInfo, ...], input_tokens: int, output_tokens: int,
+                      money: OrgMoney) -> int:
+    """The most the request can be charged on any route it may take (fallbacks included): every
+    prompt token at the full input price (no cache discount), every allowed output token."""
+    usage = Usage(input_tokens, output_tokens)
+    top = max((list_price_micros(r, usage) for r in routes), default=0)
+    # Cache writes cost up to 1.25x input; cover them on providers that charge for them.
+    premium = max((list_price_micros(r, Usage(input_tokens, 0)) // 4 for r in routes
+                   if r.provider.kind in CACHE_WRITE_PREMIUM), default=0)
+    return policy_micros(money, top + premium) + request_fee(money)

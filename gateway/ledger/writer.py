@@ -1,8 +1,9 @@
 """The single ledger writer: queued rows, batched inserts, credits settled, flush on shutdown.
 
 Requests never write to the database: `enqueue()` holds the charge against the org's in-memory
-balance and puts the row on a queue. One greenlet drains the queue in batches, inserts the rows
-and deducts the charges in one short transaction, then polls for admin changes (memo.py), so
+balance and puts the row on a queue. One greenlet drains the queue in batches, inserts the rows,
+deducts the charges and posts them to the credit log (one `charge` transaction per org per batch,
+see services/credits.py) in one short transaction, then polls for admin changes (memo.py), so
 balance reloads and commits never interleave. A batch that cannot be written is retried, then
 spilled to `instance/ledger-spill.jsonl` and replayed at the next start: rows are never dropped.
 
@@ -27,10 +28,11 @@ from gevent.lock import Semaphore
 from gevent.queue import Empty, Queue
 from sqlalchemy import select, update
 
-from gateway import db
-from gateway.ledger.rollups import rollup, upsert_dlp_rollups, upsert_rollups
+from gateway import db, metrics
+from gateway.ledger.rollups import party_rollup, rollup, upsert_dlp_rollups, upsert_party_rollups, upsert_rollups
 from gateway.memo import MEMO
-from gateway.models import DlpEvent, LedgerEntry, Org, utcnow
+from gateway.models import CreditTransaction, DlpEvent, LedgerEntry, Org, utcnow
+from gateway.services.credits import charge_rows
 from gateway.settings import private_file
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ class LedgerWriter:
             log.exception("config sync failed; will retry")
 
     def _write(self, batch: list[tuple[type, dict]]) -> None:
+        metrics.observe(row for model, row in batch if model is LedgerEntry)
         for attempt in range(1, RETRIES + 1):
             try:
                 self._insert(batch)
@@ -160,18 +163,26 @@ class LedgerWriter:
 
     def _insert(self, batch: list[tuple[type, dict]]) -> None:
         charges: dict[int, int] = defaultdict(int)
+        counts: dict[int, int] = defaultdict(int)
         tables: dict[type, list[dict]] = defaultdict(list)
         for model, row in batch:
             if model is LedgerEntry:
                 charges[row["org_id"]] += row["charge_micros"]
+                counts[row["org_id"]] += int(row["charge_micros"] > 0)
                 row = {k: v for k, v in row.items() if k != "saved_mechanisms"}
             tables[model].append(row)
+        now = utcnow()
+        postings = [{**p, "created_at": now} for p in charge_rows(
+            {org_id: (micros, counts[org_id]) for org_id, micros in charges.items()})]
+        if postings:
+            tables[CreditTransaction].extend(postings)
         rollups = rollup([row for model, row in batch if model is LedgerEntry])
         with db.write_lock, db.session_scope() as session:
             for model, rows in tables.items():
                 session.execute(model.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping
             if rollups:
                 upsert_rollups(session, rollups)
+                upsert_party_rollups(session, party_rollup([row for model, row in batch if model is LedgerEntry]))
             if DlpEvent in tables:
                 upsert_dlp_rollups(session, tables[DlpEvent])
             for org_id, micros in charges.items():

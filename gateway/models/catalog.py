@@ -18,6 +18,9 @@ class Provider(Base):
     base_url: Mapped[str] = mapped_column(String(512))
     api_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # AES-256-GCM; see crypto.py
     api_key_env: Mapped[str | None] = mapped_column(String(128))
+    # The admin key of the provider's usage and cost report API (reconciliation), stored as api_key.
+    admin_api_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    admin_api_key_env: Mapped[str | None] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     responses_api: Mapped[bool | None] = mapped_column(Boolean)  # serves /v1/responses? None: unknown
     # Loopback and private addresses are refused unless set (a local Ollama or vLLM); see providers/egress.py.

@@ -46,6 +46,8 @@ class LedgerEntry(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     ttfb_ms: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    upstream_id: Mapped[str | None] = mapped_column(String(128))  # the provider's request or generation id
+    byok: Mapped[bool] = mapped_column(Boolean, default=False)  # served with the org's own provider key
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -62,6 +64,27 @@ class UsageRollup(Base):
     hour: Mapped[datetime]
     model: Mapped[str] = mapped_column(String(160))
     mechanism: Mapped[str] = mapped_column(String(32), default="")
+    requests: Mapped[int] = mapped_column(BigInt, default=0)
+    errors: Mapped[int] = mapped_column(BigInt, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    saved_micros: Mapped[int] = mapped_column(BigInt, default=0)
+
+
+class PartyRollup(Base):
+    """Hourly totals per org and key, user or app (`party` "key" | "user" | "app", `party_id`), kept
+    current by the ledger writer in the same transaction as the rows, for usage grouped by who
+    called (GET /v1/usage/timeseries?group_by=key|user|app) without reading the raw ledger."""
+
+    __tablename__ = "party_rollup"
+    __table_args__ = (UniqueConstraint("org_id", "hour", "party", "party_id"),)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"))  # first column of the unique index
+    hour: Mapped[datetime]
+    party: Mapped[str] = mapped_column(String(8))
+    party_id: Mapped[int] = mapped_column(Integer)
     requests: Mapped[int] = mapped_column(BigInt, default=0)
     errors: Mapped[int] = mapped_column(BigInt, default=0)
     input_tokens: Mapped[int] = mapped_column(BigInt, default=0)

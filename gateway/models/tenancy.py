@@ -1,10 +1,10 @@
-"""Tenancy: orgs, apps, console users, API keys and credit grants."""
+"""Tenancy: orgs, apps, users, API keys, credit grants and the credit transaction log."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, false
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.models.base import Base, BigInt, utcnow
@@ -15,19 +15,32 @@ class Org(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
     credits_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plan.id"))  # None: no plan limits
+    # Pricing policy: list | markup | discount | byok; the percentage in basis points (1% = 100).
+    pricing: Mapped[str] = mapped_column(String(16), default="list")
+    pricing_bps: Mapped[int] = mapped_column(Integer, default=0)
+    request_fee_micros: Mapped[int] = mapped_column(BigInt, default=0)  # byok: flat fee per request
+    budget_webhook_url: Mapped[str | None] = mapped_column(String(500))  # soft-budget alerts
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class App(Base):
+    """A program calling the API on behalf of an org; its keys answer 401 while it is inactive."""
+
     __tablename__ = "app"
+    __table_args__ = (Index("ix_app_org_slug", "org_id", "slug", unique=True),)
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("org.id"), index=True)
     name: Mapped[str] = mapped_column(String(120))
+    slug: Mapped[str] = mapped_column(String(64), default="")
+    contact_email: Mapped[str] = mapped_column(String(254), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class User(Base):
-    """A console user. Super-admins see every org; others see their own org only."""
+    """A person: console sign-in and, optionally, keys of their own. Super-admins see every org;
+    others see their own org only. A disabled user cannot sign in and their keys answer 401."""
 
     __tablename__ = "user"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -35,6 +48,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_superadmin: Mapped[bool] = mapped_column(Boolean, default=False)
     org_id: Mapped[int | None] = mapped_column(ForeignKey("org.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16), default="org-admin")  # super-admin | org-admin | member
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]
@@ -69,4 +84,27 @@ class CreditGrant(Base):
     amount_micros: Mapped[int] = mapped_column(BigInt)
     note: Mapped[str] = mapped_column(String(255), default="")
     created_by: Mapped[str] = mapped_column(String(254), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CreditTransaction(Base):
+    """One double-entry movement of credits: `amount_micros` (> 0) leaves `debit` and enters `credit`.
+
+    Accounts: "org" (the org's wallet, `org_id`), "funding" (top-ups come from outside), "usage"
+    (charges go to the house), "adjustment" (operator corrections either way). Kinds: topup, charge,
+    refund, adjustment. An org's balance is what entered "org" minus what left it; Org.credits_micros
+    is that sum kept current. Charges are written per ledger-writer batch (`requests` rows summed).
+    """
+
+    __tablename__ = "credit_txn"
+    __table_args__ = (Index("ix_credit_txn_org_created", "org_id", "created_at"),)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    debit: Mapped[str] = mapped_column(String(16))
+    credit: Mapped[str] = mapped_column(String(16))
+    amount_micros: Mapped[int] = mapped_column(BigInt)
+    requests: Mapped[int] = mapped_column(Integer, default=0)  # charges: ledger rows summed
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    actor: Mapped[str] = mapped_column(String(254), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

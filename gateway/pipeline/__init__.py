@@ -19,7 +19,7 @@ from greenlet import GreenletExit
 
 from gateway import wire
 from gateway.errors import GatewayError, InternalError, ShuttingDown
-from gateway.pipeline import auth, decode, dlp, drain, gate, meter, responses, route, subrequest
+from gateway.pipeline import auth, decode, dlp, drain, gate, idempotency, meter, responses, route, subrequest
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import (
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 Stage = ModuleType
 STAGES: list[Stage] = [
-    auth, decode, route, gate, dlp, responses,  # enforcing
+    auth, decode, route, idempotency, gate, dlp, responses,  # enforcing
     exact_cache, semantic_cache, inflight, prompt_cache, compress, context_dedupe, output_budget,  # savings
 ]
 

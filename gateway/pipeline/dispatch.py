@@ -28,6 +28,7 @@ import orjson
 from gateway import wire
 from gateway.errors import GatewayError, UpstreamError
 from gateway.memo import RouteInfo
+from gateway.pipeline import byok
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.meter import estimate_partial
 from gateway.providers import registry
@@ -75,7 +76,7 @@ def dispatch(ctx: RequestContext) -> Reply:
             began = time.perf_counter()
             HEALTH.started(route.id)
             try:
-                reply = call_route(ctx, route, deadline)
+                reply = byok.call(ctx, route, lambda c, r: call_route(c, r, deadline))  # the org's own key, or ours
                 if reply.chunks is not None:
                     reply.chunks = _primed(ctx, reply.chunks)
             except UpstreamError as e:

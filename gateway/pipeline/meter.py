@@ -7,6 +7,8 @@ import time
 from gateway import tokens
 from gateway.ledger import pricing
 from gateway.ledger.writer import WRITER
+from gateway.memo import MEMO, NO_MONEY
+from gateway.pipeline import gate
 from gateway.pipeline.context import RequestContext
 from gateway.scrub import scrub
 from gateway.wire import sse
@@ -17,20 +19,37 @@ def price(ctx: RequestContext) -> None:
     """Benchmark: the requested model's reference route at list price, for the request as the
     client sent it (tokens a savings layer removed are added back). Charge: the route used, or
     the answering layer's policy (a cache hit is free by default). Saved = benchmark - charge,
-    attributed by mechanism; what no layer explains is `routing` (a fallback or a cheaper route)."""
+    attributed by mechanism; what no layer explains is `routing` (a fallback or a cheaper route).
+
+    Every figure is after the org's pricing policy (list, markup, discount, byok), so what is saved
+    is in the org's own money; a byok org's flat request fee is in the benchmark and the charge
+    of a request that reached a provider."""
+    money = MEMO.org_money(ctx.principal.org_id) if ctx.principal else NO_MONEY
     reference = ctx.model.reference if ctx.model else None
     removed = sum(ctx.removed_tokens.values())
     asked = Usage(ctx.usage.input_tokens + removed, ctx.usage.output_tokens)
-    ctx.benchmark_micros = pricing.list_price_micros(reference, asked)
+    fee = pricing.request_fee(money) if ctx.route is not None and ctx.cache == "miss" else 0
+    ctx.benchmark_micros = pricing.policy_micros(money, pricing.list_price_micros(reference, asked)) + fee
     saved: dict[str, int] = {}
+    if "byok" in ctx.extra and ctx.cache == "miss":
+        # The org's own key (BYOK) paid the provider: no token charge (the policy's request fee
+        # only), and no saving claimed for it.
+        ctx.benchmark_micros = ctx.charge_micros = fee
+        ctx.saved = {}
+        return
     if ctx.cache == "miss":
-        ctx.charge_micros = pricing.cost_micros(ctx.route, ctx.usage)
-        if prompt_cache := pricing.list_price_micros(ctx.route, ctx.usage) - ctx.charge_micros:
+        ctx.charge_micros = pricing.policy_micros(money, pricing.cost_micros(ctx.route, ctx.usage)) + fee
+        listed = pricing.policy_micros(money, pricing.list_price_micros(ctx.route, ctx.usage)) + fee
+        if prompt_cache := listed - ctx.charge_micros:
             saved["prompt_cache"] = prompt_cache
         for mechanism, tokens_removed in ctx.removed_tokens.items():
             if tokens_removed:
-                saved[mechanism] = pricing.list_price_micros(reference, Usage(tokens_removed, 0))
+                saved[mechanism] = pricing.policy_micros(
+                    money, pricing.list_price_micros(reference, Usage(tokens_removed, 0)))
     else:
+        # The answering layer set its charge at list price; price() may run twice, so keep that.
+        layer_charge = ctx.extra.setdefault("layer_charge", ctx.charge_micros)
+        ctx.charge_micros = pricing.policy_micros(money, layer_charge)
         saved[ctx.cache_mechanism] = ctx.benchmark_micros - ctx.charge_micros
     if routing := ctx.benchmark_micros - ctx.charge_micros - sum(saved.values()):
         saved["routing"] = routing
@@ -53,10 +72,12 @@ def cost_headers(ctx: RequestContext) -> dict[str, str]:
 
 def estimate(ctx: RequestContext) -> dict[str, str]:
     """Headers for a live stream: the prompt side priced from a byte-count estimate."""
+    money = MEMO.org_money(ctx.principal.org_id) if ctx.principal else NO_MONEY
     usage = Usage(input_tokens=len(ctx.raw) // 4)
     reference = ctx.model.reference if ctx.model else None
-    benchmark = pricing.list_price_micros(reference, usage)
-    charge = pricing.cost_micros(ctx.route, usage)
+    fee = pricing.request_fee(money) if ctx.route is not None else 0
+    benchmark = pricing.policy_micros(money, pricing.list_price_micros(reference, usage)) + fee
+    charge = pricing.policy_micros(money, pricing.cost_micros(ctx.route, usage)) + fee
     return {
         "x-gateway-cost-status": "estimate",
         "x-request-id": ctx.request_id,
@@ -75,7 +96,9 @@ def cost_trailer(ctx: RequestContext) -> bytes:
 
 
 def record(ctx: RequestContext) -> None:
-    """Queue exactly one ledger row for an authenticated request (no-op on a second call)."""
+    """Queue exactly one ledger row for an authenticated request (no-op on a second call), and
+    settle the request's credit hold with its charge in the same step (no yield in between, so the
+    balance the gate sees never counts the request twice or not at all)."""
     if ctx.recorded or ctx.principal is None:
         return
     ctx.recorded = True
@@ -86,6 +109,7 @@ def record(ctx: RequestContext) -> None:
     now = time.perf_counter()
     route = ctx.route
     err = ctx.error
+    gate.settle(ctx)
     WRITER.enqueue({
         "request_id": ctx.request_id,
         "org_id": p.org_id,
@@ -115,7 +139,15 @@ def record(ctx: RequestContext) -> None:
         "latency_ms": int((now - ctx.started) * 1000),
         "ttfb_ms": int((ctx.first_byte_at - ctx.started) * 1000) if ctx.first_byte_at else None,
         "attempts": ctx.attempts,
+        "upstream_id": upstream_id(ctx),
+        "byok": "byok" in ctx.extra,
     })
+
+
+def upstream_id(ctx: RequestContext) -> str | None:
+    """The provider's request or generation id, for reconciliation (None when it gave none)."""
+    value = getattr(ctx, "upstream_id", None) or ctx.extra.get("upstream_id")
+    return str(value)[:128] if value else None
 
 
 def estimate_partial(ctx: RequestContext, deltas: int) -> None:

@@ -1,4 +1,4 @@
-"""Admin writes on tenancy (orgs, credits, keys, console users), shared by the CLI and the console.
+"""Admin writes on tenancy (orgs, credits, keys, users, apps), shared by the CLI and the console.
 
 Each write is one short transaction that also announces the change (memo.py) and audits it.
 """
@@ -19,17 +19,22 @@ from gateway import crypto
 from gateway.ledger import rollups
 from gateway.ledger.pricing import usd_to_micros
 from gateway.memo import announce
-from gateway.models import ApiKey, AuditLog, CreditGrant, Org, User, utcnow
+from gateway.models import ApiKey, App, AuditLog, Org, User, utcnow
+from gateway.services import credits as credit_service
+from gateway.services import plans as plan_service
+from gateway.services.errors import AdminError
 
 SCOPES = ("inference", "read", "admin")
+ROLES = ("super-admin", "org-admin", "member")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 NAME_MAX = 120  # Org.name and ApiKey.name columns
 PASSWORD_MIN = 10
 # One grant above this is a typo far more often than a real top-up; it also keeps sums clear of BIGINT.
 MAX_GRANT_USD = Decimal(1_000_000_000)
 
 
-class AccountError(ValueError):
+class AccountError(AdminError):
     pass
 
 
@@ -45,7 +50,8 @@ def org_by_name(session: Session, name: str) -> Org:
     return org
 
 
-def create_org(session: Session, name: str, credits_micros: int = 0, actor: str = "cli") -> Org:
+def create_org(session: Session, name: str, credits_micros: int = 0, actor: str = "cli",
+               plan: str | None = None) -> Org:
     name = name.strip()
     if not name:
         raise AccountError("org name must not be empty")
@@ -58,20 +64,18 @@ def create_org(session: Session, name: str, credits_micros: int = 0, actor: str 
     session.flush()
     if credits_micros:
         add_credits(session, org, credits_micros, actor=actor, note="initial credits")
+    if plan:
+        plan_service.set_org_plan(session, org, plan_service.by_name(session, plan), actor=actor)
     audit(session, actor, "org.create", name, org_id=org.id)
     announce(session, "orgs")
     return org
 
 
 def add_credits(session: Session, org: Org, micros: int, actor: str = "cli", note: str = "") -> None:
+    """A top-up (see services/credits.py: the transaction log keeps the balance derivable)."""
     if micros <= 0:
         raise AccountError("the amount must be positive")
-    session.add(CreditGrant(org_id=org.id, amount_micros=micros, note=note, created_by=actor))
-    org.credits_micros = Org.credits_micros + micros  # atomic against the ledger writer's deductions
-    session.flush()
-    session.refresh(org)
-    audit(session, actor, "credits.add", org.name, f"{micros} micros", org_id=org.id)
-    announce(session, "orgs")
+    credit_service.top_up(session, org, micros, actor=actor, reason=note or "top-up")
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,23 @@ class NewKey:
 
 def create_key(session: Session, org: Org, name: str = "", scope: str = "inference", actor: str = "cli",
                user_id: int | None = None, app_id: int | None = None) -> NewKey:
+    """A key of `org`, optionally of one of its users or one of its apps (not both). Refused beyond
+    the org's plan's max_keys."""
     if scope not in SCOPES:
         raise AccountError(f"scope must be one of {', '.join(SCOPES)}")
     if len(name) > NAME_MAX:
         raise AccountError(f"a key name has at most {NAME_MAX} characters")
+    if user_id is not None and app_id is not None:
+        raise AccountError("a key belongs to one user or one app, not both")
+    if user_id is not None:
+        user = session.get(User, user_id)
+        if user is None or user.org_id != org.id:
+            raise AccountError(f"no such user in org {org.name}")
+    if app_id is not None:
+        app = session.get(App, app_id)
+        if app is None or app.org_id != org.id:
+            raise AccountError(f"no such app in org {org.name}")
+    plan_service.check_key_quota(session, org)
     secret = crypto.new_api_key()
     key = ApiKey(org_id=org.id, name=name, digest=crypto.digest(secret), prefix=crypto.display_prefix(secret),
                  scope=scope, user_id=user_id, app_id=app_id)
@@ -114,21 +131,28 @@ def _check_new_password(password: str) -> None:
 
 
 def create_admin(session: Session, email: str, password: str, superadmin: bool = False,
-                 org_id: int | None = None, actor: str = "cli", one_time: bool = False) -> User:
-    """A console user. `one_time`: the password was generated and shown to someone, so it must be
-    changed at the first sign-in."""
+                 org_id: int | None = None, actor: str = "cli", role: str | None = None,
+                 one_time: bool = False) -> User:
+    """A user who signs in to the console: a super-admin (every org), or an org's org-admin or member.
+    `one_time`: the password was generated and shown to someone, so it must be changed at the first
+    sign-in."""
     email = email.strip().lower()
-    if not EMAIL.match(email):
+    role = "super-admin" if superadmin else (role or "org-admin")
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    if role == "super-admin" and not superadmin:
+        superadmin = True
+    if not EMAIL.match(email) or len(email) > 254:
         raise AccountError("a valid email is required")
     _check_new_password(password)
     if session.scalar(select(User).where(User.email == email)) is not None:
         raise AccountError(f"a user with email {email} already exists")
-    user = User(email=email, password_hash=crypto.hash_password(password), is_superadmin=superadmin, org_id=org_id,
-                must_change_password=one_time)
+    user = User(email=email, password_hash=crypto.hash_password(password), is_superadmin=superadmin,
+                org_id=None if superadmin else org_id, role=role, status="active", must_change_password=one_time)
     session.add(user)
     session.flush()
-    audit(session, actor, "admin.create", email, ("superadmin" if superadmin else "")
-          + ("; one-time password" if one_time else ""))
+    audit(session, actor, "admin.create", email, (role or "") + ("; one-time password" if one_time else ""),
+          org_id=user.org_id)
     return user
 
 
@@ -170,6 +194,73 @@ def reset_password(session: Session, email: str, actor: str = "cli") -> str:
     end_sessions(user)
     audit(session, actor, "password.reset", user.email, "one-time password issued", org_id=user.org_id)
     return password
+
+
+@dataclass(frozen=True)
+class NewUser:
+    user: User
+    password: str  # shown once
+
+
+def create_user(session: Session, org: Org, email: str, role: str = "member", weekly_cap_micros: int | None = None,
+                actor: str = "cli") -> NewUser:
+    """A person in `org` with a one-time password; an optional weekly cap is a hard weekly budget."""
+    from gateway.services import budgets as budget_service
+
+    if role == "super-admin":
+        raise AccountError("a super-admin belongs to no org: use `gateway admin create --superadmin`")
+    password = secrets.token_urlsafe(12)
+    user = create_admin(session, email, password, org_id=org.id, actor=actor, role=role)
+    if weekly_cap_micros:
+        budget_service.set_budget(session, budget_service.Target(org, "user", user.id, user.email),
+                                  weekly_cap_micros, "week", hard=True, actor=actor)
+    return NewUser(user, password)
+
+
+def set_user_status(session: Session, user: User, active: bool, actor: str = "cli") -> None:
+    """Disable or re-enable a user: a disabled user cannot sign in and their keys answer 401."""
+    user.status = "active" if active else "disabled"
+    audit(session, actor, "user.enable" if active else "user.disable", user.email, org_id=user.org_id)
+    announce(session, "keys")
+
+
+def create_app(session: Session, org: Org, slug: str, name: str = "", contact_email: str = "",
+               actor: str = "cli") -> App:
+    slug = slug.strip().lower()
+    if not SLUG.match(slug):
+        raise AccountError("an app slug is 1-64 lowercase letters, digits, '-' or '_'")
+    if contact_email and (not EMAIL.match(contact_email) or len(contact_email) > 254):
+        raise AccountError("the contact must be an email address")
+    if len(name) > NAME_MAX:
+        raise AccountError(f"an app name has at most {NAME_MAX} characters")
+    if session.scalar(select(App).where(App.org_id == org.id, App.slug == slug)) is not None:
+        raise AccountError(f"org {org.name} already has an app '{slug}'")
+    app = App(org_id=org.id, slug=slug, name=name or slug, contact_email=contact_email, active=True)
+    session.add(app)
+    session.flush()
+    audit(session, actor, "app.create", slug, org_id=org.id)
+    return app
+
+
+def app_by_slug(session: Session, org: Org, slug: str) -> App:
+    app = session.scalar(select(App).where(App.org_id == org.id, App.slug == slug))
+    if app is None:
+        raise AccountError(f"no app '{slug}' in org {org.name}")
+    return app
+
+
+def user_in_org(session: Session, org: Org, email: str) -> User:
+    user = session.scalar(select(User).where(User.email == email.strip().lower(), User.org_id == org.id))
+    if user is None:
+        raise AccountError(f"no user {email} in org {org.name}")
+    return user
+
+
+def set_app_active(session: Session, app: App, active: bool, actor: str = "cli") -> None:
+    """Deactivate or reactivate an app: an inactive app's keys answer 401."""
+    app.active = active
+    audit(session, actor, "app.enable" if active else "app.disable", app.slug, org_id=app.org_id)
+    announce(session, "keys")
 
 
 # ---- reading and parsing for the console ---------------------------------------------------------

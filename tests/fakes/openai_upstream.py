@@ -4,7 +4,8 @@
 ``gevent.pywsgi`` at ``http://127.0.0.1:<port>/v1``. Blocking clients in the same
 process (requests, the openai SDK) need gevent monkey-patching to reach it.
 
-Routes (all require ``Authorization: Bearer <api_key>``, else 401 ``invalid_api_key``):
+Routes (all require ``Authorization: Bearer <api_key>`` or a key in ``extra_keys``, else 401
+``invalid_api_key``):
   POST /v1/chat/completions   chat.completion / SSE chat.completion.chunk stream
   GET  /v1/models             list of MODELS
   POST /v1/embeddings         deterministic vectors (``dimensions`` default 8,
@@ -161,6 +162,8 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         # streams: {"model", "chunks_sent" (SSE events written), "completed", "closed_early"}
         self.streams: list[dict] = []
+        # more keys accepted besides api_key (a customer's own key, for BYOK tests)
+        self.extra_keys: set[str] = set()
 
     @property
     def stream_chunks_sent(self) -> list[int]:
@@ -206,7 +209,7 @@ class FakeOpenAI:
             return respond(405, _error_body(f"Method not allowed ({method} {path})",
                                             "invalid_request_error"))
         auth = headers.get("authorization", "")
-        if auth != f"Bearer {self.api_key}":
+        if auth != f"Bearer {self.api_key}" and auth[7:] not in self.extra_keys:
             token = auth[7:] if auth.startswith("Bearer ") else ""
             shown = token[:3] + "*" * 10 + token[-4:] if len(token) > 8 else token
             return respond(401, _error_body(

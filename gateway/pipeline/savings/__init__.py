@@ -73,7 +73,12 @@ def settings(ctx: RequestContext, layer: str) -> dict[str, Any]:
 
 
 def enabled(ctx: RequestContext, layer: str) -> bool:
-    return bool(settings(ctx, layer)["enabled"])
+    """On in the settings, and allowed by the org's plan (a plan's `features` lists the layers it
+    includes; no plan, or a plan without the list, allows them all)."""
+    if not settings(ctx, layer)["enabled"]:
+        return False
+    plan = MEMO.org_money(ctx.principal.org_id).plan if ctx.principal else None
+    return plan is None or plan.features is None or layer in plan.features
 
 
 def canonical(ctx: RequestContext):

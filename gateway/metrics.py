@@ -1,0 +1,121 @@
+"""Prometheus metrics: counted from ledger rows as the writer drains them, never on the request path.
+
+Every request leaves exactly one ledger row, so counting rows in the ledger writer's loop counts
+every request once, off the hot path (at most one writer interval late). Counters and histograms:
+requests by endpoint, model, provider, status and cache result; latency and time to first byte;
+tokens by direction; USD charged, at benchmark and saved; upstream errors and extra attempts.
+Gauges read at scrape time: the ledger writer's queue depth, open credit holds, route breaker
+states.
+
+`GET /metrics` (Prometheus text format) needs `Authorization: Bearer $GATEWAY_METRICS_TOKEN` when
+that is set, and otherwise answers only clients on loopback. Under gunicorn set
+PROMETHEUS_MULTIPROC_DIR to an empty folder shared by the workers: each writes its own files and a
+scrape adds them up (prometheus_client's multiprocess mode).
+
+Failure mode: a metrics error is logged and dropped; it never touches a ledger row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+LABELS = ("endpoint", "model", "provider", "status", "cache")
+REQUESTS = Counter("gateway_requests", "Requests answered", LABELS, registry=REGISTRY)
+LATENCY = Histogram("gateway_request_seconds", "Whole request time", ("endpoint", "model", "provider"),
+                    buckets=LATENCY_BUCKETS, registry=REGISTRY)
+TTFB = Histogram("gateway_time_to_first_byte_seconds", "Time to the upstream's first byte",
+                 ("endpoint", "model", "provider"), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+TOKENS = Counter("gateway_tokens", "Tokens metered", ("model", "provider", "direction"), registry=REGISTRY)
+USD = Counter("gateway_usd", "US dollars: charged, benchmark (direct list price), saved",
+              ("model", "kind"), registry=REGISTRY)
+UPSTREAM_ERRORS = Counter("gateway_upstream_errors", "Requests that ended in an error", ("provider", "type"),
+                          registry=REGISTRY)
+RETRIES = Counter("gateway_upstream_retries", "Upstream attempts beyond the first", ("provider",),
+                  registry=REGISTRY)
+
+
+def observe(rows: Iterable[dict[str, Any]]) -> None:
+    """Count ledger rows (the writer's fresh batches)."""
+    try:
+        for row in rows:
+            model, provider, endpoint = row.get("model") or "", row.get("provider") or "", row["endpoint"]
+            REQUESTS.labels(endpoint, model, provider, str(row["status"]), row.get("cache") or "miss").inc()
+            LATENCY.labels(endpoint, model, provider).observe((row.get("latency_ms") or 0) / 1000)
+            if row.get("ttfb_ms") is not None:
+                TTFB.labels(endpoint, model, provider).observe(row["ttfb_ms"] / 1000)
+            for direction, field in (("input", "input_tokens"), ("output", "output_tokens"),
+                                     ("cached", "cached_tokens")):
+                if row.get(field):
+                    TOKENS.labels(model, provider, direction).inc(row[field])
+            for kind, field in (("charge", "charge_micros"), ("benchmark", "benchmark_micros"),
+                                ("saved", "saved_micros")):
+                if row.get(field):
+                    USD.labels(model, kind).inc(row[field] / 1_000_000)
+            if row.get("error_type"):
+                UPSTREAM_ERRORS.labels(provider, row["error_type"]).inc()
+            if (row.get("attempts") or 0) > 1:
+                RETRIES.labels(provider).inc(row["attempts"] - 1)
+    except Exception:
+        log.warning("metrics not counted for a ledger batch", exc_info=True)
+
+
+class _Gauges:
+    """Values read when Prometheus scrapes: nothing to keep up to date on the request path."""
+
+    def describe(self):
+        return []  # read at scrape time only (registering must not import the writer)
+
+    def collect(self):
+        from gateway.ledger.writer import WRITER
+        from gateway.routing.health import HEALTH
+
+        queue = GaugeMetricFamily("gateway_ledger_queue_rows", "Ledger rows queued, not yet written")
+        queue.add_metric([], WRITER.queue.qsize())
+        yield queue
+        holds = GaugeMetricFamily("gateway_credit_holds_usd", "Credits held for requests in flight", labels=["org"])
+        for org_id, micros in _holds().items():
+            holds.add_metric([str(org_id)], micros / 1_000_000)
+        yield holds
+        breakers = GaugeMetricFamily("gateway_route_breaker_open", "1 while a route's breaker is open or half-open",
+                                     labels=["route"])
+        for route_id in list(HEALTH.routes):
+            breakers.add_metric([str(route_id)], 0 if HEALTH.state(route_id) == "closed" else 1)
+        yield breakers
+
+
+def _holds() -> dict[int, int]:
+    try:
+        from gateway.stores.counters import COUNTERS
+
+        backend = COUNTERS.backend
+        local = getattr(backend, "local", backend)  # the Redis counters keep theirs shared; this worker's view
+        return {org: micros for org, micros in getattr(local, "holds", {}).items() if micros}
+    except Exception:
+        return {}
+
+
+REGISTRY.register(_Gauges())
+
+
+def exposition(multiproc_dir: str | None) -> bytes:
+    """The scrape body: this process's registry, or every gunicorn worker's in multiprocess mode."""
+    folder = multiproc_dir
+    if not folder:
+        return generate_latest(REGISTRY)
+    from prometheus_client import multiprocess
+
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=folder)
+    merged.register(_Gauges())
+    return generate_latest(merged)
