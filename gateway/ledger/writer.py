@@ -238,3 +238,4 @@ class LedgerWriter:
 
 
 WRITER = LedgerWriter()
+metrics.queue_depth = WRITER.queue.qsize

@@ -24,6 +24,14 @@ class Org(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+def _slug_from_name(context) -> str:
+    """An app made without a slug gets one from its name ("Web Shop" -> "web-shop")."""
+    import re
+
+    name = str(context.get_current_parameters().get("name") or "")
+    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")[:64] or "app"
+
+
 class App(Base):
     """A program calling the API on behalf of an org; its keys answer 401 while it is inactive."""
 
@@ -32,7 +40,7 @@ class App(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("org.id"), index=True)
     name: Mapped[str] = mapped_column(String(120))
-    slug: Mapped[str] = mapped_column(String(64), default="")
+    slug: Mapped[str] = mapped_column(String(64), default=_slug_from_name)
     contact_email: Mapped[str] = mapped_column(String(254), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

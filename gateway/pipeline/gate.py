@@ -30,7 +30,7 @@ from gateway.errors import BudgetExceeded, InsufficientCredits, PermissionDenied
 from gateway.ledger import pricing
 from gateway.memo import MEMO, BudgetInfo, entities
 from gateway.models import utcnow
-from gateway.pipeline import byok
+from gateway.pipeline import byok, meter
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.stores.counters import (
     COUNTERS,
@@ -252,3 +252,6 @@ def _soft_alerts(ctx: RequestContext, now: datetime) -> None:
 
                 gevent.spawn(budget_service.alert, b, start, threshold, spent, cap,
                              MEMO.org_money(b.org_id).webhook_url)
+
+
+meter.SETTLE.append(settle)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from gateway import tokens
 from gateway.ledger import pricing
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, NO_MONEY
-from gateway.pipeline import gate
 from gateway.pipeline.context import RequestContext
 from gateway.scrub import scrub
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
 
+
+# Called by record() with the request's final charge, before its row is queued: the gate registers
+# its hold settlement here (the gate imports the meter, never the other way round).
+SETTLE: list[Callable[[RequestContext], None]] = []
 
 def price(ctx: RequestContext) -> None:
     """Benchmark: the requested model's reference route at list price, for the request as the
@@ -109,7 +113,8 @@ def record(ctx: RequestContext) -> None:
     now = time.perf_counter()
     route = ctx.route
     err = ctx.error
-    gate.settle(ctx)
+    for settle in SETTLE:  # the gate's hold: released with the charge counted, before any yield
+        settle(ctx)
     WRITER.enqueue({
         "request_id": ctx.request_id,
         "org_id": p.org_id,

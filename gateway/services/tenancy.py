@@ -209,8 +209,8 @@ def create_user(session: Session, org: Org, email: str, role: str = "member", we
 
     if role == "super-admin":
         raise AccountError("a super-admin belongs to no org: use `gateway admin create --superadmin`")
-    password = secrets.token_urlsafe(12)
-    user = create_admin(session, email, password, org_id=org.id, actor=actor, role=role)
+    password = one_time_password()
+    user = create_admin(session, email, password, org_id=org.id, actor=actor, role=role, one_time=True)
     if weekly_cap_micros:
         budget_service.set_budget(session, budget_service.Target(org, "user", user.id, user.email),
                                   weekly_cap_micros, "week", hard=True, actor=actor)
