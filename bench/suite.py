@@ -41,10 +41,12 @@ providers:
     kind: openai
     base_url: http://127.0.0.1:{port}/v1
     api_key: {key}
+    allow_private: true
   - name: bench-anthropic
     kind: anthropic
     base_url: http://127.0.0.1:{port}
     api_key: {key}
+    allow_private: true
 models:
   - slug: {model}
     routes:

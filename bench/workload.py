@@ -63,8 +63,10 @@ UPSTREAM = {p.upstream: p for p in MODELS.values()}
 
 CONFIG = """\
 providers:
-  - {{name: work-openai, kind: openai, base_url: "http://127.0.0.1:{port}/v1", api_key: {key}}}
-  - {{name: work-anthropic, kind: anthropic, base_url: "http://127.0.0.1:{port}", api_key: {key}}}
+  - {{name: work-openai, kind: openai, base_url: "http://127.0.0.1:{port}/v1", api_key: {key},
+     allow_private: true}}
+  - {{name: work-anthropic, kind: anthropic, base_url: "http://127.0.0.1:{port}", api_key: {key},
+     allow_private: true}}
 models:
 {models}
 savings:

