@@ -142,15 +142,11 @@ def admin_create(email: str, password: str | None, superadmin: bool, org_name: s
         _fail("a super-admin belongs to no org: give --superadmin or --org, not both")
     one_time = password is None
     password = password or tenancy.one_time_password()
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            org_id = tenancy.org_by_name(session, org_name).id if org_name else None
-            user = tenancy.create_admin(session, email, password, superadmin=superadmin, org_id=org_id,
-                                        role=None if superadmin else role, one_time=one_time)
-            shown = user.role
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        org_id = tenancy.org_by_name(session, org_name).id if org_name else None
+        user = tenancy.create_admin(session, email, password, superadmin=superadmin, org_id=org_id,
+                                    role=None if superadmin else role, one_time=one_time)
+        shown = user.role
     if superadmin:
         click.echo(f"created super-admin {user.email}")
     else:
@@ -174,25 +170,17 @@ def user_create(org_name: str, email: str, role: str, weekly_cap: str | None) ->
     cap = _usd(weekly_cap) if weekly_cap is not None else None
     if cap == 0:
         _fail("the weekly cap must be above $0 (leave it out for none)")
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            new = tenancy.create_user(session, tenancy.org_by_name(session, org_name), email, role=role,
-                                      weekly_cap_micros=cap)
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        new = tenancy.create_user(session, tenancy.org_by_name(session, org_name), email, role=role,
+                                  weekly_cap_micros=cap)
     click.echo(f"created {role} {new.user.email} in org {org_name} (one-time password below)", err=True)
     click.echo(new.password)
 
 
 def _set_user_status(org_name: str, email: str, active: bool) -> None:
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            u = tenancy.user_in_org(session, tenancy.org_by_name(session, org_name), email)
-            tenancy.set_user_status(session, u, active)
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        u = tenancy.user_in_org(session, tenancy.org_by_name(session, org_name), email)
+        tenancy.set_user_status(session, u, active)
     click.echo(f"{'enabled' if active else 'disabled'} {email}")
 
 
@@ -222,24 +210,16 @@ def app_group() -> None:
 @click.option("--name", default="")
 @click.option("--contact", default="", help="Contact email.")
 def app_create(org_name: str, slug: str, name: str, contact: str) -> None:
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            a = tenancy.create_app(session, tenancy.org_by_name(session, org_name), slug, name=name,
-                                   contact_email=contact)
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        a = tenancy.create_app(session, tenancy.org_by_name(session, org_name), slug, name=name,
+                               contact_email=contact)
     click.echo(f"created app {a.slug} in org {org_name}")
 
 
 def _set_app_active(org_name: str, slug: str, active: bool) -> None:
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            a = tenancy.app_by_slug(session, tenancy.org_by_name(session, org_name), slug)
-            tenancy.set_app_active(session, a, active)
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        a = tenancy.app_by_slug(session, tenancy.org_by_name(session, org_name), slug)
+        tenancy.set_app_active(session, a, active)
     click.echo(f"{'enabled' if active else 'disabled'} app {slug}")
 
 
@@ -278,13 +258,9 @@ def org() -> None:
 @click.option("--plan", "plan_name", default=None, help="A plan from the config or the console.")
 def org_create(name: str, credits_usd: str, plan_name: str | None) -> None:
     micros = _usd(credits_usd)
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.create_org(session, name, micros, plan=plan_name)
-            balance = o.credits_micros
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        o = tenancy.create_org(session, name, micros, plan=plan_name)
+        balance = o.credits_micros
     click.echo(f"created org {name} (credits: ${usd(balance)})" + (f" on plan {plan_name}" if plan_name else ""))
 
 
@@ -293,14 +269,10 @@ def org_create(name: str, credits_usd: str, plan_name: str | None) -> None:
 @click.option("--plan", "plan_name", required=True, help="A plan name, or 'none' for no plan limits.")
 def org_plan(org_name: str, plan_name: str) -> None:
     """Put an org on a plan (its limits apply within a second)."""
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.org_by_name(session, org_name)
-            plan = None if plan_name == "none" else plan_service.by_name(session, plan_name)
-            plan_service.set_org_plan(session, o, plan)
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        o = tenancy.org_by_name(session, org_name)
+        plan = None if plan_name == "none" else plan_service.by_name(session, plan_name)
+        plan_service.set_org_plan(session, o, plan)
     click.echo(f"org {org_name}: plan {plan_name}")
 
 
@@ -312,12 +284,8 @@ def org_plan(org_name: str, plan_name: str) -> None:
 def org_pricing(org_name: str, policy: str, percent: str | None, fee_usd: str) -> None:
     """Set an org's pricing policy: list | markup P% | discount P% | byok (optional per-request fee)."""
     fee = _usd(fee_usd)
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            credit_service.set_pricing(session, tenancy.org_by_name(session, org_name), policy, percent, fee)
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        credit_service.set_pricing(session, tenancy.org_by_name(session, org_name), policy, percent, fee)
     click.echo(f"org {org_name}: pricing {policy}" + (f" {percent}%" if percent else ""))
 
 
@@ -345,14 +313,10 @@ def credits_add(org_name: str, amount: str) -> None:
 def credits_refund(org_name: str, amount: str, reason: str) -> None:
     """Give usage back to an org (recorded with its reason in the credit log)."""
     micros = _usd(amount)
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.org_by_name(session, org_name)
-            credit_service.refund(session, o, micros, reason)
-            balance = o.credits_micros
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        o = tenancy.org_by_name(session, org_name)
+        credit_service.refund(session, o, micros, reason)
+        balance = o.credits_micros
     click.echo(f"org {org_name}: credits ${usd(balance)}")
 
 
@@ -406,15 +370,11 @@ def key_create(org_name: str, name: str, scope: str, user_email: str | None, app
     """Create a key; prints the secret alone on stdout (it is not stored)."""
     if user_email and app_slug:
         _fail("a key belongs to one user or one app: give --user or --app, not both")
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            o = tenancy.org_by_name(session, org_name)
-            user_id = tenancy.user_in_org(session, o, user_email).id if user_email else None
-            app_id = tenancy.app_by_slug(session, o, app_slug).id if app_slug else None
-            new = tenancy.create_key(session, o, name=name, scope=scope, user_id=user_id, app_id=app_id)
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        o = tenancy.org_by_name(session, org_name)
+        user_id = tenancy.user_in_org(session, o, user_email).id if user_email else None
+        app_id = tenancy.app_by_slug(session, o, app_slug).id if app_slug else None
+        new = tenancy.create_key(session, o, name=name, scope=scope, user_id=user_id, app_id=app_id)
     click.echo(new.secret)
 
 
@@ -503,14 +463,10 @@ def _target(session, org_name, user_email, app_slug, key_id):
 @click.option("--rollover", is_flag=True, default=False, help="Unused cap carries into the next window.")
 def budget_set(org_name, user_email, app_slug, key_id, amount: str, window: str, soft: bool, rollover: bool) -> None:
     micros = _usd(amount)
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            t = _target(session, org_name, user_email, app_slug, key_id)
-            budget_service.set_budget(session, t, micros, window, hard=not soft, rollover=rollover)
-            label = f"{t.kind} {t.label}"
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        t = _target(session, org_name, user_email, app_slug, key_id)
+        budget_service.set_budget(session, t, micros, window, hard=not soft, rollover=rollover)
+        label = f"{t.kind} {t.label}"
     click.echo(f"budget on {label}: ${usd(micros)} per {window}, {'soft' if soft else 'hard'}"
                + (", rollover" if rollover else ""))
 
@@ -518,14 +474,10 @@ def budget_set(org_name, user_email, app_slug, key_id, amount: str, window: str,
 @budget.command("clear")
 @_selector
 def budget_clear(org_name, user_email, app_slug, key_id) -> None:
-    _ready_app()
-    try:
-        with db.write_lock, db.session_scope() as session:
-            t = _target(session, org_name, user_email, app_slug, key_id)
-            found = budget_service.clear_budget(session, t)
-            label = f"{t.kind} {t.label}"
-    except AdminError as e:
-        _fail(str(e))
+    with _writing() as session:
+        t = _target(session, org_name, user_email, app_slug, key_id)
+        found = budget_service.clear_budget(session, t)
+        label = f"{t.kind} {t.label}"
     click.echo(f"cleared the budget on {label}" if found else f"no budget on {label}")
 
 

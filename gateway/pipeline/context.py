@@ -80,3 +80,22 @@ class RequestContext:
     @property
     def saved_micros(self) -> int:
         return self.benchmark_micros - self.charge_micros
+
+
+def tee(chunks: Iterator[bytes], state: dict[str, Any], key: str, limit: int) -> Iterator[bytes]:
+    """Relay `chunks` unchanged while keeping a copy in `state[key]`, only for a stream that ran to
+    its end within `limit` bytes (a cut or oversized stream keeps nothing); closing this closes them."""
+    kept: list[bytes] = []
+    size = 0
+    try:
+        for chunk in chunks:
+            if size <= limit:
+                kept.append(chunk)
+                size += len(chunk)
+            yield chunk
+        if size <= limit:
+            state[key] = kept
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator
-from typing import Any
 
 import orjson
 
 from gateway.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest
 from gateway.pipeline import gate, meter
-from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.context import Reply, RequestContext, tee
 from gateway.stores.idempotency import STORE, Record
 from gateway.wire.canonical import Usage
 
@@ -98,27 +96,10 @@ def on_reply(ctx: RequestContext, reply: Reply) -> Reply:
     state["headers"] = {k: v for k, v in reply.headers.items()
                         if k.lower() not in _OWN_HEADERS and not k.lower().startswith("x-gateway-")}
     if reply.chunks is not None:
-        reply.chunks = _tee(reply.chunks, state)
+        reply.chunks = tee(reply.chunks, state, "chunks", MAX_STORED_BYTES)
     else:
         state["body"] = reply.body
     return reply
-
-
-def _tee(chunks: Iterator[bytes], state: dict[str, Any]) -> Iterator[bytes]:
-    kept: list[bytes] = []
-    size = 0
-    try:
-        for chunk in chunks:
-            if size <= MAX_STORED_BYTES:
-                kept.append(chunk)
-                size += len(chunk)
-            yield chunk
-        if size <= MAX_STORED_BYTES:
-            state["chunks"] = kept  # only a stream that ran to its end is kept
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
 
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:

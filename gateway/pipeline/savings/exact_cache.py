@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -29,7 +28,7 @@ import orjson
 from gateway import wire
 from gateway.ledger import pricing
 from gateway.pipeline import meter, savings
-from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.context import Reply, RequestContext, tee
 from gateway.pipeline.savings import cache_keys
 from gateway.stores.exact_cache import STORE
 from gateway.wire.canonical import ChatResponse, assemble, replay
@@ -89,27 +88,10 @@ def capture(ctx: RequestContext, reply: Reply, layer: str) -> Reply:
     if state is None or ctx.cache != "miss" or reply.status != 200:
         return reply
     if reply.chunks is not None:
-        reply.chunks = _tee(reply.chunks, state)
+        reply.chunks = tee(reply.chunks, state, "stream", MAX_CAPTURE_BYTES)
     else:
         state["body"] = reply.body
     return reply
-
-
-def _tee(chunks: Iterator[bytes], state: dict[str, Any]) -> Iterator[bytes]:
-    captured: list[bytes] = []
-    size = 0
-    try:
-        for chunk in chunks:
-            if size <= MAX_CAPTURE_BYTES:
-                captured.append(chunk)
-                size += len(chunk)
-            yield chunk
-        if size <= MAX_CAPTURE_BYTES:
-            state["stream"] = captured  # only a stream the upstream finished is kept
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
 
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:
