@@ -7,6 +7,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
+import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -163,8 +164,28 @@ def _gateway_env(instance: Path, config_path: Path) -> dict:
     return env
 
 
+@pytest.fixture(scope="session")
+def schema_template(tmp_path_factory) -> Path:
+    """A SQLite file at the schema head, migrated once per session (as `gateway init` would, in a
+    child process): each test's instance starts from a copy instead of running every migration."""
+    folder = tmp_path_factory.mktemp("schema")
+    url = f"sqlite:///{folder / 'gateway.db'}"
+    proc = subprocess.run([sys.executable, "-m", "gateway.migrate"], input=url, text=True, capture_output=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return folder / "gateway.db"
+
+
+def from_template(template: Path, instance: Path) -> None:
+    """A new instance's database: a copy of the migrated template, private like the real one."""
+    target = instance / "gateway.db"
+    if not target.exists():
+        shutil.copyfile(template, target)
+        target.chmod(0o600)
+
+
 @pytest.fixture
-def gateway_factory(tmp_path, fake_openai, request):
+def gateway_factory(tmp_path, fake_openai, request, schema_template):
     """Build a live gateway with optional settings overrides; at most one per test."""
     from gateway import boot
     from gateway.server import make_server
@@ -182,6 +203,7 @@ def gateway_factory(tmp_path, fake_openai, request):
         (tests sign in with it again and again); False keeps it one-time, as a fresh install does."""
         instance = tmp_path / "instance"
         instance.mkdir(exist_ok=True)
+        from_template(schema_template, instance)
         config_path = instance / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(gateway_config(fake_openai.url,
                                                              fake_anthropic.url if fake_anthropic else None,
