@@ -52,6 +52,10 @@ def check_request(body: Any) -> None:
                 f"Invalid value for 'messages[{i}].role': expected one of {', '.join(sorted(ROLES))}.",
                 param=f"messages[{i}].role",
             )
+        content = m.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise InvalidRequest(f"Invalid type for 'messages[{i}].content': expected a string or an array of "
+                                 "content parts.", param=f"messages[{i}].content")
     _check_type(body, "stream", bool)
     _check_type(body, "n", int, minimum=1)
     if isinstance(body.get("n"), int) and body["n"] > MAX_N:  # OpenAI's bound: more is refused, not forwarded
