@@ -203,7 +203,8 @@ def gateway_factory(tmp_path, fake_openai, request, schema_template):
         (tests sign in with it again and again); False keeps it one-time, as a fresh install does."""
         instance = tmp_path / "instance"
         instance.mkdir(exist_ok=True)
-        from_template(schema_template, instance)
+        if "database_url" not in overrides:  # SQLite in the instance folder
+            from_template(schema_template, instance)
         config_path = instance / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(gateway_config(fake_openai.url,
                                                              fake_anthropic.url if fake_anthropic else None,
