@@ -51,7 +51,19 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class UsageRollup(Base):
+class RollupSums:
+    """The hourly sums every rollup table keeps (the writer adds a batch's rows to them)."""
+
+    requests: Mapped[int] = mapped_column(BigInt, default=0)
+    errors: Mapped[int] = mapped_column(BigInt, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInt, default=0)
+    benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    saved_micros: Mapped[int] = mapped_column(BigInt, default=0)
+
+
+class UsageRollup(RollupSums, Base):
     """Hourly totals per org and requested model, kept current by the ledger writer in the same
     transaction as the rows. `mechanism` "" holds the totals; other rows hold what one savings
     mechanism saved. Usage views and the savings page read these, never the raw ledger."""
@@ -64,16 +76,9 @@ class UsageRollup(Base):
     hour: Mapped[datetime]
     model: Mapped[str] = mapped_column(String(160))
     mechanism: Mapped[str] = mapped_column(String(32), default="")
-    requests: Mapped[int] = mapped_column(BigInt, default=0)
-    errors: Mapped[int] = mapped_column(BigInt, default=0)
-    input_tokens: Mapped[int] = mapped_column(BigInt, default=0)
-    output_tokens: Mapped[int] = mapped_column(BigInt, default=0)
-    benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
-    charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
-    saved_micros: Mapped[int] = mapped_column(BigInt, default=0)
 
 
-class PartyRollup(Base):
+class PartyRollup(RollupSums, Base):
     """Hourly totals per org and key, user or app (`party` "key" | "user" | "app", `party_id`), kept
     current by the ledger writer in the same transaction as the rows, for usage grouped by who
     called (GET /v1/usage/timeseries?group_by=key|user|app) without reading the raw ledger."""
@@ -85,10 +90,3 @@ class PartyRollup(Base):
     hour: Mapped[datetime]
     party: Mapped[str] = mapped_column(String(8))
     party_id: Mapped[int] = mapped_column(Integer)
-    requests: Mapped[int] = mapped_column(BigInt, default=0)
-    errors: Mapped[int] = mapped_column(BigInt, default=0)
-    input_tokens: Mapped[int] = mapped_column(BigInt, default=0)
-    output_tokens: Mapped[int] = mapped_column(BigInt, default=0)
-    benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
-    charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
-    saved_micros: Mapped[int] = mapped_column(BigInt, default=0)
