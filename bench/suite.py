@@ -55,6 +55,10 @@ models:
     routes:
       - {{provider: bench-anthropic, upstream_model: fast-claude, input_per_mtok: 0.01,
           output_per_mtok: 0.04}}
+  - slug: bench/faulty
+    routes:
+      - {{provider: bench-upstream, upstream_model: fault-mix, input_per_mtok: 0.01, output_per_mtok: 0.04}}
+routing: {{retries: 0, breaker_failures: 1000000}}
 """
 
 
@@ -202,11 +206,15 @@ class Bench:
         return runs
 
     def memory_soak(self, total: int, every: int = 10_000) -> dict:
-        """`total` gateway requests at c=32 (one stream in four), sampling RSS every `every`."""
+        """`total` gateway requests at c=32 (one stream in four), sampling RSS every `every`; one
+        request in four meets a fault (an upstream 500, malformed JSON or SSE, wrong-typed usage,
+        a stream cut short: bench/upstream.py's `fault-mix`), which is counted among the errors."""
         gateway = self.targets["gateway"]
         every = min(every, max(1, total // 10))
-        mix = [load.chat_request(gateway.port, gateway.api_key, scenarios.MODEL, stream)
-               for stream in (False, False, False, True)]
+        mix = [load.chat_request(gateway.port, gateway.api_key, model, stream)
+               for model, stream in ((scenarios.MODEL, False), (scenarios.MODEL, False), (scenarios.MODEL, True),
+                                     ("bench/faulty", False), (scenarios.MODEL, False), (scenarios.MODEL, False),
+                                     (scenarios.MODEL, True), ("bench/faulty", True))]
         samples = [{"requests": 0, "rss_mb": round(gateway.server.rss_mb(), 1)}]
 
         def on_done(done: int) -> None:
@@ -217,7 +225,8 @@ class Bench:
         started = time.perf_counter()
         result = load.run(gateway.port, mix, 32, requests=total, on_done=on_done)
         gateway.served += result.ok + result.errors
-        return {"requests": total, "errors": result.errors, "first_error": result.first_error,
+        faults = sum(1 for i in range(total) if i % len(mix) in (3, 7))  # the bench/faulty requests
+        return {"requests": total, "errors": result.errors, "fault_requests": faults, "first_error": result.first_error,
                 "seconds": round(time.perf_counter() - started, 1), "samples": samples}
 
     def memory_peak(self, connections: int = 256, total: int = 5_000) -> dict:

@@ -21,6 +21,7 @@ Run: `python -m bench.upstream --port P` (binds 127.0.0.1 only).
 from __future__ import annotations
 
 import argparse
+import itertools
 import socket
 
 import orjson
@@ -108,8 +109,31 @@ def _anthropic_error(start_response, status: str, kind: str, message: str) -> li
     return _json(start_response, status, body)
 
 
+_FAULTS = itertools.cycle(["500", "json", "usage", "sse", "cut"])
+
+
+def fault(body: dict, start_response):
+    """The memory soak's faults, in turn: a 500, malformed JSON, wrong-typed usage, a malformed SSE
+    event, a stream cut before its end."""
+    kind = next(_FAULTS)
+    if kind == "500":
+        return _json(start_response, "500 Internal Server Error", b'{"error": {"message": "boom", "type": "server_error"}}')
+    if kind == "json":
+        return _json(start_response, "200 OK", b'{"id": "x", "choices": [')
+    if kind == "usage":
+        broken = orjson.loads(COMPLETION)
+        broken["usage"] = {"prompt_tokens": "lots", "completion_tokens": [1], "total_tokens": None}
+        return _json(start_response, "200 OK", orjson.dumps(broken))
+    start_response("200 OK", SSE_HEADERS)
+    if kind == "sse":
+        return iter([STREAM[True][0], b'data: ["a list"]\n\n'])
+    return iter(STREAM[True][:2])  # no terminal event
+
+
 def chat_completions(environ, start_response):
     body = orjson.loads(environ["wsgi.input"].read() or b"{}")
+    if body.get("model") == "fault-mix":
+        return fault(body, start_response)
     if str(body.get("model", "")).startswith("work-"):
         completion, chunks = metered.openai(body)
         if chunks is None:
