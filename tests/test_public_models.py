@@ -71,7 +71,7 @@ def test_unknown_model_is_a_404_page(gateway):
 def test_a_signed_in_admin_keeps_the_console_nav(gateway):
     s, _ = login(gateway, gateway.admin_email, gateway.admin_password)
     html = s.get(gateway.url + "/models").text
-    assert "Model Router" in html and "Sign out" in html
+    assert "Model router" in html and "Sign out" in html
 
 
 def test_price_formatting():

@@ -169,7 +169,7 @@ def test_non_superadmins_cannot_change_strategy_or_global_rows(gateway):
             assert f"<h1>{title}</h1>" in console.get(path).text, path
     assert console.get("/admin/strategy").status_code == 403
     assert console.status("/admin/strategy", **STRATEGY_FORM) == 403
-    assert "Routing Strategy" not in console.get("/admin/aliases").text  # not in their nav either
+    assert 'href="/admin/strategy"' not in console.get("/admin/aliases").text  # not in their nav either
     assert console.status("/admin/aliases", scope="global", name="fast", targets="test/cheap") == 403
     assert console.status("/admin/aliases", scope=default_id, name="fast", targets="test/cheap") == 403
     assert console.status("/admin/fallbacks", model="*", chain="test/cheap") == 403

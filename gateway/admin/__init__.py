@@ -26,6 +26,11 @@ def init_app(app: Flask) -> None:
         tenancy,  # noqa: F401  (orgs, credits and API keys)
     )
 
+    from flask_login import current_user
+
+    from gateway.admin.nav import groups_for
+
+    app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user)})
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in the admin blueprint only
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     csrf.init_app(app)

@@ -51,6 +51,7 @@ class LoginUser:
         self.id = user.id
         self.email = user.email
         self.is_superadmin = user.is_superadmin
+        self.role = "super-admin" if user.is_superadmin else (user.role or "member")
         self.org_id = user.org_id
         self.must_change_password = user.must_change_password
         self.session_version = user.session_version
