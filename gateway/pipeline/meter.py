@@ -6,24 +6,32 @@ import time
 from collections.abc import Callable
 
 from gateway import tokens
-from gateway.ledger import pricing
+from gateway.ledger import attribution, pricing
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, NO_MONEY
+from gateway.pipeline import prefixes
 from gateway.pipeline.context import RequestContext
 from gateway.scrub import scrub
+from gateway.stores.prefixes import PREFIXES
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
-
 
 # Called by record() with the request's final charge, before its row is queued: the gate registers
 # its hold settlement here (the gate imports the meter, never the other way round).
 SETTLE: list[Callable[[RequestContext], None]] = []
 
 def price(ctx: RequestContext, output_guess: int = 0) -> None:
-    """Benchmark: the requested model's reference route at list price, for the request as the
-    client sent it (tokens a savings layer removed are added back). Charge: the route used, or
-    the answering layer's policy (a cache hit is free by default). Saved = benchmark - charge,
-    attributed by mechanism; what no layer explains is `routing` (a fallback or a cheaper route).
+    """Benchmark: what the request as the client sent it would have cost sent directly to the
+    requested model's reference route, in the provider's tokens, with the caching the provider
+    does by itself. Charge: the route used, as the provider billed it, or the answering layer's
+    policy (a cache hit is free by default). Saved = benchmark - charge, split by mechanism so that
+    the parts sum exactly (ledger.attribution); what no layer explains is `routing`.
+
+    In the provider's tokens: the tokens a layer removed are counted locally, so they are scaled by
+    this request's ratio of the provider's prompt count to the local count of what was sent. The
+    provider's automatic caching (OpenAI) is in the benchmark: from the provider's report when the
+    request went out as the client sent it, else estimated from the prefixes seen lately for this
+    key and model (pipeline.prefixes). Either estimate flags the row `benchmark_estimated`.
 
     Every figure is after the org's pricing policy (list, markup, discount, byok), so what is saved
     is in the org's own money; a byok org's flat request fee is in the benchmark and the charge
@@ -33,11 +41,9 @@ def price(ctx: RequestContext, output_guess: int = 0) -> None:
         settle_unknown(ctx, output_guess)
     money = MEMO.org_money(ctx.principal.org_id) if ctx.principal else NO_MONEY
     reference = ctx.model.reference if ctx.model else None
-    removed = sum(ctx.removed_tokens.values())
-    asked = Usage(ctx.usage.input_tokens + removed, ctx.usage.output_tokens)
     fee = pricing.request_fee(money) if ctx.route is not None and ctx.cache == "miss" else 0
-    ctx.benchmark_micros = pricing.policy_micros(money, pricing.list_price_micros(reference, asked)) + fee
-    saved: dict[str, int] = {}
+    found = prefixes.of(ctx)
+    layer_costs = {m: c for m, c in ctx.extra.get("layer_costs", {}).items() if c}  # e.g. a verifier call
     if "byok" in ctx.extra and ctx.cache == "miss":
         # The org's own key (BYOK) paid the provider: no token charge (the policy's request fee
         # only), and no saving claimed for it.
@@ -45,22 +51,81 @@ def price(ctx: RequestContext, output_guess: int = 0) -> None:
         ctx.saved = {}
         return
     if ctx.cache == "miss":
-        ctx.charge_micros = pricing.policy_micros(money, pricing.cost_micros(ctx.route, ctx.usage)) + fee
-        listed = pricing.policy_micros(money, pricing.list_price_micros(ctx.route, ctx.usage)) + fee
-        if prompt_cache := listed - ctx.charge_micros:
-            saved["prompt_cache"] = prompt_cache
-        for mechanism, tokens_removed in ctx.removed_tokens.items():
-            if tokens_removed:
-                saved[mechanism] = pricing.policy_micros(
-                    money, pricing.list_price_micros(reference, Usage(tokens_removed, 0)))
+        miss, estimated = describe_miss(ctx, reference, found)
+        ctx.benchmark_micros, ctx.charge_micros, ctx.saved = attribution.price_miss(money, miss, fee, layer_costs)
     else:
-        # The answering layer set its charge at list price; price() may run twice, so keep that.
+        # Replayed usage; the answering layer set its charge at list price (price() may run twice).
+        u = ctx.usage
+        kind = reference.provider.kind if reference else ""
+        cached = prefixes.auto_cached(kind, u.input_tokens, found)
+        estimated = cached > 0
+        direct = Usage(u.input_tokens, u.output_tokens, cached_tokens=cached)
+        ctx.benchmark_micros = pricing.policy_micros(money, pricing.cost_micros(reference, direct))
         layer_charge = ctx.extra.setdefault("layer_charge", ctx.charge_micros)
-        ctx.charge_micros = pricing.policy_micros(money, layer_charge)
-        saved[ctx.cache_mechanism] = ctx.benchmark_micros - ctx.charge_micros
-    if routing := ctx.benchmark_micros - ctx.charge_micros - sum(saved.values()):
-        saved["routing"] = routing
-    ctx.saved = saved
+        ctx.charge_micros = pricing.policy_micros(money, layer_charge) + sum(layer_costs.values())
+        saved = ctx.benchmark_micros - ctx.charge_micros
+        ctx.saved = {ctx.cache_mechanism: saved} if saved else {}
+    ctx.extra["benchmark_estimated"] = estimated
+    if ctx.error is None:
+        prefixes.remember(ctx)
+
+
+def describe_miss(ctx: RequestContext, reference, found) -> tuple[attribution.Miss, bool]:
+    """The usages of a provider-answered request (see ledger.attribution) and whether the
+    benchmark side is an estimate."""
+    sent, route = ctx.usage, ctx.route
+    estimated = False
+    kind = route.provider.kind if route else ""
+    ref_kind = reference.provider.kind if reference else ""
+    # Cache reads and writes the gateway caused: its own breakpoints on a route that reads them.
+    state = ctx.extra.get("prompt_cache") or {}
+    caused = bool(state.get("breakpoints")) and kind in pricing.CACHE_WRITE_PREMIUM
+    plain = Usage(sent.input_tokens, sent.output_tokens) if caused else sent
+    removed_local = {m: n for m, n in ctx.removed_tokens.items() if n > 0}
+    removed: dict[str, int] = {}
+    if removed_local:
+        estimated = True
+        local_sent = int(ctx.extra.get("prompt_local_tokens") or 0)
+        for m, n in removed_local.items():
+            if local_sent > 0 and sent.input_tokens > 0 and not ctx.usage_estimated:
+                removed[m] = (n * sent.input_tokens * 2 + local_sent) // (2 * local_sent)  # rounded
+            else:  # no ratio to scale by: the local count stands
+                removed[m] = n
+    asked = sent.input_tokens + sum(removed.values())
+    same = bool(route and reference and kind == ref_kind)
+    if same and not removed and not caused:
+        direct = Usage(asked, sent.output_tokens, sent.cached_tokens, sent.cache_write_tokens)
+    elif ref_kind in prefixes.AUTOMATIC:
+        cached = prefixes.auto_cached(ref_kind, asked, found)
+        if same and not caused:  # the provider's own report on the sent prefix bounds it below
+            cached = max(cached, min(sent.cached_tokens, asked))
+        direct = Usage(asked, sent.output_tokens, cached_tokens=cached)
+        estimated = estimated or cached > 0
+    elif same and not caused:  # the client's own breakpoints: the direct call would have had them
+        direct = Usage(asked, sent.output_tokens, sent.cached_tokens, sent.cache_write_tokens)
+    else:
+        direct = Usage(asked, sent.output_tokens)
+    if caused:
+        remember_writes(ctx, state, found)
+    return attribution.Miss(reference, route, direct, plain, sent, removed), estimated
+
+
+def remember_writes(ctx: RequestContext, state: dict, found) -> None:
+    """Keep the gateway's cache writes until a later request reads them (see stores.prefixes)."""
+    if found is None or not found.digests or ctx.principal is None or ctx.route is None:
+        return
+    u = ctx.usage
+    if u.cached_tokens:
+        PREFIXES.read(found.scope, found.digests)
+    if u.cache_write_tokens and not ctx.extra.get("writes_kept"):
+        ctx.extra["writes_kept"] = True
+        money = MEMO.org_money(ctx.principal.org_id)
+        premium = (pricing.cost_micros(ctx.route, Usage(u.cache_write_tokens, cache_write_tokens=u.cache_write_tokens))
+                   - pricing.cost_micros(ctx.route, Usage(u.cache_write_tokens)))
+        # the write sits at the last breakpoint: the longest prefix this request holds before its new turn
+        at = state.get("written_at")
+        digest = found.digests[at] if isinstance(at, int) and 0 <= at < len(found.digests) else found.digests[-1]
+        PREFIXES.wrote(found.scope, digest, u.cache_write_tokens, pricing.policy_micros(money, premium))
 
 
 def cost_headers(ctx: RequestContext) -> dict[str, str]:
@@ -135,6 +200,7 @@ def record(ctx: RequestContext) -> None:
         "cached_tokens": ctx.usage.cached_tokens,
         "cache_write_tokens": ctx.usage.cache_write_tokens,
         "usage_estimated": ctx.usage_estimated,
+        "benchmark_estimated": bool(ctx.extra.get("benchmark_estimated")),
         "benchmark_micros": ctx.benchmark_micros,
         "charge_micros": ctx.charge_micros,
         "saved_micros": ctx.saved_micros,
@@ -149,7 +215,16 @@ def record(ctx: RequestContext) -> None:
         "attempts": ctx.attempts,
         "upstream_id": upstream_id(ctx),
         "byok": "byok" in ctx.extra,
+        # the org's cache writes that expired unread since its last row: for the usage rollups
+        "unread_writes": _unread(p.org_id),
     })
+
+
+def _unread(org_id: int) -> tuple[int, int, int] | None:
+    writes = PREFIXES.unread(org_id)
+    if not writes:
+        return None
+    return len(writes), sum(w.tokens for w in writes), sum(w.premium_micros for w in writes)
 
 
 def upstream_id(ctx: RequestContext) -> str | None:
