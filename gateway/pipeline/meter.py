@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from fractions import Fraction
 
 from gateway import tokens
 from gateway.ledger import attribution, pricing
@@ -120,8 +121,9 @@ def remember_writes(ctx: RequestContext, state: dict, found) -> None:
     if u.cache_write_tokens and not ctx.extra.get("writes_kept"):
         ctx.extra["writes_kept"] = True
         money = MEMO.org_money(ctx.principal.org_id)
-        premium = (pricing.cost_micros(ctx.route, Usage(u.cache_write_tokens, cache_write_tokens=u.cache_write_tokens))
-                   - pricing.cost_micros(ctx.route, Usage(u.cache_write_tokens)))
+        exact = (pricing.exact_cost(ctx.route, Usage(u.cache_write_tokens, cache_write_tokens=u.cache_write_tokens))
+                 - pricing.exact_cost(ctx.route, Usage(u.cache_write_tokens)))
+        premium = int(exact + Fraction(1, 2))  # rounded half up, as prices are
         # the write sits at the last breakpoint: the longest prefix this request holds before its new turn
         at = state.get("written_at")
         digest = found.digests[at] if isinstance(at, int) and 0 <= at < len(found.digests) else found.digests[-1]

@@ -37,13 +37,14 @@ class Write:
 class PrefixLog:
     def __init__(self, max_entries: int = MAX_ENTRIES, ttl: float = TTL) -> None:
         self.max_entries, self.ttl = max_entries, ttl
+        self.clock = time.monotonic
         self._seen: OrderedDict[tuple[Scope, bytes], float] = OrderedDict()  # -> expiry
         self._writes: OrderedDict[tuple[Scope, bytes], Write] = OrderedDict()  # oldest expiry first
         self._unread: dict[int, list[Write]] = {}  # org id -> writes expired unread, not yet reported
 
     def longest(self, scope: Scope, digests: Sequence[bytes], now: float | None = None) -> int:
         """The index of the longest of `digests` (prefixes, shortest first) seen within the TTL, or -1."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         for i in range(len(digests) - 1, -1, -1):
             expires = self._seen.get((scope, digests[i]))
             if expires is not None and expires > now:
@@ -51,7 +52,7 @@ class PrefixLog:
         return -1
 
     def add(self, scope: Scope, digests: Sequence[bytes], now: float | None = None) -> None:
-        expires = (time.monotonic() if now is None else now) + self.ttl
+        expires = (self.clock() if now is None else now) + self.ttl
         for digest in digests:
             key = (scope, digest)
             self._seen[key] = expires
@@ -63,7 +64,7 @@ class PrefixLog:
 
     def wrote(self, scope: Scope, digest: bytes, tokens: int, premium_micros: int,
               now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         key = (scope, digest)
         self._writes[key] = Write(scope[0], tokens, premium_micros, now + self.ttl)
         self._writes.move_to_end(key)
@@ -73,7 +74,7 @@ class PrefixLog:
     def read(self, scope: Scope, digests: Sequence[bytes], now: float | None = None) -> None:
         """A request of `scope` holding these prefixes read from the cache: the writes among them
         were read in time."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         for digest in digests:
             write = self._writes.get((scope, digest))
             if write is not None and write.expires > now:
@@ -81,7 +82,7 @@ class PrefixLog:
 
     def unread(self, org_id: int, now: float | None = None) -> list[Write]:
         """The org's writes whose TTL passed without a read, each handed out once."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         while self._writes:  # one TTL for all: the oldest expires first
             key, write = next(iter(self._writes.items()))
             if write.expires > now:
