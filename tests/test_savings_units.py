@@ -143,8 +143,9 @@ def test_a_conversation_is_marked_once_it_goes_on_and_pays_for_its_writes(units,
     units.sdk().chat.completions.create(model="test/fake-gpt", messages=[{"role": "user", "content": "hi"}])
     units.flush()
     summary = units.sdk().get("/usage/summary", cast_to=object)
+    premium = (third.cache_write_tokens + 2) // 4  # a quarter of the input price, rounded half up
     assert summary["prompt_cache_unread_writes"] == {
-        "writes": 1, "tokens": third.cache_write_tokens, "cost": f"{(third.cache_write_tokens + 2) // 4 / 1e6:.6f}"}  # a quarter, rounded half up
+        "writes": 1, "tokens": third.cache_write_tokens, "cost": f"{premium / 1e6:.6f}"}
     assert summary["totals"]["saved"] == f"{sum(r.saved_micros for r in units.rows()) / 1e6:.6f}"
 
 
