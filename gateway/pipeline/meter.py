@@ -8,6 +8,7 @@ from fractions import Fraction
 
 from gateway import tokens
 from gateway.ledger import attribution, pricing
+from gateway.ledger.rollups import MECHANISMS
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, NO_MONEY
 from gateway.pipeline import prefixes
@@ -44,7 +45,7 @@ def price(ctx: RequestContext, output_guess: int = 0) -> None:
     reference = ctx.model.reference if ctx.model else None
     fee = pricing.request_fee(money) if ctx.route is not None and ctx.cache == "miss" else 0
     found = prefixes.of(ctx)
-    layer_costs = {m: c for m, c in ctx.extra.get("layer_costs", {}).items() if c}  # e.g. a verifier call
+    layer_costs = {m: c for m, c in ctx.extra.get("layer_costs", {}).items() if c and m in MECHANISMS}
     if "byok" in ctx.extra and ctx.cache == "miss":
         # The org's own key (BYOK) paid the provider: no token charge (the policy's request fee
         # only), and no saving claimed for it.
@@ -69,6 +70,22 @@ def price(ctx: RequestContext, output_guess: int = 0) -> None:
     ctx.extra["benchmark_estimated"] = estimated
     if ctx.error is None:
         prefixes.remember(ctx)
+    if "cost_to" in ctx.extra:
+        move_cost(ctx)
+
+
+def move_cost(ctx: RequestContext) -> None:
+    """A layer's own call (the semantic cache's verifier) is the layer's cost on the request it
+    served: its charge moves there (`cost_to`: that request's layer_costs and the mechanism), once;
+    this row keeps its usage, at no charge. Once the other row is recorded, the charge stays here."""
+    costs, mechanism = ctx.extra["cost_to"]
+    if not ctx.extra.get("cost_moved"):
+        if costs.get("closed"):
+            return
+        ctx.extra["cost_moved"] = True
+        costs[mechanism] = costs.get(mechanism, 0) + ctx.charge_micros
+    ctx.benchmark_micros = ctx.charge_micros = 0
+    ctx.saved = {}
 
 
 def describe_miss(ctx: RequestContext, reference, found) -> tuple[attribution.Miss, bool]:
@@ -176,9 +193,12 @@ def record(ctx: RequestContext) -> None:
     if ctx.recorded or ctx.principal is None:
         return
     ctx.recorded = True
+    ctx.extra.setdefault("layer_costs", {})["closed"] = True  # a layer's call finishing later keeps its charge
     if ctx.error is not None and ctx.usage.total == 0:
-        ctx.benchmark_micros = ctx.charge_micros = 0
-        ctx.saved.clear()
+        # nothing from the provider; a layer's own call (a verifier) was still made and is charged
+        costs = {m: c for m, c in ctx.extra.get("layer_costs", {}).items() if c and m in MECHANISMS}
+        ctx.benchmark_micros, ctx.charge_micros = 0, sum(costs.values())
+        ctx.saved = {m: -c for m, c in costs.items()}
     p = ctx.principal
     now = time.perf_counter()
     route = ctx.route

@@ -33,6 +33,7 @@ Behaviour is picked from the request's ``model`` (substrings; they combine, e.g.
   bad-sse-list   stream: role chunk + 2 content chunks, then ``data: ["a list"]``, then the rest.
   bad-sse-json   stream: as ``bad-sse-list`` with ``data: {bad json`` instead.
   echo           reply content is the orjson dump of the received body.
+  say-<word>     reply content is <word> (a judge model answering "yes" or "no").
   tool           with ``tools`` (and tool_choice != "none"): content null, one
                  tool call to the first (or tool_choice-named) function, arguments
                  built from its parameter schema (string "Paris", integer 42,
@@ -291,6 +292,8 @@ class FakeOpenAI:
                 return None, calls, "tool_calls"
         if "echo" in model:
             text = orjson.dumps(body).decode()
+        elif said := re.search(r"say-([a-z]+)", model):
+            text = said.group(1)
         elif "drip" in model:
             text = " ".join(f"chunk-{i}" for i in range(DRIP_CHUNKS))
         else:
