@@ -12,7 +12,7 @@ from gateway.pipeline.savings.semantic_verifier import borderline
 from tests.conftest import PRICES, chat_calls, configure_savings
 from tests.test_compression import add_catalog
 from tests.test_savings_units import assert_sums, saved_by
-from tests.test_semantic_cache import ECHO, QUESTION, ask
+from tests.test_semantic_cache import QUESTION, ask
 
 SIBLING = "How do I reverse an array in Python?"  # one plain word from QUESTION: borderline
 

@@ -30,8 +30,9 @@ default), threshold, max_turns, ttl_seconds, max_entries (per scope and model), 
 gateway embeddings model slug instead of the local model), shared_scope. Headers:
 `x-gateway-semantic-cache: on|off`. Optional verifier model for borderline refusals (settings
 verifier_model, verifier_timeout_seconds; see semantic_verifier): a "yes" serves the candidate
-with `x-gateway-semantic-reason: verified`, its call's cost counted as this layer's. Quality on the labelled development set (tests/data/
-semantic_dev.py, holdout half): `python -m bench.semantic_threshold`.
+with `x-gateway-semantic-reason: verified`, its call's cost counted as this layer's. Quality on
+the labelled development set (tests/data/semantic_dev.py, holdout half):
+`python -m bench.semantic_threshold`.
 """
 
 from __future__ import annotations
