@@ -22,6 +22,7 @@ from gateway.wire.canonical import Usage
 # its hold settlement here (the gate imports the meter, never the other way round).
 SETTLE: list[Callable[[RequestContext], None]] = []
 
+
 def price(ctx: RequestContext, output_guess: int = 0) -> None:
     """Benchmark: what the request as the client sent it would have cost sent directly to the
     requested model's reference route, in the provider's tokens, with the caching the provider
