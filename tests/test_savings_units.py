@@ -11,6 +11,7 @@ import pytest
 
 from gateway.stores.prefixes import PREFIXES
 from tests.conftest import configure_savings
+from tests.test_console import login
 from tests.fakes.anthropic_upstream import prompt_tokens as anthropic_prompt_tokens
 from tests.fakes.openai_upstream import prompt_tokens as openai_prompt_tokens
 from tests.test_compression import add_catalog
@@ -80,6 +81,31 @@ def test_compressed_tokens_are_counted_as_the_provider_counts_them(units, fake_o
 
 # ---- the provider's automatic caching is in the benchmark ----------------------------------------
 
+def test_a_rewritten_request_is_measured_against_a_direct_call_with_its_cached_prefix(units, fake_openai):
+    """The provider's report is about the compressed prompt; what a direct call of the original would
+    have had cached comes from the prefixes seen: the conversation's previous request."""
+    configure_savings(units, compression={"enabled": True, "budget_tokens": 3000, "keep_last_turns": 2})
+    messages = [{"role": "system", "content": words("rule", 1500)}, {"role": "user", "content": "start"}]
+    for i in range(6):
+        messages += [{"role": "assistant", "content": " ".join(f"rule{j}" for j in range(i * 300, i * 300 + 300))},
+                     {"role": "user", "content": f"go on {i}"}]
+    rows, sent = [], []
+    for turn in range(2):
+        raw = units.sdk().chat.completions.with_raw_response.create(
+            model="units/gpt", messages=messages, extra_headers={"x-gateway-cache": "bypass"})
+        rows.append(units.rows(request_id=raw.headers["x-request-id"])[0])
+        sent.append(messages)
+        messages = [*messages, {"role": "assistant", "content": "ok"}, {"role": "user", "content": f"more {turn}"}]
+    first, second = rows
+    assert set(saved_by(second)) >= {"compression"} and second.benchmark_estimated
+    # at list price, each request as the client sent it (the provider's count)
+    at_list = [openai_prompt_tokens(m) + 2 * row.output_tokens for m, row in zip(sent, rows, strict=True)]
+    # nothing seen before the first (text that tokenizes alike throughout: the request's own ratio holds)
+    assert abs(first.benchmark_micros - at_list[0]) <= at_list[0] * 0.05
+    assert second.benchmark_micros <= at_list[1] - 1024 * 3 // 4  # a direct call read 1,024+ tokens cached
+    assert_sums(rows)
+
+
 def test_openai_automatic_caching_is_the_benchmarks_not_the_gateways(units, fake_openai):
     messages = [{"role": "system", "content": words("rule", 1500)}, {"role": "user", "content": "hi"}]
     for _ in range(2):
@@ -147,6 +173,9 @@ def test_a_conversation_is_marked_once_it_goes_on_and_pays_for_its_writes(units,
     assert summary["prompt_cache_unread_writes"] == {
         "writes": 1, "tokens": third.cache_write_tokens, "cost": f"{premium / 1e6:.6f}"}
     assert summary["totals"]["saved"] == f"{sum(r.saved_micros for r in units.rows()) / 1e6:.6f}"
+    session, _ = login(units, units.admin_email, units.admin_password)
+    page = session.get(units.url + "/admin/savings").text
+    assert 'id="unread-cache-writes"' in page and f"({third.cache_write_tokens} tokens)" in page
 
 
 def test_a_stable_system_prompt_is_marked_from_its_second_sight(units, fake_anthropic):
