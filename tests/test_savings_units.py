@@ -11,10 +11,10 @@ import pytest
 
 from gateway.stores.prefixes import PREFIXES
 from tests.conftest import configure_savings
-from tests.test_console import login
 from tests.fakes.anthropic_upstream import prompt_tokens as anthropic_prompt_tokens
 from tests.fakes.openai_upstream import prompt_tokens as openai_prompt_tokens
 from tests.test_compression import add_catalog
+from tests.test_console import login
 
 # $1 per million prompt tokens (a micro-dollar a token): the rows read as token counts.
 GPT = {"provider": "fake", "upstream_model": "fake-prefixcache", "input_per_mtok": 1, "output_per_mtok": 2,
