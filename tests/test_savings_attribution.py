@@ -122,3 +122,32 @@ def test_a_cache_write_the_gateway_caused_is_a_cost_of_prompt_cache():
     benchmark, charge, saved = attribution.price_miss(OrgMoney(), attribution.Miss(
         ref, ref, Usage(10_000, 100), Usage(10_000, 100), sent, {}))
     assert saved == {"prompt_cache": benchmark - charge} and saved["prompt_cache"] == -6
+
+
+# ---- the prefix log behind the estimates (gateway.stores.prefixes) ---------------------------------
+
+def test_prefix_log_is_per_scope_expires_and_stays_bounded():
+    from gateway.stores.prefixes import PrefixLog
+
+    log = PrefixLog(max_entries=3, ttl=10)
+    a, b = (1, 1, "m"), (2, 5, "m")
+    log.add(a, [b"p1", b"p2"], now=0)
+    assert log.longest(a, [b"p1", b"p2", b"p3"], now=5) == 1
+    assert log.longest(b, [b"p1", b"p2"], now=5) == -1  # another org's key: never seen
+    assert log.longest(a, [b"p1", b"p2"], now=10) == -1  # past the lifetime
+    log.add(a, [b"p3", b"p4"], now=20)
+    assert log.longest(a, [b"p1"], now=20) == -1  # the oldest went out first (3 entries at most)
+
+
+def test_prefix_log_reports_a_write_nobody_read_once():
+    from gateway.stores.prefixes import PrefixLog
+
+    log = PrefixLog(ttl=10)
+    a = (1, 1, "m")
+    log.wrote(a, [b"head", b"turns"], tokens=2000, premium_micros=500, now=0)
+    log.wrote(a, [b"other"], tokens=100, premium_micros=25, now=1)
+    log.read(a, [b"x", b"turns"], now=5)  # the first is read in time
+    assert log.unread(1, now=9) == []  # nothing expired yet
+    (unread,) = log.unread(1, now=12)
+    assert (unread.tokens, unread.premium_micros) == (100, 25)
+    assert log.unread(1, now=30) == [] and log.unread(2, now=30) == []

@@ -142,10 +142,10 @@ def remember_writes(ctx: RequestContext, state: dict, found) -> None:
         exact = (pricing.exact_cost(ctx.route, Usage(u.cache_write_tokens, cache_write_tokens=u.cache_write_tokens))
                  - pricing.exact_cost(ctx.route, Usage(u.cache_write_tokens)))
         premium = int(exact + Fraction(1, 2))  # rounded half up, as prices are
-        # the write sits at the last breakpoint: the longest prefix this request holds before its new turn
-        at = state.get("written_at")
-        digest = found.digests[at] if isinstance(at, int) and 0 <= at < len(found.digests) else found.digests[-1]
-        PREFIXES.wrote(found.scope, digest, u.cache_write_tokens, pricing.policy_micros(money, premium))
+        # where the breakpoints may sit: the end of the tools and system prompt, of the earlier turns
+        at = {i for i in (found.heads - 1, len(found.digests) - 2) if 0 <= i < len(found.digests)}
+        PREFIXES.wrote(found.scope, [found.digests[i] for i in sorted(at)], u.cache_write_tokens,
+                       pricing.policy_micros(money, premium))
 
 
 def cost_headers(ctx: RequestContext) -> dict[str, str]:

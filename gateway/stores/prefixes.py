@@ -32,6 +32,7 @@ class Write:
     tokens: int  # cache-write tokens the provider reported
     premium_micros: int  # what writing cost above plain input (the org's money)
     expires: float
+    read: bool = False
 
 
 class PrefixLog:
@@ -62,14 +63,17 @@ class PrefixLog:
 
     # ---- writes the gateway caused ---------------------------------------------------------------
 
-    def wrote(self, scope: Scope, digest: bytes, tokens: int, premium_micros: int,
+    def wrote(self, scope: Scope, digests: Sequence[bytes], tokens: int, premium_micros: int,
               now: float | None = None) -> None:
+        """One write, at whichever of `digests` (the prefixes its breakpoints end) a later read finds."""
         now = self.clock() if now is None else now
-        key = (scope, digest)
-        self._writes[key] = Write(scope[0], tokens, premium_micros, now + self.ttl)
-        self._writes.move_to_end(key)
+        write = Write(scope[0], tokens, premium_micros, now + self.ttl)
+        for digest in digests:
+            key = (scope, digest)
+            self._writes[key] = write
+            self._writes.move_to_end(key)
         while len(self._writes) > MAX_WRITES:  # the oldest goes untracked: neither read nor reported
-            self._writes.popitem(last=False)
+            self._writes.popitem(last=False)[1].read = True
 
     def read(self, scope: Scope, digests: Sequence[bytes], now: float | None = None) -> None:
         """A request of `scope` holding these prefixes read from the cache: the writes among them
@@ -78,7 +82,7 @@ class PrefixLog:
         for digest in digests:
             write = self._writes.get((scope, digest))
             if write is not None and write.expires > now:
-                del self._writes[(scope, digest)]
+                write.read = True  # its other keys go when they expire, unreported
 
     def unread(self, org_id: int, now: float | None = None) -> list[Write]:
         """The org's writes whose TTL passed without a read, each handed out once."""
@@ -88,7 +92,9 @@ class PrefixLog:
             if write.expires > now:
                 break
             del self._writes[key]
-            self._unread.setdefault(write.org_id, []).append(write)
+            if not write.read:
+                write.read = True  # reported once, whichever of its keys expires first
+                self._unread.setdefault(write.org_id, []).append(write)
         return self._unread.pop(org_id, [])
 
     def clear(self) -> None:

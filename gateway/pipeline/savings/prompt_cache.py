@@ -80,8 +80,6 @@ def before(ctx: RequestContext) -> Reply | None:
         "minimum": minimum,
         "breakpoints": 0,
         "allow": allow,
-        # the boundary (pipeline.prefixes) a write sits at: the last history message, else the head
-        "written_at": (len(found.digests) - 2 if allow[1] else found.heads - 1) if found else None,
     }
     if ctx.endpoint == "messages" and "anthropic" in passes and state["anthropic"]:
         state["breakpoints"] = mark_body(ctx.body, minimum, *allow)
