@@ -76,6 +76,9 @@ def test_compressed_tokens_are_counted_as_the_provider_counts_them(units, fake_o
     assert abs(asked - truth) <= truth * 0.1, (asked, truth)
     assert local_count(messages) > 3 * truth
     assert row.benchmark_estimated and set(saved_by(row)) == {"compression"}
+    assert raw.headers["x-gateway-benchmark-estimated"] == "true"
+    listed = units.sdk().get(f"/requests/{row.request_id}", cast_to=object)
+    assert listed["benchmark_estimated"] is True
     assert_sums([row])
 
 
@@ -114,6 +117,7 @@ def test_openai_automatic_caching_is_the_benchmarks_not_the_gateways(units, fake
     (row,) = units.rows(request_id=raw.headers["x-request-id"])
     assert row.cached_tokens == 1024 + (openai_prompt_tokens(messages) - 1024) // 128 * 128
     assert row.benchmark_micros == row.charge_micros and row.saved_by == "" and not row.benchmark_estimated
+    assert "x-gateway-benchmark-estimated" not in raw.headers
 
 
 def test_an_exact_cache_hit_is_measured_against_a_direct_call_that_the_provider_would_have_cached(units):

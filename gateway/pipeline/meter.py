@@ -151,8 +151,11 @@ def remember_writes(ctx: RequestContext, state: dict, found) -> None:
 def cost_headers(ctx: RequestContext) -> dict[str, str]:
     """Final figures for a whole reply. A live stream's headers leave before its usage is known:
     they carry an estimate (`x-gateway-cost-status: estimate`) and the stream ends with the final
-    figures in an SSE comment (see cost_trailer)."""
+    figures in an SSE comment (see cost_trailer). `x-gateway-benchmark-estimated: true` when the
+    benchmark holds an estimate (see price)."""
+    extra = {"x-gateway-benchmark-estimated": "true"} if ctx.extra.get("benchmark_estimated") else {}
     return {
+        **extra,
         "x-gateway-cost-status": "final",
         "x-request-id": ctx.request_id,
         "x-gateway-benchmark-cost": pricing.usd(ctx.benchmark_micros),
