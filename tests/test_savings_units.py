@@ -123,6 +123,14 @@ def test_openai_automatic_caching_is_the_benchmarks_not_the_gateways(units, fake
 def test_an_exact_cache_hit_is_measured_against_a_direct_call_that_the_provider_would_have_cached(units):
     messages = [{"role": "system", "content": words("rule", 1500)}, {"role": "user", "content": "hi"}]
     units.sdk().chat.completions.create(model="units/gpt", messages=messages, temperature=0)
+    # no report from this route of its own caching yet: the hit's benchmark assumes none
+    raw = units.sdk().chat.completions.with_raw_response.create(model="units/gpt", messages=messages, temperature=0)
+    (row,) = units.rows(request_id=raw.headers["x-request-id"])
+    assert raw.headers["x-gateway-cache"] == "hit" and not row.benchmark_estimated
+    # the route reports cached tokens it served by itself (the same prompt, past the exact cache)...
+    units.sdk().chat.completions.create(model="units/gpt", messages=messages, temperature=0,
+                                        extra_headers={"x-gateway-cache": "bypass"})
+    # ...so the next hit is measured against a direct call the provider would have cached
     raw = units.sdk().chat.completions.with_raw_response.create(model="units/gpt", messages=messages, temperature=0)
     assert raw.headers["x-gateway-cache"] == "hit"
     (row,) = units.rows(request_id=raw.headers["x-request-id"])
@@ -131,6 +139,25 @@ def test_an_exact_cache_hit_is_measured_against_a_direct_call_that_the_provider_
     assert row.benchmark_micros == (prompt - cached) + cached // 4 + 2 * row.output_tokens
     assert row.charge_micros == 0 and saved_by(row) == {"exact_cache": row.benchmark_micros}
     assert row.benchmark_estimated
+
+
+def test_an_upstream_that_never_caches_gets_no_automatic_caching_in_its_benchmark(units, fake_openai):
+    """An OpenAI-compatible server without a prompt cache never reports cached tokens: a rewritten
+    request's benchmark then assumes none, whatever prefixes were seen."""
+    add_catalog(units, {"models": [{"slug": "units/plain", "max_output_tokens": 1024,
+                                    "routes": [{**GPT, "upstream_model": "fake-gpt"}]}]})
+    configure_savings(units, compression={"enabled": True, "budget_tokens": 3000, "keep_last_turns": 2})
+    messages = [{"role": "system", "content": words("rule", 1500)}, {"role": "user", "content": "start"}]
+    for i in range(6):
+        messages += [{"role": "assistant", "content": " ".join(f"rule{j}" for j in range(i * 300, i * 300 + 300))},
+                     {"role": "user", "content": f"go on {i}"}]
+    for turn in range(2):
+        raw = units.sdk().chat.completions.with_raw_response.create(
+            model="units/plain", messages=messages, extra_headers={"x-gateway-cache": "bypass"})
+        (row,) = units.rows(request_id=raw.headers["x-request-id"])
+        at_list = openai_prompt_tokens(messages) + 2 * row.output_tokens
+        assert abs(row.benchmark_micros - at_list) <= at_list * 0.05 and saved_by(row)["compression"] > 0
+        messages = [*messages, {"role": "assistant", "content": "ok"}, {"role": "user", "content": f"more {turn}"}]
 
 
 # ---- Anthropic breakpoints where they are read, and writes nobody read ----------------------------

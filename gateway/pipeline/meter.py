@@ -59,8 +59,7 @@ def price(ctx: RequestContext, output_guess: int = 0) -> None:
     else:
         # Replayed usage; the answering layer set its charge at list price (price() may run twice).
         u = ctx.usage
-        kind = reference.provider.kind if reference else ""
-        cached = prefixes.auto_cached(kind, u.input_tokens, found)
+        cached = prefixes.auto_cached(reference, u.input_tokens, found)
         estimated = cached > 0
         direct = Usage(u.input_tokens, u.output_tokens, cached_tokens=cached)
         ctx.benchmark_micros = pricing.policy_micros(money, pricing.cost_micros(reference, direct))
@@ -100,6 +99,8 @@ def describe_miss(ctx: RequestContext, reference, found) -> tuple[attribution.Mi
     state = ctx.extra.get("prompt_cache") or {}
     caused = bool(state.get("breakpoints")) and kind in pricing.CACHE_WRITE_PREMIUM
     plain = Usage(sent.input_tokens, sent.output_tokens) if caused else sent
+    if route is not None and sent.cached_tokens and not caused:
+        PREFIXES.saw_caching(route.id)  # this route caches by itself: estimates for it may assume so
     removed_local = {m: n for m, n in ctx.removed_tokens.items() if n > 0}
     removed: dict[str, int] = {}
     if removed_local:
@@ -115,7 +116,7 @@ def describe_miss(ctx: RequestContext, reference, found) -> tuple[attribution.Mi
     if same and not removed and not caused:
         direct = Usage(asked, sent.output_tokens, sent.cached_tokens, sent.cache_write_tokens)
     elif ref_kind in prefixes.AUTOMATIC:
-        cached = prefixes.auto_cached(ref_kind, asked, found)
+        cached = prefixes.auto_cached(reference, asked, found)
         if same and not caused:  # the provider's own report on the sent prefix bounds it below
             cached = max(cached, min(sent.cached_tokens, asked))
         direct = Usage(asked, sent.output_tokens, cached_tokens=cached)

@@ -113,10 +113,14 @@ def _hash(ctx: RequestContext, scope: Scope) -> Prefixes:
     return Prefixes(scope, digests, ends, len(head), PREFIXES.longest(scope, digests))
 
 
-def auto_cached(kind: str, prompt_tokens: int, found: Prefixes | None) -> int:
-    """Prompt tokens a provider of `kind` would have served from its automatic cache to a client
-    sending this request directly: the seen prefix's share of the prompt, if over the minimum."""
-    if found is None or kind not in AUTOMATIC or found.longest < 0 or not found.total:
+def auto_cached(route, prompt_tokens: int, found: Prefixes | None) -> int:
+    """Prompt tokens `route` (a RouteInfo) would have served from its automatic cache to a client
+    sending this request directly: the seen prefix's share of the prompt, if over the minimum. Only
+    for a provider kind that caches by itself, and a route whose reports showed it does (the
+    provider's usage corrects the estimate: an upstream that never reports cached tokens gets none)."""
+    kind = route.provider.kind if route is not None else ""
+    if (found is None or kind not in AUTOMATIC or found.longest < 0 or not found.total
+            or not PREFIXES.caches(route.id)):
         return 0
     minimum, step = AUTOMATIC[kind]
     tokens = prompt_tokens * found.seen_bytes() // found.total

@@ -7,6 +7,10 @@ is). Keys are (scope, prefix digest): a scope never sees another's prefixes. Los
 restart, another worker) only makes the next estimates as if the prefixes were new: breakpoints
 wait for a second sight, the benchmark counts no automatic caching for them.
 
+Routes that reported cached tokens the gateway did not cause are remembered (`caches`): only
+those are assumed to cache automatically, so an upstream that never caches (an OpenAI-compatible
+server without a prompt cache) never lowers a benchmark.
+
 Writes the gateway caused are kept until read (a later request of the scope that holds the written
 prefix and reports cache reads) or expired unread: `unread(scope_org)` hands the expired ones out
 once, for the usage rollups.
@@ -42,6 +46,7 @@ class PrefixLog:
         self._seen: OrderedDict[tuple[Scope, bytes], float] = OrderedDict()  # -> expiry
         self._writes: OrderedDict[tuple[Scope, bytes], Write] = OrderedDict()  # oldest expiry first
         self._unread: dict[int, list[Write]] = {}  # org id -> writes expired unread, not yet reported
+        self._caching: set[int] = set()  # routes that reported cached prompt tokens the gateway did not cause
 
     def longest(self, scope: Scope, digests: Sequence[bytes], now: float | None = None) -> int:
         """The index of the longest of `digests` (prefixes, shortest first) seen within the TTL, or -1."""
@@ -60,6 +65,15 @@ class PrefixLog:
             self._seen.move_to_end(key)
         while len(self._seen) > self.max_entries:
             self._seen.popitem(last=False)
+
+    # ---- whether a route caches by itself ----------------------------------------------------------
+
+    def saw_caching(self, route_id: int) -> None:
+        self._caching.add(route_id)
+
+    def caches(self, route_id: int) -> bool:
+        """The route has reported cached tokens of its own at least once (since this process started)."""
+        return route_id in self._caching
 
     # ---- writes the gateway caused ---------------------------------------------------------------
 
@@ -101,6 +115,7 @@ class PrefixLog:
         self._seen.clear()
         self._writes.clear()
         self._unread.clear()
+        self._caching.clear()
 
 
 PREFIXES = PrefixLog()
