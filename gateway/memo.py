@@ -199,6 +199,8 @@ class Memo:
 
     def budgets_for(self, principal: Principal) -> list[BudgetInfo]:
         """The budgets that apply to a caller: its org's, user's, app's and key's."""
+        if not self.budgets:
+            return []
         found = []
         for entity in entities(principal):
             if (b := self.budgets.get(entity)) is not None:

@@ -49,6 +49,7 @@ T = TypeVar("T")
 
 _pools: dict[str, Session] = {}
 _timeouts: tuple[float, float] = (5.0, 120.0)
+REBOUND_SECONDS = 0.1
 USER_AGENT = "gateway/0.1"
 # Parsing a provider's body can fail in any of these ways when the body is not what the wire promises.
 MALFORMED = (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError, IndexError)
@@ -113,15 +114,22 @@ class Response:
     def iter_content(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Bytes as they arrive (each chunk of a chunked response as soon as it is read).
 
-        Before each read the socket's timeout is cut to what is left of the deadline, so a
-        stream that goes silent ends at the deadline (UpstreamTimeout), not an idle timeout later.
+        Once less of the deadline is left than the read timeout, the socket's timeout is cut to
+        what is left (again at most every REBOUND_SECONDS), so a stream that goes silent ends at
+        the deadline (UpstreamTimeout), not an idle timeout later.
         """
         try:
+            deadline, read, bound_at = self._deadline, _timeouts[1], 0.0
             for chunk in self._raw.stream(chunk_size, decode_content=True):
                 if chunk:
                     yield chunk
-                if self._deadline is not None:
-                    self._bound_next_read()
+                if deadline is not None:
+                    now = time.perf_counter()
+                    # A socket timeout set less than REBOUND_SECONDS ago overshoots the deadline by
+                    # at most that: fast streams skip the syscall on most chunks.
+                    if deadline - now < read and now - bound_at >= REBOUND_SECONDS:
+                        self._bound_next_read()
+                        bound_at = now
         except ReadTimeoutError:
             raise UpstreamTimeout() from None
         except (ProtocolError, HTTPError, OSError):
