@@ -91,9 +91,10 @@ def _tag(m: dict[str, Any]) -> Tag | None:
                str(details.get("parameter_size") or "")[:20], str(details.get("quantization_level") or "")[:20])
 
 
-def test(base_url: Any, timeout: float = TEST_TIMEOUT) -> list[Tag]:
+def test(base_url: Any, timeout: float | None = None) -> list[Tag]:
     """The models the instance at `base_url` has pulled, read now from `GET /api/tags`."""
     url = check_url(base_url)
+    timeout = TEST_TIMEOUT if timeout is None else timeout
     try:
         raw = adapter.probe_tags(url, timeout)
     except ProbeRefused as e:

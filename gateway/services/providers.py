@@ -75,7 +75,7 @@ def check_base_url(raw: str | None) -> str:
         parts.port  # noqa: B018  (raises on a bad port)
     except ValueError:
         raise AdminError(f"Base URL '{url}' has an invalid port.") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+    if parts.scheme not in ("http", "https") or not parts.hostname or not url.isprintable() or " " in url:
         raise AdminError(f"Base URL '{url}' is not an http(s) URL (e.g. https://api.openai.com/v1).")
     if parts.username or parts.password:
         # the URL is shown in the console; credentials belong in the key, which is stored encrypted
