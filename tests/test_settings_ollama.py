@@ -184,3 +184,21 @@ def test_gateway_serve_prints_the_offer(tmp_path, ollama, fake_openai):
         proc.kill()
         proc.wait()
     assert [r["path"] for r in ollama.requests] == ["/api/tags"]  # looked, added nothing
+
+
+def test_a_name_resolving_to_a_metadata_address_is_refused_at_connect(gateway, monkeypatch):
+    """The host as written passes; what it resolves to is checked when connecting (no rebinding)."""
+    import socket
+
+    from gateway.providers import egress
+
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kw):
+        if host == "ollama.evil.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 11434))]
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(egress.socket, "getaddrinfo", resolve)
+    r = admin(gateway).post("/admin/ollama/test", {"base_url": "http://ollama.evil.example:11434"}, htmx=True)
+    assert "Base URL refused: 169.254.169.254 is a link-local or cloud metadata address" in r.text, r.text
