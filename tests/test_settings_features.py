@@ -107,9 +107,14 @@ def test_an_org_switches_an_opened_layer_for_its_own_requests_only(gateway, fake
         features.set_opt_in(alpha_admin, a.id, "exact_cache", False)
     with db.write_lock, db.session_scope() as s:
         features.put_allowed(s, ROOT, ["exact_cache", "context_dedupe"])
+    gateway.flush()
+    assert features.state(a.id) == [{"layer": "exact_cache", "on": True, "chosen": None},
+                                    {"layer": "context_dedupe", "on": False, "chosen": None}]
     features.set_opt_in(alpha_admin, a.id, "exact_cache", False)
     gateway.flush()
     assert features.choices(a.id) == {"exact_cache": False} and features.choices(b.id) == {}
+    assert features.state(a.id)[0] == {"layer": "exact_cache", "on": False, "chosen": False}
+    assert features.state(b.id)[0] == {"layer": "exact_cache", "on": True, "chosen": None}
 
     assert [ask(gateway, key_a), ask(gateway, key_a)] == ["miss", "miss"]  # off for alpha
     assert [ask(gateway, key_b), ask(gateway, key_b)] == ["miss", "hit"]  # beta untouched

@@ -13,6 +13,8 @@ API (what the customer dashboard calls):
 
     allowed(org_id) -> set[str]                 layers this org may switch itself
     choices(org_id) -> dict[str, bool]          the org's own choices (only those it made)
+    state(org_id) -> list[dict]                 per allowed layer: {"layer", "on" (in force for the
+                                                org's requests), "chosen" (its choice, or None)}
     set_opt_in(actor, org_id, layer, on)        switch one allowed layer; own transaction; audited
     put_opt_in(session, actor, org_id, layer, on)   the same inside the caller's transaction
 
@@ -53,6 +55,17 @@ def allowed(org_id: int) -> set[str]:
 def choices(org_id: int) -> dict[str, bool]:
     """The org's own choices, layer -> on (layers it never switched are absent)."""
     return dict(MEMO.policy.opt_ins.get(org_id, {}))
+
+
+def state(org_id: int) -> list[dict[str, Any]]:
+    """What a dashboard shows: each layer the org may switch, whether it is on for the org's
+    requests now (before any app override or request header), and the org's own choice."""
+    from gateway.pipeline.savings import org_layers
+
+    mine = choices(org_id)
+    merged = org_layers(org_id)
+    return [{"layer": layer, "on": bool(merged[layer]["enabled"]), "chosen": mine.get(layer)}
+            for layer in LAYERS if layer in allowed(org_id)]
 
 
 def set_opt_in(actor: Actor, org_id: int, layer: str, on: bool) -> None:

@@ -73,6 +73,11 @@ def _base(org_id: int | None, app_id: int | None) -> dict[str, dict[str, Any]]:
     return merged
 
 
+def org_layers(org_id: int) -> dict[str, dict[str, Any]]:
+    """Every layer's settings for the org's requests, before app overrides and request headers."""
+    return _base(org_id, None)
+
+
 def settings(ctx: RequestContext, layer: str) -> dict[str, Any]:
     """The layer's settings for this request, request headers applied last."""
     cache = ctx.extra.setdefault("savings", {})
