@@ -94,6 +94,10 @@ def test_test_lists_the_models_and_save_serves_them_at_zero_cost(gateway, ollama
     ("", "Enter the base URL"),
     ("   ", "Enter the base URL"),
     ("http://127.0.0.1:11434/\x00", "not an http(s) URL"),
+    ("http://[::1", "is not a valid URL"),
+    ("http://" + "1" * 300, "Could not"),  # no resolver takes it
+    ("http://xn--", "Could not"),
+    ("http://%00:11434", "Could not"),
 ])
 def test_bad_addresses_are_refused_before_any_connection(gateway, ollama, url, message):
     console = admin(gateway)
@@ -101,7 +105,7 @@ def test_bad_addresses_are_refused_before_any_connection(gateway, ollama, url, m
         r = console.post(path, {"base_url": url}, htmx=True)
         assert r.status_code == 200 and message in r.text, (path, r.text[:500])
         assert 'role="alert"' in r.text
-    assert ollama.requests == [] and ollama_models() == {}
+    assert ollama.requests == [] and ollama_models() == {}  # the fake is never reached
     with db.session_scope() as s:
         assert s.scalar(select(Provider).where(Provider.name == "ollama")) is None
 

@@ -227,10 +227,11 @@ def probe(url: str, timeout: float, max_bytes: int, headers: Mapping[str, str] |
         raise ProbeRefused(f"refused: {reason}")
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    pool = urllib3.connectionpool.connection_from_url(url, maxsize=1, block=False, retries=False)
-    pool.ConnectionCls = egress.guarded_connection(pool.ConnectionCls, url, allow_private=True)
     deadline = time.perf_counter() + 2 * timeout
+    pool = None
     try:
+        pool = urllib3.connectionpool.connection_from_url(url, maxsize=1, block=False, retries=False)
+        pool.ConnectionCls = egress.guarded_connection(pool.ConnectionCls, url, allow_private=True)
         raw = pool.urlopen("GET", path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                                                  **(headers or {})},
                            retries=False, redirect=False, preload_content=False,
@@ -241,6 +242,8 @@ def probe(url: str, timeout: float, max_bytes: int, headers: Mapping[str, str] |
             if len(body) > max_bytes or time.perf_counter() > deadline:
                 raise UpstreamError("The answer was too large or too slow.")
         return raw.status, bytes(body)
+    except ValueError:  # a host name no resolver takes (an empty or over-long label)
+        raise UpstreamError("Could not connect (the host name is not valid).") from None
     except NewConnectionError as e:
         refused = _refusal_in(e)
         if refused:
@@ -254,7 +257,8 @@ def probe(url: str, timeout: float, max_bytes: int, headers: Mapping[str, str] |
             raise ProbeRefused(f"refused: {refused}") from None
         raise UpstreamError(f"Could not connect ({type(e).__name__}).") from None
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
 
 
 def _refusal_in(e: BaseException) -> str | None:

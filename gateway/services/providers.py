@@ -70,11 +70,14 @@ def check_base_url(raw: str | None) -> str:
     url = (raw or "").strip()
     if not url:
         raise AdminError("Enter the base URL (as the provider's own SDK takes it, e.g. https://api.openai.com/v1).")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise AdminError(f"Base URL '{url[:200]}' is not a valid URL.") from None
     try:
         parts.port  # noqa: B018  (raises on a bad port)
     except ValueError:
-        raise AdminError(f"Base URL '{url}' has an invalid port.") from None
+        raise AdminError(f"Base URL '{url[:200]}' has an invalid port.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or not url.isprintable() or " " in url:
         raise AdminError(f"Base URL '{url}' is not an http(s) URL (e.g. https://api.openai.com/v1).")
     if parts.username or parts.password:
