@@ -220,6 +220,70 @@ def events(resp: Response, decode: Callable[[Iterator[bytes]], EventStream]) -> 
         resp.close()
 
 
+class ProbeRefused(UpstreamError):
+    """The egress rules refuse the address (link-local, cloud metadata); the message says which."""
+
+
+def probe(url: str, timeout: float, max_bytes: int, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    """One GET on its own short-lived connection (no pool is kept): an address an operator typed,
+    before any provider has it (the console's Test, the start-up look for a local server). Private
+    addresses are allowed, since the operator named them; link-local and metadata stay refused.
+    Connect and each read wait at most `timeout`, the whole body at most twice that, and a body
+    above `max_bytes` is cut. Returns (status, body); raises UpstreamTimeout, ProbeRefused or
+    UpstreamError ("Could not reach ...")."""
+    if reason := egress.check_url(url, True):
+        raise ProbeRefused(f"refused: {reason}")
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = time.perf_counter() + 2 * timeout
+    pool = None
+    try:
+        pool = urllib3.connectionpool.connection_from_url(url, maxsize=1, block=False, retries=False)
+        pool.ConnectionCls = egress.guarded_connection(pool.ConnectionCls, url, allow_private=True)
+        raw = pool.urlopen("GET", path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                                                 **(headers or {})},
+                           retries=False, redirect=False, preload_content=False,
+                           timeout=urllib3.Timeout(connect=timeout, read=timeout))
+        body = bytearray()
+        while chunk := raw.read(65536):
+            body += chunk
+            if len(body) > max_bytes or time.perf_counter() > deadline:
+                raise UpstreamError("The answer was too large or too slow.")
+        return raw.status, bytes(body)
+    except ValueError:  # a host name no resolver takes (an empty or over-long label)
+        raise UpstreamError("Could not connect (the host name is not valid).") from None
+    except NewConnectionError as e:
+        refused = _refusal_in(e)
+        if refused:
+            raise ProbeRefused(f"refused: {refused}") from None
+        raise UpstreamError("Could not connect (connection refused or unreachable).") from None
+    except (ConnectTimeoutError, ReadTimeoutError):
+        raise UpstreamTimeout(f"No answer within {timeout:g} s.") from None
+    except (ProtocolError, HTTPError, OSError) as e:
+        refused = _refusal_in(e)
+        if refused:
+            raise ProbeRefused(f"refused: {refused}") from None
+        raise UpstreamError(f"Could not connect ({type(e).__name__}).") from None
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _refusal_in(e: BaseException) -> str | None:
+    """The egress refusal behind a transport error, wherever urllib3 wrapped it."""
+    seen: set[int] = set()
+    todo: list[Any] = [e]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, egress.EgressRefused):
+            return str(item).removeprefix("egress refused: ")
+        todo += [item.__cause__, item.__context__, *item.args]
+    return None
+
+
 def session_for(base_url: str) -> Session:
     session = _pools.get(base_url)
     if session is None:
