@@ -36,7 +36,8 @@ class Settings:
     redis_url: str | None = None
     metrics_token: str | None = None  # GET /metrics wants it as a bearer token (without it: loopback only)
     metrics_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR under gunicorn
-    workers: int = 1  # processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage
+    # Processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage.
+    workers: int = 1
     budget_webhook_url: str | None = None  # soft-budget alerts when the org sets none
     host: str = "127.0.0.1"
     port: int = 8080
