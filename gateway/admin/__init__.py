@@ -9,6 +9,8 @@ from gateway.admin.blueprint import RequestSecureSessionInterface, bp, csrf, log
 
 
 def init_app(app: Flask) -> None:
+    from flask_login import current_user
+
     from gateway.admin import (  # noqa: F401  (views register on import)  # noqa: F401  (routing console)
         access,
         account,
@@ -25,12 +27,10 @@ def init_app(app: Flask) -> None:
         savings,  # noqa: F401  (savings report and settings)
         tenancy,  # noqa: F401  (orgs, credits and API keys)
     )
-
-    from flask_login import current_user
-
     from gateway.admin.nav import groups_for
+    from gateway.stores import shared  # the Redis link's state: a banner while it is down
 
-    app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user)})
+    app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user), "shared_status": shared.status})
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in the admin blueprint only
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     csrf.init_app(app)
