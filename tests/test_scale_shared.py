@@ -248,6 +248,10 @@ def test_a_breaker_opened_by_one_workers_failures_skips_the_route_on_the_other(p
     on_b = pair.b.chat(key, f"breaker on b {uuid.uuid4().hex}", model="test/error-500")
     assert on_b.status_code == 200  # answered by the fallback
     assert failing_calls() == before  # B never tried the route A's failures opened
+    pair.b.stop()  # a worker that starts during the cooldown learns of the open breaker too
+    pair.b.start()
+    restarted = pair.b.chat(key, f"breaker after restart {uuid.uuid4().hex}", model="test/error-500")
+    assert restarted.status_code == 200 and failing_calls() == before
 
 
 def test_credits_used_up_through_one_worker_refuse_on_the_other(pair):

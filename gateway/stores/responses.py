@@ -8,8 +8,8 @@ Tenant isolation is the point of this module: every read takes the caller's org,
 created by another org is indistinguishable from an id that does not exist.
 
 Scaled out (`GATEWAY_REDIS_URL`), recent responses and deletions are shared by every worker: `put`
-also writes `gw:resp:<org>:<id>` (RECENT_SECONDS), `delete` leaves a tombstone
-`gw:resp:gone:<org>:<id>` for as long, drops the item and tells the other workers to forget their
+also writes `gw:resp:<org>:<id>` (an hour; up to 1 MB), `delete` leaves a tombstone
+`gw:resp:gone:<org>:<id>` for a day, drops the item and tells the other workers to forget their
 copy (stores/shared_bus.py). A read asks Redis first (one MGET of item and tombstone), so a
 response made on one worker continues on another before its row is written, and one deleted on
 any worker is gone on all. Keys carry the org. If Redis is unreachable, reads fall back to memory
@@ -38,7 +38,9 @@ from gateway.wire.openai_responses import input_items
 log = logging.getLogger(__name__)
 
 PER_ORG = 1000  # responses kept in memory per org; older ones are read back from the database
-RECENT_SECONDS = 86_400  # how long Redis keeps a response (and a deletion's tombstone) when scaled out
+RECENT_SECONDS = 3600  # how long Redis keeps a response when scaled out (then the database serves it)
+TOMBSTONE_SECONDS = 86_400  # how long a deletion is remembered there
+MAX_SHARED_BYTES = 1 << 20  # a larger conversation is not copied to Redis (the database serves it)
 PREFIX = "gw:resp:"
 
 
@@ -124,6 +126,8 @@ class ResponseStore:
         if client is None:
             return
         value = orjson.dumps([rec.conversation, rec.response, rec.model, rec.provider, rec.upstream_stored])
+        if len(value) > MAX_SHARED_BYTES:
+            return
         try:
             client.set(self._key(rec.org_id, rec.id), value, ex=RECENT_SECONDS)
         except Exception as e:
@@ -161,7 +165,7 @@ class ResponseStore:
         key = self._key(org_id, response_id)
         try:
             pipe = client.pipeline(transaction=True)
-            pipe.set(PREFIX + "gone:" + key.removeprefix(PREFIX), 1, ex=RECENT_SECONDS)
+            pipe.set(PREFIX + "gone:" + key.removeprefix(PREFIX), 1, ex=TOMBSTONE_SECONDS)
             pipe.delete(key)
             pipe.execute()
         except Exception as e:
