@@ -27,6 +27,7 @@ def unreachable_redis(gateway):
 
 def test_without_redis_health_says_nothing_of_it(gateway):
     assert requests.get(gateway.url + "/healthz", timeout=5).json() == {"status": "ok"}
+    assert "gateway_shared_redis_up" not in requests.get(gateway.url + "/metrics", timeout=5).text
 
 
 def test_requests_are_served_while_redis_is_unreachable(unreachable_redis, fake_openai):
@@ -45,6 +46,8 @@ def test_requests_are_served_while_redis_is_unreachable(unreachable_redis, fake_
     assert health.status_code == 200
     body = health.json()
     assert body["status"] == "ok" and body["shared"]["redis"] == "down" and body["warnings"]
+    metrics = requests.get(gw.url + "/metrics", timeout=5).text
+    assert "gateway_shared_redis_up 0.0" in metrics
 
 
 def test_the_console_shows_a_banner_while_redis_is_unreachable(unreachable_redis):
