@@ -19,7 +19,7 @@ from gateway.models import Org, Provider, SemanticEntry, User
 from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
-from gateway.services import budgets, tenancy
+from gateway.services import batch_settle, batches, budgets, tenancy
 from gateway.stores import byok as byok_store  # noqa: F401  (listens for byok changes before the first load)
 from gateway.stores import counters, shared
 from gateway.stores import exact_cache as cache_store
@@ -104,6 +104,7 @@ def connect_shared(settings) -> None:
 def start_background(app: Flask) -> None:
     """Load the in-memory maps and the tokenizer, then start the ledger writer and the scheduler."""
     tokens.load()  # once, here: a request that needs a count never waits for it
+    batches.configure(app.extensions["settings"])
     connect_shared(app.extensions["settings"])
     with db.session_scope() as session:
         MEMO.load_all(session)
@@ -111,6 +112,7 @@ def start_background(app: Flask) -> None:
         COUNTERS.reset()
         gate.ALERTED.clear()
         budgets.seed_spend(session, COUNTERS)
+        batch_settle.restore_holds(session)  # open batches hold their worst case across restarts
         cache_store.STORE.load(session)  # the exact cache, back in memory
         idempotency_store.STORE.load(session)  # idempotency records, back in memory
         idempotency_store.STORE.lookup = idempotency_store.lookup_stored  # and other workers' records

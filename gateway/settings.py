@@ -58,6 +58,11 @@ class Settings:
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
+    # Batches: provider batches are polled after this many seconds, backing off (x2) to the cap.
+    batch_poll_min_seconds: float = 5.0
+    batch_poll_max_seconds: float = 600.0
+    batch_max_lines: int = 50_000  # lines in one input file (OpenAI's limit)
+    batch_retention_days: int = 29  # files and results kept (OpenAI keeps batch files 30 days)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -96,6 +101,12 @@ class Settings:
             values["port"] = int(env["GATEWAY_PORT"])
         if env.get("GATEWAY_TRUSTED_PROXIES"):
             values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
+        for name in ("batch_poll_min_seconds", "batch_poll_max_seconds"):
+            if env.get(f"GATEWAY_{name.upper()}"):
+                values[name] = max(0.0, float(env[f"GATEWAY_{name.upper()}"]))
+        for name in ("batch_max_lines", "batch_retention_days"):
+            if env.get(f"GATEWAY_{name.upper()}"):
+                values[name] = max(1, _count(f"GATEWAY_{name.upper()}", env[f"GATEWAY_{name.upper()}"]))
         if env.get("GATEWAY_DRAIN_SECONDS"):
             values["drain_seconds"] = max(0.0, float(env["GATEWAY_DRAIN_SECONDS"]))
         known = {f.name for f in fields(cls)}

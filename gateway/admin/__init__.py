@@ -9,6 +9,8 @@ from gateway.admin.blueprint import RequestSecureSessionInterface, bp, csrf, log
 
 
 def init_app(app: Flask) -> None:
+    from flask_login import current_user
+
     from gateway.admin import (  # noqa: F401  (views register on import)  # noqa: F401  (routing console)
         access,
         account,
@@ -25,9 +27,6 @@ def init_app(app: Flask) -> None:
         savings,  # noqa: F401  (savings report and settings)
         tenancy,  # noqa: F401  (orgs, credits and API keys)
     )
-
-    from flask_login import current_user
-
     from gateway.admin.nav import groups_for
 
     app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user)})

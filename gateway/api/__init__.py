@@ -14,6 +14,7 @@ from gateway.api.blueprint import atlas, bp, http_error
 def init_app(app: Flask) -> None:
     from gateway.api import (  # noqa: F401  (routes register on import)
         account,
+        batches,
         byok,
         health,
         keys,
