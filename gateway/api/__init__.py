@@ -18,6 +18,7 @@ def init_app(app: Flask) -> None:
         byok,
         health,
         keys,
+        message_batches,
         models,
         providers,
         requests,
