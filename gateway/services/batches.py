@@ -380,3 +380,21 @@ def counts(batch: Batch) -> dict[str, int]:
             "processing": max(0, batch.total - batch.succeeded - batch.errored - batch.canceled - batch.expired)}
 
 
+
+
+def console_cancel(actor, public_id: str) -> Batch:
+    """Cancel from the console: an org's admins for their org's batches, super-admins for any;
+    audited. Another org's batch is NotFound (it is not shown to exist)."""
+    from gateway.services.errors import Forbidden, may_edit
+    from gateway.services.tenancy import audit
+
+    with db.session_scope() as session:
+        batch = get(session, None, public_id)
+    if not may_edit(actor, batch.org_id):
+        raise NotFound(f"No batch found with id '{public_id}'.")
+    if not actor.is_superadmin and getattr(actor, "role", "member") != "org-admin":
+        raise Forbidden("Only an org admin can cancel a batch.")
+    batch = cancel(None, public_id)
+    with db.write_lock, db.session_scope() as session:
+        audit(session, actor.email, "batch.cancel", public_id, f"status {batch.status}", org_id=batch.org_id)
+    return batch
