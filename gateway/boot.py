@@ -19,7 +19,7 @@ from gateway.models import Org, Provider, SemanticEntry, User
 from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
-from gateway.services import batch_settle, batches, budgets, tenancy
+from gateway.services import batch_runner, batch_settle, batches, budgets, tenancy
 from gateway.stores import byok as byok_store  # noqa: F401  (listens for byok changes before the first load)
 from gateway.stores import counters, shared
 from gateway.stores import exact_cache as cache_store
@@ -133,4 +133,5 @@ def start_background(app: Flask) -> None:
 
 def stop_background(app: Flask) -> None:
     jobs.stop()
+    batch_runner.stop()
     WRITER.stop()

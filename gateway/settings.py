@@ -63,6 +63,10 @@ class Settings:
     batch_poll_max_seconds: float = 600.0
     batch_max_lines: int = 50_000  # lines in one input file (OpenAI's limit)
     batch_retention_days: int = 29  # files and results kept (OpenAI keeps batch files 30 days)
+    # Batches the gateway runs itself (providers without a batch API): at most this many requests at
+    # once, and none started while this many synchronous requests are waiting on their upstreams.
+    batch_concurrency: int = 4
+    batch_yield_in_flight: int = 32
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -104,7 +108,7 @@ class Settings:
         for name in ("batch_poll_min_seconds", "batch_poll_max_seconds"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = max(0.0, float(env[f"GATEWAY_{name.upper()}"]))
-        for name in ("batch_max_lines", "batch_retention_days"):
+        for name in ("batch_max_lines", "batch_retention_days", "batch_concurrency", "batch_yield_in_flight"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = max(1, _count(f"GATEWAY_{name.upper()}", env[f"GATEWAY_{name.upper()}"]))
         if env.get("GATEWAY_DRAIN_SECONDS"):

@@ -42,6 +42,11 @@ class _Waiting:
 waiting = _Waiting
 
 
+def in_flight() -> int:
+    """Requests waiting on their upstream now (what work of lower priority yields to)."""
+    return len(_waiting)
+
+
 def cut() -> int:
     """End the requests still running: raise ShuttingDown where each waits. Returns how many."""
     global _cut

@@ -16,9 +16,12 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.ledger import pricing
 from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, utcnow
 from gateway.providers import anthropic_batch, openai_batch
-from gateway.providers.batch_api import OPEN
+from gateway.providers.batch_api import OPEN, Outcome
+from gateway.routing.routes import ProviderInfo, RouteInfo
+from gateway.wire.canonical import Usage
 
 # Provider kind -> its batch API adapter.
 ADAPTERS = {"openai": openai_batch, "anthropic": anthropic_batch}
@@ -30,6 +33,8 @@ class Config:
     poll_max_seconds: float = 600.0
     max_lines: int = 50_000
     retention_days: int = 29
+    concurrency: int = 4
+    yield_in_flight: int = 32
 
 
 CONFIG = Config()
@@ -40,6 +45,8 @@ def configure(settings) -> None:
     CONFIG.poll_max_seconds = max(settings.batch_poll_max_seconds, settings.batch_poll_min_seconds)
     CONFIG.max_lines = settings.batch_max_lines
     CONFIG.retention_days = settings.batch_retention_days
+    CONFIG.concurrency = max(1, settings.batch_concurrency)
+    CONFIG.yield_in_flight = max(1, settings.batch_yield_in_flight)
 
 
 def z(data: bytes) -> bytes:
@@ -102,3 +109,33 @@ def epoch(value: datetime | None) -> int | None:
 
 def iter_lines(items: Iterable[dict]) -> bytes:
     return b"".join(orjson.dumps(i) + b"\n" for i in items)
+
+
+def price(r: BatchRequest, usage: Usage, money) -> tuple[int, int, dict[str, int]]:
+    """(benchmark, charge, saved by mechanism) of one succeeded request, after the org's policy:
+    the benchmark at the requested model's list price, the charge at the route's price times its
+    batch percent (100 for a batch the gateway runs itself)."""
+    p = orjson.loads(r.prices_json)
+    provider = ProviderInfo(0, r.provider, p["kind"], "", None)
+    route = RouteInfo(0, r.model, provider, r.upstream_model, p["in"], p["out"], p["cached"], None, 0)
+    reference = RouteInfo(0, r.model, provider, r.upstream_model, p["ref_in"], p["ref_out"], None, None, 0)
+    benchmark = pricing.policy_micros(money, pricing.list_price_micros(reference, usage))
+    listed = pricing.policy_micros(money, pricing.list_price_micros(route, usage))
+    full = pricing.policy_micros(money, pricing.cost_micros(route, usage))
+    charge = at_pct(full, p["pct"]) if p["pct"] < 100 else full
+    saved = {"batch": full - charge, "prompt_cache": listed - full, "routing": benchmark - listed}
+    return benchmark, charge, {k: v for k, v in saved.items() if v}
+
+
+def record_one(r: BatchRequest, o: Outcome, money) -> None:
+    """One request's outcome on its row: status, result (compressed), usage and price if it succeeded."""
+    r.status = o.kind
+    r.upstream_id = (o.upstream_id or "")[:128] or None
+    r.result_z = z(orjson.dumps({"status_code": o.status_code, "body": o.body, "error": o.error}))
+    if o.kind == "succeeded" and not o.usage.unknown:
+        r.input_tokens, r.output_tokens, r.cached_tokens = (o.usage.input_tokens, o.usage.output_tokens,
+                                                            o.usage.cached_tokens)
+        r.benchmark_micros, r.charge_micros, _ = price(r, o.usage, money)
+        r.saved_micros = r.benchmark_micros - r.charge_micros
+    else:
+        r.charge_micros = r.benchmark_micros = r.saved_micros = 0

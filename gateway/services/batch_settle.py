@@ -25,13 +25,13 @@ from sqlalchemy.orm import Session
 
 from gateway import db
 from gateway.errors import UpstreamError
-from gateway.ledger import pricing
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, Principal, entities
 from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, LedgerEntry, utcnow
 from gateway.providers.batch_api import TERMINAL, Outcome
-from gateway.routing.routes import ProviderInfo, RouteInfo
+from gateway.routing.routes import ProviderInfo
 from gateway.services import batch_common as batches
+from gateway.services import batch_runner
 from gateway.services.batch_common import CONFIG, unz, z
 from gateway.stores.counters import COUNTERS, Hold
 from gateway.wire.canonical import Usage
@@ -70,6 +70,9 @@ def poll_due(now: datetime | None = None) -> int:
         ready = list(session.scalars(select(Batch.id).where(Batch.settled.is_(False))))
     for part in parts:
         try:
+            if part.kind == batch_runner.KIND:  # the gateway runs it: (re)start its runner here
+                batch_runner.ensure_running(part.id)
+                continue
             poll_part(part.id)
         except Exception:  # one bad part must not stop the others; it is retried next tick
             log.exception("batch part %s poll failed", part.id)
@@ -141,30 +144,7 @@ def _record(session: Session, part: BatchPart, outcomes: list[Outcome]) -> None:
         if o is None:
             o = Outcome(r.custom_id, "errored", 0, None,
                         {"code": "missing_result", "message": "The provider returned no result for this request."})
-        r.status = o.kind
-        r.upstream_id = (o.upstream_id or "")[:128] or None
-        r.result_z = z(orjson.dumps({"status_code": o.status_code, "body": o.body, "error": o.error}))
-        if o.kind == "succeeded" and not o.usage.unknown:
-            r.input_tokens, r.output_tokens, r.cached_tokens = (o.usage.input_tokens, o.usage.output_tokens,
-                                                                o.usage.cached_tokens)
-            r.benchmark_micros, r.charge_micros, saved = price(r, o.usage, money)
-            r.saved_micros = r.benchmark_micros - r.charge_micros
-        else:
-            r.charge_micros = r.benchmark_micros = r.saved_micros = 0
-
-
-def price(r: BatchRequest, usage: Usage, money) -> tuple[int, int, dict[str, int]]:
-    """(benchmark, charge, saved by mechanism) of one succeeded request, after the org's policy."""
-    p = orjson.loads(r.prices_json)
-    provider = ProviderInfo(0, r.provider, p["kind"], "", None)
-    route = RouteInfo(0, r.model, provider, r.upstream_model, p["in"], p["out"], p["cached"], None, 0)
-    reference = RouteInfo(0, r.model, provider, r.upstream_model, p["ref_in"], p["ref_out"], None, None, 0)
-    benchmark = pricing.policy_micros(money, pricing.list_price_micros(reference, usage))
-    listed = pricing.policy_micros(money, pricing.list_price_micros(route, usage))
-    full = pricing.policy_micros(money, pricing.cost_micros(route, usage))
-    charge = batches.at_pct(full, p["pct"]) if p["pct"] < 100 else full
-    saved = {"batch": full - charge, "prompt_cache": listed - full, "routing": benchmark - listed}
-    return benchmark, charge, {k: v for k, v in saved.items() if v}
+        batches.record_one(r, o, money)
 
 
 # ---- settlement ------------------------------------------------------------------------------
@@ -267,7 +247,7 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
     for r in requests:
         if r.status != "succeeded" or not (r.input_tokens or r.output_tokens):
             continue
-        _, _, saved = price(r, Usage(r.input_tokens, r.output_tokens, r.cached_tokens), money)
+        _, _, saved = batches.price(r, Usage(r.input_tokens, r.output_tokens, r.cached_tokens), money)
         if batch.mechanism != "batch" and "batch" in saved:
             saved[batch.mechanism] = saved.pop("batch")
         rows.append({

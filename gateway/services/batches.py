@@ -41,7 +41,7 @@ from gateway.pipeline import gate
 from gateway.pipeline import route as routing
 from gateway.pipeline.context import RequestContext
 from gateway.providers.batch_api import OPEN, State
-from gateway.services import batch_settle
+from gateway.services import batch_runner, batch_settle
 from gateway.services.batch_common import (  # noqa: F401  (re-exported for the API modules)
     ADAPTERS,
     CONFIG,
@@ -151,6 +151,7 @@ class Planned:
     slug: str
     pct: int
     held: int
+    kind: str  # the provider's kind (its batch API), or "gateway" (the gateway runs it)
 
 
 def batch_pct(route: RouteInfo) -> int:
@@ -174,14 +175,15 @@ def plan_line(principal: Principal, line: Line, endpoint: str, dialect: str) -> 
         raise InvalidRequest(f"{where}: {e.message}", param=e.param) from None
     kind = DIALECT_KIND[dialect]
     route = next((r for r in ctx.plan if r.provider.kind == kind), None)
-    if route is None:
-        raise InvalidRequest(f"{where}: the model `{line.body['model']}` has no route on a provider with a "
-                             f"{dialect} batch API.", param="model")
+    pct = batch_pct(route) if route is not None else 100
+    if route is None:  # no batch API of this dialect on any route: the gateway runs it, at the normal price
+        if not ctx.plan:
+            raise InvalidRequest(f"{where}: the model `{line.body['model']}` has no route.", param="model")
+        route, kind = ctx.plan[0], batch_runner.KIND
     money = MEMO.org_money(principal.org_id)
     output = 0 if endpoint == "embeddings" else gate.output_cap(ctx)
-    pct = batch_pct(route)
     held = at_pct(pricing.worst_case_micros([route], tokens.bound(raw), output, money), pct)
-    return Planned(line, route, ctx.model.reference if ctx.model else None, route.model_slug, pct, held)
+    return Planned(line, route, ctx.model.reference if ctx.model else None, route.model_slug, pct, held, kind)
 
 
 def fingerprint(api: str, endpoint: str, content: bytes, extra: Any = None) -> str:
@@ -235,6 +237,11 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
     _submit_parts(batch.id)
     batch_settle.settle_if_done(batch.id)  # every part refused: failed now, the hold released
     with db.session_scope() as session:
+        local = list(session.scalars(select(BatchPart.id).where(BatchPart.batch_id == batch.id,
+                                                                BatchPart.kind == batch_runner.KIND)))
+    for part_id in local:  # the gateway's own parts start now, at low priority
+        batch_runner.ensure_running(part_id)
+    with db.session_scope() as session:
         return session.get(Batch, batch.id)
 
 
@@ -256,7 +263,7 @@ def _store(principal: Principal, api: str, mechanism: str, endpoint: str, planne
             if part is None:
                 part = parts[p.route.provider.name] = BatchPart(
                     batch_id=batch.id, org_id=batch.org_id, provider=p.route.provider.name,
-                    kind=p.route.provider.kind, status="validating", done=False, poll_seconds=0)
+                    kind=p.kind, status="validating", done=False, poll_seconds=0)
                 session.add(part)
                 session.flush()
             ref = p.reference or p.route
@@ -293,6 +300,9 @@ def _submit_parts(batch_id: int) -> None:
         try:
             if provider is None:
                 raise UpstreamError(f"The provider {part.provider} is no longer configured.")
+            if part.kind == batch_runner.KIND:  # run here, request by request (services/batch_runner.py)
+                results[part.id] = State("gateway", "in_progress")
+                continue
             results[part.id] = ADAPTERS[part.kind].submit(provider, lines, upstream_endpoint)
         except UpstreamError as e:
             results[part.id] = e.message or "The provider refused the batch."
@@ -355,7 +365,7 @@ def cancel(org_id: int | None, public_id: str, api: str | None = None) -> Batch:
     states: dict[int, State] = {}
     for part in parts:
         provider = MEMO.catalog.providers.get(part.provider)
-        if provider is not None and part.upstream_id:
+        if provider is not None and part.upstream_id and part.kind in ADAPTERS:
             try:
                 states[part.id] = ADAPTERS[part.kind].cancel(provider, part.upstream_id)
             except UpstreamError:  # the poller will see what the provider did
