@@ -19,7 +19,7 @@ from gateway.models import Org, Provider, SemanticEntry, User
 from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing.health import HEALTH
-from gateway.services import batch_runner, batch_settle, batches, budgets, tenancy
+from gateway.services import arbitrage, batch_runner, batch_settle, batches, budgets, tenancy
 from gateway.stores import byok as byok_store  # noqa: F401  (listens for byok changes before the first load)
 from gateway.stores import counters, shared
 from gateway.stores import exact_cache as cache_store
@@ -128,10 +128,12 @@ def start_background(app: Flask) -> None:
             bedrock.preload()  # botocore only for a gateway that has a Bedrock provider
     HEALTH.reset()
     WRITER.start()
+    arbitrage.start()
     jobs.start(app)
 
 
 def stop_background(app: Flask) -> None:
     jobs.stop()
+    arbitrage.stop()  # deferred requests go out in their batch before the writer stops
     batch_runner.stop()
     WRITER.stop()

@@ -67,6 +67,11 @@ class Settings:
     # once, and none started while this many synchronous requests are waiting on their upstreams.
     batch_concurrency: int = 4
     batch_yield_in_flight: int = 32
+    # Arbitrage: a chat request whose `x-gateway-deadline` is at least this many seconds is answered 202
+    # and sent in the next provider batch of its org, flushed at this many requests or this age.
+    batch_arbitrage_min_seconds: float = 86400.0
+    batch_arbitrage_max_requests: int = 1000
+    batch_arbitrage_max_age_seconds: float = 60.0
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -105,10 +110,12 @@ class Settings:
             values["port"] = int(env["GATEWAY_PORT"])
         if env.get("GATEWAY_TRUSTED_PROXIES"):
             values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
-        for name in ("batch_poll_min_seconds", "batch_poll_max_seconds"):
+        for name in ("batch_poll_min_seconds", "batch_poll_max_seconds", "batch_arbitrage_min_seconds",
+                     "batch_arbitrage_max_age_seconds"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = max(0.0, float(env[f"GATEWAY_{name.upper()}"]))
-        for name in ("batch_max_lines", "batch_retention_days", "batch_concurrency", "batch_yield_in_flight"):
+        for name in ("batch_max_lines", "batch_retention_days", "batch_concurrency", "batch_yield_in_flight",
+                     "batch_arbitrage_max_requests"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = max(1, _count(f"GATEWAY_{name.upper()}", env[f"GATEWAY_{name.upper()}"]))
         if env.get("GATEWAY_DRAIN_SECONDS"):

@@ -16,6 +16,7 @@ def init_app(app: Flask) -> None:
         account,
         batches,
         byok,
+        deferred,
         health,
         keys,
         message_batches,

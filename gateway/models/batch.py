@@ -106,6 +106,10 @@ class BatchRequest(Base):
     part_id: Mapped[int | None] = mapped_column(ForeignKey("batch_part.id", ondelete="CASCADE"), index=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("org.id"), index=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)  # the ledger row's request id
+    # Who sent it, when not the batch's owner (arbitrage groups requests of the org's keys into one batch).
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    app_id: Mapped[int | None] = mapped_column(Integer)
     custom_id: Mapped[str] = mapped_column(String(512))
     line: Mapped[int] = mapped_column(Integer)
     requested_model: Mapped[str] = mapped_column(String(160))

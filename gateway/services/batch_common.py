@@ -35,6 +35,9 @@ class Config:
     retention_days: int = 29
     concurrency: int = 4
     yield_in_flight: int = 32
+    arbitrage_min_seconds: float = 86400.0
+    arbitrage_max_requests: int = 1000
+    arbitrage_max_age_seconds: float = 60.0
 
 
 CONFIG = Config()
@@ -47,6 +50,9 @@ def configure(settings) -> None:
     CONFIG.retention_days = settings.batch_retention_days
     CONFIG.concurrency = max(1, settings.batch_concurrency)
     CONFIG.yield_in_flight = max(1, settings.batch_yield_in_flight)
+    CONFIG.arbitrage_min_seconds = settings.batch_arbitrage_min_seconds
+    CONFIG.arbitrage_max_requests = max(1, settings.batch_arbitrage_max_requests)
+    CONFIG.arbitrage_max_age_seconds = settings.batch_arbitrage_max_age_seconds
 
 
 def z(data: bytes) -> bytes:

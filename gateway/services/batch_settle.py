@@ -38,7 +38,9 @@ from gateway.wire.canonical import Usage
 
 log = logging.getLogger(__name__)
 
-HOLDS: dict[int, Hold] = {}  # batch id -> its open hold in this process
+# batch id -> its open holds in this process: (hold, None) for the whole batch, or (hold, request id)
+# for each request of an arbitrage batch (each caller's own hold)
+HOLDS: dict[int, list[tuple[Hold, str | None]]] = {}
 UNLIMITED = 1 << 62  # restoring a hold that was granted before the restart: never refused
 
 
@@ -54,7 +56,7 @@ def restore_holds(session: Session) -> None:
     for batch in session.scalars(select(Batch).where(Batch.settled.is_(False))):
         hold = COUNTERS.hold(batch.org_id, batch.held_micros, UNLIMITED, entities(owner(batch)), [], now)
         if isinstance(hold, Hold):
-            HOLDS[batch.id] = hold
+            HOLDS[batch.id] = [(hold, None)]
 
 
 # ---- polling ---------------------------------------------------------------------------------
@@ -166,10 +168,9 @@ def settle_if_done(batch_id: int) -> bool:
     for row in rows:
         if row["request_id"] not in known:
             WRITER.enqueue(row)
-    charged = sum(row["charge_micros"] for row in rows)
-    hold = HOLDS.pop(batch_id, None)
-    if hold is not None:
-        COUNTERS.settle(hold, charged, utcnow())  # released; the charge counted as window spend
+    charged = {row["request_id"]: row["charge_micros"] for row in rows}
+    for hold, request_id in HOLDS.pop(batch_id, []):  # released; the charge counted as window spend
+        COUNTERS.settle(hold, charged.get(request_id, 0) if request_id else sum(charged.values()), utcnow())
     WRITER.flush()  # the rows are in the ledger before the batch says so
     now = utcnow()
     with db.write_lock, db.session_scope() as session:
@@ -251,8 +252,9 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
         if batch.mechanism != "batch" and "batch" in saved:
             saved[batch.mechanism] = saved.pop("batch")
         rows.append({
-            "request_id": r.request_id, "org_id": batch.org_id, "key_id": batch.key_id, "user_id": batch.user_id,
-            "app_id": batch.app_id, "endpoint": endpoint, "requested_model": r.requested_model, "model": r.model,
+            "request_id": r.request_id, "org_id": batch.org_id, "key_id": r.key_id or batch.key_id,
+            "user_id": r.user_id or batch.user_id, "app_id": r.app_id or batch.app_id, "endpoint": endpoint,
+            "requested_model": r.requested_model, "model": r.model,
             "provider": r.provider, "upstream_model": r.upstream_model, "stream": False,
             "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
             "cache_write_tokens": 0, "usage_estimated": False, "benchmark_micros": r.benchmark_micros,

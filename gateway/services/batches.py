@@ -56,6 +56,7 @@ from gateway.services.batch_common import (  # noqa: F401  (re-exported for the 
     unz,
     z,
 )
+from gateway.stores.counters import COUNTERS, Hold
 from gateway.wire import anthropic_messages, openai_chat
 
 # The client's dialect -> the provider kind its lines can be proxied to.
@@ -206,8 +207,10 @@ def _replay(principal: Principal, key: str | None, print_: str) -> Batch | None:
 
 def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: str, lines: list[Line],
            input_file_id: str | None, metadata: dict | None, idempotency_key: str | None,
-           print_: str, mechanism: str = "batch") -> Batch:
-    """Plan, hold, store and submit a batch; returns the stored batch (its parts submitted or failed)."""
+           print_: str, mechanism: str = "batch", owners: dict[str, tuple[Principal, Hold]] | None = None) -> Batch:
+    """Plan, hold, store and submit a batch; returns the stored batch (its parts submitted or failed).
+    `owners` (arbitrage): custom_id -> the caller who sent that request and the hold it already
+    took; those requests keep the caller's request id as theirs."""
     if idempotency_key is not None and (not idempotency_key or len(idempotency_key) > 255):
         raise InvalidRequest("The Idempotency-Key header must be 1 to 255 characters.", param="Idempotency-Key")
     if (found := _replay(principal, idempotency_key, print_)) is not None:
@@ -220,20 +223,23 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
     dialect = "anthropic" if api == "anthropic" else "openai"
     planned = [plan_line(principal, line, endpoint, dialect) for line in lines]
     now = utcnow()
-    held = sum(p.held for p in planned)
-    hold = gate.hold_for(principal, held, now)
+    if owners is None:
+        held = sum(p.held for p in planned)
+        holds: list[tuple[Hold, str | None]] = [(gate.hold_for(principal, held, now), None)]
+    else:
+        holds = [(hold, custom_id) for custom_id, (_, hold) in owners.items()]
+        held = sum(hold.micros for hold, _ in holds)
     try:
         batch = _store(principal, api, mechanism, client_endpoint, planned, input_file_id, metadata,
-                       idempotency_key, print_, held, now)
+                       idempotency_key, print_, held, now, owners)
     except IntegrityError:  # the same Idempotency-Key raced us: the other one's batch wins
-        from gateway.pipeline.gate import COUNTERS
-
-        COUNTERS.settle(hold, 0, now)
+        for hold, _ in holds:
+            COUNTERS.settle(hold, 0, now)
         found = _replay(principal, idempotency_key, print_)
         if found is None:
             raise
         return found
-    batch_settle.HOLDS[batch.id] = hold
+    batch_settle.HOLDS[batch.id] = holds
     _submit_parts(batch.id)
     batch_settle.settle_if_done(batch.id)  # every part refused: failed now, the hold released
     with db.session_scope() as session:
@@ -247,7 +253,7 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
 
 def _store(principal: Principal, api: str, mechanism: str, endpoint: str, planned: list[Planned],
            input_file_id: str | None, metadata: dict | None, idempotency_key: str | None, print_: str,
-           held: int, now: datetime) -> Batch:
+           held: int, now: datetime, owners: dict[str, tuple[Principal, Hold]] | None) -> Batch:
     with db.write_lock, db.session_scope() as session:
         batch = Batch(public_id=new_id("msgbatch_" if api == "anthropic" else "batch_"), org_id=principal.org_id,
                       key_id=principal.key_id, user_id=principal.user_id, app_id=principal.app_id, api=api,
@@ -270,8 +276,12 @@ def _store(principal: Principal, api: str, mechanism: str, endpoint: str, planne
             prices = {"in": p.route.input_micros_per_mtok, "out": p.route.output_micros_per_mtok,
                       "cached": p.route.cached_input_micros_per_mtok, "kind": p.route.provider.kind,
                       "ref_in": ref.input_micros_per_mtok, "ref_out": ref.output_micros_per_mtok, "pct": p.pct}
+            sender = owners[p.line.custom_id][0] if owners else None
             session.add(BatchRequest(
-                batch_id=batch.id, part_id=part.id, org_id=batch.org_id, request_id=new_id("breq_"),
+                batch_id=batch.id, part_id=part.id, org_id=batch.org_id,
+                request_id=p.line.custom_id if sender else new_id("breq_"),
+                key_id=sender.key_id if sender else None, user_id=sender.user_id if sender else None,
+                app_id=sender.app_id if sender else None,
                 custom_id=p.line.custom_id, line=p.line.number, requested_model=p.line.body["model"][:160],
                 model=p.slug, provider=p.route.provider.name, upstream_model=p.route.upstream_model,
                 prices_json=orjson.dumps(prices).decode(), body_z=z(orjson.dumps(p.line.body)),
