@@ -125,3 +125,33 @@ def test_gateway_batch_yields_to_synchronous_traffic(rgw, monkeypatch):
     assert calls == []  # the server is busy with synchronous requests: the batch waits
     busy[0] = False
     assert finish(sdk, b.id).status == "completed" and calls == [1]
+
+
+def test_restart_resumes_the_pending_requests(rgw, monkeypatch):
+    from gateway import boot
+    from gateway.services import batch_settle
+
+    gate = gevent.event.Event()
+    real = dispatch.call_route
+
+    def held(ctx, route, deadline=None):
+        gate.wait(10)
+        return real(ctx, route, deadline)
+
+    monkeypatch.setattr(dispatch, "call_route", held)
+    sdk = rgw.sdk()
+    f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line(f"r{i}", "openrouter-test/fake-gpt")
+                                                              for i in range(3)]))), purpose="batch")
+    b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    gevent.sleep(0.1)
+    boot.stop_background(rgw.app)  # the runner is stopped mid-batch, its lease given up
+    batch_settle.HOLDS.clear()
+    COUNTERS.reset()
+    boot.start_background(rgw.app)
+    assert COUNTERS.holds.get(rgw.org().id, 0) > 0
+    gate.set()
+    done = finish(sdk, b.id)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    rows = rgw.rows(endpoint="batches")
+    assert len(rows) == 3 and len({r.request_id for r in rows}) == 3
+    assert COUNTERS.holds.get(rgw.org().id, 0) == 0

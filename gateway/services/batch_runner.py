@@ -58,10 +58,17 @@ def ensure_running(part_id: int) -> None:
 
 
 def stop() -> None:
-    """Stop every runner (the server is stopping): their leases run out and the parts resume elsewhere."""
+    """Stop every runner (the server is stopping) and give up their leases: the parts resume with
+    their pending requests at the next start, or on another worker."""
+    stopped = [part_id for part_id, glet in RUNNING.items() if not glet.dead]
     for glet in list(RUNNING.values()):
         glet.kill(block=True, timeout=5)
     RUNNING.clear()
+    if stopped:
+        with db.write_lock, db.session_scope() as session:
+            for part in session.scalars(select(BatchPart).where(BatchPart.id.in_(stopped),
+                                                                BatchPart.done.is_(False))):
+                part.next_poll_at = utcnow()
 
 
 def wait(part_id: int, timeout: float | None = None) -> None:

@@ -246,7 +246,7 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
     endpoint = "messages.batches" if batch.api == "anthropic" else "batches"
     latency = int(((batch.completed_at or utcnow()) - batch.created_at).total_seconds() * 1000)
     for r in requests:
-        if r.status != "succeeded" or not (r.input_tokens or r.output_tokens):
+        if r.status != "succeeded":
             continue
         _, _, saved = batches.price(r, Usage(r.input_tokens, r.output_tokens, r.cached_tokens), money)
         if batch.mechanism != "batch" and "batch" in saved:

@@ -388,8 +388,9 @@ def cancel(org_id: int | None, public_id: str, api: str | None = None) -> Batch:
         for part in session.scalars(select(BatchPart).where(BatchPart.batch_id == batch.id)):
             if part.id in states:
                 part.status = states[part.id].status
-            part.poll_seconds = int(CONFIG.poll_min_seconds)
-            part.next_poll_at = now
+            if part.kind != batch_runner.KIND:  # a runner's lease is its own: it sees the cancel itself
+                part.poll_seconds = int(CONFIG.poll_min_seconds)
+                part.next_poll_at = now
     with db.session_scope() as session:
         return session.get(Batch, batch.id)
 
