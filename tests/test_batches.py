@@ -285,3 +285,31 @@ def test_restart_mid_batch_completes_and_charges_once(bgw, fake_openai_batches):
         ids = list(s.scalars(select(LedgerEntry.request_id).where(LedgerEntry.endpoint == "batches")))
         assert sorted(ids) == sorted(s.scalars(select(BatchRequest.request_id).where(
             BatchRequest.status == "succeeded")))
+
+
+def test_hard_budget_refuses_the_batch(bgw):
+    from gateway.services import budgets, tenancy
+
+    with db.write_lock, db.session_scope() as s:
+        org = tenancy.org_by_name(s, "default")
+        budgets.set_budget(s, budgets.target(s, org), 1, "day")
+    bgw.flush()
+    with pytest.raises(openai.RateLimitError) as err:
+        submit(bgw.sdk(), [line("a")])
+    assert err.value.code == "budget_exceeded"
+    assert held(bgw.org().id) == 0
+
+
+def test_concurrent_retries_with_one_key_make_one_batch(bgw, fake_openai_batches):
+    import gevent
+
+    sdk = bgw.sdk()
+    f = sdk.files.create(file=("input.jsonl", io.BytesIO(jsonl([line("a")]))), purpose="batch")
+    calls = [gevent.spawn(sdk.batches.create, input_file_id=f.id, endpoint="/v1/chat/completions",
+                          completion_window="24h", extra_headers={"Idempotency-Key": "same"}) for _ in range(5)]
+    gevent.joinall(calls, raise_error=True)
+    assert len({c.value.id for c in calls}) == 1
+    assert len(fake_openai_batches.batches) == 1
+    with db.session_scope() as s:
+        (b,) = s.scalars(select(Batch)).all()
+    assert held(bgw.org().id) == b.held_micros  # the retries' holds were given back
