@@ -388,7 +388,7 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
 # Slugs `batch-test/<behaviour>` on provider `fakebatch` (kind openai), alias `batchy`; present only for
 # tests that use the `fake_openai_batches` fixture.
 BATCH_UPSTREAM_KEY = "sk-upstream-batch"
-BATCH_BEHAVIOURS = ["gpt-batch", "error-400", "batch-expire"]
+BATCH_BEHAVIOURS = ["gpt-batch", "error-400", "batch-expire", "batch-invalid"]
 
 
 def add_openai_batches(config: dict, url: str) -> None:

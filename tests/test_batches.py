@@ -313,3 +313,30 @@ def test_concurrent_retries_with_one_key_make_one_batch(bgw, fake_openai_batches
     with db.session_scope() as s:
         (b,) = s.scalars(select(Batch)).all()
     assert held(bgw.org().id) == b.held_micros  # the retries' holds were given back
+
+
+def test_provider_validation_failure_is_a_failed_batch(bgw):
+    sdk = bgw.sdk()
+    b = submit(sdk, [line("a"), line("b", "batch-test/batch-invalid")])
+    done = poll_until(sdk, b.id)
+    assert done.status == "failed" and "not available for batch" in done.errors.data[0].message
+    validate(raw(bgw, f"/batches/{b.id}"), "Batch")
+    assert bgw.rows(endpoint="batches") == [] and held(bgw.org().id) == 0
+
+
+def test_polling_backs_off_to_the_cap(gateway_factory, fake_openai_batches):
+    from gateway.models import BatchPart
+
+    gw = gateway_factory(batch_poll_min_seconds=1, batch_poll_max_seconds=4)
+    fake_openai_batches.hold = True  # the provider keeps it in progress
+    b = submit(gw.sdk(), [line("a")])
+    seen = []
+    for _ in range(4):
+        with db.write_lock, db.session_scope() as s:
+            part = s.scalar(select(BatchPart))
+            part.next_poll_at = None  # due now
+        jobs.poll_batches()
+        with db.session_scope() as s:
+            seen.append(s.scalar(select(BatchPart.poll_seconds)))
+    assert seen == [2, 4, 4, 4]
+    assert gw.sdk().batches.retrieve(b.id).status == "validating"

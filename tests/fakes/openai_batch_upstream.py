@@ -17,6 +17,7 @@ Line behaviour, from the line's ``body.model`` (as FakeOpenAI's chat fake: ``Hel
 usage counted the same way):
   error-<status>  the request fails: error file line with ``response.status_code`` <status>
   batch-expire    the batch ends ``expired``: these lines are in the error file (``batch_expired``)
+  batch-invalid   validation fails: the batch goes ``failed`` with ``errors.data`` naming the line
 Batch behaviour, from the fake's attributes:
   hold = True         retrievals do not move batches on (a batch stays in_progress)
   fail_create = N     POST /v1/batches answers status N with an OpenAI error
@@ -136,6 +137,14 @@ class FakeOpenAIBatches:
         obj, now = b["object"], int(time.time())
         status = obj["status"]
         if status == "validating":
+            bad = [i for i, line in enumerate(b["lines"], start=1)
+                   if "batch-invalid" in str(line.get("body", {}).get("model"))]
+            if bad:
+                obj["status"], obj["failed_at"] = "failed", now
+                obj["errors"] = {"object": "list", "data": [{"code": "invalid_request", "line": bad[0],
+                                                             "param": "body.model",
+                                                             "message": "This model is not available for batch."}]}
+                return
             obj["status"], obj["in_progress_at"] = "in_progress", now
         elif status == "in_progress":
             obj["status"], obj["finalizing_at"] = "finalizing", now
