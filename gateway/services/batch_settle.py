@@ -33,7 +33,7 @@ from gateway.routing.routes import ProviderInfo
 from gateway.services import batch_common as batches
 from gateway.services import batch_runner
 from gateway.services.batch_common import CONFIG, unz, z
-from gateway.stores.counters import COUNTERS, Hold
+from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
 from gateway.wire.canonical import Usage
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,12 @@ def owner(batch: Batch) -> Principal:
 
 
 def restore_holds(session: Session) -> None:
-    """At start: the open batches' holds, back in memory (counters start empty after a restart)."""
+    """At start: the open batches' holds, back in memory (counters start empty after a restart).
+    Only for this process's own counters: Redis keeps its holds across a worker's restart (for at
+    most its HOLD_TTL_SECONDS, which a long batch outlives: see the README's Batch section)."""
     HOLDS.clear()
+    if not isinstance(COUNTERS.backend, MemoryCounters):
+        return
     now = utcnow()
     for batch in session.scalars(select(Batch).where(Batch.settled.is_(False))):
         hold = COUNTERS.hold(batch.org_id, batch.held_micros, UNLIMITED, entities(owner(batch)), [], now)
@@ -165,13 +169,14 @@ def settle_if_done(batch_id: int) -> bool:
     with db.session_scope() as session:
         known = set(session.scalars(select(LedgerEntry.request_id).where(
             LedgerEntry.request_id.in_([row["request_id"] for row in rows])))) if rows else set()
-    for row in rows:
-        if row["request_id"] not in known:
-            WRITER.enqueue(row)
+    fresh = [row for row in rows if row["request_id"] not in known]
+    for row in fresh:
+        WRITER.enqueue(row)
     charged = {row["request_id"]: row["charge_micros"] for row in rows}
     for hold, request_id in HOLDS.pop(batch_id, []):  # released; the charge counted as window spend
         COUNTERS.settle(hold, charged.get(request_id, 0) if request_id else sum(charged.values()), utcnow())
-    WRITER.flush()  # the rows are in the ledger before the batch says so
+    if fresh:
+        WRITER.flush()  # the rows are in the ledger before the batch says so
     now = utcnow()
     with db.write_lock, db.session_scope() as session:
         batch = session.get(Batch, batch_id)
