@@ -340,3 +340,22 @@ def test_polling_backs_off_to_the_cap(gateway_factory, fake_openai_batches):
             seen.append(s.scalar(select(BatchPart.poll_seconds)))
     assert seen == [2, 4, 4, 4]
     assert gw.sdk().batches.retrieve(b.id).status == "validating"
+
+
+def test_files_list_and_delete_within_the_org(bgw):
+    sdk = bgw.sdk()
+    ids = [sdk.files.create(file=(f"in{i}.jsonl", io.BytesIO(jsonl([line("a")]))), purpose="batch").id
+           for i in range(3)]
+    listing = raw(bgw, "/files?purpose=batch&limit=2")
+    validate(listing, "ListFilesResponse")
+    assert [f["id"] for f in listing["data"]] == ids[::-1][:2] and listing["has_more"] is True
+    assert [f.id for f in sdk.files.list(order="asc")] == ids
+    bgw.new_org("other")
+    other = bgw.sdk(bgw.new_key("other"))
+    assert list(other.files.list()) == []
+    with pytest.raises(openai.NotFoundError):
+        other.files.delete(ids[0])
+    deleted = sdk.files.delete(ids[0])
+    assert deleted.deleted is True and deleted.id == ids[0]
+    with pytest.raises(openai.NotFoundError):
+        sdk.files.retrieve(ids[0])

@@ -1,6 +1,6 @@
-"""OpenAI's Files and Batches API on /v1: `POST /v1/files` (purpose `batch`, JSONL), `GET /v1/files/{id}`,
-`GET /v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}`, `GET /v1/batches`,
-`POST /v1/batches/{id}/cancel`. Thin over services/batches.py; ids are the gateway's own, every
+"""OpenAI's Files and Batches API on /v1: `POST /v1/files` (purpose `batch`, JSONL), `GET /v1/files`,
+`GET /v1/files/{id}`, `GET /v1/files/{id}/content`, `DELETE /v1/files/{id}`, `POST /v1/batches`,
+`GET /v1/batches/{id}`, `GET /v1/batches`, `POST /v1/batches/{id}/cancel`. Thin over services/batches.py; ids are the gateway's own, every
 read is within the key's org (another org's batch or file is a 404), errors are OpenAI-shaped."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from flask import Response, request
+from sqlalchemy import select
 
 from gateway import db
 from gateway.api.account import page_limit
@@ -74,6 +75,40 @@ def files_create():
         raise InvalidRequest("Missing required parameter: 'file'.", param="file")
     f = batches.upload(p, purpose, upload.filename or "input.jsonl", upload.read())
     return as_json(file_json(f))
+
+
+@bp.get("/files")
+@accepts("purpose", "limit", "order", "after")
+@openai_errors
+def files_list():
+    p = principal()
+    limit = page_limit(default=100) if request.args.get("limit") else 100
+    order = request.args.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
+    with db.session_scope() as session:
+        q = select(BatchFile).where(BatchFile.org_id == p.org_id)
+        if purpose := request.args.get("purpose"):
+            q = q.where(BatchFile.purpose == purpose)
+        if after := request.args.get("after"):
+            anchor = batches.get_file(session, p.org_id, after[:64])
+            q = q.where(BatchFile.id < anchor.id if order == "desc" else BatchFile.id > anchor.id)
+        q = q.order_by(BatchFile.id.desc() if order == "desc" else BatchFile.id.asc()).limit(limit + 1)
+        rows = list(session.scalars(q))
+        data = [file_json(f) for f in rows[:limit]]
+    return as_json({"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
+                    "last_id": data[-1]["id"] if data else "", "has_more": len(rows) > limit})
+
+
+@bp.delete("/files/<file_id>")
+@accepts()
+@openai_errors
+def files_delete(file_id: str):
+    p = principal()
+    with db.write_lock, db.session_scope() as session:
+        f = batches.get_file(session, p.org_id, file_id[:64])
+        session.delete(f)
+    return as_json({"id": f.public_id, "object": "file", "deleted": True})
 
 
 @bp.get("/files/<file_id>")
