@@ -1,7 +1,8 @@
 """OpenAI's Files and Batches API on /v1: `POST /v1/files` (purpose `batch`, JSONL), `GET /v1/files`,
 `GET /v1/files/{id}`, `GET /v1/files/{id}/content`, `DELETE /v1/files/{id}`, `POST /v1/batches`,
-`GET /v1/batches/{id}`, `GET /v1/batches`, `POST /v1/batches/{id}/cancel`. Thin over services/batches.py; ids are the gateway's own, every
-read is within the key's org (another org's batch or file is a 404), errors are OpenAI-shaped."""
+`GET /v1/batches/{id}`, `GET /v1/batches`, `POST /v1/batches/{id}/cancel`. Thin over
+services/batches.py; ids are the gateway's own, every read is within the key's org (another org's
+batch or file is a 404), errors are OpenAI-shaped."""
 
 from __future__ import annotations
 
