@@ -155,3 +155,21 @@ def test_restart_resumes_the_pending_requests(rgw, monkeypatch):
     rows = rgw.rows(endpoint="batches")
     assert len(rows) == 3 and len({r.request_id for r in rows}) == 3
     assert COUNTERS.holds.get(rgw.org().id, 0) == 0
+
+
+def test_embeddings_batch_run_by_the_gateway(rgw):
+    sdk = rgw.sdk()
+    lines = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "openrouter-test/embed", "input": f"text number {i}"}} for i in range(3)]
+    f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
+    b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+    done = finish(sdk, b.id)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    out = [orjson.loads(x) for x in sdk.files.content(done.output_file_id).content.splitlines()]
+    assert all(o["response"]["body"]["object"] == "list" for o in out)
+    rows = rgw.rows(endpoint="batches")
+    assert len(rows) == 3 and all(r.input_tokens > 0 and r.output_tokens == 0 for r in rows)
+    with pytest.raises(Exception) as err:  # a chat file cannot go to the embeddings endpoint
+        g = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line("x")]))), purpose="batch")
+        sdk.batches.create(input_file_id=g.id, endpoint="/v1/embeddings", completion_window="24h")
+    assert "does not match the batch's endpoint" in str(err.value)
