@@ -51,7 +51,7 @@ def _call(provider: ProviderInfo, method: str, path: str, data: bytes | None = N
 
 
 def state_of(obj: Any) -> State:
-    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not 0 < len(obj["id"]) <= 128:
         raise InvalidUpstreamResponse()
     processing = obj.get("processing_status")
     if processing == "in_progress":

@@ -54,7 +54,7 @@ def _call(provider: ProviderInfo, method: str, path: str, data: bytes | None = N
 
 def _object(resp: http.Response) -> dict[str, Any]:
     obj = resp.json()
-    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not 0 < len(obj["id"]) <= 128:
         raise InvalidUpstreamResponse()
     return obj
 

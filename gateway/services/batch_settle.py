@@ -119,8 +119,12 @@ def poll_part(part_id: int) -> None:
         batch = session.get(Batch, part.batch_id)
         if state is not None:
             part.status = state.status
-            part.output_upstream_file_id = state.output if isinstance(state.output, str) else None
-            part.error_upstream_file_id = state.errors
+            # kept for the console (a results URL too long for the column is left out: the results
+            # are fetched from the state of the same poll)
+            part.output_upstream_file_id = state.output if isinstance(state.output, str) and len(
+                state.output) <= 128 else None
+            part.error_upstream_file_id = state.errors if isinstance(state.errors, str) and len(
+                state.errors) <= 128 else None
         if failure is not None or (state is not None and state.status == "failed"):
             part.done = True
             part.error = failure or state.message or "The provider failed the batch."
