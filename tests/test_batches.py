@@ -359,3 +359,15 @@ def test_files_list_and_delete_within_the_org(bgw):
     assert deleted.deleted is True and deleted.id == ids[0]
     with pytest.raises(openai.NotFoundError):
         sdk.files.retrieve(ids[0])
+
+
+def test_provider_down_while_polling_is_retried_later(bgw, fake_openai_batches):
+    sdk = bgw.sdk()
+    b = submit(sdk, [line("a")])
+    fake_openai_batches.fail_poll = 503
+    for _ in range(3):
+        jobs.poll_batches()  # nothing changes, nothing fails: asked again on the next tick
+    assert sdk.batches.retrieve(b.id).status == "validating"
+    fake_openai_batches.fail_poll = None
+    assert poll_until(sdk, b.id).status == "completed"
+    assert len(bgw.rows(endpoint="batches")) == 1

@@ -22,6 +22,7 @@ Batch behaviour, from the fake's attributes:
   hold = True         retrievals do not move batches on (a batch stays in_progress)
   fail_create = N     POST /v1/batches answers status N with an OpenAI error
   malformed = True    output files are not JSONL
+  fail_poll = N       GET /v1/batches/{id} answers status N (a provider down for a while)
 On cancel, a batch that was in progress has its first line done and the rest ``batch_cancelled``.
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ class FakeOpenAIBatches:
         self.hold = False
         self.fail_create: int | None = None
         self.malformed = False
+        self.fail_poll: int | None = None
 
     # ---------------------------------------------------------------- WSGI
     def wsgi(self, environ, start_response):
@@ -120,6 +122,8 @@ class FakeOpenAIBatches:
                     b["done"] = 1 if obj["status"] != "validating" else 0
                     obj["status"], obj["cancelling_at"] = "cancelling", int(time.time())
                 return respond(200, orjson.dumps(obj))
+            if self.fail_poll:
+                return respond(self.fail_poll, _error_body("The server is overloaded.", "server_error"))
             if not self.hold:
                 self._step(b)
             return respond(200, orjson.dumps(b["object"]))
