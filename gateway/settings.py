@@ -72,6 +72,9 @@ class Settings:
     batch_arbitrage_min_seconds: float = 86400.0
     batch_arbitrage_max_requests: int = 1000
     batch_arbitrage_max_age_seconds: float = 60.0
+    # `gateway serve` looks for a local Ollama here at start and offers it in the console (never
+    # adds it by itself); GATEWAY_OLLAMA_PROBE_URL, empty to skip the look.
+    ollama_probe_url: str = "http://127.0.0.1:11434"
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -99,6 +102,8 @@ class Settings:
         for name in ("openrouter_referer", "openrouter_title"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = env[f"GATEWAY_{name.upper()}"]
+        if "GATEWAY_OLLAMA_PROBE_URL" in env:
+            values["ollama_probe_url"] = env["GATEWAY_OLLAMA_PROBE_URL"].strip()
         values["metrics_token"] = env.get("GATEWAY_METRICS_TOKEN") or None
         values["metrics_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
         workers = env.get("GATEWAY_WORKERS") or env.get("WEB_CONCURRENCY")

@@ -20,8 +20,10 @@ def init_app(app: Flask) -> None:
         batches,  # noqa: F401  (batches: list, drill-down, cancel)
         catalog,
         dlp,  # noqa: F401  (data protection)
+        features,  # noqa: F401  (which savings layers orgs may switch themselves)
         logs,
         money,  # noqa: F401  (reconciliation and BYOK keys)
+        ollama,  # noqa: F401  (a local Ollama and its models)
         plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
         routing,

@@ -14,6 +14,7 @@ from gateway.models.policy import (
     AgentConfig,
     Budget,
     BudgetAlert,
+    FeatureOptIn,
     GatewaySetting,
     Plan,
     SavingsOverride,
@@ -23,7 +24,7 @@ from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, 
 
 __all__ = [
     "Batch", "BatchFile", "BatchPart", "BatchRequest",
-    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry",
+    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "FeatureOptIn", "CreditTransaction", "Plan", "CacheEntry",
     "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
     "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyRollup", "ReconciliationLine",
     "DlpCustomRule", "DlpEvent", "DlpRollup", "DlpSetting",
