@@ -371,3 +371,20 @@ def test_provider_down_while_polling_is_retried_later(bgw, fake_openai_batches):
     fake_openai_batches.fail_poll = None
     assert poll_until(sdk, b.id).status == "completed"
     assert len(bgw.rows(endpoint="batches")) == 1
+
+
+def test_files_and_results_are_stored_compressed(bgw):
+    import zlib
+
+    from gateway.models import BatchFile
+
+    sdk = bgw.sdk()
+    b = submit(sdk, [line(f"r{i}", text="the same words again " * 20) for i in range(20)])
+    poll_until(sdk, b.id)
+    with db.session_scope() as s:
+        files = list(s.scalars(select(BatchFile)))
+        results = [r.result_z for r in s.scalars(select(BatchRequest))]
+    assert {f.purpose for f in files} == {"batch", "batch_output"}
+    for f in files:
+        assert len(f.content_z) < f.bytes and zlib.decompress(f.content_z)[:1] == b"{"
+    assert all(orjson.loads(zlib.decompress(r))["status_code"] == 200 for r in results)
