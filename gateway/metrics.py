@@ -18,6 +18,7 @@ Failure mode: a metrics error is logged and dropped; it never touches a ledger r
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -51,13 +52,14 @@ def observe(rows: Iterable[dict[str, Any]]) -> None:
     first, so a batch costs one increment per distinct label set, not one per row."""
     try:
         counts: dict[tuple, float] = defaultdict(float)
+        seconds: dict[tuple, list[float]] = defaultdict(list)
         for row in rows:
             model, provider, endpoint = row.get("model") or "", row.get("provider") or "", row["endpoint"]
             counts[(REQUESTS, endpoint, model, provider, str(row["status"]), row.get("cache") or "miss")] += 1
             timing = (endpoint, model, provider)
-            _child(LATENCY, timing).observe((row.get("latency_ms") or 0) / 1000)
+            seconds[(LATENCY, timing)].append((row.get("latency_ms") or 0) / 1000)
             if row.get("ttfb_ms") is not None:
-                _child(TTFB, timing).observe(row["ttfb_ms"] / 1000)
+                seconds[(TTFB, timing)].append(row["ttfb_ms"] / 1000)
             for direction, field in (("input", "input_tokens"), ("output", "output_tokens"),
                                      ("cached", "cached_tokens")):
                 if row.get(field):
@@ -72,8 +74,23 @@ def observe(rows: Iterable[dict[str, Any]]) -> None:
                 counts[(RETRIES, provider)] += row["attempts"] - 1
         for (metric, *labels), amount in counts.items():
             _child(metric, tuple(labels)).inc(amount)
+        for (metric, labels), values in seconds.items():
+            _observe_all(_child(metric, labels), values)
     except Exception:
         log.warning("metrics not counted for a ledger batch", exc_info=True)
+
+
+def _observe_all(hist, values: list[float]) -> None:
+    """`hist.observe(v)` for every value, as one increment per bucket and one of the sum (the same
+    counts prometheus_client's observe keeps: a value lands in the first bucket it fits)."""
+    bounds = hist._upper_bounds
+    per_bucket = [0] * len(bounds)
+    for v in values:
+        per_bucket[bisect_left(bounds, v)] += 1
+    for i, n in enumerate(per_bucket):
+        if n:
+            hist._buckets[i].inc(n)
+    hist._sum.inc(sum(values))
 
 
 _CHILDREN: dict[tuple, Any] = {}
