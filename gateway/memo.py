@@ -384,6 +384,7 @@ class Memo:
                 r.id, slugs[r.model_id], provider, r.upstream_model, r.input_micros_per_mtok,
                 r.output_micros_per_mtok, r.cached_input_micros_per_mtok, r.context_window, r.position,
                 r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
+                r.batch_price_pct,
             ))
         self._forget_changed_providers(providers, routes)
         SCRUB.update(p.api_key for p in providers.values())  # before any request can use a new key

@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         agents,
         audit,
         auth,
+        batches,  # noqa: F401  (batches: list, drill-down, cancel)
         catalog,
         dlp,  # noqa: F401  (data protection)
         features,  # noqa: F401  (which savings layers orgs may switch themselves)
