@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import func, or_, select
+from sqlalchemy import event, func, or_, select
 from sqlalchemy.orm import Session
 
 from gateway import crypto
@@ -28,6 +28,7 @@ from gateway.models import (
     DlpCustomRule,
     DlpSetting,
     Fallback,
+    FeatureOptIn,
     GatewaySetting,
     Model,
     Org,
@@ -41,6 +42,7 @@ from gateway.providers import egress
 from gateway.routing.routes import ProviderInfo, RouteInfo  # noqa: F401  (re-exported: the catalog's values)
 from gateway.scrub import SCRUB
 from gateway.settings import environ_value
+from gateway.stores import shared, shared_bus
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,7 @@ class Policy:
     agents: dict[tuple[int | None, str], AgentInfo] = field(default_factory=dict)
     access: dict[tuple[int, int | None, int | None], PolicyInfo] = field(default_factory=dict)
     savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    opt_ins: dict[int, dict[str, bool]] = field(default_factory=dict)  # org -> layer -> its own choice
 
     def access_rules(self, principal: Principal) -> list[tuple[str, PolicyInfo]]:
         """The org's, the app's and the key's rules that apply to a caller (all must allow)."""
@@ -199,6 +202,8 @@ class Memo:
 
     def budgets_for(self, principal: Principal) -> list[BudgetInfo]:
         """The budgets that apply to a caller: its org's, user's, app's and key's."""
+        if not self.budgets:
+            return []
         found = []
         for entity in entities(principal):
             if (b := self.budgets.get(entity)) is not None:
@@ -325,6 +330,9 @@ class Memo:
         savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = {}
         for o in session.scalars(select(SavingsOverride)).all():
             savings.setdefault((o.org_id, o.app_id), {})[o.layer] = dict(o.settings or {})
+        opt_ins: dict[int, dict[str, bool]] = {}
+        for f in session.scalars(select(FeatureOptIn)).all():
+            opt_ins.setdefault(f.org_id, {})[f.layer] = bool(f.enabled)
         self.policy = Policy(
             settings={s.key: s.value for s in session.scalars(select(GatewaySetting)).all()},
             agents={(a.org_id, a.name): AgentInfo(a.name, a.normal, a.heavy, a.max)
@@ -335,6 +343,7 @@ class Memo:
                 p.max_input_micros_per_mtok, p.max_output_micros_per_mtok)
                 for p in session.scalars(select(AccessPolicy)).all()},
             savings=savings,
+            opt_ins=opt_ins,
         )
 
     def _load_orgs(self, session: Session) -> None:
@@ -375,6 +384,7 @@ class Memo:
                 r.id, slugs[r.model_id], provider, r.upstream_model, r.input_micros_per_mtok,
                 r.output_micros_per_mtok, r.cached_input_micros_per_mtok, r.context_window, r.position,
                 r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
+                r.batch_price_pct,
             ))
         self._forget_changed_providers(providers, routes)
         SCRUB.update(p.api_key for p in providers.values())  # before any request can use a new key
@@ -403,7 +413,12 @@ class Memo:
 
     def _provider_info(self, p: Provider) -> ProviderInfo:
         api_key = None
-        if p.api_key_enc:
+        if p.console_key_enc:  # saved in the console: wins over the config and the environment
+            try:
+                api_key = crypto.decrypt(self._cipher_key or b"", p.console_key_enc, aad=b"console:" + p.name.encode())
+            except Exception:
+                log.error("provider %s: console key cannot be decrypted with this secret key", p.name)
+        elif p.api_key_enc:
             try:
                 api_key = crypto.decrypt(self._cipher_key or b"", p.api_key_enc, aad=p.name.encode())
             except Exception:  # wrong GATEWAY_SECRET_KEY: the route fails upstream, the process stays up
@@ -426,10 +441,19 @@ def entities(principal: Principal) -> tuple[tuple[str, int], ...]:
 
 
 def announce(session: Session, *topics: str) -> None:
-    """Record that `topics` changed, so every server process reloads them (call inside the write)."""
+    """Record that `topics` changed, so every server process reloads them (call inside the write).
+    Scaled out, the commit also nudges every worker over Redis to poll at once (stores/shared_bus.py)."""
     for topic in topics:
         assert topic in TOPICS, topic
         session.add(ChangeEvent(topic=topic))
+    if shared.enabled() and not session.info.get("announce_nudge"):
+        session.info["announce_nudge"] = True
+        event.listen(session, "after_commit", _nudge, once=True)
+
+
+def _nudge(session: Session) -> None:
+    session.info.pop("announce_nudge", None)
+    shared_bus.publish("changes", b"")
 
 
 def snapshot(memo: Memo) -> dict[str, Any]:

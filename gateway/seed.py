@@ -51,7 +51,7 @@ ROUTE = {
     "provider": F(str, True), "upstream_model": F(str, True),
     "input_per_mtok": F("number", True), "output_per_mtok": F("number", True),
     "cached_input_per_mtok": F("number"), "context_window": F(int),
-    "weight": F("count"), "capabilities": F([str]), "reference": F(bool),
+    "weight": F("count"), "capabilities": F([str]), "reference": F(bool), "batch_price_pct": F("count"),
 }
 ALIAS = OneOf(str, {"strategy": F(str, True), "models": F([str], True)})
 ROUTING = {
@@ -59,7 +59,8 @@ ROUTING = {
     "deadline_seconds": F("number"), "breaker_failures": F(int), "breaker_cooldown_seconds": F("number"),
     "translate": F([str]),
 }
-AGENT = {"name": F(str, True), "normal": F(str, True), "heavy": F(str), "max": F(str)}
+AGENT = {"name": F(str, True), "normal": F(str, True), "heavy": F(str), "max": F(str), "agent_id": F(str),
+         "role": F(str)}
 # One block per savings layer; every layer takes `enabled`, the rest are its own knobs.
 SAVINGS_LAYERS: dict[str, dict[str, F]] = {
     "exact_cache": {"ttl_seconds": F(int), "max_entries": F(int), "charge": F(str), "shared_scope": F(str)},
@@ -262,6 +263,7 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
                 context_window=r.get("context_window") or spec.get("context_window"), position=position,
                 weight=r.get("weight", 1),
                 capabilities=",".join(r["capabilities"]) if "capabilities" in r else None,
+                batch_price_pct=r.get("batch_price_pct"),
             ))
     for name, target in config.get("aliases", {}).items():
         alias = session.scalar(select(Alias).where(Alias.name == name, Alias.org_id.is_(None))) or Alias(
@@ -281,6 +283,7 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
                                                          AgentConfig.org_id.is_(None))) or AgentConfig(
             name=spec["name"], org_id=None)
         agent.normal, agent.heavy, agent.max = spec["normal"], spec.get("heavy"), spec.get("max")
+        agent.agent_id, agent.role = spec.get("agent_id"), spec.get("role")
         session.add(agent)
     if config.get("plans"):
         from gateway.services import plans

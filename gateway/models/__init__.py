@@ -1,6 +1,7 @@
-"""Typed ORM by aggregate: tenancy, catalog, ledger, logs, dlp."""
+"""Typed ORM by aggregate: tenancy, catalog, ledger, logs, dlp, batch."""
 
 from gateway.models.base import Base, utcnow
+from gateway.models.batch import Batch, BatchFile, BatchPart, BatchRequest
 from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
 from gateway.models.dlp import DlpCustomRule, DlpEvent, DlpRollup, DlpSetting
@@ -13,6 +14,7 @@ from gateway.models.policy import (
     AgentConfig,
     Budget,
     BudgetAlert,
+    FeatureOptIn,
     GatewaySetting,
     Plan,
     SavingsOverride,
@@ -21,7 +23,8 @@ from gateway.models.responses import StoredResponse
 from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, Org, User
 
 __all__ = [
-    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry",
+    "Batch", "BatchFile", "BatchPart", "BatchRequest",
+    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "FeatureOptIn", "CreditTransaction", "Plan", "CacheEntry",
     "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
     "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyRollup", "ReconciliationLine",
     "DlpCustomRule", "DlpEvent", "DlpRollup", "DlpSetting",

@@ -18,6 +18,11 @@ class Provider(Base):
     base_url: Mapped[str] = mapped_column(String(512))
     api_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # AES-256-GCM; see crypto.py
     api_key_env: Mapped[str | None] = mapped_column(String(128))
+    # A key saved in the console: it wins over api_key_enc / api_key_env (what the config and the
+    # environment supply, re-applied at every start) until it is reset. AES-256-GCM, associated data
+    # b"console:" + name; console_key_hint holds its last 4 characters, all the console ever shows.
+    console_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    console_key_hint: Mapped[str | None] = mapped_column(String(8))
     # The admin key of the provider's usage and cost report API (reconciliation), stored as api_key.
     admin_api_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     admin_api_key_env: Mapped[str | None] = mapped_column(String(128))
@@ -54,6 +59,8 @@ class Route(Base):
     weight: Mapped[int] = mapped_column(Integer, default=1)  # for the weighted strategy
     # Comma-separated: tools, vision, streaming, json_mode. None: not declared, assume all.
     capabilities: Mapped[str | None] = mapped_column(String(128))
+    # The provider's batch price as a percent of list (None: 50 where the provider has a batch API).
+    batch_price_pct: Mapped[int | None] = mapped_column(Integer)
 
 
 class Alias(Base):

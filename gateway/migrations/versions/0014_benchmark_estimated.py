@@ -2,14 +2,14 @@
 scaled to the provider's count, the provider's automatic caching from prefixes seen)
 
 Revision ID: 0014
-Revises: 0008
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0014'
-down_revision = '0008'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
