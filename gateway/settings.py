@@ -58,6 +58,9 @@ class Settings:
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
+    # OpenTelemetry traces over OTLP/HTTP to this base URL (`/v1/traces` is added); unset: tracing off
+    otel_endpoint: str | None = None
+    otel_service_name: str = "gateway"
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -86,6 +89,8 @@ class Settings:
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = env[f"GATEWAY_{name.upper()}"]
         values["metrics_token"] = env.get("GATEWAY_METRICS_TOKEN") or None
+        values["otel_endpoint"] = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+        values["otel_service_name"] = env.get("OTEL_SERVICE_NAME") or "gateway"
         values["metrics_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
         workers = env.get("GATEWAY_WORKERS") or env.get("WEB_CONCURRENCY")
         if workers and workers.isdigit() and int(workers) > 0:

@@ -17,7 +17,7 @@ from types import ModuleType
 
 from greenlet import GreenletExit
 
-from gateway import wire
+from gateway import tracing, wire
 from gateway.errors import GatewayError, InternalError, ShuttingDown
 from gateway.pipeline import auth, decode, dlp, drain, gate, idempotency, meter, responses, route, subrequest
 from gateway.pipeline import dispatch as dispatching
@@ -45,11 +45,14 @@ def run(ctx: RequestContext) -> Reply:
     """Run the stages and the provider call. Errors come back as GatewayError, already recorded."""
     ran: list[Stage] = []
     reply: Reply | None = None
+    if tracing.TRACER is not None:
+        tracing.begin(ctx)
+    before = _before if ctx.trace is None else _traced_before  # untraced: no cost per stage
     try:
         with drain.waiting():  # a server past its drain timeout ends the request here (a 503)
             for stage in STAGES:
                 ran.append(stage)
-                if (reply := _before(stage, ctx)) is not None:
+                if (reply := before(stage, ctx)) is not None:
                     break
             else:
                 reply = dispatching.dispatch(ctx)
@@ -69,6 +72,8 @@ def run(ctx: RequestContext) -> Reply:
         _finish(ctx, ran, None)
         raise
     if reply.chunks is not None:
+        if ctx.trace is not None:
+            reply.chunks = tracing.watch(ctx, reply.chunks)
         reply.chunks = _finishing(ctx, ran, reply, reply.chunks)
     else:
         meter.price(ctx, output_guess=len(reply.body or b"") // 8)  # JSON around the text: about half
@@ -100,6 +105,10 @@ def _before(stage: Stage, ctx: RequestContext) -> Reply | None:
         return None
 
 
+def _traced_before(stage: Stage, ctx: RequestContext) -> Reply | None:
+    return tracing.stage(ctx, stage.name, lambda: _before(stage, ctx))
+
+
 def _finish(ctx: RequestContext, ran: list[Stage], reply: Reply | None) -> None:
     for stage in reversed(ran):
         try:
@@ -107,6 +116,8 @@ def _finish(ctx: RequestContext, ran: list[Stage], reply: Reply | None) -> None:
         except Exception:
             log.warning("stage %s after() failed", stage.name, exc_info=True)
     meter.record(ctx)
+    if ctx.trace is not None:  # after metering: the span carries the charge
+        tracing.end(ctx, reply)
 
 
 def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,

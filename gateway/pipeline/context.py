@@ -68,6 +68,7 @@ class RequestContext:
     history: list[dict[str, Any]] = field(default_factory=list)  # Responses: the conversation before this turn
     history_provider: str = ""  # Responses: the provider that holds previous_response_id ("" if none)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-private state
+    trace: Any = None  # the request's span when tracing is on (gateway/tracing.py)
 
     def fail(self, error: GatewayError) -> None:
         self.error = error

@@ -27,7 +27,7 @@ from typing import Any
 import gevent
 import orjson
 
-from gateway import wire
+from gateway import tracing, wire
 from gateway.errors import GatewayError, UpstreamError
 from gateway.memo import RouteInfo
 from gateway.pipeline import byok
@@ -79,11 +79,14 @@ def dispatch(ctx: RequestContext) -> Reply:
             ctx.attempts += 1
             began = time.perf_counter()
             HEALTH.started(route.id)
+            span = tracing.attempt(ctx, route, ctx.attempts) if ctx.trace is not None else None
             try:
                 reply = byok.call(ctx, route, lambda c, r: call_route(c, r, deadline))  # the org's own key, or ours
                 if reply.chunks is not None:
                     reply.chunks = _primed(ctx, reply.chunks)
             except UpstreamError as e:
+                if span is not None:
+                    tracing.attempt_done(span, ctx, e)
                 last = e
                 if not e.retryable:
                     HEALTH.released(route.id)
@@ -95,6 +98,12 @@ def dispatch(ctx: RequestContext) -> Reply:
                     break  # on to the next route
                 _sleep(delay)
                 continue
+            except BaseException as e:
+                if span is not None:
+                    tracing.attempt_done(span, ctx, e)
+                raise
+            if span is not None:
+                tracing.attempt_done(span, ctx)
             HEALTH.succeeded(route.id, (time.perf_counter() - began) * 1000, ctx.principal.org_id)
             return reply
         if time.perf_counter() > deadline:
