@@ -187,3 +187,46 @@ def test_a_real_otlp_receiver_gets_the_trace(gateway_factory, receiver, monkeypa
     assert any(s["name"] == "stage auth" for s in kids) and any(s["kind"] == 3 for s in kids)  # CLIENT
     assert all(s["trace_id"] == root["trace_id"] for s in kids)
     assert SECRET_PROMPT.encode() not in json.dumps(receiver.spans).encode()
+
+
+def test_a_layers_own_call_is_a_child_of_its_stage(gateway, spans):
+    """Compression's summary call runs through the pipeline: its span sits under `stage compression`."""
+    from tests.conftest import configure_savings
+    from tests.test_compression import SUMMARY_MODEL, chat, conversation
+
+    configure_savings(gateway, compression={"enabled": True, "budget_tokens": 300, "keep_last_turns": 2,
+                                            "mode": "summary", "summary_model": SUMMARY_MODEL})
+    chat(gateway, conversation(8))
+    root = request_span(spans, "test/echo")
+    (stage,) = [s for s in children(spans, root) if s.name == "stage compression"]
+    (summary,) = [s for s in children(spans, stage)]
+    assert summary.kind == SpanKind.INTERNAL and summary.name == f"chat {SUMMARY_MODEL}"
+    assert summary.attributes["gateway.endpoint"] == "compression.summary"
+    assert summary.attributes["gateway.request_id"] == root.attributes["gateway.request_id"] + ".summary"
+    assert [s.kind for s in children(spans, summary) if s.kind == SpanKind.CLIENT] == [SpanKind.CLIENT]
+
+
+def test_anthropic_request(gateway, fake_anthropic, spans):
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=gateway.api_key, max_retries=0)
+    client.messages.create(model="anthropic-test/claude-fake", max_tokens=64,
+                           messages=[{"role": "user", "content": SECRET_PROMPT}])
+    root = request_span(spans, "anthropic-test/claude-fake")
+    a = root.attributes
+    assert a["gen_ai.provider.name"] == "anthropic" and a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.request.max_tokens"] == 64 and list(a["gen_ai.response.finish_reasons"]) == ["end_turn"]
+    assert a["gen_ai.usage.input_tokens"] > 0
+    no_prompt_text(spans)
+
+
+def test_a_client_gone_mid_stream_still_ends_the_span(gateway, spans):
+    from tests.conftest import raw_socket_post, read_events
+
+    sock = raw_socket_post(gateway, {"model": "test/drip-30", "stream": True,
+                                     "messages": [{"role": "user", "content": "count"}]})
+    read_events(sock, 4)
+    sock.close()
+    root = wait_for(lambda: [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER])[0]
+    assert root.attributes["http.response.status_code"] == 499
+    assert root.attributes["gen_ai.usage.output_tokens"] >= 3 and root.attributes["gateway.usage_estimated"]
