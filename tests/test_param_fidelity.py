@@ -300,3 +300,39 @@ def test_messages_rewrite_keeps_every_parameter(gateway, fake_anthropic, layer, 
     assert_kept(sent, upstream, owned={"model", "messages"})
     if layer != "compression":  # its note joins the first user turn (Anthropic merges adjacent user turns)
         assert upstream["messages"][0] == messages[0]
+
+
+# ---- the rewrite itself (pure) ---------------------------------------------------------------------------
+
+def test_rewrite_replaces_only_what_changed():
+    from gateway.wire import anthropic_messages, rewrite
+
+    body = {"model": "m", "max_tokens": 10, "system": "Rules. " + DOC, "top_k": 3, **UNKNOWN,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "citations": None}]},
+                         {"role": "assistant", "content": "hello"},
+                         {"role": "user", "content": DOC}]}
+    req = anthropic_messages.decode_request(body)
+    out = rewrite.rewritten("messages", body, req)
+    assert out == body  # nothing changed: the client's body, to the byte
+    req.messages[-1].content[0].text = "[same text]"
+    out = rewrite.rewritten("messages", body, req)
+    assert out["messages"][:2] == body["messages"][:2]  # untouched turns keep fields the codec drops
+    assert out["messages"][2] == {"role": "user", "content": [{"type": "text", "text": "[same text]"}]}
+    assert out["system"] == body["system"] and out["top_k"] == 3 and out[next(iter(UNKNOWN))] == UNKNOWN[
+        next(iter(UNKNOWN))]
+    req.messages[0].content[0].text = "Rules."  # the system prompt is the layer's too
+    assert rewrite.rewritten("messages", body, req)["system"] == "Rules."
+
+
+def test_rewrite_when_turns_do_not_map_one_to_one():
+    """Two adjacent user turns encode as one: every message is the encoded one, the rest as sent."""
+    from gateway.wire import anthropic_messages, rewrite
+
+    body = {"model": "m", "max_tokens": 10, "service_tier": "auto",
+            "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": DOC}]}
+    req = anthropic_messages.decode_request(body)
+    req.messages[-1].content[0].text = "[same text]"
+    out = rewrite.rewritten("messages", body, req)
+    assert out["messages"] == [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                            {"type": "text", "text": "[same text]"}]}]
+    assert {k: v for k, v in out.items() if k != "messages"} == {k: v for k, v in body.items() if k != "messages"}
