@@ -232,8 +232,11 @@ def stage(ctx: Any, name: str, before: Callable[[], Any]) -> Any:
     makes is its child)."""
     from opentelemetry import trace
 
-    span = TRACER.start_span(f"stage {name}", context=trace.set_span_in_context(ctx.trace))
-    span.set_attribute("gateway.stage", name)
+    tracer = TRACER
+    if tracer is None:  # turned off while the request ran
+        return before()
+    span = tracer.start_span(f"stage {name}", context=trace.set_span_in_context(ctx.trace),
+                             attributes={"gateway.stage": name})
     try:
         with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
             result = before()
@@ -248,10 +251,21 @@ def stage(ctx: Any, name: str, before: Callable[[], Any]) -> Any:
 
 
 def attempt(ctx: Any, route: Any, number: int) -> Any:
-    """Open the span of one upstream attempt (end it with attempt_done)."""
+    """Open the span of one upstream attempt (end it with attempt_done); None when tracing was
+    turned off while the request ran, or the span could not be built."""
+    try:
+        return _attempt(ctx, route, number)
+    except Exception:  # observability only: the attempt goes on untraced
+        log.warning("attempt span failed", exc_info=True)
+        return None
+
+
+def _attempt(ctx: Any, route: Any, number: int) -> Any:
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind
 
+    if TRACER is None:
+        return None
     operation = OPERATIONS.get(ctx.endpoint, ctx.endpoint)
     name = PROVIDER_NAMES.get(route.provider.kind, route.provider.kind)
     span = TRACER.start_span(f"{operation} {route.upstream_model}", kind=SpanKind.CLIENT,
