@@ -230,3 +230,21 @@ def test_a_client_gone_mid_stream_still_ends_the_span(gateway, spans):
     root = wait_for(lambda: [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER])[0]
     assert root.attributes["http.response.status_code"] == 499
     assert root.attributes["gen_ai.usage.output_tokens"] >= 3 and root.attributes["gateway.usage_estimated"]
+
+
+def test_concurrent_requests_are_separate_traces(gateway, spans):
+    """Stage spans are the current span only in their own greenlet: requests that overlap never
+    adopt one another's spans."""
+    import gevent
+
+    sdk = gateway.sdk()
+    jobs = [gevent.spawn(sdk.chat.completions.create, model="test/slow-1000",
+                         messages=[{"role": "user", "content": f"n{i}"}]) for i in range(4)]
+    gevent.joinall(jobs, raise_error=True)
+    roots = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert len(roots) == 4 and all(r.parent is None for r in roots)
+    assert len({r.context.trace_id for r in roots}) == 4
+    for root in roots:
+        kids = children(spans, root)
+        assert len([s for s in kids if s.kind == SpanKind.CLIENT]) == 1
+        assert all(s.context.trace_id == root.context.trace_id for s in kids)
