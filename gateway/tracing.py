@@ -46,8 +46,9 @@ OPERATIONS = {"chat.completions": "chat", "messages": "chat", "responses": "chat
 PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "bedrock": "aws.bedrock", "gemini": "gcp.gemini",
                   "openrouter": "openrouter", "ollama": "ollama"}
 MAX_TOKEN_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
-# A finish reason as the three dialects write it in a stream (chat, messages; responses' status).
+# A finish reason as a stream writes it: chat and messages; Responses' terminal event (its status).
 FINISH_IN_STREAM = re.compile(rb'"(?:finish_reason|stop_reason)"\s*:\s*"([a-z_]{1,40})"')
+RESPONSES_END = re.compile(rb'"type"\s*:\s*"response\.(completed|incomplete|failed)"')
 
 
 def init_app(app: Any) -> None:
@@ -214,9 +215,10 @@ def watch(ctx: Any, chunks: Iterator[bytes]) -> Iterator[bytes]:
     """A stream's chunks as they pass, noting the finish reasons they carry; closing this closes them."""
     reasons: list[str] = []
     ctx.extra["trace_finish"] = reasons
+    pattern = RESPONSES_END if ctx.endpoint == "responses" else FINISH_IN_STREAM
     try:
         for chunk in chunks:
-            for match in FINISH_IN_STREAM.finditer(chunk):
+            for match in pattern.finditer(chunk):
                 reasons.append(match.group(1).decode())
             yield chunk
     finally:

@@ -248,3 +248,17 @@ def test_concurrent_requests_are_separate_traces(gateway, spans):
         kids = children(spans, root)
         assert len([s for s in kids if s.kind == SpanKind.CLIENT]) == 1
         assert all(s.context.trace_id == root.context.trace_id for s in kids)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_responses_request(gateway, spans, stream):
+    sdk = gateway.sdk()
+    result = sdk.responses.create(model="test/fake-gpt", input=SECRET_PROMPT, max_output_tokens=32, stream=stream)
+    if stream:
+        for _ in result:
+            pass
+    root = wait_for(lambda: [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER])[0]
+    a = root.attributes
+    assert a["gateway.endpoint"] == "responses" and a["gen_ai.request.max_tokens"] == 32
+    assert list(a["gen_ai.response.finish_reasons"]) == ["completed"]
+    no_prompt_text(spans)
