@@ -61,6 +61,9 @@ class Settings:
     # OpenTelemetry traces over OTLP/HTTP to this base URL (`/v1/traces` is added); unset: tracing off
     otel_endpoint: str | None = None
     otel_service_name: str = "gateway"
+    # `gateway serve` looks for a local Ollama here at start and offers it in the console (never
+    # adds it by itself); GATEWAY_OLLAMA_PROBE_URL, empty to skip the look.
+    ollama_probe_url: str = "http://127.0.0.1:11434"
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -88,6 +91,8 @@ class Settings:
         for name in ("openrouter_referer", "openrouter_title"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = env[f"GATEWAY_{name.upper()}"]
+        if "GATEWAY_OLLAMA_PROBE_URL" in env:
+            values["ollama_probe_url"] = env["GATEWAY_OLLAMA_PROBE_URL"].strip()
         values["metrics_token"] = env.get("GATEWAY_METRICS_TOKEN") or None
         values["otel_endpoint"] = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
         values["otel_service_name"] = env.get("OTEL_SERVICE_NAME") or "gateway"

@@ -9,6 +9,8 @@ from gateway.admin.blueprint import RequestSecureSessionInterface, bp, csrf, log
 
 
 def init_app(app: Flask) -> None:
+    from flask_login import current_user
+
     from gateway.admin import (  # noqa: F401  (views register on import)  # noqa: F401  (routing console)
         access,
         account,
@@ -17,17 +19,16 @@ def init_app(app: Flask) -> None:
         auth,
         catalog,
         dlp,  # noqa: F401  (data protection)
+        features,  # noqa: F401  (which savings layers orgs may switch themselves)
         logs,
         money,  # noqa: F401  (reconciliation and BYOK keys)
+        ollama,  # noqa: F401  (a local Ollama and its models)
         plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
         routing,
         savings,  # noqa: F401  (savings report and settings)
         tenancy,  # noqa: F401  (orgs, credits and API keys)
     )
-
-    from flask_login import current_user
-
     from gateway.admin.nav import groups_for
 
     app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user)})

@@ -38,8 +38,9 @@ from gateway.providers.base import Call, Relay
 from gateway.providers.openai_responses import speaks_responses
 from gateway.routing import settings as routing_settings
 from gateway.routing.health import HEALTH
-from gateway.wire import anthropic_messages, openai_embeddings, rewrite, served
+from gateway.wire import anthropic_messages, openai_embeddings, served
 from gateway.wire.canonical import ChatRequest, EventStream, StreamEvent, Usage
+from gateway.wire.rewrite import rewritable, rewritten
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
@@ -53,7 +54,7 @@ def mode(ctx: RequestContext, route: RouteInfo) -> str:
     provider = route.provider
     if ctx.endpoint not in registry.adapter(provider.kind).native:
         return TRANSLATE
-    if ctx.changed and not rewrite.rewritable(ctx.endpoint):
+    if ctx.changed and not rewritable(ctx.endpoint):
         return TRANSLATE
     if provider.name in routing_settings.current().translate:
         return TRANSLATE
@@ -167,7 +168,7 @@ def _passthrough(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call
         call.body = rewritten_body(ctx)
     passed = adapter.passthrough(call, route)
     if passed.relay is not None:
-        return Reply(chunks=served.stream(relayed(ctx, passed.relay), route.model_slug),
+        return Reply(chunks=relayed(ctx, passed.relay, route.model_slug),
                      content_type="text/event-stream")
     ctx.mark_first_byte()
     ctx.usage = passed.usage
@@ -179,7 +180,7 @@ def rewritten_body(ctx: RequestContext) -> dict[str, Any]:
     """The client's body with the fields a savings layer rewrote taken from `ctx.canonical`."""
     body = ctx.extra.get("rewritten_body")
     if body is None:
-        body = ctx.extra["rewritten_body"] = rewrite.rewritten(ctx.endpoint, ctx.body, ctx.canonical)
+        body = ctx.extra["rewritten_body"] = rewritten(ctx.endpoint, ctx.body, ctx.canonical)
     return body
 
 
@@ -196,17 +197,22 @@ def _embed(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> R
     return Reply(body=orjson.dumps(body))
 
 
-def relayed(ctx: RequestContext, relay: Relay) -> Iterator[bytes]:
-    """A pass-through stream's bytes as they arrive; what the adapter saw is recorded as it goes
-    (a failure before the chunk that reports it leaves, so `_primed` can still fall back) and at
-    the end, however the stream ends."""
+def relayed(ctx: RequestContext, relay: Relay, slug: str) -> Iterator[bytes]:
+    """A pass-through stream's bytes as they arrive, each event's `model` set to the serving `slug`;
+    what the adapter saw is recorded as it goes (a failure before the chunk that reports it leaves,
+    so `_primed` can still fall back) and at the end, however the stream ends."""
     chunks = relay.chunks
+    rewrite = served.StreamRewrite(slug)
     try:
         for chunk in chunks:
-            ctx.mark_first_byte()
+            if ctx.first_byte_at is None:
+                ctx.mark_first_byte()
             if relay.error is not None and ctx.error is None:
                 ctx.fail(relay.error)
-            yield chunk
+            if out := rewrite.feed(chunk):
+                yield out
+        if out := rewrite.tail():
+            yield out
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
