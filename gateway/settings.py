@@ -73,6 +73,9 @@ class Settings:
     batch_arbitrage_min_seconds: float = 86400.0
     batch_arbitrage_max_requests: int = 1000
     batch_arbitrage_max_age_seconds: float = 60.0
+    # OpenTelemetry traces over OTLP/HTTP to this base URL (`/v1/traces` is added); unset: tracing off
+    otel_endpoint: str | None = None
+    otel_service_name: str = "gateway"
     # `gateway serve` looks for a local Ollama here at start and offers it in the console (never
     # adds it by itself); GATEWAY_OLLAMA_PROBE_URL, empty to skip the look.
     ollama_probe_url: str = "http://127.0.0.1:11434"
@@ -106,6 +109,8 @@ class Settings:
         if "GATEWAY_OLLAMA_PROBE_URL" in env:
             values["ollama_probe_url"] = env["GATEWAY_OLLAMA_PROBE_URL"].strip()
         values["metrics_token"] = env.get("GATEWAY_METRICS_TOKEN") or None
+        values["otel_endpoint"] = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+        values["otel_service_name"] = env.get("OTEL_SERVICE_NAME") or "gateway"
         values["metrics_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
         workers = env.get("GATEWAY_WORKERS") or env.get("WEB_CONCURRENCY")
         if workers and workers.isdigit() and int(workers) > 0:
