@@ -240,7 +240,7 @@ def test_bad_input_is_explained_in_the_form_and_writes_nothing(gateway):
     # a plain form post: the whole page, 422, the message in the form that was sent, typed values kept
     r = console.post("/admin/orgs/credits", {"org": default_id, "amount": "abc"})
     assert r.status_code == 422 and r.text.count('class="error"') == 1
-    assert 'name="amount" value="abc"' in r.text and "<h1>Orgs</h1>" in r.text
+    assert 'name="amount" value="abc"' in r.text and "<h1>Credits</h1>" in r.text
     assert counts() == state and gateway.org().credits_micros == balance
 
 

@@ -124,7 +124,7 @@ def topup_decide(request_id: int):
     try:
         row = write(topups.decide, request_id, decision == "approve")
     except AdminError as e:
-        return _credit_page(TOPUPS, error=str(e))
+        return _credit_page(TOPUPS, decide_error=str(e))
     what = "Approved" if row.status == "approved" else "Rejected"
     return _credit_page(TOPUPS, event="topup-decided",
-                        notice=f"{what} top-up request #{row.id} (${usd(row.amount_micros)}).")
+                        decide_notice=f"{what} top-up request #{row.id} (${usd(row.amount_micros)}).")
