@@ -24,6 +24,7 @@ expect = sync_api.expect
 def shoot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SHOTS / name))
     assert (SHOTS / name).stat().st_size > 0
 
@@ -158,7 +159,7 @@ def test_a_member_lives_on_their_dashboard(gateway, page):
     page.fill("#my-keys input[name=name]", "laptop")
     page.click("#my-keys button[type=submit]")
     secret = page.locator("#my-new-key").input_value()
-    assert secret.startswith("sk-")
+    assert secret.startswith("gw-")
     gateway.flush()
     raw = gateway.sdk(secret).chat.completions.with_raw_response.create(model="test/fake-gpt", messages=MSG,
                                                                         max_tokens=5)
