@@ -13,6 +13,7 @@ picks an org to look at. Writes go through services/ (people.py, topups.py), whi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any, TypeVar
@@ -39,8 +40,8 @@ csrf = CSRFProtect()  # protect() only: the token and secret are the console's
 
 T = TypeVar("T")
 PAGE = "dashboard/index.html"
-KEYS, TOPUP, QUOTE, REQUESTS = ("dashboard/_keys.html", "dashboard/_topup.html", "dashboard/_quote.html",
-                                "dashboard/_requests.html")
+KEYS, TOPUP, QUOTE, REQUESTS, FEATURES = ("dashboard/_keys.html", "dashboard/_topup.html", "dashboard/_quote.html",
+                                          "dashboard/_requests.html", "dashboard/_features.html")
 RECENT = 50
 CHART_DAYS = 7
 PROMPT_MAX = 20_000  # characters in the pricing preview's prompt
@@ -107,20 +108,21 @@ def _usage(org: Org | None) -> dict[str, Any]:
     return {"series": series, "totals": {n: sum(series[n]) for n in SERIES}, "days": CHART_DAYS}
 
 
-def _features(org: Org | None) -> list[Any]:
-    """The savings features the operator lets this user opt into: the features setting's offer when
-    that module exists (gateway/services/features.py), else none."""
+def _feature_service():
+    """gateway/services/features.py (feature opt-ins) when this build has it, else None."""
     try:
-        from gateway.services import features  # type: ignore[attr-defined]
+        return importlib.import_module("gateway.services.features")
     except ImportError:
+        return None
+
+
+def _features(org: Org | None) -> list[dict[str, Any]]:
+    """The savings features the operator lets this org opt into, each {"layer", "on", "chosen"}
+    (services/features.py's state); none without that module or an org."""
+    service = _feature_service()
+    if service is None or org is None or not hasattr(service, "state"):
         return []
-    offered = getattr(features, "offered", None)
-    if offered is None or org is None:
-        return []
-    try:
-        return list(offered(db.request_session(), org.id, current_user.id))
-    except Exception:  # a settings module that cannot answer shows nothing rather than failing the page
-        return []
+    return list(service.state(org.id))
 
 
 def _context(org: Org | None, **kw: Any) -> dict[str, Any]:
@@ -197,6 +199,27 @@ def topup():
         return _reply(TOPUP, org, topup_form=form, topup_error=message[:1].upper() + message[1:])
     return _reply(TOPUP, org, topup_notice=f"Asked for ${usd(row.amount_micros)} (request #{row.id}); an operator "
                                            "will approve it, and the credits apply from the next request.")
+
+
+# ---- feature opt-ins ------------------------------------------------------------------------------
+
+@bp.post("/features")
+def feature_switch():
+    """Switch one offered savings feature on or off for the org (its admins; services/features.py
+    refuses a member with Forbidden, a layer not offered with a message)."""
+    service = _feature_service()
+    org = _org()
+    if service is None or org is None or not hasattr(service, "set_opt_in"):
+        abort(404)
+    layer = (request.form.get("layer") or "")[:64]
+    on = request.form.get("on") == "1"
+    try:
+        service.set_opt_in(current_user, org.id, layer, on)
+    except Forbidden as e:
+        abort(403, description=str(e))
+    except AdminError as e:
+        return _reply(FEATURES, org, feature_error=str(e))
+    return _reply(FEATURES, org, feature_notice=f"{layer}: {'on' if on else 'off'} for {org.name}'s requests.")
 
 
 # ---- pricing preview -----------------------------------------------------------------------------
