@@ -339,6 +339,12 @@ def test_hostile_forms_get_a_message_or_a_400_never_a_500(gateway):
             assert says in html.unescape(r.text), (path, data, says)
     assert counts() == state
     assert console.post("/admin/users/99999/role", {"role": "member"}, htmx=True).status_code == 404
+    huge = "9" * 30  # beyond any id the database can bind: no such row, not a 500
+    for path in (f"/admin/users/{huge}/role", f"/admin/users/{huge}/reset", f"/admin/apps/{huge}/active",
+                 f"/admin/credits/requests/{huge}", f"/admin/keys/{huge}/revoke"):
+        assert console.post(path, {"role": "member", "decision": "approve", "active": "1"}).status_code == 404, path
+    assert console.get(f"/admin/orgs/credits?org={huge}").status_code == 404
+    assert console.get(f"/admin/credits?org={huge}").status_code == 200
     # no CSRF token: 400 on every form of these pages, nothing written
     for path in ("/admin/users", f"/admin/users/{dev}/role", f"/admin/users/{dev}/status", f"/admin/users/{dev}/cap",
                  f"/admin/users/{dev}/reset", "/admin/apps", "/admin/apps/1/active", "/admin/credits/requests/1",

@@ -169,6 +169,7 @@ def test_hostile_dashboard_forms_get_a_message_or_400(gateway):
     for _ in range(10):
         dev.post("/dashboard/topup", {"amount": "1"}, htmx=True)
     assert "requests waiting" in dev.post("/dashboard/topup", {"amount": "1"}, htmx=True).text
+    assert dev.post("/dashboard/keys/" + "9" * 30 + "/revoke", {}).status_code == 404  # no row, not a 500
     for path in ("/dashboard/keys", "/dashboard/topup", "/dashboard/quote", "/dashboard/keys/1/revoke"):
         assert dev.http.post(gateway.url + path, data={"amount": "1", "name": "x"}).status_code == 400, path
 
@@ -178,6 +179,7 @@ def test_a_super_admin_picks_an_org_to_look_at(gateway):
     console = admin(gateway)
     page = console.get("/dashboard").text
     assert '<select name="org"' in page and "belongs to no org" in page and "data-balance" not in page
+    assert "data-balance" not in console.get("/dashboard?org=" + "9" * 30).text
     page = console.get(f"/dashboard?org={alpha.id}").text
     assert "data-balance>$4.000000" in page and 'id="credit-log"' in page and 'id="topup"' not in page
     r = console.post("/dashboard/keys", {"name": "x"}, htmx=True)

@@ -17,7 +17,7 @@ from flask_login import current_user
 from gateway.admin.blueprint import bp
 from gateway.admin.editing import reply, require_superadmin, visible_orgs, write
 from gateway.admin.tenancy import _int, _sentence, add_credits, refund_or_adjust, set_or_clear_budget
-from gateway.db import request_session
+from gateway.db import MAX_ROW_ID, request_session
 from gateway.ledger.pricing import usd
 from gateway.models import Org
 from gateway.services import budgets as budget_service
@@ -84,7 +84,7 @@ def org_credits_form():
     """The credits form, for the org of ?org= if given (a row's 'Add credits', or a new org to list)."""
     require_superadmin()
     org_id = request.args.get("org", type=int)
-    if org_id is not None and request_session().get(Org, org_id) is None:
+    if org_id is not None and (not 0 < org_id <= MAX_ROW_ID or request_session().get(Org, org_id) is None):
         abort(404)
     return _credit_page(CREDITS_FORM, credits={"org": str(org_id or "")}, which="credits")
 

@@ -25,6 +25,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import select
 
 from gateway import db
+from gateway.db import MAX_ROW_ID
 from gateway.errors import GatewayError
 from gateway.htmx import is_htmx, render_page_or_partial, trigger
 from gateway.ledger import rollups
@@ -82,7 +83,7 @@ def _org() -> Org | None:
     session = db.request_session()
     if current_user.is_superadmin:
         org_id = request.values.get("org", type=int)
-        return session.get(Org, org_id) if org_id else None
+        return session.get(Org, org_id) if org_id and 0 < org_id <= MAX_ROW_ID else None
     return session.get(Org, current_user.org_id) if current_user.org_id else None
 
 
