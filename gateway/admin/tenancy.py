@@ -188,8 +188,9 @@ def _key_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
     org_id = org_id if org_id in allowed else None
     shown = [org_id] if org_id else allowed
     keys = tenancy.list_keys(session, shown, limit=KEY_LIMIT + 1)
-    if form is None:
-        form = {"org": str(org_id or current_user.org_id or ""), "scope": "inference"}
+    if form is None:  # ?app= (an Apps row's "Add a key") names the app the new key is for
+        form = {"org": str(org_id or current_user.org_id or ""), "scope": "inference",
+                "app": (request.args.get("app") or "")[:64]}
     return reply(KEYS, partial, keys=keys[:KEY_LIMIT], more=len(keys) > KEY_LIMIT, org_id=org_id, orgs=orgs,
                  names={o.id: o.name for o in orgs}, form=form, scopes=tenancy.SCOPES, scope_help=SCOPE_HELP,
                  **kw)
