@@ -119,6 +119,8 @@ def test_role_status_cap_and_reset_take_effect_and_are_audited(gateway):
     assert login(gateway, "dev@alpha.example", password)[1].url.endswith("/admin/password")
     assert password not in console.get("/admin/users").text
     assert len(audits("password.reset")) == 1 and len(audits("user.disable")) == 1
+    trail = console.get("/admin/audit?area=user").text  # the audit page filters the new areas
+    assert "user.role" in trail and "user.disable" in trail and "password.reset" not in trail
 
 
 def test_an_org_admin_manages_only_their_org_and_never_beyond_org_admin(gateway):
@@ -195,6 +197,8 @@ def test_apps_created_inline_switch_their_keys_and_show_dlp(gateway):
     assert "ops@alpha.example" in row and 'data-active="yes"' in row and 'data-dlp="off"' in row
     assert f"{secret[:10]}…" in row and secret not in row  # the app's keys by prefix
 
+    keys_form = boss.get(f"/admin/keys?org={alpha.id}&app=web-shop").text  # the row's "Add a key"
+    assert 'name="app" value="web-shop"' in keys_form
     r = boss.post(f"/admin/apps/{app.id}/active", {"active": "0"}, htmx=True)
     assert 'data-active="no"' in r.text and "Activate</button>" in r.text
     gateway.flush()
