@@ -132,18 +132,41 @@ def test_a_super_admin_walks_users_apps_orgs_budgets_and_credits(gateway, page):
 
 
 def test_an_org_admin_sees_their_org_only(gateway, page):
-    gateway.new_org("alpha")
+    gateway.new_org("alpha", usd=7)
     gateway.new_org("bravo")
     add_person(gateway, "alpha", "boss@alpha.example", "org-admin")
     add_person(gateway, "bravo", "spy@bravo.example", "member")
+    with db.write_lock, db.session_scope() as s:
+        tenancy.create_app(s, tenancy.org_by_name(s, "bravo"), "bravo-app", actor="test")
     sign_in(page, gateway, "boss@alpha.example", PASSWORD, "/admin/logs")
     links = nav_links(page)
-    assert "/admin/users" in links and "/admin/apps" in links and "/dashboard" in links
-    assert "/admin/providers" not in links and "/admin/strategy" not in links
+    assert {"/admin/users", "/admin/apps", "/admin/orgs", "/admin/budgets", "/admin/credits", "/dashboard"} <= set(links)
+    assert "/admin/providers" not in links and "/admin/strategy" not in links and "/admin/reconciliation" not in links
+
     page.click("header nav >> text=Users")
     expect(page.locator('tr[data-user="boss@alpha.example"]')).to_have_count(1)
     expect(page.locator('tr[data-user="spy@bravo.example"]')).to_have_count(0)
     expect(page.locator('#user-form select[name=role] option[value="super-admin"]')).to_have_count(0)
+    page.click("#user-form summary")  # a teammate in their own org
+    page.fill("#user-form input[name=email]", "mate@alpha.example")
+    page.locator("#user-form button[type=submit]").click()
+    expect(page.locator("#new-user-password")).to_have_count(1)
+    expect(page.locator('tr[data-user="mate@alpha.example"]')).to_have_attribute("data-role", "member")
+    shoot(page, "users-org-admin.png")
+
+    page.click("header nav >> text=Apps")
+    expect(page.locator('tr[data-app="bravo-app"]')).to_have_count(0)
+    page.click("header nav >> text=Orgs")
+    expect(page.locator("tr[data-org]")).to_have_count(1)
+    expect(page.locator('tr[data-org="alpha"] td[data-members]')).to_have_text("2")
+    page.click("header nav >> text=Budgets")
+    expect(page.locator("#budget-form select[name=org] option")).to_have_count(1)
+    page.click("header nav >> text=Credits")
+    expect(page.locator("#credits-form")).to_have_count(0)  # adding credits is the super-admins'
+    expect(page.locator("#credit-log [data-balance]")).to_have_text("$7.000000")
+    page.click("header nav >> text=My dashboard")
+    expect(page.locator("[data-org]")).to_have_text("alpha")
+    expect(page.locator("#credit-log")).to_have_count(1)  # an admin sees the org's credit log
     page.goto(gateway.url + "/admin/providers")
     expect(page.locator("body")).to_contain_text("Forbidden")
 

@@ -66,7 +66,7 @@ def user_create():
                       form={"org": form.get("org"), "role": form.get("role")})
 
 
-def _row_reply(user_id: int, message: str = "", error: str = "", issued: str = "", status: int = 200):
+def _row_reply(user_id: int, message: str = "", error: str = "", issued: str = ""):
     """The user's row again (htmx), or the page (a plain post)."""
     session = request_session()
     session.expire_all()
@@ -81,7 +81,7 @@ def _row_reply(user_id: int, message: str = "", error: str = "", issued: str = "
         abort(404)
     html = render_template(USER_ROW, r=rows[0], roles=_roles(), usd=usd, message=message, error=error,
                            issued=issued)
-    return trigger(make_response(html, status), "users-changed")
+    return trigger(make_response(html), "users-changed")
 
 
 def _user_action(user_id: int, fn, *args: Any, done: str):
