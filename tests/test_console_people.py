@@ -228,6 +228,10 @@ def test_the_orgs_page_shows_owner_members_cap_rollover_plan_balance_and_dlp(gat
     assert "boss@alpha.example" in row and 'data-members="2"' in row and "$40.000000 / month" in row
     assert "<td data-rollover>yes</td>" in row and "<td data-plan>starter</td>" in row
     assert 'data-credits="12.000000"' in row and 'data-dlp="off"' in row
+    members = console.get(f"/admin/users?org={alpha.id}").text  # the members link: alpha's users only
+    assert "boss@alpha.example" in members and "dev@alpha.example" in members
+    assert f'data-user="{gateway.admin_email}"' not in members
+    assert f'data-user="{gateway.admin_email}"' in console.get("/admin/users").text
 
 
 def test_budgets_and_credits_have_their_own_pages(gateway):

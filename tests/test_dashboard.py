@@ -116,13 +116,23 @@ def test_credits_log_for_admins_own_spend_for_members_and_a_top_up_request(gatew
     assert 'data-balance>$3.000000' in page and 'id="credit-log"' not in page and "My spend" in page
     assert 'id="credit-log"' in boss.get("/dashboard").text
 
+    # the caps on their requests, with what is left (as the gate counts it)
+    console = admin(gateway)
+    with db.session_scope() as s:
+        dev_id = s.scalar(select(User.id).where(User.email == "dev@alpha.example"))
+    console.post(f"/admin/users/{dev_id}/cap", {"weekly_cap": "2"}, htmx=True)
+    console.post("/admin/orgs/budget", {"org": alpha.id, "amount": "9", "window": "month", "action": "set"}, htmx=True)
+    gateway.flush()
+    page = html.unescape(dev.get("/dashboard").text)
+    assert re.search(r'data-budget="you"><span>Your weekly cap, left</span>\s*<strong>\$2.000000</strong>', page)
+    assert re.search(r"data-budget=\"your org\"><span>Your org's monthly cap, left</span>\s*<strong>\$9.000000", page)
+
     r = dev.post("/dashboard/topup", {"amount": "20", "note": "PO 4411"}, htmx=True)
     assert "Asked for $20.000000" in r.text and 'data-status="pending"' in r.text
     with db.session_scope() as s:
         req = s.scalar(select(TopupRequest))
         assert (req.org_id, req.amount_micros, req.note, req.requested_by) == (
             alpha.id, 20_000_000, "PO 4411", "dev@alpha.example")
-    console = admin(gateway)
     credits = console.get("/admin/credits").text
     assert f'data-topup="{req.id}" data-status="pending"' in credits and "PO 4411" in credits
     console.post(f"/admin/credits/requests/{req.id}", {"decision": "approve"}, htmx=True)

@@ -45,8 +45,12 @@ def _user_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
     orgs = visible_orgs(session)
     if form is None:
         form = {"org": str(current_user.org_id or ""), "role": "member"}
-    return reply(USERS, partial, rows=people.user_rows(session, visible_org_ids()), orgs=orgs, form=form,
-                 roles=_roles(), usd=usd, **kw)
+    shown = visible_org_ids()
+    org_id = request.args.get("org", type=int)  # a super-admin's filter (an Orgs row's members link)
+    if org_id in [o.id for o in orgs] and shown is None:
+        shown = [org_id]
+    return reply(USERS, partial, rows=people.user_rows(session, shown), orgs=orgs, form=form, roles=_roles(),
+                 usd=usd, org_id=org_id if shown == [org_id] else None, **kw)
 
 
 @bp.get("/users")

@@ -32,6 +32,7 @@ from gateway.ledger import rollups
 from gateway.ledger.pricing import usd
 from gateway.memo import MEMO, Principal
 from gateway.models import LedgerEntry, Org, User, utcnow
+from gateway.pipeline import gate
 from gateway.services import credits as credit_service
 from gateway.services import people, quotes, tenancy, topups
 from gateway.services.errors import AdminError, Forbidden
@@ -126,6 +127,18 @@ def _features(org: Org | None) -> list[dict[str, Any]]:
     return list(service.state(org.id))
 
 
+def _budgets(org: Org | None) -> list[dict[str, Any]]:
+    """The budgets on this user's requests (the org's and their own), with what is left now:
+    read from memory, as the gate reads them."""
+    if org is None or current_user.is_superadmin:
+        return []
+    me = Principal(key_id=0, org_id=org.id, org_name=org.name, scope="inference", user_id=current_user.id)
+    now = utcnow()
+    return [{"on": "your org" if b.entity[0] == "org" else "you", "window": b.window, "hard": b.hard,
+             "cap": gate.cap_micros(b, now), "left": gate.remaining_micros(b, now)}
+            for b in MEMO.budgets_for(me) if b.entity[0] in ("org", "user")]
+
+
 def _context(org: Org | None, **kw: Any) -> dict[str, Any]:
     session = db.request_session()
     is_admin = current_user.is_superadmin or current_user.role == "org-admin"
@@ -137,7 +150,7 @@ def _context(org: Org | None, **kw: Any) -> dict[str, Any]:
         "log": credit_service.transactions(session, org.id, limit=30) if org is not None and is_admin else [],
         "topups": topups.listed(session, [org.id], limit=10) if org is not None else [],
         "keys": people.own_keys(session, current_user.id), "scopes": people.own_scopes(current_user),
-        "requests": mine, "usage": _usage(org), "features": _features(org),
+        "requests": mine, "usage": _usage(org), "features": _features(org), "budgets": _budgets(org),
         "models": sorted(slug for slug, m in MEMO.catalog.models.items() if m.routes),
         "quote": None, "quote_form": {}, "key_form": {"scope": "inference"}, "topup_form": {},
     }
