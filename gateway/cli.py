@@ -91,6 +91,11 @@ def serve(host: str | None, port: int | None, access_log: bool) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if first is not None:
         _first_run(first, f"http://{shown}:{port}")
+    from gateway.services import ollama
+
+    if found := ollama.detect(settings):  # ~300 ms at most; offered in the console, never added unasked
+        click.echo(f"Ollama detected at {found.url} ({len(found.models)} models): add it in the console, "
+                   f"Settings > Ollama (http://{shown}:{port}/admin/ollama)", err=True)
     click.echo(f"Serving on http://{shown if host != '0.0.0.0' else host}:{port}  (console: /admin)", err=True)
     server.serve(app, host, port, access_log=access_log)
 

@@ -9,6 +9,8 @@ from gateway.admin.blueprint import RequestSecureSessionInterface, bp, csrf, log
 
 
 def init_app(app: Flask) -> None:
+    from flask_login import current_user
+
     from gateway.admin import (  # noqa: F401  (views register on import)  # noqa: F401  (routing console)
         access,
         account,
@@ -17,8 +19,10 @@ def init_app(app: Flask) -> None:
         auth,
         catalog,
         dlp,  # noqa: F401  (data protection)
+        features,  # noqa: F401  (which savings layers orgs may switch themselves)
         logs,
         money,  # noqa: F401  (reconciliation and BYOK keys)
+        ollama,  # noqa: F401  (a local Ollama and its models)
         people,  # noqa: F401  (users and apps)
         plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
@@ -27,9 +31,6 @@ def init_app(app: Flask) -> None:
         spend,  # noqa: F401  (budgets and credits pages, top-up requests)
         tenancy,  # noqa: F401  (orgs, credits and API keys)
     )
-
-    from flask_login import current_user
-
     from gateway.admin.nav import groups_for
 
     app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user)})

@@ -13,7 +13,6 @@ picks an org to look at. Writes go through services/ (people.py, topups.py), whi
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any, TypeVar
@@ -34,7 +33,7 @@ from gateway.memo import MEMO, Principal
 from gateway.models import LedgerEntry, Org, User, utcnow
 from gateway.pipeline import gate
 from gateway.services import credits as credit_service
-from gateway.services import people, quotes, tenancy, topups
+from gateway.services import features, people, quotes, tenancy, topups
 from gateway.services.errors import AdminError, Forbidden
 
 bp = Blueprint("dashboard", __name__)
@@ -110,21 +109,9 @@ def _usage(org: Org | None) -> dict[str, Any]:
     return {"series": series, "totals": {n: sum(series[n]) for n in SERIES}, "days": CHART_DAYS}
 
 
-def _feature_service():
-    """gateway/services/features.py (feature opt-ins) when this build has it, else None."""
-    try:
-        return importlib.import_module("gateway.services.features")
-    except ImportError:
-        return None
-
-
 def _features(org: Org | None) -> list[dict[str, Any]]:
-    """The savings features the operator lets this org opt into, each {"layer", "on", "chosen"}
-    (services/features.py's state); none without that module or an org."""
-    service = _feature_service()
-    if service is None or org is None or not hasattr(service, "state"):
-        return []
-    return list(service.state(org.id))
+    """The savings features the operator lets this org switch itself, each {"layer", "on", "chosen"}."""
+    return features.state(org.id) if org is not None else []
 
 
 def _budgets(org: Org | None) -> list[dict[str, Any]]:
@@ -219,16 +206,15 @@ def topup():
 
 @bp.post("/features")
 def feature_switch():
-    """Switch one offered savings feature on or off for the org (its admins; services/features.py
+    """Switch one offered savings feature on or off for the org (its admins: services/features.py
     refuses a member with Forbidden, a layer not offered with a message)."""
-    service = _feature_service()
     org = _org()
-    if service is None or org is None or not hasattr(service, "set_opt_in"):
+    if org is None:
         abort(404)
     layer = (request.form.get("layer") or "")[:64]
     on = request.form.get("on") == "1"
     try:
-        service.set_opt_in(current_user, org.id, layer, on)
+        features.set_opt_in(current_user, org.id, layer, on)
     except Forbidden as e:
         abort(403, description=str(e))
     except AdminError as e:

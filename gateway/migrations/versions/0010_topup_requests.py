@@ -1,14 +1,14 @@
 """top-up requests: credits asked for on the dashboard, approved or rejected by an operator
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
