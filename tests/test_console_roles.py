@@ -9,6 +9,7 @@ import re
 import pytest
 from flask import url_for
 from sqlalchemy import select
+from werkzeug.routing import IntegerConverter
 
 from gateway import db
 from gateway.admin.blueprint import MEMBER_ENDPOINTS
@@ -57,7 +58,7 @@ def admin_rules(gateway) -> list[tuple[str, str, set[str]]]:
         for rule in app.url_map.iter_rules():
             if not rule.endpoint.startswith("admin.") or rule.endpoint == "admin.static":
                 continue
-            values = {arg: 999_999 if type(rule._converters[arg]).__name__ == "IntegerConverter" else "x"
+            values = {arg: 999_999 if isinstance(rule._converters[arg], IntegerConverter) else "x"
                       for arg in rule.arguments}
             out.append((rule.endpoint, url_for(rule.endpoint, **values), set(rule.methods) - {"HEAD", "OPTIONS"}))
     assert len(out) > 40  # the console's pages and forms, not an empty table
