@@ -172,7 +172,15 @@ def test_an_org_admin_sees_their_org_only(gateway, page):
 
 
 def test_a_member_lives_on_their_dashboard(gateway, page):
+    from gateway.services import features
+
+    class Root:
+        email, is_superadmin, org_id, role = "root@ops.example", True, None, "super-admin"
+
     add_person(gateway, "default", "dev@default.example", "member")
+    with db.write_lock, db.session_scope() as s:  # the operator offers two savings layers
+        features.put_allowed(s, Root(), ["exact_cache", "compression"])
+    gateway.flush()
     page.set_viewport_size({"width": 1280, "height": 800})
     sign_in(page, gateway, "dev@default.example", PASSWORD, "/dashboard")
     expect(page.locator("h1")).to_have_text("My dashboard")
@@ -199,6 +207,10 @@ def test_a_member_lives_on_their_dashboard(gateway, page):
     page.fill("#topup input[name=amount]", "25")
     page.click("#topup button[type=submit]")
     expect(page.locator("#topup p.notice")).to_contain_text("Asked for $25.000000")
+
+    # the offered features are listed; switching them is the org-admins'
+    expect(page.locator("#features tr[data-feature]")).to_have_count(2)
+    expect(page.locator("#features button")).to_have_count(0)
 
     # the charts are drawn from the rollups (reload: the page embeds them)
     page.reload()
