@@ -18,8 +18,8 @@ import socket
 import gevent
 import gevent.event
 from flask import Flask
-from gevent.pool import Pool
 from gevent import pywsgi
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from greenlet import getcurrent
 

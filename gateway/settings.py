@@ -36,7 +36,8 @@ class Settings:
     redis_url: str | None = None
     metrics_token: str | None = None  # GET /metrics wants it as a bearer token (without it: loopback only)
     metrics_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR under gunicorn
-    workers: int = 1  # processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage
+    # Processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage.
+    workers: int = 1
     budget_webhook_url: str | None = None  # soft-budget alerts when the org sets none
     topup_url: str | None = None  # GATEWAY_TOPUP_URL: top-up requests and decisions are POSTed here
     host: str = "127.0.0.1"
@@ -59,6 +60,23 @@ class Settings:
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
+    # Batches: provider batches are polled after this many seconds, backing off (x2) to the cap.
+    batch_poll_min_seconds: float = 5.0
+    batch_poll_max_seconds: float = 600.0
+    batch_max_lines: int = 50_000  # lines in one input file (OpenAI's limit)
+    batch_retention_days: int = 29  # files and results kept (OpenAI keeps batch files 30 days)
+    # Batches the gateway runs itself (providers without a batch API): at most this many requests at
+    # once, and none started while this many synchronous requests are waiting on their upstreams.
+    batch_concurrency: int = 4
+    batch_yield_in_flight: int = 32
+    # Arbitrage: a chat request whose `x-gateway-deadline` is at least this many seconds is answered 202
+    # and sent in the next provider batch of its org, flushed at this many requests or this age.
+    batch_arbitrage_min_seconds: float = 86400.0
+    batch_arbitrage_max_requests: int = 1000
+    batch_arbitrage_max_age_seconds: float = 60.0
+    # OpenTelemetry traces over OTLP/HTTP to this base URL (`/v1/traces` is added); unset: tracing off
+    otel_endpoint: str | None = None
+    otel_service_name: str = "gateway"
     # `gateway serve` looks for a local Ollama here at start and offers it in the console (never
     # adds it by itself); GATEWAY_OLLAMA_PROBE_URL, empty to skip the look.
     ollama_probe_url: str = "http://127.0.0.1:11434"
@@ -93,6 +111,8 @@ class Settings:
         if "GATEWAY_OLLAMA_PROBE_URL" in env:
             values["ollama_probe_url"] = env["GATEWAY_OLLAMA_PROBE_URL"].strip()
         values["metrics_token"] = env.get("GATEWAY_METRICS_TOKEN") or None
+        values["otel_endpoint"] = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+        values["otel_service_name"] = env.get("OTEL_SERVICE_NAME") or "gateway"
         values["metrics_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
         workers = env.get("GATEWAY_WORKERS") or env.get("WEB_CONCURRENCY")
         if workers and workers.isdigit() and int(workers) > 0:
@@ -103,6 +123,14 @@ class Settings:
             values["port"] = int(env["GATEWAY_PORT"])
         if env.get("GATEWAY_TRUSTED_PROXIES"):
             values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
+        for name in ("batch_poll_min_seconds", "batch_poll_max_seconds", "batch_arbitrage_min_seconds",
+                     "batch_arbitrage_max_age_seconds"):
+            if env.get(f"GATEWAY_{name.upper()}"):
+                values[name] = max(0.0, float(env[f"GATEWAY_{name.upper()}"]))
+        for name in ("batch_max_lines", "batch_retention_days", "batch_concurrency", "batch_yield_in_flight",
+                     "batch_arbitrage_max_requests"):
+            if env.get(f"GATEWAY_{name.upper()}"):
+                values[name] = max(1, _count(f"GATEWAY_{name.upper()}", env[f"GATEWAY_{name.upper()}"]))
         if env.get("GATEWAY_DRAIN_SECONDS"):
             values["drain_seconds"] = max(0.0, float(env["GATEWAY_DRAIN_SECONDS"]))
         known = {f.name for f in fields(cls)}

@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         agents,
         audit,
         auth,
+        batches,  # noqa: F401  (batches: list, drill-down, cancel)
         catalog,
         dlp,  # noqa: F401  (data protection)
         features,  # noqa: F401  (which savings layers orgs may switch themselves)
@@ -32,8 +33,9 @@ def init_app(app: Flask) -> None:
         tenancy,  # noqa: F401  (orgs, credits and API keys)
     )
     from gateway.admin.nav import groups_for
+    from gateway.stores import shared  # the Redis link's state: a banner while it is down
 
-    app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user)})
+    app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user), "shared_status": shared.status})
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in the admin blueprint only
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     csrf.init_app(app)

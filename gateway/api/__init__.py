@@ -14,9 +14,12 @@ from gateway.api.blueprint import atlas, bp, http_error
 def init_app(app: Flask) -> None:
     from gateway.api import (  # noqa: F401  (routes register on import)
         account,
+        batches,
         byok,
+        deferred,
         health,
         keys,
+        message_batches,
         models,
         providers,
         requests,
