@@ -1,14 +1,14 @@
 """top-up requests: credits asked for on the dashboard, approved or rejected by an operator
 
 Revision ID: 0010
-Revises: 0012
+Revises: 0014
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0012'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 
