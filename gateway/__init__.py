@@ -21,9 +21,9 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     from gateway.memo import MEMO
     from gateway.providers import http, openrouter
     from gateway.scrub import install_log_filter
-    from gateway.services import budgets
+    from gateway.services import budgets, topups
     from gateway.settings import ROOT, Settings
-    from gateway.web import public
+    from gateway.web import dashboard, public
 
     settings = Settings.load(overrides)
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
@@ -49,10 +49,12 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     http.configure(settings)
     openrouter.configure(settings)
     budgets.configure(settings)
+    topups.configure(settings)
     WRITER.init_app(app)
     api.init_app(app)
     admin.init_app(app)
     public.init_app(app)
+    dashboard.init_app(app)
     jobs.init_app(app)
     tracing.init_app(app)
     return app

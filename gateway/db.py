@@ -14,6 +14,7 @@ from pathlib import Path
 from flask import Flask, g
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.routing import IntegerConverter
 
 from gateway.settings import Settings, private_file
 
@@ -115,6 +116,20 @@ def _close(_exc: BaseException | None) -> None:
         session.close()
 
 
+MAX_ROW_ID = 2**63 - 1  # the largest id the database can bind (BIGINT, SQLite's INTEGER)
+
+
+class RowId(IntegerConverter):
+    """`<int:...>` in every route: an id beyond MAX_ROW_ID names no row, so the route does not match
+    (404) rather than reaching the database, which cannot bind it (a 500)."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002 (werkzeug's signature)
+        kwargs.setdefault("max", MAX_ROW_ID)
+        super().__init__(map, *args, **kwargs)
+
+
 def init_app(app: Flask) -> None:
+    """Before any blueprint registers its routes (create_app calls this first)."""
+    app.url_map.converters["int"] = RowId
     init_engine(app.extensions["settings"])
     app.teardown_appcontext(_close)

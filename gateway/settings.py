@@ -39,6 +39,7 @@ class Settings:
     # Processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage.
     workers: int = 1
     budget_webhook_url: str | None = None  # soft-budget alerts when the org sets none
+    topup_url: str | None = None  # GATEWAY_TOPUP_URL: top-up requests and decisions are POSTed here
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
@@ -99,6 +100,7 @@ class Settings:
             "config_path": Path(config) if config else None,
             "redis_url": env.get("GATEWAY_REDIS_URL") or None,
             "budget_webhook_url": env.get("GATEWAY_BUDGET_WEBHOOK_URL") or None,
+            "topup_url": env.get("GATEWAY_TOPUP_URL") or None,
             "env_provider_keys": {
                 kind: env[var] for kind, var in ENV_PROVIDER_KEYS.items() if env.get(var)
             },

@@ -64,7 +64,7 @@ def test_both_pages_render_in_the_nav_and_answer_htmx_with_rows(gateway):
     orgs = console.get("/admin/orgs")
     assert orgs.status_code == 200 and "<h1>Orgs</h1>" in orgs.text
     assert 'href="/admin/orgs"' in orgs.text and 'href="/admin/keys"' in orgs.text
-    assert 'id="org-form"' in orgs.text and 'id="credits-form"' in orgs.text
+    assert 'id="org-form"' in orgs.text and 'id="credits-form"' in console.get("/admin/credits").text
     default = row_of(orgs.text, "org", "default")
     assert f'data-credits="{usd(gateway.org().credits_micros)}"' in default and gateway.org().credits_micros > 0
     keys = console.get("/admin/keys")
@@ -128,7 +128,7 @@ def test_credits_added_in_the_console_reach_the_gate_on_the_next_request(gateway
     assert "out of credits" in row_of(console.get("/admin/orgs").text, "org", "acme")
 
     r = console.post("/admin/orgs/credits", {"org": acme, "amount": "5", "note": "invoice 17"}, htmx=True)
-    assert r.status_code == 200 and r.headers["HX-Trigger"] == "orgs-changed"
+    assert r.status_code == 200 and r.headers["HX-Trigger"] == "credits-changed"
     assert "acme now has $5.000000" in r.text and r.text.lstrip().startswith('<form id="credits-form"')
     gateway.flush()
     assert ask(gateway, secret) == "Hello from fake fake-gpt."
@@ -240,7 +240,7 @@ def test_bad_input_is_explained_in_the_form_and_writes_nothing(gateway):
     # a plain form post: the whole page, 422, the message in the form that was sent, typed values kept
     r = console.post("/admin/orgs/credits", {"org": default_id, "amount": "abc"})
     assert r.status_code == 422 and r.text.count('class="error"') == 1
-    assert 'name="amount" value="abc"' in r.text and "<h1>Orgs</h1>" in r.text
+    assert 'name="amount" value="abc"' in r.text and "<h1>Credits</h1>" in r.text
     assert counts() == state and gateway.org().credits_micros == balance
 
 

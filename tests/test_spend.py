@@ -360,7 +360,7 @@ def test_console_budgets_stay_inside_the_org(gateway):
     r = console.post("/admin/orgs/budget", {"org": str(default.id), "amount": "1", "window": "year",
                                             "action": "set"}, htmx=True)
     assert "Window must be one of day, week, month" in r.text
-    page = admin(gateway).get("/admin/orgs").text
+    page = admin(gateway).get("/admin/budgets").text
     assert 'data-budget="org:"' in page and 'data-budget="user:dev@default.io"' in page
     with db.session_scope() as s:
         assert [v.kind for v in budgets.list_budgets(s, rival.id)] == ["org"]

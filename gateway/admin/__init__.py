@@ -24,10 +24,12 @@ def init_app(app: Flask) -> None:
         logs,
         money,  # noqa: F401  (reconciliation and BYOK keys)
         ollama,  # noqa: F401  (a local Ollama and its models)
+        people,  # noqa: F401  (users and apps)
         plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
         routing,
         savings,  # noqa: F401  (savings report and settings)
+        spend,  # noqa: F401  (budgets and credits pages, top-up requests)
         tenancy,  # noqa: F401  (orgs, credits and API keys)
     )
     from gateway.admin.nav import groups_for

@@ -12,7 +12,8 @@ from gateway.htmx import render_page_or_partial
 from gateway.models import AuditLog, Org
 
 PAGE = 200
-AREAS = ("alias", "fallback", "agent", "access", "routing", "key", "org", "credits", "admin", "login", "savings")
+AREAS = ("alias", "fallback", "agent", "access", "routing", "key", "org", "credits", "admin", "login", "savings",
+         "user", "app", "budget", "password", "topup")
 
 
 @bp.get("/audit")

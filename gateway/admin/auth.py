@@ -19,10 +19,12 @@ from gateway.models import User, utcnow
 from gateway.services.tenancy import audit, end_sessions
 
 
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/admin") and not target.startswith("//"):
+def _safe_next(target: str | None, member: bool = False) -> str:
+    """Back to the page that asked for sign-in (a console or dashboard path only); by default the
+    console, or a member's own dashboard."""
+    if target and target.startswith(("/admin", "/dashboard")) and not target.startswith("//"):
         return target
-    return url_for("admin.logs")
+    return url_for("dashboard.home" if member else "admin.logs")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -56,7 +58,8 @@ def login():
                 login_user(LoginUser(user))
                 if user.must_change_password:
                     return redirect(url_for("admin.password"))
-                return redirect(_safe_next(request.args.get("next")))
+                member = not user.is_superadmin and user.role == "member"
+                return redirect(_safe_next(request.args.get("next"), member))
         return render_template("admin/login.html", error=error, email=email), 401
     return render_template("admin/login.html", error=error, email="")
 

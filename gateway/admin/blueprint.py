@@ -5,13 +5,16 @@ from here, never from the package, so the package can import them without a cycl
 A session names the user and the user's session version (`"<id>:<version>"`); the version is
 bumped on sign-out and on a password change, so a cookie copied before either opens nothing after.
 A user holding a one-time password reaches only the password page until it is changed.
+A member (the least role) reaches only the password page and sign-out here: any other console page
+redirects to their own dashboard (/dashboard) and any other write is a 403. The services re-check
+every write's scope (services/errors.py), so a view that forgot a check still cannot write.
 The session cookie is HttpOnly, SameSite=Lax, and Secure whenever the request came over https
 (directly, or through a proxy trusted by GATEWAY_TRUSTED_PROXIES).
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, redirect, request, url_for
+from flask import Blueprint, Flask, abort, make_response, redirect, request, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
@@ -26,6 +29,8 @@ csrf = CSRFProtect()
 PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.static"})
 # Reachable while the password is one-time: changing it, and leaving.
 PASSWORD_ENDPOINTS = frozenset({"admin.password", "admin.logout"})
+# A member's whole console: the rest of their world is the dashboard.
+MEMBER_ENDPOINTS = PUBLIC_ENDPOINTS | PASSWORD_ENDPOINTS
 
 
 @login_manager.user_loader
@@ -77,6 +82,15 @@ def _require_login():
         return redirect(url_for("admin.login", next=request.full_path if request.query_string else request.path))
     if current_user.must_change_password and request.endpoint not in PASSWORD_ENDPOINTS:
         return redirect(url_for("admin.password"))
+    if current_user.role == "member" and request.endpoint not in MEMBER_ENDPOINTS:
+        if request.method not in ("GET", "HEAD"):
+            abort(403, description="Members manage their own keys and requests on their dashboard.")
+        target = url_for("dashboard.home")
+        if request.headers.get("HX-Request") == "true":  # htmx follows a redirect into a swap; send the page
+            resp = make_response("", 204)
+            resp.headers["HX-Redirect"] = target
+            return resp
+        return redirect(target)
     return None
 
 

@@ -27,7 +27,7 @@ class Entry:
 
 
 GROUPS: tuple[tuple[str, tuple[Entry, ...]], ...] = (
-    ("Overview", (Entry("admin.home", "Home", "member", "admin.home"),
+    ("Overview", (Entry("admin.home", "Home", prefix="admin.home"),
                   Entry("dashboard.home", "My dashboard", "member", "dashboard."))),
     ("Traffic", (Entry("admin.logs", "Gateway logs", prefix="admin.log"),
                  Entry("admin.usage", "Per-user usage", prefix="admin.usage"),

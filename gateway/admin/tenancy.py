@@ -1,4 +1,5 @@
-"""Orgs and API Keys console: what the `gateway org|credits|key` commands do, for admins in a browser.
+"""Orgs and API Keys console: what the `gateway org|key` commands do, for admins in a browser (the
+credit and budget writes below serve the Credits and Budgets pages, spend.py).
 
 The writes are tenancy.py's (shared with the CLI), so each one audits and announces itself; the
 wrappers here add who may do it (Forbidden is a 403) and turn AccountError into a message for the form.
@@ -19,13 +20,12 @@ from gateway.ledger.pricing import usd
 from gateway.models import ApiKey, Org
 from gateway.services import budgets as budget_service
 from gateway.services import credits as credit_service
-from gateway.services import tenancy
-from gateway.services.errors import Actor, AdminError, Forbidden
+from gateway.services import people, tenancy
+from gateway.services.errors import Actor, AdminError, Forbidden, require_org_admin
 from gateway.services.tenancy import AccountError
 
 ORGS, ORG_TABLE = "admin/orgs/index.html", "admin/orgs/_table.html"
-ORG_FORM, CREDITS_FORM, ADJUST_FORM = "admin/orgs/_form.html", "admin/orgs/_credits.html", "admin/orgs/_adjust.html"
-BUDGET_FORM = "admin/orgs/_budget.html"
+ORG_FORM = "admin/orgs/_form.html"
 KEYS, KEY_TABLE, KEY_FORM, KEY_ROW = ("admin/keys/index.html", "admin/keys/_table.html", "admin/keys/_form.html",
                                      "admin/keys/_row.html")
 KEY_LIMIT = 500  # newest first; an org with more keys is filtered by org
@@ -45,8 +45,7 @@ def _superadmin(actor: Actor, what: str) -> None:
 
 
 def _own_org(actor: Actor, org_id: int | None, what: str) -> None:
-    if not actor.is_superadmin and (actor.org_id is None or org_id != actor.org_id):
-        raise Forbidden(f"You can only {what} in your own org.")
+    require_org_admin(actor, org_id, what)
 
 
 def _org(session, org_id: int | None) -> Org:
@@ -149,19 +148,16 @@ def revoke_key(session, actor: Actor, key_id: int) -> ApiKey:
 
 # ---- Orgs --------------------------------------------------------------------------------------------
 
-def _org_page(partial: str, form: dict[str, Any] | None = None, credits: dict[str, Any] | None = None,
-              which: str = "", adjust: dict[str, Any] | None = None, budget: dict[str, Any] | None = None,
-              **kw: Any):
-    """`which` names the form a message belongs to ("org", "credits" or "adjust"): a plain post
-    re-renders them all. Soft-budget alerts of the visible orgs show as a banner."""
+def _org_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
+    """Orgs with their people, caps, plan, balance and DLP status; soft-budget alerts as a banner.
+    The credit and budget forms are the Credits and Budgets pages (spend.py)."""
     session = request_session()
     orgs = visible_orgs(session)
     alerts = budget_service.alerts(session, [o.id for o in orgs])
-    budget_rows = [(o.name, v) for o in orgs for v in budget_service.list_budgets(session, o.id)]
-    return reply(ORGS, partial, rows=tenancy.org_overview(session, orgs), orgs=orgs, usd=usd,
-                 form=form or {}, credits=credits or {}, adjust=adjust or {}, which=which, alerts=alerts,
-                 names={o.id: o.name for o in orgs}, budget=budget or {"window": "month"},
-                 budget_rows=budget_rows, **kw)
+    kw.setdefault("which", "org")
+    return reply(ORGS, partial, rows=tenancy.org_overview(session, orgs), orgs=orgs, usd=usd, form=form or {},
+                 alerts=alerts, names={o.id: o.name for o in orgs},
+                 details=people.org_details(session, orgs, current_user), **kw)
 
 
 @bp.get("/orgs")
@@ -182,52 +178,6 @@ def org_create():
                      notice=f"Created org {org.name} with ${usd(org.credits_micros)} of credits.")
 
 
-@bp.get("/orgs/credits")
-def org_credits_form():
-    """The credits form, for the org of ?org= if given (a row's 'Add credits', or a new org to list)."""
-    require_superadmin()
-    org_id = request.args.get("org", type=int)
-    if org_id is not None and request_session().get(Org, org_id) is None:
-        abort(404)
-    return _org_page(CREDITS_FORM, credits={"org": str(org_id or "")}, which="credits")
-
-
-@bp.post("/orgs/credits")
-def org_credits():
-    require_superadmin()
-    form = request.form.to_dict()
-    try:
-        org = write(add_credits, _int(form.get("org")), form.get("amount"), form.get("note"))
-    except AdminError as e:
-        return _org_page(CREDITS_FORM, credits=form, which="credits", error=str(e))
-    return _org_page(CREDITS_FORM, credits={"org": str(org.id)}, which="credits", event="orgs-changed",
-                     notice=f"Added credits: {org.name} now has ${usd(org.credits_micros)}, from the next request.")
-
-
-@bp.post("/orgs/adjust")
-def org_adjust():
-    require_superadmin()
-    form = request.form.to_dict()
-    try:
-        org = write(refund_or_adjust, _int(form.get("org")), form.get("kind", ""), form.get("amount"),
-                    form.get("reason"))
-    except AdminError as e:
-        return _org_page(ADJUST_FORM, adjust=form, which="adjust", error=_sentence(e))
-    return _org_page(ADJUST_FORM, adjust={"org": str(org.id)}, which="adjust", event="orgs-changed",
-                     notice=f"Recorded: {org.name} now has ${usd(org.credits_micros)}, from the next request.")
-
-
-@bp.post("/orgs/budget")
-def org_budget():
-    form = request.form.to_dict()
-    try:
-        notice = write(set_or_clear_budget, form)
-    except AdminError as e:
-        return _org_page(BUDGET_FORM, budget=form, which="budget", error=_sentence(e))
-    return _org_page(BUDGET_FORM, budget={"org": form.get("org"), "window": form.get("window")}, which="budget",
-                     notice=notice)
-
-
 # ---- API Keys ----------------------------------------------------------------------------------------
 
 def _key_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
@@ -238,8 +188,9 @@ def _key_page(partial: str, form: dict[str, Any] | None = None, **kw: Any):
     org_id = org_id if org_id in allowed else None
     shown = [org_id] if org_id else allowed
     keys = tenancy.list_keys(session, shown, limit=KEY_LIMIT + 1)
-    if form is None:
-        form = {"org": str(org_id or current_user.org_id or ""), "scope": "inference"}
+    if form is None:  # ?app= (an Apps row's "Add a key") names the app the new key is for
+        form = {"org": str(org_id or current_user.org_id or ""), "scope": "inference",
+                "app": (request.args.get("app") or "")[:64]}
     return reply(KEYS, partial, keys=keys[:KEY_LIMIT], more=len(keys) > KEY_LIMIT, org_id=org_id, orgs=orgs,
                  names={o.id: o.name for o in orgs}, form=form, scopes=tenancy.SCOPES, scope_help=SCOPE_HELP,
                  **kw)

@@ -15,26 +15,21 @@ credit log, which is one indexed query.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 from flask import request
 
-from gateway import db, tokens
+from gateway import db
 from gateway.api.blueprint import accepts, bp, error_response
 from gateway.api.principals import as_json, json_object, principal
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.ledger import pricing
 from gateway.ledger.pricing import usd
-from gateway.memo import MEMO, OrgMoney, Principal, RouteInfo
+from gateway.memo import MEMO, Principal
 from gateway.models import utcnow
-from gateway.pipeline import decode, gate
-from gateway.pipeline import route as routing
+from gateway.pipeline import gate
 from gateway.pipeline.context import RequestContext
-from gateway.services import credits
+from gateway.services import credits, quotes
 from gateway.stores.byok import KEYS as BYOK_KEYS
 from gateway.stores.counters import COUNTERS
-from gateway.wire.canonical import Usage
 
 MAX_PAGE = 100
 
@@ -73,28 +68,8 @@ def account():
     })
 
 
-def _per_mtok(money: OrgMoney, micros: int | None) -> str | None:
-    return None if micros is None else usd(pricing.policy_micros(money, micros))
-
-
-def _plan_for(p: Principal, model: str, body: dict[str, Any] | None = None,
-              endpoint: str = "chat.completions") -> RequestContext:
-    """A context routed as the pipeline would route it now (access rules, health, strategy)."""
-    raw = orjson.dumps(body or {"model": model, "messages": [{"role": "user", "content": ""}]})
-    ctx = RequestContext(endpoint, "openai", raw, request.headers, None)
-    ctx.principal = p
-    decode.before(ctx)
-    routing.before(ctx)
-    return ctx
-
-
-def _byok(p: Principal, r: RouteInfo) -> bool:
-    return BYOK_KEYS.get(p.org_id, r.provider.name) is not None
-
-
-def _cost(p: Principal, money: OrgMoney, r: RouteInfo, usage: Usage) -> int:
-    fee = pricing.request_fee(money)
-    return fee if _byok(p, r) else pricing.policy_micros(money, pricing.cost_micros(r, usage)) + fee
+def _plan_for(p: Principal, model: str) -> RequestContext:
+    return quotes.plan_for(p, model, request.headers)
 
 
 @bp.get("/account/pricing")
@@ -117,10 +92,10 @@ def account_pricing():
         now, ref = (ctx.plan[0] if ctx.plan else None), model.reference
         data.append({
             "model": slug,
-            "input_per_mtok": _per_mtok(money, now.input_micros_per_mtok) if now else None,
-            "output_per_mtok": _per_mtok(money, now.output_micros_per_mtok) if now else None,
-            "cached_input_per_mtok": _per_mtok(money, now.cached_input_micros_per_mtok) if now else None,
-            "byok": bool(now and _byok(p, now)),
+            "input_per_mtok": quotes.per_mtok(money, now.input_micros_per_mtok) if now else None,
+            "output_per_mtok": quotes.per_mtok(money, now.output_micros_per_mtok) if now else None,
+            "cached_input_per_mtok": quotes.per_mtok(money, now.cached_input_micros_per_mtok) if now else None,
+            "byok": bool(now and quotes.byok(p, now)),
             "benchmark": {"input_per_mtok": usd(ref.input_micros_per_mtok) if ref else None,
                           "output_per_mtok": usd(ref.output_micros_per_mtok) if ref else None},
             "route": None if now is None else {"provider": now.provider.name, "upstream_model": now.upstream_model},
@@ -133,36 +108,9 @@ def account_pricing():
 def account_quote():
     try:
         p = principal()
-        body = json_object()
-        anthropic = bool(request.headers.get("anthropic-version")) or "system" in body
-        ctx = _plan_for(p, "", body, "messages" if anthropic else "chat.completions")
+        return as_json(quotes.quote(p, json_object(), request.headers))
     except GatewayError as e:
         return error_response(e, "openai")
-    money = MEMO.org_money(p.org_id)
-    messages = body.get("messages") or []
-    prompt = tokens.count_messages(messages)
-    system = body.get("system")
-    if isinstance(system, str):
-        prompt += tokens.count(system)
-    elif isinstance(system, list):
-        prompt += tokens.count(" ".join(b.get("text", "") for b in system if isinstance(b, dict)
-                                        and isinstance(b.get("text"), str)))
-    output = gate.output_cap(ctx)
-    usage = Usage(prompt, output)
-    reference = ctx.model.reference if ctx.model else None
-    fee = pricing.request_fee(money)
-    benchmark = pricing.policy_micros(money, pricing.list_price_micros(reference, usage)) + fee
-    routes = [{"provider": r.provider.name, "upstream_model": r.upstream_model, "byok": _byok(p, r),
-               "input_per_mtok": _per_mtok(money, r.input_micros_per_mtok),
-               "output_per_mtok": _per_mtok(money, r.output_micros_per_mtok),
-               "estimated_cost_usd": usd(_cost(p, money, r, usage))} for r in ctx.plan]
-    charge = _cost(p, money, ctx.plan[0], usage) if ctx.plan else 0
-    return as_json({
-        "object": "quote", "model": ctx.model.slug if ctx.model else ctx.requested_model,
-        "estimated_input_tokens": prompt, "estimated_output_tokens": output,
-        "benchmark_cost_usd": usd(benchmark), "estimated_charge_usd": usd(charge),
-        "estimated_saved_usd": usd(benchmark - charge), "routes": routes,
-    })
 
 
 def epoch(moment: datetime) -> int:

@@ -8,7 +8,7 @@ from gateway.models.dlp import DlpCustomRule, DlpEvent, DlpRollup, DlpSetting
 from gateway.models.jobs import JobRun
 from gateway.models.ledger import LedgerEntry, PartyRollup, UsageRollup
 from gateway.models.logs import AuditLog, ChangeEvent
-from gateway.models.money import ByokKey, ByokRejection, IdempotencyRecord, ReconciliationLine
+from gateway.models.money import ByokKey, ByokRejection, IdempotencyRecord, ReconciliationLine, TopupRequest
 from gateway.models.policy import (
     AccessPolicy,
     AgentConfig,
@@ -29,5 +29,6 @@ __all__ = [
     "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyRollup", "ReconciliationLine",
     "DlpCustomRule", "DlpEvent", "DlpRollup", "DlpSetting",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
-    "JobRun", "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",
+    "JobRun", "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "TopupRequest", "User",
+    "utcnow",
 ]

@@ -1,5 +1,5 @@
 """Money records beside the ledger: idempotency records, BYOK provider keys and their rejections,
-reconciliation reports. Every row carries its org (reports carry none: they compare the operator's
+reconciliation reports, top-up requests. Every row carries its org (reports carry none: they compare the operator's
 whole account at a provider)."""
 
 from __future__ import annotations
@@ -82,4 +82,24 @@ class ReconciliationLine(Base):
     drift: Mapped[float] = mapped_column(Float, default=0.0)  # the largest relative difference
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     note: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TopupRequest(Base):
+    """Credits asked for from the dashboard, waiting for an operator: `status` pending -> approved
+    (one top-up transaction, `txn_id`) or rejected. Only a pending request changes, once."""
+
+    __tablename__ = "topup_request"
+    __table_args__ = (Index("ix_topup_request_org_created", "org_id", "created_at"),
+                      Index("ix_topup_request_status", "status", "created_at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    amount_micros: Mapped[int] = mapped_column(BigInt)
+    note: Mapped[str] = mapped_column(String(500), default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | rejected
+    requested_by: Mapped[str] = mapped_column(String(254), default="")
+    decided_by: Mapped[str | None] = mapped_column(String(254))
+    decided_at: Mapped[datetime | None]
+    txn_id: Mapped[int | None] = mapped_column(BigInt)  # the credit transaction an approval made
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

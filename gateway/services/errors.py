@@ -21,17 +21,29 @@ class Actor(Protocol):
     email: str
     is_superadmin: bool
     org_id: int | None
+    # "super-admin" | "org-admin" | "member"; an actor without one (the CLI) is not a member
+
+
+def is_member(actor: Actor) -> bool:
+    """A member changes nothing of the org's: only their own keys and password (see services/people.py)."""
+    return not actor.is_superadmin and getattr(actor, "role", None) == "member"
 
 
 def may_edit(actor: Actor, org_id: int | None) -> bool:
-    """Global rows are the super-admins'; an org's rows are also its own admins'."""
-    return actor.is_superadmin or (org_id is not None and actor.org_id == org_id)
+    """Global rows are the super-admins'; an org's rows are also its own admins' (never its members')."""
+    return actor.is_superadmin or (org_id is not None and actor.org_id == org_id and not is_member(actor))
 
 
 def require(actor: Actor, org_id: int | None, what: str) -> None:
     if not may_edit(actor, org_id):
         raise Forbidden(f"Only a super-admin can change global {what}." if org_id is None
                         else f"You can only change your own org's {what}.")
+
+
+def require_org_admin(actor: Actor, org_id: int | None, what: str) -> None:
+    """Org `org_id`'s admins and the super-admins; anyone else (another org, a member) is refused."""
+    if not may_edit(actor, org_id):
+        raise Forbidden(f"You can only {what} in your own org, as its admin.")
 
 
 def require_superadmin(actor: Actor, what: str) -> None:
