@@ -1,5 +1,6 @@
 """Typed ORM by aggregate: tenancy, catalog, ledger, logs, dlp."""
 
+from gateway.models.activity import ContentLog, ContentLogSetting, ErrorReport
 from gateway.models.base import Base, utcnow
 from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
@@ -24,7 +25,7 @@ __all__ = [
     "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry",
     "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
     "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyRollup", "ReconciliationLine",
-    "DlpCustomRule", "DlpEvent", "DlpRollup", "DlpSetting",
+    "DlpCustomRule", "DlpEvent", "DlpRollup", "DlpSetting", "ContentLog", "ContentLogSetting", "ErrorReport",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
     "JobRun", "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",
 ]

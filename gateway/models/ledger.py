@@ -17,6 +17,9 @@ class LedgerEntry(Base):
         Index("ix_ledger_created", "created_at"),
         Index("ix_ledger_model_created", "requested_model", "created_at"),
         Index("ix_ledger_status_created", "status", "created_at"),
+        # per-user and per-app activity: the logs' user filter and the CSV export's keyset walk
+        Index("ix_ledger_user_created", "user_id", "created_at", "id"),
+        Index("ix_ledger_app_created", "app_id", "created_at", "id"),
     )
     id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -84,7 +87,8 @@ class PartyRollup(RollupSums, Base):
     called (GET /v1/usage/timeseries?group_by=key|user|app) without reading the raw ledger."""
 
     __tablename__ = "party_rollup"
-    __table_args__ = (UniqueConstraint("org_id", "hour", "party", "party_id"),)
+    __table_args__ = (UniqueConstraint("org_id", "hour", "party", "party_id"),
+                      Index("ix_party_rollup_party_hour", "party", "hour"))  # every org's users, by hour
     id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("org.id"))  # first column of the unique index
     hour: Mapped[datetime]
