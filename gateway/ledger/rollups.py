@@ -13,7 +13,7 @@ range, so the resolution is one hour and a window is widened to whole hours (`wi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -179,14 +179,22 @@ def recent_spend(session: Session, org_ids: Iterable[int], now: datetime) -> dic
 # ---- by who called: party_rollup (keys, users, apps) and the timeseries ------------------------------
 
 PARTIES = {"key": "key_id", "user": "user_id", "app": "app_id"}
+# Also kept per provider (party "provider", party_id the provider's id), for the console's cost
+# trends by provider; not a group_by of the API's timeseries.
+PROVIDER = "provider"
 
 
-def party_rollup(rows: list[dict]) -> list[dict]:
+def party_rollup(rows: list[dict], provider_ids: Mapping[str, int] | None = None) -> list[dict]:
+    """Hourly sums per (org, hour, party, party id); `provider_ids` (provider name -> id) adds the
+    serving provider as a party (rows served by no provider, or an unknown one, are not counted there)."""
     acc: dict[tuple, dict] = {}
     for row in rows:
         hour = row["created_at"].replace(minute=0, second=0, microsecond=0)
-        for party, column in PARTIES.items():
-            if (party_id := row.get(column)) is None:
+        parties = [(party, row.get(column)) for party, column in PARTIES.items()]
+        if provider_ids and row.get("provider"):
+            parties.append((PROVIDER, provider_ids.get(row["provider"])))
+        for party, party_id in parties:
+            if party_id is None:
                 continue
             s = acc.setdefault((row["org_id"], hour, party, party_id), dict.fromkeys(SUMS, 0))
             s["requests"] += 1

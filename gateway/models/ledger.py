@@ -82,9 +82,10 @@ class UsageRollup(RollupSums, Base):
 
 
 class PartyRollup(RollupSums, Base):
-    """Hourly totals per org and key, user or app (`party` "key" | "user" | "app", `party_id`), kept
-    current by the ledger writer in the same transaction as the rows, for usage grouped by who
-    called (GET /v1/usage/timeseries?group_by=key|user|app) without reading the raw ledger."""
+    """Hourly totals per org and key, user, app or serving provider (`party` "key" | "user" | "app" |
+    "provider", `party_id`), kept current by the ledger writer in the same transaction as the rows,
+    for usage grouped by who called (GET /v1/usage/timeseries?group_by=key|user|app, the console's
+    per-user usage) or by provider (the console's cost trends) without reading the raw ledger."""
 
     __tablename__ = "party_rollup"
     __table_args__ = (UniqueConstraint("org_id", "hour", "party", "party_id"),
