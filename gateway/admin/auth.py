@@ -22,7 +22,7 @@ from gateway.services.tenancy import audit, end_sessions
 def _safe_next(target: str | None) -> str:
     if target and target.startswith("/admin") and not target.startswith("//"):
         return target
-    return url_for("admin.logs")
+    return url_for("admin.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -15,6 +15,7 @@ def init_app(app: Flask) -> None:
     from gateway.api import (  # noqa: F401  (routes register on import)
         account,
         byok,
+        error_reports,
         health,
         keys,
         models,
