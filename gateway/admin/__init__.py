@@ -17,6 +17,10 @@ def init_app(app: Flask) -> None:
         auth,
         catalog,
         dlp,  # noqa: F401  (data protection)
+        error_reports,  # noqa: F401  (error reports)
+        export,  # noqa: F401  (activity export, content logging)
+        home,  # noqa: F401  (the landing page)
+        home_try,  # noqa: F401  (Home's "Try a request")
         logs,
         money,  # noqa: F401  (reconciliation and BYOK keys)
         plans,  # noqa: F401  (plans and which org is on which)
@@ -24,6 +28,7 @@ def init_app(app: Flask) -> None:
         routing,
         savings,  # noqa: F401  (savings report and settings)
         tenancy,  # noqa: F401  (orgs, credits and API keys)
+        usage,  # noqa: F401  (per-user usage)
     )
 
     from flask_login import current_user
