@@ -22,6 +22,7 @@ from gateway.admin.editing import require_admin, visible_orgs
 from gateway.admin.home import dollars, try_models
 from gateway.db import request_session
 from gateway.errors import GatewayError
+from gateway.memo import MEMO
 from gateway.htmx import render_page_or_partial
 from gateway.models import Org
 from gateway.pipeline import run
@@ -47,8 +48,11 @@ def _org(raw: str | None) -> Org:
 
 def _new_key(org: Org) -> str:
     with db.write_lock, db.session_scope() as session:
-        return tenancy.create_key(session, session.get(Org, org.id), name="console try", scope="inference",
-                                  actor=current_user.email).secret
+        secret = tenancy.create_key(session, session.get(Org, org.id), name="console try", scope="inference",
+                                    actor=current_user.email).secret
+    with db.session_scope() as session:  # this process knows the key now; the others from the change log
+        MEMO.reload(session, "keys")
+    return secret
 
 
 def answer_of(body: bytes | None) -> str:
