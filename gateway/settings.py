@@ -55,6 +55,8 @@ class Settings:
     start_jobs: bool = True
     # Reverse proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are believed.
     trusted_proxies: int = 0
+    # POST /v1/error-reports accepted per key per minute (GATEWAY_ERROR_REPORTS_PER_MINUTE).
+    error_reports_per_minute: int = 60
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
@@ -96,6 +98,9 @@ class Settings:
             values["port"] = int(env["GATEWAY_PORT"])
         if env.get("GATEWAY_TRUSTED_PROXIES"):
             values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
+        if env.get("GATEWAY_ERROR_REPORTS_PER_MINUTE"):
+            values["error_reports_per_minute"] = max(1, _count("GATEWAY_ERROR_REPORTS_PER_MINUTE",
+                                                               env["GATEWAY_ERROR_REPORTS_PER_MINUTE"]))
         if env.get("GATEWAY_DRAIN_SECONDS"):
             values["drain_seconds"] = max(0.0, float(env["GATEWAY_DRAIN_SECONDS"]))
         known = {f.name for f in fields(cls)}

@@ -4,8 +4,8 @@ kept beside the gateway's errors in the console's Error reports (source "client"
 Any valid key (inference, read or admin); the report belongs to the key's org, user and app. Body:
 a JSON object with `type` and `message` (required), `model`, `agent`, `version`, `request_id`
 (optional), every one a string within its cap; anything else is a 400 in OpenAI's error shape
-naming the field. At most REPORTS_PER_MINUTE per key (a token bucket): beyond, 429 with
-`retry-after`. The row goes to the ledger writer's queue (no database write here): 202.
+naming the field. At most GATEWAY_ERROR_REPORTS_PER_MINUTE per key (60 by default; a token
+bucket): beyond, 429 with `retry-after`. The row goes to the ledger writer's queue (no database write here): 202.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import time
 
 import orjson
-from flask import Response, request
+from flask import Response, current_app, request
 
 from gateway.api.blueprint import accepts, bp, error_response
 from gateway.api.principals import principal
@@ -24,7 +24,6 @@ from gateway.models import ErrorReport
 from gateway.stores.counters import COUNTERS, Limit
 
 BODY_MAX = 16 * 1024
-REPORTS_PER_MINUTE = 60
 FIELDS = {"type": 64, "message": 2000, "model": 160, "agent": 120, "version": 64, "request_id": 64}
 REQUIRED = ("type", "message")
 
@@ -65,9 +64,10 @@ def parse(raw: bytes) -> dict[str, str]:
 def error_report_create():
     try:
         p = principal()
-        state = COUNTERS.take([Limit(f"error-reports:key:{p.key_id}", REPORTS_PER_MINUTE, 1)], time.monotonic())[0]
+        per_minute = current_app.extensions["settings"].error_reports_per_minute
+        state = COUNTERS.take([Limit(f"error-reports:key:{p.key_id}", per_minute, 1)], time.monotonic())[0]
         if state.retry_after:
-            e = RateLimited(f"Rate limit reached for error reports: {REPORTS_PER_MINUTE} per minute per key.")
+            e = RateLimited(f"Rate limit reached for error reports: {per_minute} per minute per key.")
             e.retry_after = math.ceil(state.retry_after)
             raise e
         fields = parse(request.get_data(cache=False))
