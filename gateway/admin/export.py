@@ -55,20 +55,23 @@ def cell(value: Any) -> Any:
     return value
 
 
+def page_query(party: str, party_id: int, org_ids: list[int] | None, after: tuple[datetime, int], end: datetime,
+               page: int):
+    """The next page after `after` (created_at, id): a range on the subject's (id, created_at) index."""
+    q = (select(*COLUMNS).where(SUBJECTS[party] == party_id, E.created_at >= after[0], E.created_at < end,
+                                tuple_(E.created_at, E.id) > tuple_(*after))
+         .order_by(E.created_at, E.id).limit(page))
+    return q if org_ids is None else q.where(E.org_id.in_(org_ids))
+
+
 def pages(party: str, party_id: int, org_ids: list[int] | None, start: datetime, end: datetime,
           page: int = PAGE) -> Iterator[tuple[list[Any], dict[str, tuple[str, str]]]]:
     """(rows, request id -> (input, output)) a page at a time, oldest first; each page one indexed
     range read after the last (created_at, id) seen, in a session of its own."""
-    column = SUBJECTS[party]
     after: tuple[datetime, int] = (start, 0)
     while True:
         with db.session_scope() as session:
-            q = (select(*COLUMNS).where(column == party_id, E.created_at >= after[0], E.created_at < end,
-                                        tuple_(E.created_at, E.id) > tuple_(*after))
-                 .order_by(E.created_at, E.id).limit(page))
-            if org_ids is not None:
-                q = q.where(E.org_id.in_(org_ids))
-            rows = session.execute(q).all()
+            rows = session.execute(page_query(party, party_id, org_ids, after, end, page)).all()
             ids = [r.request_id for r in rows]
             texts = {c.request_id: SETTINGS.decrypt(c) for c in session.scalars(
                 select(ContentLog).where(ContentLog.request_id.in_(ids)))} if ids else {}
@@ -80,7 +83,9 @@ def pages(party: str, party_id: int, org_ids: list[int] | None, start: datetime,
         after = (rows[-1].created_at, rows[-1].id)
 
 
-def csv_chunks(walk: Iterator[tuple[list[Any], dict[str, tuple[str, str]]]]) -> Iterator[bytes]:
+def csv_chunks(walk: Iterator[tuple[list[Any], dict[str, tuple[str, str]]]],
+               flush_bytes: int = FLUSH_BYTES) -> Iterator[bytes]:
+    """The CSV, row by row into a buffer handed on whenever it holds `flush_bytes`."""
     buf = io.StringIO()
     out = csv.writer(buf)
     out.writerow(HEADER)
@@ -95,7 +100,7 @@ def csv_chunks(walk: Iterator[tuple[list[Any], dict[str, tuple[str, str]]]]) -> 
                           r.input_tokens, r.output_tokens, r.cached_tokens, usd(r.charge_micros),
                           usd(r.saved_micros), r.latency_ms, r.status, cell(r.error_type or ""), cell(said),
                           cell(answered)])
-            if buf.tell() >= FLUSH_BYTES:
+            if buf.tell() >= flush_bytes:
                 yield buf.getvalue().encode()
                 buf.seek(0)
                 buf.truncate()
