@@ -73,7 +73,7 @@ def fill(conn, rows: int, orgs: list[int], users: dict[int, list[int]], apps: di
                       0, 0, 0, bench_micros, charge, bench_micros - charge if not failed else 0, "", "miss",
                       r.choice((429, 500, 502)) if failed else 200, "api_error" if failed else None,
                       "upstream failed" if failed else None, r.randint(80, 3000), None, 1, 0,
-                      (start + step * i).isoformat(sep=" ")))
+                      (start + step * i).strftime("%Y-%m-%d %H:%M:%S.%f")))
         if len(batch) == 50_000:
             conn.exec_driver_sql(sql, batch)
             batch = []
@@ -96,6 +96,10 @@ def fill(conn, rows: int, orgs: list[int], users: dict[int, list[int]], apps: di
                          f"SELECT l.org_id, {hour.replace('created_at', 'l.created_at')}, 'provider', p.id, "
                          f"{sums.replace('status', 'l.status')} FROM ledger_entry l JOIN provider p ON p.name = l.provider "
                          f"GROUP BY l.org_id, {hour.replace('created_at', 'l.created_at')}, p.id")
+    day = "strftime('%Y-%m-%d 00:00:00.000000', hour)"
+    conn.exec_driver_sql(f"INSERT INTO party_day_rollup (org_id, day, party, party_id, {into}) "
+                         f"SELECT org_id, {day}, party, party_id, {', '.join(f'sum({c})' for c in into.split(', '))} "
+                         f"FROM party_rollup GROUP BY org_id, {day}, party, party_id")
     conn.exec_driver_sql("INSERT INTO error_report (org_id, source, type, model, message, status, key_id, user_id, "
                          "app_id, agent, version, request_id, created_at) SELECT org_id, 'upstream', error_type, "
                          "requested_model, error_message, status, key_id, user_id, app_id, '', '', request_id, "

@@ -207,3 +207,56 @@ def test_org_admin_cannot_try_a_request_for_another_org(gateway):
     assert r.status_code == 403
     with db.session_scope() as session:
         assert session.scalar(select(User).where(User.email == "adm@default.example")).org_id == gateway.org().id
+
+
+def test_migration_0009_adds_the_days_so_far_to_the_daily_party_rollups(tmp_path):
+    from datetime import datetime
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from gateway.migrate import MIGRATIONS
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0008")
+        conn.execute(text("INSERT INTO org (id, name, credits_micros, pricing, pricing_bps, request_fee_micros, "
+                          "created_at) VALUES (1, 'o', 0, 'list', 0, 0, '2030-01-01 00:00:00.000000')"))
+        for hour, charge in ((1, 10), (5, 20), (30, 40)):  # two hours of day 1, one of day 2
+            at = datetime(2030, 1, 1 + hour // 24, hour % 24)
+            conn.execute(text("INSERT INTO party_rollup (org_id, hour, party, party_id, requests, errors, input_tokens, "
+                              "output_tokens, benchmark_micros, charge_micros, saved_micros) VALUES "
+                              "(1, :at, 'user', 7, 1, 0, 2, 3, :c, :c, 0)"), {"at": at, "c": charge})
+        command.upgrade(cfg, "0009")
+        days = conn.execute(text("SELECT day, requests, charge_micros FROM party_day_rollup ORDER BY day")).all()
+    assert [(str(d)[:10], r, c) for d, r, c in days] == [("2030-01-01", 2, 30), ("2030-01-02", 1, 40)]
+
+
+def test_per_user_sums_read_whole_days_daily_and_the_ends_hourly(gateway):
+    from datetime import datetime, timedelta
+
+    from gateway.ledger.rollups import SUMS, upsert_party_rollups
+    from gateway.ledger.trends import party_usage
+
+    org = gateway.org().id
+    base = datetime(2030, 3, 1)
+    rows = [{"org_id": org, "hour": base + timedelta(hours=h), "party": "user", "party_id": 1 + h % 2,
+             **dict.fromkeys(SUMS, 0), "requests": 1, "charge_micros": h} for h in range(0, 96, 1)]
+    with db.write_lock, db.session_scope() as s:
+        upsert_party_rollups(s, rows)
+    for start, end in ((base + timedelta(hours=5, minutes=30), base + timedelta(days=3, hours=2)),
+                       (base, base + timedelta(days=4)), (base + timedelta(hours=3), base + timedelta(hours=9))):
+        with db.session_scope() as s:
+            got = {line.party_id: (line.sums["requests"], line.sums["charge_micros"])
+                   for line in party_usage(s, [org], "user", start, end)}
+        lo = start.replace(minute=0)
+        want: dict[int, tuple[int, int]] = {}
+        for r in rows:
+            if lo <= r["hour"] < end:
+                n, c = want.get(r["party_id"], (0, 0))
+                want[r["party_id"]] = (n + 1, c + r["charge_micros"])
+        assert got == want, (start, end)

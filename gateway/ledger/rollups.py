@@ -1,7 +1,7 @@
 """Usage rollups: hourly sums per (org, hour, requested model, mechanism) in `usage_rollup`, and the
 usage summaries read from them (GET /v1/usage/summary, the console's savings report and org overview);
-hourly sums per org and key, user or app in `party_rollup`, and the timeseries over both
-(GET /v1/usage/timeseries).
+hourly sums per org and key, user, app or provider in `party_rollup` (and per day in
+`party_day_rollup`), and the timeseries over both (GET /v1/usage/timeseries).
 
 The ledger writer adds each batch's sums in the same transaction as its rows (`rollup` then
 `upsert_rollups`: INSERT ... ON CONFLICT DO UPDATE, so concurrent writers on PostgreSQL add rather
@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from gateway.models import DlpRollup, PartyRollup, UsageRollup
+from gateway.models import DlpRollup, PartyDayRollup, PartyRollup, UsageRollup
 
 # What the meter attributes savings to (gateway/pipeline/meter.py); output_budget saves no tokens
 # the benchmark would have counted, so it never appears here.
@@ -204,19 +204,33 @@ def party_rollup(rows: list[dict], provider_ids: Mapping[str, int] | None = None
     return [{"org_id": k[0], "hour": k[1], "party": k[2], "party_id": k[3], **v} for k, v in acc.items()]
 
 
+def by_day(party_rows: list[dict]) -> list[dict]:
+    """The hourly party sums of a batch, summed per UTC day (for `party_day_rollup`)."""
+    acc: dict[tuple, dict] = {}
+    for row in party_rows:
+        key = (row["org_id"], row["hour"].replace(hour=0), row["party"], row["party_id"])
+        s = acc.setdefault(key, dict.fromkeys(SUMS, 0))
+        for name in SUMS:
+            s[name] += row[name]
+    return [{"org_id": k[0], "day": k[1], "party": k[2], "party_id": k[3], **v} for k, v in acc.items()]
+
+
 def upsert_party_rollups(session: Session, rows: list[dict]) -> None:
+    """Add a batch's party sums to the hourly rollups and to the daily ones."""
     if not rows:
         return
     if session.bind.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    stmt = dialect_insert(PartyRollup)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "hour", "party", "party_id"],
-        set_={name: getattr(PartyRollup, name) + getattr(stmt.excluded, name) for name in SUMS},
-    )
-    session.execute(stmt, rows)
+    for table, target, batch in ((PartyRollup, ["org_id", "hour", "party", "party_id"], rows),
+                                 (PartyDayRollup, ["org_id", "party", "day", "party_id"], by_day(rows))):
+        stmt = dialect_insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=target,
+            set_={name: getattr(table, name) + getattr(stmt.excluded, name) for name in SUMS},
+        )
+        session.execute(stmt, batch)
 
 
 def bucket_start(hour: datetime, bucket: str) -> datetime:

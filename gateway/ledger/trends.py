@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.ledger.rollups import PROVIDER, SUMS, window
-from gateway.models import App, ErrorReport, Org, PartyRollup, Provider, UsageRollup, User
+from gateway.models import App, ErrorReport, Org, PartyDayRollup, PartyRollup, Provider, UsageRollup, User
 
 MONEY = ("benchmark_micros", "charge_micros", "saved_micros")
 
@@ -51,7 +51,7 @@ def _empty(n: int) -> dict[str, list[int]]:
 
 def cost_trends(session: Session, org_ids: Iterable[int] | None, now: datetime, days: int = 7) -> Trends:
     """Benchmark, charge and saved per UTC day over the last `days` days (today included), in total,
-    per requested model (usage_rollup) and per serving provider (party_rollup)."""
+    per requested model (usage_rollup) and per serving provider (party_day_rollup)."""
     first = day_of(now) - timedelta(days=days - 1)
     end = day_of(now) + timedelta(days=1)
     day_list = [first + timedelta(days=i) for i in range(days)]
@@ -69,16 +69,16 @@ def cost_trends(session: Session, org_ids: Iterable[int] | None, now: datetime, 
         for f, v in zip(MONEY, values, strict=True):
             out.totals[f][i] += int(v or 0)
             line[f][i] += int(v or 0)
-    P = PartyRollup
-    q = (select(P.hour, P.party_id, *(func.sum(getattr(P, f)) for f in MONEY))
-         .where(P.party == PROVIDER, P.hour >= first, P.hour < end).group_by(P.hour, P.party_id))
+    D = PartyDayRollup
+    q = (select(D.day, D.party_id, *(func.sum(getattr(D, f)) for f in MONEY))
+         .where(D.party == PROVIDER, D.day >= first, D.day < end).group_by(D.day, D.party_id))
     if orgs is not None:
-        q = q.where(P.org_id.in_(orgs))
+        q = q.where(D.org_id.in_(orgs))
     names = dict(session.execute(select(Provider.id, Provider.name)).tuples().all())
-    for hour, provider_id, *values in session.execute(q):
+    for day, provider_id, *values in session.execute(q):
         line = out.by_provider.setdefault(names.get(provider_id, f"provider {provider_id}"), _empty(days))
         for f, v in zip(MONEY, values, strict=True):
-            line[f][index[day_of(hour)]] += int(v or 0)
+            line[f][index[day_of(day)]] += int(v or 0)
     return out
 
 
@@ -93,19 +93,34 @@ class PartyLine:
 def party_usage(session: Session, org_ids: Iterable[int] | None, party: str, start: datetime, end: datetime,
                 limit: int | None = None) -> list[PartyLine]:
     """Sums per user (or app, key) over the hours of [start, end), the biggest charge first; names
-    resolved for the rows shown only."""
+    resolved for the rows shown only. Whole days are read from the daily rollups, the hours at
+    either end from the hourly ones (a month: 30 rows per user, not 720)."""
     lo, hi = window(start, end)
-    P = PartyRollup
-    charge = func.sum(P.charge_micros)
-    q = (select(P.party_id, func.min(P.org_id), *(func.sum(getattr(P, s)) for s in SUMS))
-         .where(P.party == party, P.hour >= lo, P.hour < hi)
-         .group_by(P.party_id).order_by(charge.desc(), P.party_id))
-    if org_ids is not None:
-        q = q.where(P.org_id.in_(list(org_ids)))
-    if limit:
-        q = q.limit(limit)
-    rows = session.execute(q).all()
-    ids = [r[0] for r in rows]
+    first_day = day_of(lo) if lo == day_of(lo) else day_of(lo) + timedelta(days=1)
+    last_day = day_of(hi)
+    orgs = None if org_ids is None else list(org_ids)
+    acc: dict[int, list[int]] = {}
+    spans: list[tuple[Any, Any, datetime, datetime]] = []
+    if first_day < last_day:
+        spans = [(PartyRollup, PartyRollup.hour, lo, first_day),
+                 (PartyDayRollup, PartyDayRollup.day, first_day, last_day),
+                 (PartyRollup, PartyRollup.hour, last_day, hi)]
+    else:
+        spans = [(PartyRollup, PartyRollup.hour, lo, hi)]
+    for table, when, a, b in spans:
+        if a >= b:
+            continue
+        q = (select(table.party_id, func.min(table.org_id), *(func.sum(getattr(table, s)) for s in SUMS))
+             .where(table.party == party, when >= a, when < b).group_by(table.party_id))
+        if orgs is not None:
+            q = q.where(table.org_id.in_(orgs))
+        for party_id, org_id, *values in session.execute(q):
+            line = acc.setdefault(party_id, [org_id] + [0] * len(SUMS))
+            for i, v in enumerate(values, start=1):
+                line[i] += int(v or 0)
+    charge = 1 + SUMS.index("charge_micros")
+    ranked = sorted(acc.items(), key=lambda item: (-item[1][charge], item[0]))[:limit]
+    ids = [party_id for party_id, _ in ranked]
     if party == "user":
         names = dict(session.execute(select(User.id, User.email).where(User.id.in_(ids))).tuples().all())
     elif party == "app":
@@ -113,8 +128,8 @@ def party_usage(session: Session, org_ids: Iterable[int] | None, party: str, sta
     else:
         names = {}
     org_names = dict(session.execute(select(Org.id, Org.name)).tuples().all())
-    return [PartyLine(r[0], names.get(r[0], f"{party} {r[0]}"), org_names.get(r[1], ""),
-                      dict(zip(SUMS, (int(v or 0) for v in r[2:]), strict=True))) for r in rows]
+    return [PartyLine(party_id, names.get(party_id, f"{party} {party_id}"), org_names.get(line[0], ""),
+                      dict(zip(SUMS, line[1:], strict=True))) for party_id, line in ranked]
 
 
 @dataclass

@@ -6,7 +6,7 @@ from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
 from gateway.models.dlp import DlpCustomRule, DlpEvent, DlpRollup, DlpSetting
 from gateway.models.jobs import JobRun
-from gateway.models.ledger import LedgerEntry, PartyRollup, UsageRollup
+from gateway.models.ledger import LedgerEntry, PartyDayRollup, PartyRollup, UsageRollup
 from gateway.models.logs import AuditLog, ChangeEvent
 from gateway.models.money import ByokKey, ByokRejection, IdempotencyRecord, ReconciliationLine
 from gateway.models.policy import (
@@ -24,7 +24,7 @@ from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, 
 __all__ = [
     "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry",
     "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
-    "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyRollup", "ReconciliationLine",
+    "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyDayRollup", "PartyRollup", "ReconciliationLine",
     "DlpCustomRule", "DlpEvent", "DlpRollup", "DlpSetting", "ContentLog", "ContentLogSetting", "ErrorReport",
     "Alias", "ApiKey", "App", "AuditLog", "Base", "ChangeEvent", "CreditGrant", "Fallback",
     "JobRun", "LedgerEntry", "Model", "Org", "Provider", "Route", "StoredResponse", "User", "utcnow",

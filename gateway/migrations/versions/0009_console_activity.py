@@ -1,5 +1,5 @@
 """console activity: error reports, content logging (settings and encrypted conversations), indexes
-for per-user activity and every org's party rollups
+for per-user activity and every org's party rollups, daily party rollups
 
 Revision ID: 0009
 Revises: 0008
@@ -14,6 +14,7 @@ branch_labels = None
 depends_on = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
+SUMS = ('requests', 'errors', 'input_tokens', 'output_tokens', 'benchmark_micros', 'charge_micros', 'saved_micros')
 
 
 def upgrade() -> None:
@@ -77,9 +78,32 @@ def upgrade() -> None:
         batch_op.create_index('ix_ledger_app_created', ['app_id', 'created_at', 'id'], unique=False)
     with op.batch_alter_table('party_rollup', schema=None) as batch_op:
         batch_op.create_index('ix_party_rollup_party_hour', ['party', 'hour'], unique=False)
+    op.create_table(
+        'party_day_rollup',
+        sa.Column('id', BIGINT, nullable=False),
+        sa.Column('org_id', sa.Integer(), nullable=False),
+        sa.Column('day', sa.DateTime(), nullable=False),
+        sa.Column('party', sa.String(length=8), nullable=False),
+        sa.Column('party_id', sa.Integer(), nullable=False),
+        *[sa.Column(name, BIGINT, nullable=False) for name in SUMS],
+        sa.ForeignKeyConstraint(['org_id'], ['org.id'], name=op.f('fk_party_day_rollup_org_id_org')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_party_day_rollup')),
+        sa.UniqueConstraint('org_id', 'party', 'day', 'party_id', name=op.f('uq_party_day_rollup_org_id')),
+    )
+    with op.batch_alter_table('party_day_rollup', schema=None) as batch_op:
+        batch_op.create_index('ix_party_day_rollup_party_day', ['party', 'day'], unique=False)
+    # the days so far, from the hourly party rollups
+    bind = op.get_bind()
+    day = ("date_trunc('day', hour)" if bind.dialect.name == 'postgresql'
+           else "strftime('%Y-%m-%d 00:00:00.000000', hour)")
+    sums = ', '.join(SUMS)
+    op.execute(f"INSERT INTO party_day_rollup (org_id, day, party, party_id, {sums}) "
+               f"SELECT org_id, {day}, party, party_id, {', '.join(f'sum({s})' for s in SUMS)} FROM party_rollup "
+               f"GROUP BY org_id, {day}, party, party_id")
 
 
 def downgrade() -> None:
+    op.drop_table('party_day_rollup')
     with op.batch_alter_table('party_rollup', schema=None) as batch_op:
         batch_op.drop_index('ix_party_rollup_party_hour')
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
