@@ -8,9 +8,11 @@
   var COLORS = ["#6b7280", "#3b82f6", "#10b981", "#f59e0b", "#8b5cf6", "#ef4444", "#14b8a6", "#ec4899"];
   var usd = function (v) { return v == null ? "" : "$" + (v / 1e6).toFixed(v >= 1e6 || v === 0 ? 2 : 4); };
   var chart = null;
+  var day = function (t) { return new Date(t * 1000).toISOString().slice(5, 10); };  // UTC days: MM-DD
 
   function build(view) {
-    var series = [{}], values = [data.days];
+    var series = [{label: "Day (UTC)", value: function (u, v) { return v == null ? "--" : day(v); }}];
+    var values = [data.days];
     if (view === "totals") {
       [["Benchmark", "benchmark_micros"], ["Charge", "charge_micros"], ["Saved", "saved_micros"]].forEach(function (s, i) {
         series.push({label: s[0], stroke: COLORS[i], width: 2, value: function (u, v) { return usd(v); }});
@@ -32,7 +34,8 @@
     chart = new uPlot({
       width: Math.max(320, el.clientWidth - 24), height: 240, series: series,
       scales: {x: {time: true}},
-      axes: [{}, {values: function (u, ticks) { return ticks.map(usd); }, size: 70}],
+      axes: [{splits: function () { return data.days; }, values: function (u, ticks) { return ticks.map(day); }},
+             {values: function (u, ticks) { return ticks.map(usd); }, size: 70}],
     }, values, el);
   }
 
