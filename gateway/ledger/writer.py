@@ -6,6 +6,8 @@ deducts the charges and posts them to the credit log (one `charge` transaction p
 see services/credits.py) in one short transaction, then polls for admin changes (memo.py), so
 balance reloads and commits never interleave. A batch that cannot be written is retried, then
 spilled to `instance/ledger-spill.jsonl` and replayed at the next start: rows are never dropped.
+The same transaction adds the batch's rollups (usage, party, daily party) and an error report per
+failed request; before it, the rows are counted for Prometheus and the console's live hour.
 
 Crash window: the loop writes every `sync_interval` (250 ms by default), and at once when
 `ledger_flush_rows` rows (200) are queued. A graceful stop writes everything; a SIGKILL or power
