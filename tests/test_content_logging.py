@@ -178,3 +178,18 @@ def test_texts_from_every_dialect():
     for _ in range(5000):
         deep = [deep]
     assert input_text({"messages": [{"role": "user", "content": deep}]}) == "user: "
+
+
+def test_conversations_are_kept_as_the_provider_saw_them_after_data_protection(gateway):
+    from tests.test_dlp import EMAIL, protect
+
+    protect(gateway)
+    s, _ = login(gateway, gateway.admin_email, gateway.admin_password)
+    set_logging(gateway, s, gateway.org().id, "7")
+    reply = gateway.sdk().chat.completions.create(model="test/echo", messages=[
+        {"role": "user", "content": f"write to {EMAIL}"}])
+    assert EMAIL in reply.choices[0].message.content  # the client gets the value back
+    [row] = stored(gateway)
+    said, answered = SETTINGS.decrypt(row)
+    assert EMAIL not in said and EMAIL not in answered  # kept in placeholder form
+    assert said.startswith("user: write to ") and answered

@@ -69,6 +69,7 @@ HOSTILE = [
     ({**GOOD, "version": "v" * 65}, "version"),
     ({**GOOD, "request_id": "r" * 65}, "request_id"),
     ({**GOOD, "type": "   "}, "type"),
+    ({**GOOD, "type": "\u0000"}, "type"),
     ({**GOOD, "message": {"nested": {"deeper": [[[[1]]]]}}}, "message"),
 ]
 
@@ -81,7 +82,9 @@ def test_hostile_fields_are_a_400_naming_the_field(gateway, body, param):
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b'"text"', b"null", b"{" * 5000 + b"}" * 5000,
                                  b'{"type": "x", "message": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-                                 b'{"type": "\xff\xfe", "message": "x"}'])
+                                 b'{"type": "\xff\xfe", "message": "x"}', b'{"type": "x", "message": "\\ud800"}',
+                                 b'{"type": "x", "message": "\\udc00y"}', b"1e400",
+                                 b'{"type": "x", "message": "y", "model": 1e400}'])
 def test_malformed_bodies_are_a_400(gateway, raw):
     r = gateway.post("/v1/error-reports", headers={"Content-Type": "application/json"}, data=raw)
     openai_error(r, 400)
@@ -151,3 +154,11 @@ def test_failed_requests_become_error_reports_with_their_source(gateway):
     assert "test/error-503" in groups and "no/such-model" in groups
     part = s.get(gateway.url + "/admin/errors?source=upstream", headers={"HX-Request": "true"}).text
     assert "test/error-503" in part and "no/such-model" not in part
+
+
+def test_nul_characters_are_dropped_not_stored(gateway):
+    r = gateway.post("/v1/error-reports", headers={"Content-Type": "application/json"},
+                     data=b'{"type": "nul\\u0000type", "message": "a\\u0000b"}')
+    assert r.status_code == 202
+    [row] = reports(gateway)
+    assert (row.type, row.message) == ("nultype", "ab")

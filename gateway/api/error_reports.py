@@ -51,11 +51,12 @@ def parse(raw: bytes) -> dict[str, str]:
             continue
         if not isinstance(value, str):
             raise InvalidRequest(f"'{name}' must be a string.", param=name)
+        value = value.replace("\x00", "")  # NUL: not storable in PostgreSQL text, never meaningful here
         if len(value) > cap:
             raise InvalidRequest(f"'{name}' has at most {cap} characters.", param=name)
         if name in REQUIRED and not value.strip():
             raise InvalidRequest(f"'{name}' must not be empty.", param=name)
-        out[name] = value.replace("\x00", "")
+        out[name] = value
     return out
 
 
