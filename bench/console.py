@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy import select
 
     from gateway import boot, create_app, db
-    from gateway.models import App, ApiKey, Org, User
+    from gateway.models import ApiKey, App, Org, User
     from gateway.services import tenancy
 
     tmp = Path(tempfile.mkdtemp(prefix="gateway-console-bench-"))

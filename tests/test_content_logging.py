@@ -38,7 +38,7 @@ def test_off_by_default(gateway):
     assert stored(gateway) == []
     s, _ = login(gateway, gateway.admin_email, gateway.admin_password)
     page = s.get(gateway.url + "/admin/export").text
-    assert 'data-org="%d"' % gateway.org().id in page and ">off<" in page
+    assert f'data-org="{gateway.org().id}"' in page and ">off<" in page
 
 
 def test_turned_on_conversations_are_kept_encrypted_for_the_retention(gateway):

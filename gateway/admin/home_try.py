@@ -22,8 +22,8 @@ from gateway.admin.editing import require_admin, visible_orgs
 from gateway.admin.home import dollars, try_models
 from gateway.db import request_session
 from gateway.errors import GatewayError
-from gateway.memo import MEMO
 from gateway.htmx import render_page_or_partial
+from gateway.memo import MEMO
 from gateway.models import Org
 from gateway.pipeline import run
 from gateway.pipeline.context import RequestContext
