@@ -260,3 +260,18 @@ def test_per_user_sums_read_whole_days_daily_and_the_ends_hourly(gateway):
                 n, c = want.get(r["party_id"], (0, 0))
                 want[r["party_id"]] = (n + 1, c + r["charge_micros"])
         assert got == want, (start, end)
+
+
+@pytest.mark.parametrize("path", ["/admin/home/try", "/admin/export/content-logging"])
+def test_a_member_is_refused_the_forms(gateway, path):
+    add_user(gateway, "default", "mem@example.com", role="member")
+    s, _ = login(gateway, "mem@example.com", "password-123")
+    token = csrf_of(s.get(gateway.url + "/admin/password").text)
+    r = s.post(gateway.url + path, data={"csrf_token": token, "org": gateway.org().id, "days": "5",
+                                         "model": "test/fake-gpt", "message": "x"}, allow_redirects=False)
+    assert r.status_code == 403
+    from gateway.models import ApiKey, ContentLogSetting
+
+    with db.session_scope() as session:
+        assert session.scalars(select(ContentLogSetting)).all() == []
+        assert session.scalar(select(ApiKey).where(ApiKey.name == "console try")) is None
