@@ -28,6 +28,7 @@ from gateway.models import (
     DlpCustomRule,
     DlpSetting,
     Fallback,
+    FeatureOptIn,
     GatewaySetting,
     Model,
     Org,
@@ -130,6 +131,7 @@ class Policy:
     agents: dict[tuple[int | None, str], AgentInfo] = field(default_factory=dict)
     access: dict[tuple[int, int | None, int | None], PolicyInfo] = field(default_factory=dict)
     savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    opt_ins: dict[int, dict[str, bool]] = field(default_factory=dict)  # org -> layer -> its own choice
 
     def access_rules(self, principal: Principal) -> list[tuple[str, PolicyInfo]]:
         """The org's, the app's and the key's rules that apply to a caller (all must allow)."""
@@ -199,6 +201,8 @@ class Memo:
 
     def budgets_for(self, principal: Principal) -> list[BudgetInfo]:
         """The budgets that apply to a caller: its org's, user's, app's and key's."""
+        if not self.budgets:
+            return []
         found = []
         for entity in entities(principal):
             if (b := self.budgets.get(entity)) is not None:
@@ -325,6 +329,9 @@ class Memo:
         savings: dict[tuple[int, int | None], dict[str, dict[str, Any]]] = {}
         for o in session.scalars(select(SavingsOverride)).all():
             savings.setdefault((o.org_id, o.app_id), {})[o.layer] = dict(o.settings or {})
+        opt_ins: dict[int, dict[str, bool]] = {}
+        for f in session.scalars(select(FeatureOptIn)).all():
+            opt_ins.setdefault(f.org_id, {})[f.layer] = bool(f.enabled)
         self.policy = Policy(
             settings={s.key: s.value for s in session.scalars(select(GatewaySetting)).all()},
             agents={(a.org_id, a.name): AgentInfo(a.name, a.normal, a.heavy, a.max)
@@ -335,6 +342,7 @@ class Memo:
                 p.max_input_micros_per_mtok, p.max_output_micros_per_mtok)
                 for p in session.scalars(select(AccessPolicy)).all()},
             savings=savings,
+            opt_ins=opt_ins,
         )
 
     def _load_orgs(self, session: Session) -> None:
@@ -403,7 +411,12 @@ class Memo:
 
     def _provider_info(self, p: Provider) -> ProviderInfo:
         api_key = None
-        if p.api_key_enc:
+        if p.console_key_enc:  # saved in the console: wins over the config and the environment
+            try:
+                api_key = crypto.decrypt(self._cipher_key or b"", p.console_key_enc, aad=b"console:" + p.name.encode())
+            except Exception:
+                log.error("provider %s: console key cannot be decrypted with this secret key", p.name)
+        elif p.api_key_enc:
             try:
                 api_key = crypto.decrypt(self._cipher_key or b"", p.api_key_enc, aad=p.name.encode())
             except Exception:  # wrong GATEWAY_SECRET_KEY: the route fails upstream, the process stays up

@@ -18,6 +18,8 @@ Failure mode: a metrics error is logged and dropped; it never touches a ledger r
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,28 +48,64 @@ RETRIES = Counter("gateway_upstream_retries", "Upstream attempts beyond the firs
 
 
 def observe(rows: Iterable[dict[str, Any]]) -> None:
-    """Count ledger rows (the writer's fresh batches)."""
+    """Count ledger rows (the writer's fresh batches): counter increments are summed per label set
+    first, so a batch costs one increment per distinct label set, not one per row."""
     try:
+        counts: dict[tuple, float] = defaultdict(float)
+        seconds: dict[tuple, list[float]] = defaultdict(list)
         for row in rows:
             model, provider, endpoint = row.get("model") or "", row.get("provider") or "", row["endpoint"]
-            REQUESTS.labels(endpoint, model, provider, str(row["status"]), row.get("cache") or "miss").inc()
-            LATENCY.labels(endpoint, model, provider).observe((row.get("latency_ms") or 0) / 1000)
+            counts[(REQUESTS, endpoint, model, provider, str(row["status"]), row.get("cache") or "miss")] += 1
+            timing = (endpoint, model, provider)
+            seconds[(LATENCY, timing)].append((row.get("latency_ms") or 0) / 1000)
             if row.get("ttfb_ms") is not None:
-                TTFB.labels(endpoint, model, provider).observe(row["ttfb_ms"] / 1000)
+                seconds[(TTFB, timing)].append(row["ttfb_ms"] / 1000)
             for direction, field in (("input", "input_tokens"), ("output", "output_tokens"),
                                      ("cached", "cached_tokens")):
                 if row.get(field):
-                    TOKENS.labels(model, provider, direction).inc(row[field])
+                    counts[(TOKENS, model, provider, direction)] += row[field]
             for kind, field in (("charge", "charge_micros"), ("benchmark", "benchmark_micros"),
                                 ("saved", "saved_micros")):
                 if row.get(field):
-                    USD.labels(model, kind).inc(row[field] / 1_000_000)
+                    counts[(USD, model, kind)] += row[field] / 1_000_000
             if row.get("error_type"):
-                UPSTREAM_ERRORS.labels(provider, row["error_type"]).inc()
+                counts[(UPSTREAM_ERRORS, provider, row["error_type"])] += 1
             if (row.get("attempts") or 0) > 1:
-                RETRIES.labels(provider).inc(row["attempts"] - 1)
+                counts[(RETRIES, provider)] += row["attempts"] - 1
+        for (metric, *labels), amount in counts.items():
+            _child(metric, tuple(labels)).inc(amount)
+        for (metric, labels), values in seconds.items():
+            _observe_all(_child(metric, labels), values)
     except Exception:
         log.warning("metrics not counted for a ledger batch", exc_info=True)
+
+
+def _observe_all(hist, values: list[float]) -> None:
+    """`hist.observe(v)` for every value, as one increment per bucket and one of the sum (the same
+    counts prometheus_client's observe keeps: a value lands in the first bucket it fits)."""
+    bounds = hist._upper_bounds
+    per_bucket = [0] * len(bounds)
+    for v in values:
+        per_bucket[bisect_left(bounds, v)] += 1
+    for i, n in enumerate(per_bucket):
+        if n:
+            hist._buckets[i].inc(n)
+    hist._sum.inc(sum(values))
+
+
+_CHILDREN: dict[tuple, Any] = {}
+_MAX_CHILDREN = 50_000  # label sets are bounded by models x providers x statuses; this is a guard
+
+
+def _child(metric, labels: tuple):
+    """`metric.labels(*labels)`, remembered (prometheus_client validates and locks on every call)."""
+    key = (id(metric), labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        if len(_CHILDREN) >= _MAX_CHILDREN:
+            _CHILDREN.clear()
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
 
 
 class _Gauges:

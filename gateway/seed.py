@@ -59,7 +59,8 @@ ROUTING = {
     "deadline_seconds": F("number"), "breaker_failures": F(int), "breaker_cooldown_seconds": F("number"),
     "translate": F([str]),
 }
-AGENT = {"name": F(str, True), "normal": F(str, True), "heavy": F(str), "max": F(str)}
+AGENT = {"name": F(str, True), "normal": F(str, True), "heavy": F(str), "max": F(str), "agent_id": F(str),
+         "role": F(str)}
 # One block per savings layer; every layer takes `enabled`, the rest are its own knobs.
 SAVINGS_LAYERS: dict[str, dict[str, F]] = {
     "exact_cache": {"ttl_seconds": F(int), "max_entries": F(int), "charge": F(str), "shared_scope": F(str)},
@@ -280,6 +281,7 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
                                                          AgentConfig.org_id.is_(None))) or AgentConfig(
             name=spec["name"], org_id=None)
         agent.normal, agent.heavy, agent.max = spec["normal"], spec.get("heavy"), spec.get("max")
+        agent.agent_id, agent.role = spec.get("agent_id"), spec.get("role")
         session.add(agent)
     if config.get("plans"):
         from gateway.services import plans

@@ -18,6 +18,7 @@ import socket
 import gevent
 import gevent.event
 from flask import Flask
+from gevent import pywsgi
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from greenlet import getcurrent
@@ -26,6 +27,7 @@ from gateway.pipeline import drain
 
 log = logging.getLogger(__name__)
 
+_NO_LOG = getattr(pywsgi, "_NoopLog", ())  # the log pywsgi uses for log=None
 CUT_GRACE_SECONDS = 5.0  # for the interrupted requests to record their rows and send their error events
 
 
@@ -38,6 +40,11 @@ class NoDelayHandler(WSGIHandler):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(sock, address, server, rfile)
+
+    def log_request(self):
+        # pywsgi formats the access-log line even when it writes it nowhere
+        if not isinstance(self.server.log, _NO_LOG):
+            super().log_request()
 
     def handle_one_response(self):
         busy = getattr(self.server, "busy", None)

@@ -36,7 +36,8 @@ class Settings:
     redis_url: str | None = None
     metrics_token: str | None = None  # GET /metrics wants it as a bearer token (without it: loopback only)
     metrics_multiproc_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR under gunicorn
-    workers: int = 1  # processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage
+    # Processes sharing the work (GATEWAY_WORKERS or gunicorn's WEB_CONCURRENCY): divides limits during a Redis outage.
+    workers: int = 1
     budget_webhook_url: str | None = None  # soft-budget alerts when the org sets none
     host: str = "127.0.0.1"
     port: int = 8080
@@ -60,6 +61,9 @@ class Settings:
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
+    # `gateway serve` looks for a local Ollama here at start and offers it in the console (never
+    # adds it by itself); GATEWAY_OLLAMA_PROBE_URL, empty to skip the look.
+    ollama_probe_url: str = "http://127.0.0.1:11434"
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -87,6 +91,8 @@ class Settings:
         for name in ("openrouter_referer", "openrouter_title"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = env[f"GATEWAY_{name.upper()}"]
+        if "GATEWAY_OLLAMA_PROBE_URL" in env:
+            values["ollama_probe_url"] = env["GATEWAY_OLLAMA_PROBE_URL"].strip()
         values["metrics_token"] = env.get("GATEWAY_METRICS_TOKEN") or None
         values["metrics_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
         workers = env.get("GATEWAY_WORKERS") or env.get("WEB_CONCURRENCY")

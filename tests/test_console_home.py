@@ -221,9 +221,12 @@ def test_migration_0009_adds_the_days_so_far_to_the_daily_party_rollups(tmp_path
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    from alembic.script import ScriptDirectory
+
+    before = ScriptDirectory.from_config(cfg).get_revision("0009").down_revision  # wherever 0009 is chained
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0008")
+        command.upgrade(cfg, before)
         conn.execute(text("INSERT INTO org (id, name, credits_micros, pricing, pricing_bps, request_fee_micros, "
                           "created_at) VALUES (1, 'o', 0, 'list', 0, 0, '2030-01-01 00:00:00.000000')"))
         for hour, charge in ((1, 10), (5, 20), (30, 40)):  # two hours of day 1, one of day 2

@@ -92,7 +92,7 @@ def test_a_provider_and_route_added_in_the_console_serve_the_next_request(gatewa
 
     # the list shows it (key status, route count); the models page shows the route with its prices
     page = console.get("/admin/providers").text
-    assert 'data-provider="acme"' in page and "stored, encrypted" in page
+    assert 'data-provider="acme"' in page and "set in console" in page and UPSTREAM_KEY[-4:] in page
     assert f"<code>{fake_openai.url}</code>" in page
     assert 'in config</span>' in page.split('data-provider="fake"')[1].split("</tr>")[0]  # GATEWAY_CONFIG's
     assert 'in config</span>' not in page.split('data-provider="acme"')[1].split("</tr>")[0]
@@ -109,9 +109,10 @@ def test_the_key_is_stored_encrypted_and_never_shown(gateway, fake_openai):
     console = superadmin(gateway, fake_openai)
     add_provider(console, name="vault", add_defaults=None)
     p = provider("vault")
-    assert p.api_key_enc and UPSTREAM_KEY.encode() not in p.api_key_enc and p.api_key_env is None
-    # exactly as seed.apply stores it, so memo.py (and every process) can decrypt it
-    assert crypto.decrypt(crypto.derive_key("test-secret"), p.api_key_enc, aad=b"vault") == UPSTREAM_KEY
+    assert p.console_key_enc and UPSTREAM_KEY.encode() not in p.console_key_enc and p.api_key_env is None
+    # under the secret key, bound to the provider's name as a console key, so memo.py can decrypt it
+    assert crypto.decrypt(crypto.derive_key("test-secret"), p.console_key_enc, aad=b"console:vault") == UPSTREAM_KEY
+    assert p.console_key_hint == UPSTREAM_KEY[-4:] and p.api_key_enc is None
     pages = ["/admin/providers", f"/admin/providers/{p.id}/edit", "/admin/models", "/admin/audit", "/admin/load"]
     for path in pages:
         r = console.get(path)
@@ -120,7 +121,7 @@ def test_the_key_is_stored_encrypted_and_never_shown(gateway, fake_openai):
     assert 'name="api_key" type="password" value=""' in edit and "blank keeps it" in edit
     with db.session_scope() as s:
         details = [f"{a.action} {a.target} {a.detail}" for a in s.scalars(select(AuditLog)).all()]
-    assert any("provider.create vault" in d and "key stored, encrypted" in d for d in details)
+    assert any("provider.create vault" in d and "key set in console" in d for d in details)
     assert not any(UPSTREAM_KEY in d for d in details)
 
 
@@ -129,11 +130,11 @@ def test_blank_key_keeps_it_wrong_key_fails_disabling_stops_routing(gateway, fak
     add_provider(console, add_defaults=None)
     save_route(console)
     pid = provider("acme").id
-    stored = provider("acme").api_key_enc
+    stored = provider("acme").console_key_enc
 
     r = add_provider(console, provider_id=pid, api_key="", responses_api="no")  # edit, key left blank
     assert r.status_code == 200 and "Saved provider acme" in r.text
-    assert provider("acme").api_key_enc == stored and provider("acme").responses_api is False
+    assert provider("acme").console_key_enc == stored and provider("acme").responses_api is False
     gateway.flush()
     assert chat(gateway, "acme/chat")[0] == "Hello from fake fake-gpt."
 
@@ -304,7 +305,7 @@ def test_an_org_admin_cannot_change_providers_or_routes(gateway, fake_openai):
     assert save_route(org, route_id=str(rid), input_per_mtok="0").status_code == 403
     assert org.get(f"/admin/models/routes/{rid}/edit").status_code == 403
     assert org.post(f"/admin/models/routes/{rid}/delete", {}).status_code == 403
-    assert counts() == before and provider("acme").enabled and provider("acme").api_key_enc
+    assert counts() == before and provider("acme").enabled and provider("acme").console_key_enc
     gateway.flush()
     assert chat(gateway, "acme/chat")[1].charge_micros > 0  # untouched
 

@@ -99,3 +99,23 @@ def test_a_real_prometheus_scrapes_it(gateway, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_batched_histogram_counts_equal_prometheus_client_observe():
+    """The writer observes a batch per bucket; the exposition must equal observing one by one."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from gateway import metrics
+
+    values = [0.0, 0.004, 0.005, 0.0051, 0.1, 0.25, 7.5, 59.9, 60.0, 121.0, 1e9, -1.0, 0.01, 0.01]
+    reg_a, reg_b = CollectorRegistry(), CollectorRegistry()
+    a = Histogram("h", "x", buckets=metrics.LATENCY_BUCKETS, registry=reg_a)
+    b = Histogram("h", "x", buckets=metrics.LATENCY_BUCKETS, registry=reg_b)
+    for v in values:
+        a.observe(v)
+    metrics._observe_all(b, values)
+    def samples(reg):  # every line but the creation time
+        return [line for line in generate_latest(reg).splitlines() if b"_created" not in line]
+
+    assert samples(reg_a) == samples(reg_b)
+    assert b'h_bucket{le="0.005"} 4.0' in samples(reg_b)  # 0.0, 0.004, 0.005 and -1.0 fit; 0.0051 does not

@@ -9,6 +9,8 @@ from gateway.admin.blueprint import RequestSecureSessionInterface, bp, csrf, log
 
 
 def init_app(app: Flask) -> None:
+    from flask_login import current_user
+
     from gateway.admin import (  # noqa: F401  (views register on import)  # noqa: F401  (routing console)
         access,
         account,
@@ -19,10 +21,12 @@ def init_app(app: Flask) -> None:
         dlp,  # noqa: F401  (data protection)
         error_reports,  # noqa: F401  (error reports)
         export,  # noqa: F401  (activity export, content logging)
+        features,  # noqa: F401  (which savings layers orgs may switch themselves)
         home,  # noqa: F401  (the landing page)
         home_try,  # noqa: F401  (Home's "Try a request")
         logs,
         money,  # noqa: F401  (reconciliation and BYOK keys)
+        ollama,  # noqa: F401  (a local Ollama and its models)
         plans,  # noqa: F401  (plans and which org is on which)
         providers,  # noqa: F401  (providers page)
         routing,
@@ -30,9 +34,6 @@ def init_app(app: Flask) -> None:
         tenancy,  # noqa: F401  (orgs, credits and API keys)
         usage,  # noqa: F401  (per-user usage)
     )
-
-    from flask_login import current_user
-
     from gateway.admin.nav import groups_for
 
     app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user)})

@@ -65,7 +65,8 @@ def agents():
 def agent_edit(agent_id: int):
     agent = editable_or_404(AgentConfig, agent_id)
     form = {"scope": str(agent.org_id) if agent.org_id else GLOBAL, "name": agent.name,
-            "normal": agent.normal, "heavy": agent.heavy or "", "max": agent.max or ""}
+            "normal": agent.normal, "heavy": agent.heavy or "", "max": agent.max or "",
+            "agent_id": agent.agent_id or "", "role": agent.role or ""}
     return _page(FORM, form=form)
 
 
@@ -74,7 +75,8 @@ def agent_save():
     form = request.form.to_dict()
     try:
         agent = write(routing_service.put_agent, form.get("name", ""), parse_scope(form.get("scope")),
-                      form.get("normal", ""), form.get("heavy"), form.get("max"))
+                      form.get("normal", ""), form.get("heavy"), form.get("max"), form.get("agent_id"),
+                      form.get("role"))
     except AdminError as e:
         return _page(FORM, form=form, error=str(e))
     return _page(FORM, form={"scope": form.get("scope")}, event="agents-changed",

@@ -64,6 +64,7 @@ def rows() -> list[dict[str, Any]]:
     counts = dict(session.execute(select(Route.provider_id, func.count()).group_by(Route.provider_id)).tuples().all())
     declared = config_names()
     return [{"p": p, "url": provider_service.shown_url(p.base_url), "key": provider_service.key_status(p),
+             "source": provider_service.key_source(p, p.name in declared),
              "env_set": bool(p.api_key_env) and environ_value(p.api_key_env) is not None,
              "routes": counts.get(p.id, 0), "health": _health(p.id), "config": p.name in declared}
             for p in session.scalars(select(Provider).order_by(Provider.name)).all()]
@@ -71,7 +72,10 @@ def rows() -> list[dict[str, Any]]:
 
 def _page(partial: str, form: dict[str, Any] | None = None, editing: Provider | None = None, **kw: Any):
     form = form or {"kind": "openai", "enabled": True, "responses_api": "auto", "add_defaults": True}
+    from gateway.services import ollama as ollama_service
+
     return reply(PAGE, partial, rows=rows(), form=form, editing=editing, kinds=provider_service.kinds(),
+                 detected=ollama_service.offer(),
                  examples=provider_service.BASE_URL_EXAMPLES, default_kinds=sorted(provider_service.default_kinds()),
                  **kw)
 
@@ -155,3 +159,33 @@ def provider_delete(provider_id: int):
         if dangling:
             notice += f" Still naming them: {', '.join(dangling)}."
     return _page(TABLE, notice=notice)
+
+
+@bp.post("/providers/<int:provider_id>/key")
+def provider_key_set(provider_id: int):
+    """Save a key in the console: it wins over the config and the environment, at every start, until reset."""
+    require_superadmin()
+    try:
+        p = write(provider_service.set_console_key, provider_id, request.form.get("api_key"), secret_key())
+    except AdminError as e:
+        if "no longer exists" in str(e):
+            abort(404)
+        return _page(TABLE, notice=f"Key not saved: {e}")
+    refresh_catalog()
+    return _page(TABLE, notice=f"Saved a key for {p.name} in the console (…{p.console_key_hint}): it is used from "
+                               "the next request and at every start, over the config and the environment, until reset.")
+
+
+@bp.post("/providers/<int:provider_id>/key/reset")
+def provider_key_reset(provider_id: int):
+    """Forget the console's key: back to the config's or the environment's."""
+    require_superadmin()
+    try:
+        p = write(provider_service.reset_console_key, provider_id)
+    except AdminError as e:
+        if "no longer exists" in str(e):
+            abort(404)
+        return _page(TABLE, notice=str(e))
+    refresh_catalog()
+    source = provider_service.key_source(p, p.name in config_names())
+    return _page(TABLE, notice=f"Reset the key of {p.name}: now {source}.")

@@ -57,16 +57,28 @@ def rollup(rows: list[dict]) -> list[dict]:
 
 def upsert_rollups(session, rows: list[dict]) -> None:
     """Add to the hour's sums (INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL)."""
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    stmt = dialect_insert(UsageRollup)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "hour", "model", "mechanism"],
-        set_={name: getattr(UsageRollup, name) + getattr(stmt.excluded, name) for name in SUMS},
-    )
-    session.execute(stmt, rows)
+    session.execute(_adding(session, UsageRollup, ("org_id", "hour", "model", "mechanism")), rows)
+
+
+_ADDING: dict[tuple, Any] = {}
+
+
+def _adding(session, table, keys: tuple[str, ...]):
+    """INSERT ... ON CONFLICT (keys) DO UPDATE adding every sum: built once per table and dialect
+    (building it is most of a small batch's work)."""
+    dialect = session.bind.dialect.name
+    stmt = _ADDING.get((table, dialect))
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(table)
+        stmt = _ADDING[(table, dialect)] = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: getattr(table, name) + getattr(stmt.excluded, name) for name in SUMS},
+        )
+    return stmt
 
 
 def upsert_dlp_rollups(session, events: list[dict]) -> None:
@@ -219,18 +231,8 @@ def upsert_party_rollups(session: Session, rows: list[dict]) -> None:
     """Add a batch's party sums to the hourly rollups and to the daily ones."""
     if not rows:
         return
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    for table, target, batch in ((PartyRollup, ["org_id", "hour", "party", "party_id"], rows),
-                                 (PartyDayRollup, ["org_id", "party", "day", "party_id"], by_day(rows))):
-        stmt = dialect_insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=target,
-            set_={name: getattr(table, name) + getattr(stmt.excluded, name) for name in SUMS},
-        )
-        session.execute(stmt, batch)
+    session.execute(_adding(session, PartyRollup, ("org_id", "hour", "party", "party_id")), rows)
+    session.execute(_adding(session, PartyDayRollup, ("org_id", "party", "day", "party_id")), by_day(rows))
 
 
 def bucket_start(hour: datetime, bucket: str) -> datetime:

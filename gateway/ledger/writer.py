@@ -28,7 +28,7 @@ import orjson
 from flask import Flask
 from gevent.lock import Semaphore
 from gevent.queue import Empty, Queue
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from gateway import db, metrics
 from gateway.ledger import error_reports
@@ -194,14 +194,9 @@ class LedgerWriter:
                 upsert_party_rollups(session, party_rollup(ledger_rows, provider_ids))
             if DlpEvent in tables:
                 upsert_dlp_rollups(session, tables[DlpEvent])
-            for org_id, micros in charges.items():
-                if micros:
-                    session.execute(
-                        update(Org).where(Org.id == org_id).values(credits_micros=Org.credits_micros - micros)
-                    )
-            balances = dict(session.execute(
-                select(Org.id, Org.credits_micros).where(Org.id.in_(list(charges)))
-            ).tuples().all())
+            if debits := [{"org": org_id, "micros": micros} for org_id, micros in charges.items() if micros]:
+                session.execute(_DEBIT, debits)
+            balances = dict(session.execute(_BALANCES, {"orgs": list(charges)}).tuples().all())
         MEMO.committed_charges(charges, balances)
 
     def _spill(self, batch: list[tuple[type, dict]]) -> None:
@@ -245,6 +240,11 @@ class LedgerWriter:
         self.spill_path.unlink()
         log.warning("replayed %d spilled ledger rows", len(fresh))
 
+
+# Built once: the writer runs them every cycle.
+_DEBIT = (update(Org.__table__).where(Org.__table__.c.id == bindparam("org"))
+          .values(credits_micros=Org.__table__.c.credits_micros - bindparam("micros")))
+_BALANCES = select(Org.id, Org.credits_micros).where(Org.id.in_(bindparam("orgs", expanding=True)))
 
 WRITER = LedgerWriter()
 metrics.queue_depth = WRITER.queue.qsize

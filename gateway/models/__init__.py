@@ -14,6 +14,7 @@ from gateway.models.policy import (
     AgentConfig,
     Budget,
     BudgetAlert,
+    FeatureOptIn,
     GatewaySetting,
     Plan,
     SavingsOverride,
@@ -22,7 +23,7 @@ from gateway.models.responses import StoredResponse
 from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, Org, User
 
 __all__ = [
-    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "CreditTransaction", "Plan", "CacheEntry",
+    "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "FeatureOptIn", "CreditTransaction", "Plan", "CacheEntry",
     "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
     "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyDayRollup", "PartyRollup", "ReconciliationLine",
     "DlpCustomRule", "DlpEvent", "DlpRollup", "DlpSetting", "ContentLog", "ContentLogSetting", "ErrorReport",

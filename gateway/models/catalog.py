@@ -18,6 +18,11 @@ class Provider(Base):
     base_url: Mapped[str] = mapped_column(String(512))
     api_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # AES-256-GCM; see crypto.py
     api_key_env: Mapped[str | None] = mapped_column(String(128))
+    # A key saved in the console: it wins over api_key_enc / api_key_env (what the config and the
+    # environment supply, re-applied at every start) until it is reset. AES-256-GCM, associated data
+    # b"console:" + name; console_key_hint holds its last 4 characters, all the console ever shows.
+    console_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    console_key_hint: Mapped[str | None] = mapped_column(String(8))
     # The admin key of the provider's usage and cost report API (reconciliation), stored as api_key.
     admin_api_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     admin_api_key_env: Mapped[str | None] = mapped_column(String(128))

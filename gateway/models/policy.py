@@ -34,6 +34,22 @@ class AgentConfig(Base):
     normal: Mapped[str] = mapped_column(String(160))
     heavy: Mapped[str | None] = mapped_column(String(160))
     max: Mapped[str | None] = mapped_column(String(160))
+    agent_id: Mapped[str | None] = mapped_column(String(120))  # the client's own id for this agent
+    role: Mapped[str | None] = mapped_column(String(120))  # what the agent does (coder, reviewer...)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class FeatureOptIn(Base):
+    """An org's own choice for one savings layer (on or off), made from its dashboard. It counts
+    only while the layer is allowed for the org (services/features.py); otherwise it is ignored."""
+
+    __tablename__ = "feature_opt_in"
+    __table_args__ = (UniqueConstraint("org_id", "layer"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("org.id"), index=True)
+    layer: Mapped[str] = mapped_column(String(32))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_by: Mapped[str] = mapped_column(String(254), default="")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -77,9 +77,15 @@ def run(ctx: RequestContext) -> Reply:
     return reply
 
 
+_HOOKS: dict = {}  # stage -> its on_reply hook, or None
+_UNSEEN = object()
+
+
 def _on_reply(ctx: RequestContext, ran: list[Stage], reply: Reply) -> Reply:
     for stage in reversed(ran):
-        hook = getattr(stage, "on_reply", None)
+        hook = _HOOKS.get(stage, _UNSEEN)
+        if hook is _UNSEEN:  # a module without the attribute: getattr's miss raises inside, so remember
+            hook = _HOOKS[stage] = getattr(stage, "on_reply", None)
         if hook is None:
             continue
         try:
@@ -122,11 +128,17 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
     completed = False
     cut: GatewayError | None = None
     relayed = 0  # chunks: about one output token each, should the usage need estimating
+    mark = drain.Stream()
     try:
         while True:
             try:
-                with drain.waiting():
+                if mark.stopped:
+                    raise ShuttingDown()
+                mark.waiting = True
+                try:
                     chunk = next(chunks)
+                finally:
+                    mark.waiting = False
             except StopIteration:
                 completed = True
                 break
@@ -143,6 +155,7 @@ def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
         ctx.fail(ShuttingDown())
         raise
     finally:
+        mark.close()
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # the upstream stream ends with ours (its own finally meters what it saw)

@@ -151,7 +151,7 @@ def _passthrough(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call
     reply says (README, "The model field")."""
     passed = adapter.passthrough(call, route)
     if passed.relay is not None:
-        return Reply(chunks=served.stream(relayed(ctx, passed.relay), route.model_slug),
+        return Reply(chunks=relayed(ctx, passed.relay, route.model_slug),
                      content_type="text/event-stream")
     ctx.mark_first_byte()
     ctx.usage = passed.usage
@@ -172,17 +172,22 @@ def _embed(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> R
     return Reply(body=orjson.dumps(body))
 
 
-def relayed(ctx: RequestContext, relay: Relay) -> Iterator[bytes]:
-    """A pass-through stream's bytes as they arrive; what the adapter saw is recorded as it goes
-    (a failure before the chunk that reports it leaves, so `_primed` can still fall back) and at
-    the end, however the stream ends."""
+def relayed(ctx: RequestContext, relay: Relay, slug: str) -> Iterator[bytes]:
+    """A pass-through stream's bytes as they arrive, each event's `model` set to the serving `slug`;
+    what the adapter saw is recorded as it goes (a failure before the chunk that reports it leaves,
+    so `_primed` can still fall back) and at the end, however the stream ends."""
     chunks = relay.chunks
+    rewrite = served.StreamRewrite(slug)
     try:
         for chunk in chunks:
-            ctx.mark_first_byte()
+            if ctx.first_byte_at is None:
+                ctx.mark_first_byte()
             if relay.error is not None and ctx.error is None:
                 ctx.fail(relay.error)
-            yield chunk
+            if out := rewrite.feed(chunk):
+                yield out
+        if out := rewrite.tail():
+            yield out
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:

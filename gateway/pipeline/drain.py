@@ -42,6 +42,26 @@ class _Waiting:
 waiting = _Waiting
 
 
+class Stream:
+    """A relayed stream's mark for its whole life, cheaper than entering `waiting()` per chunk:
+    set `waiting` around each wait on the upstream, and stop when `stopped` is set; `cut()`
+    interrupts the stream only while it waits, else sets `stopped`. `close()` when it ends."""
+
+    __slots__ = ("glet", "waiting", "stopped")
+
+    def __init__(self) -> None:
+        self.glet = getcurrent()
+        self.waiting = False
+        self.stopped = _cut
+        _streams.add(self)
+
+    def close(self) -> None:
+        _streams.discard(self)
+
+
+_streams: set[Stream] = set()
+
+
 def cut() -> int:
     """End the requests still running: raise ShuttingDown where each waits. Returns how many."""
     global _cut
@@ -51,6 +71,13 @@ def cut() -> int:
         _waiting.discard(glet)  # once: a second throw could land in its error handling
         gevent.kill(glet, ShuttingDown())
         interrupted += 1
+    for stream in list(_streams):
+        stream.stopped = True  # a stream writing to its client meets the cut at its next wait
+        if stream.waiting:
+            _streams.discard(stream)
+            stream.waiting = False
+            gevent.kill(stream.glet, ShuttingDown())
+            interrupted += 1
     return interrupted
 
 
@@ -59,3 +86,4 @@ def reset() -> None:
     global _cut
     _cut = False
     _waiting.clear()
+    _streams.clear()

@@ -14,7 +14,6 @@ from gateway.scrub import scrub
 from gateway.wire import sse
 from gateway.wire.canonical import Usage
 
-
 # Called by record() with the request's final charge, before its row is queued: the gate registers
 # its hold settlement here (the gate imports the meter, never the other way round).
 SETTLE: list[Callable[[RequestContext], None]] = []

@@ -145,9 +145,11 @@ def check_url(url: str, allow_private: bool) -> str | None:
     return host_refusal(host, allow_private)
 
 
-def guard_address(host: str, port: int, base_url: str) -> list[str]:
-    """Resolve `host` and check every address it resolves to; returns them, to connect to in order."""
-    allow = private_allowed(base_url)
+def guard_address(host: str, port: int, base_url: str, allow_private: bool | None = None) -> list[str]:
+    """Resolve `host` and check every address it resolves to; returns them, to connect to in order.
+    `allow_private` None: as the provider of `base_url` is marked; a bool: as the caller says (a
+    one-off probe of an address an operator typed, before any provider has it)."""
+    allow = private_allowed(base_url) if allow_private is None else allow_private
     reason = host_refusal(host, allow)
     if reason is None:
         addresses = []
@@ -162,13 +164,14 @@ def guard_address(host: str, port: int, base_url: str) -> list[str]:
     raise EgressRefused(f"egress refused: {reason}")
 
 
-def guarded_connection(cls: type[HTTPConnection], base_url: str) -> type[HTTPConnection]:
+def guarded_connection(cls: type[HTTPConnection], base_url: str,
+                       allow_private: bool | None = None) -> type[HTTPConnection]:
     """`cls` (urllib3's HTTP or HTTPS connection) connecting only where guard_address allows."""
 
     class GuardedConnection(cls):  # type: ignore[misc, valid-type]
         def _new_conn(self) -> socket.socket:
             try:  # EgressRefused passes as it is: a connection failure, never a timeout
-                addresses = guard_address(self.host, self.port, base_url)
+                addresses = guard_address(self.host, self.port, base_url, allow_private)
             except socket.gaierror as e:
                 raise NameResolutionError(self.host, self, e) from e
             error: OSError | None = None

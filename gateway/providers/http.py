@@ -49,6 +49,7 @@ T = TypeVar("T")
 
 _pools: dict[str, Session] = {}
 _timeouts: tuple[float, float] = (5.0, 120.0)
+REBOUND_SECONDS = 0.1
 USER_AGENT = "gateway/0.1"
 # Parsing a provider's body can fail in any of these ways when the body is not what the wire promises.
 MALFORMED = (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError, IndexError)
@@ -113,15 +114,22 @@ class Response:
     def iter_content(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Bytes as they arrive (each chunk of a chunked response as soon as it is read).
 
-        Before each read the socket's timeout is cut to what is left of the deadline, so a
-        stream that goes silent ends at the deadline (UpstreamTimeout), not an idle timeout later.
+        Once less of the deadline is left than the read timeout, the socket's timeout is cut to
+        what is left (again at most every REBOUND_SECONDS), so a stream that goes silent ends at
+        the deadline (UpstreamTimeout), not an idle timeout later.
         """
         try:
+            deadline, read, bound_at = self._deadline, _timeouts[1], 0.0
             for chunk in self._raw.stream(chunk_size, decode_content=True):
                 if chunk:
                     yield chunk
-                if self._deadline is not None:
-                    self._bound_next_read()
+                if deadline is not None:
+                    now = time.perf_counter()
+                    # A socket timeout set less than REBOUND_SECONDS ago overshoots the deadline by
+                    # at most that: fast streams skip the syscall on most chunks.
+                    if deadline - now < read and now - bound_at >= REBOUND_SECONDS:
+                        self._bound_next_read()
+                        bound_at = now
         except ReadTimeoutError:
             raise UpstreamTimeout() from None
         except (ProtocolError, HTTPError, OSError):
@@ -210,6 +218,70 @@ def events(resp: Response, decode: Callable[[Iterator[bytes]], EventStream]) -> 
         yield StreamEvent("error", error=MalformedStream())
     finally:
         resp.close()
+
+
+class ProbeRefused(UpstreamError):
+    """The egress rules refuse the address (link-local, cloud metadata); the message says which."""
+
+
+def probe(url: str, timeout: float, max_bytes: int, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    """One GET on its own short-lived connection (no pool is kept): an address an operator typed,
+    before any provider has it (the console's Test, the start-up look for a local server). Private
+    addresses are allowed, since the operator named them; link-local and metadata stay refused.
+    Connect and each read wait at most `timeout`, the whole body at most twice that, and a body
+    above `max_bytes` is cut. Returns (status, body); raises UpstreamTimeout, ProbeRefused or
+    UpstreamError ("Could not reach ...")."""
+    if reason := egress.check_url(url, True):
+        raise ProbeRefused(f"refused: {reason}")
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = time.perf_counter() + 2 * timeout
+    pool = None
+    try:
+        pool = urllib3.connectionpool.connection_from_url(url, maxsize=1, block=False, retries=False)
+        pool.ConnectionCls = egress.guarded_connection(pool.ConnectionCls, url, allow_private=True)
+        raw = pool.urlopen("GET", path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                                                 **(headers or {})},
+                           retries=False, redirect=False, preload_content=False,
+                           timeout=urllib3.Timeout(connect=timeout, read=timeout))
+        body = bytearray()
+        while chunk := raw.read(65536):
+            body += chunk
+            if len(body) > max_bytes or time.perf_counter() > deadline:
+                raise UpstreamError("The answer was too large or too slow.")
+        return raw.status, bytes(body)
+    except ValueError:  # a host name no resolver takes (an empty or over-long label)
+        raise UpstreamError("Could not connect (the host name is not valid).") from None
+    except NewConnectionError as e:
+        refused = _refusal_in(e)
+        if refused:
+            raise ProbeRefused(f"refused: {refused}") from None
+        raise UpstreamError("Could not connect (connection refused or unreachable).") from None
+    except (ConnectTimeoutError, ReadTimeoutError):
+        raise UpstreamTimeout(f"No answer within {timeout:g} s.") from None
+    except (ProtocolError, HTTPError, OSError) as e:
+        refused = _refusal_in(e)
+        if refused:
+            raise ProbeRefused(f"refused: {refused}") from None
+        raise UpstreamError(f"Could not connect ({type(e).__name__}).") from None
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _refusal_in(e: BaseException) -> str | None:
+    """The egress refusal behind a transport error, wherever urllib3 wrapped it."""
+    seen: set[int] = set()
+    todo: list[Any] = [e]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, egress.EgressRefused):
+            return str(item).removeprefix("egress refused: ")
+        todo += [item.__cause__, item.__context__, *item.args]
+    return None
 
 
 def session_for(base_url: str) -> Session:

@@ -246,6 +246,23 @@ def list_models(provider: ProviderInfo) -> list[str]:
     return http.parse(resp.content, lambda obj: [m["name"] for m in obj["models"]])
 
 
+def probe_tags(base_url: str, timeout: float, max_bytes: int = 4 << 20) -> list[dict[str, Any]]:
+    """`GET /api/tags` on an Ollama server no provider has yet (http.probe): its models as Ollama
+    lists them (`{"name", "size", "details": {...}}`, names as `llama3.2:latest`). A body that is
+    not Ollama's model list raises InvalidUpstreamResponse; an HTTP error, UpstreamError."""
+    status, body = http.probe(base_url.rstrip("/") + "/api/tags", timeout, max_bytes)
+    if status != 200:
+        raise UpstreamError(f"It answered HTTP {status} to GET /api/tags.")
+    return http.parse(body, _tags)
+
+
+def _tags(obj: Any) -> list[dict[str, Any]]:
+    models = obj["models"]
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m["name"], str) for m in models):
+        raise TypeError
+    return models
+
+
 def embeddings(call: Call, route: RouteInfo) -> tuple[dict[str, Any], Usage]:
     """An OpenAI embeddings request -> `/api/embed` -> an OpenAI-shaped list (base64 on request)."""
     body = call.body

@@ -70,12 +70,15 @@ def check_base_url(raw: str | None) -> str:
     url = (raw or "").strip()
     if not url:
         raise AdminError("Enter the base URL (as the provider's own SDK takes it, e.g. https://api.openai.com/v1).")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise AdminError(f"Base URL '{url[:200]}' is not a valid URL.") from None
     try:
         parts.port  # noqa: B018  (raises on a bad port)
     except ValueError:
-        raise AdminError(f"Base URL '{url}' has an invalid port.") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise AdminError(f"Base URL '{url[:200]}' has an invalid port.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not url.isprintable() or " " in url:
         raise AdminError(f"Base URL '{url}' is not an http(s) URL (e.g. https://api.openai.com/v1).")
     if parts.username or parts.password:
         # the URL is shown in the console; credentials belong in the key, which is stored encrypted
@@ -106,11 +109,84 @@ def _check_env_name(raw: str | None) -> str | None:
 
 def key_status(p: Provider) -> str:
     """How the provider's key is held, in words (never the key)."""
+    if p.console_key_enc:
+        return f"set in console (…{p.console_key_hint or ''})"
     if p.api_key_enc:
         return "stored, encrypted"
     if p.api_key_env:
         return f"from env ${p.api_key_env}"
     return "none"
+
+
+# ---- the key's source: console > environment / config ---------------------------------------------
+# The config (`api_key` or `api_key_env`) and the environment (a first run's OPENAI_API_KEY...) are
+# re-applied at every start into api_key_enc / api_key_env; a key saved in the console lives apart
+# (console_key_enc) and wins over both, at every start, until it is reset.
+
+CONSOLE, CONFIG, ENVIRONMENT, NONE = "set in console", "from config", "from environment", "none"
+
+
+def key_source(p: Provider, in_config: bool) -> str:
+    """Where the key in force comes from: CONSOLE, CONFIG, ENVIRONMENT or NONE. A stored key of a
+    provider the config does not declare was saved in the console before keys had a source."""
+    if p.console_key_enc:
+        return CONSOLE
+    if p.api_key_enc:
+        return CONFIG if in_config else CONSOLE
+    if p.api_key_env:
+        return ENVIRONMENT
+    return NONE
+
+
+def hint(key: str) -> str:
+    """All the console shows of a saved key: its last 4 characters (fewer for a short key)."""
+    return key[-4:] if len(key) >= 12 else key[-2:] if len(key) >= 6 else ""
+
+
+def _check_key(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise AdminError("Enter the API key.")
+    key = raw.strip()  # a pasted key often brings a newline along
+    if not key:
+        raise AdminError("Enter the API key.")
+    if any(c.isspace() for c in key) or not key.isprintable():
+        raise AdminError("The API key contains spaces or control characters; paste it again.")
+    if len(key) > 4096:
+        raise AdminError("The API key is too long (4096 characters at most).")
+    return key
+
+
+def _store_console_key(p: Provider, key: str, secret_key: str) -> None:
+    p.console_key_enc = crypto.encrypt(crypto.derive_key(secret_key), key, aad=b"console:" + p.name.encode())
+    p.console_key_hint = hint(key)
+
+
+def set_console_key(session: Session, actor: Actor, provider_id: int, raw_key: Any, secret_key: str) -> Provider:
+    """Save a key in the console: it is used from the next request and at every start, over the
+    config and the environment, until reset_console_key."""
+    require_superadmin(actor, "provider credentials")
+    p = row_or_gone(session, Provider, provider_id, "provider")
+    key = _check_key(raw_key)
+    replaced = bool(p.console_key_enc)
+    _store_console_key(p, key, secret_key)
+    audit(session, actor.email, "provider.key_set", p.name,
+          f"key set in console (…{p.console_key_hint}){'; replaced the previous console key' if replaced else ''}")
+    announce(session, "catalog")
+    return p
+
+
+def reset_console_key(session: Session, actor: Actor, provider_id: int) -> Provider:
+    """Forget the console's key: the config's or the environment's applies again from the next request."""
+    require_superadmin(actor, "provider credentials")
+    p = row_or_gone(session, Provider, provider_id, "provider")
+    if not p.console_key_enc:
+        raise AdminError(f"{p.name} has no key set in the console.")
+    was = p.console_key_hint
+    p.console_key_enc, p.console_key_hint = None, None
+    now = "from env $" + p.api_key_env if p.api_key_env else ("the stored key" if p.api_key_enc else "no key")
+    audit(session, actor.email, "provider.key_reset", p.name, f"console key (…{was}) removed; now {now}")
+    announce(session, "catalog")
+    return p
 
 
 def _yes(value: bool | None) -> str:
@@ -149,8 +225,8 @@ def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret
     if reason := egress.check_url(base_url, allow_private):
         raise AdminError(f"Base URL refused: {reason}.")
     api_key = (form.get("api_key") or "").strip()  # a pasted key often brings a newline along
-    if any(c.isspace() for c in api_key):
-        raise AdminError("The API key contains spaces; paste it again.")
+    if api_key:
+        api_key = _check_key(api_key)
     env_name = _check_env_name(form.get("api_key_env"))
     if api_key and env_name:
         raise AdminError("Give either an API key or an environment variable name, not both.")
@@ -160,17 +236,17 @@ def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret
 
     p = existing or Provider(name=name)
     before = _provider_text(p) if existing else None
-    had_key = bool(p.api_key_enc)
+    had_key = bool(p.console_key_enc or p.api_key_enc)
     p.kind, p.base_url, p.enabled = kind, base_url, truthy(form.get("enabled"))
     p.responses_api = RESPONSES_API[responses]
     p.allow_private = allow_private
-    if api_key:
-        p.api_key_enc = crypto.encrypt(crypto.derive_key(secret_key), api_key, aad=name.encode())
-        p.api_key_env = None
+    if api_key:  # the console's key: it wins over the config and the environment until reset
+        _store_console_key(p, api_key, secret_key)
     elif env_name:
-        p.api_key_enc, p.api_key_env = None, env_name
+        p.console_key_enc = p.console_key_hint = p.api_key_enc = None
+        p.api_key_env = env_name
     elif truthy(form.get("clear_key")) or existing is None:
-        p.api_key_enc, p.api_key_env = None, None
+        p.console_key_enc = p.console_key_hint = p.api_key_enc = p.api_key_env = None
     else:  # blank on edit: the stored key stays (an env name left blank is dropped: that field shows it)
         p.api_key_env = None
     session.add(p)

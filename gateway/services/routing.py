@@ -185,11 +185,14 @@ def delete_fallback(session: Session, actor: Actor, fallback_id: int) -> None:
 # ---- agents (policy) -----------------------------------------------------------------------------
 
 def put_agent(session: Session, actor: Actor, name: str, org_id: int | None, normal: str,
-              heavy: str | None = None, max: str | None = None) -> AgentConfig:
-    """Create or replace the agent `name` in one scope; each tier names a slug or an alias."""
+              heavy: str | None = None, max: str | None = None, agent_id: str | None = None,
+              role: str | None = None) -> AgentConfig:
+    """Create or replace the agent `name` in one scope; each tier names a slug or an alias.
+    `agent_id` (the client's own id for the agent) and `role` (what it does) are optional labels."""
     require(actor, org_id, "agents")
     org = _org(session, org_id)
-    spec = _agent_spec(name, normal, heavy, max, _slugs(session) | _alias_names(session, org_id))
+    spec = _agent_spec(name, normal, heavy, max, _slugs(session) | _alias_names(session, org_id),
+                       agent_id=agent_id, role=role)
     agent, created = _upsert_agent(session, org_id, spec)
     audit(session, actor.email, "agent.create" if created else "agent.update", agent.name,
           f"{_scope(org)}: {_agent_text(agent)}", org_id)
@@ -197,10 +200,31 @@ def put_agent(session: Session, actor: Actor, name: str, org_id: int | None, nor
     return agent
 
 
+AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,119}$")
+
+
+def _agent_label(value: Any, what: str) -> str | None:
+    """An agent's optional id or role: None when blank; AdminError when not a short printable text."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AdminError(f"{what} must be text.")
+    value = value.strip()
+    if not value:
+        return None
+    if what == "Agent ID" and not AGENT_ID.match(value):
+        raise AdminError("Agent ID: up to 120 letters, digits and . _ : @ / + - (no spaces), starting with a "
+                         "letter or digit.")
+    if len(value) > 120 or not value.isprintable():
+        raise AdminError(f"{what}: up to 120 printable characters.")
+    return value
+
+
 def _agent_spec(name: str, normal: str | None, heavy: str | None, max: str | None, known: set[str],
-                where: str = "") -> dict[str, Any]:
+                where: str = "", agent_id: Any = None, role: Any = None) -> dict[str, Any]:
     try:
-        spec = {"name": _check_name(name, "Agent")}
+        spec = {"name": _check_name(name, "Agent"), "agent_id": _agent_label(agent_id, "Agent ID"),
+                "role": _agent_label(role, "Role")}
         for tier, value in (("normal", normal), ("heavy", heavy), ("max", max)):
             value = (value or "").strip() or None
             if value is None and tier == "normal":
@@ -219,13 +243,17 @@ def _upsert_agent(session: Session, org_id: int | None, spec: dict[str, Any]) ->
     created = agent is None
     agent = agent or AgentConfig(name=spec["name"], org_id=org_id)
     agent.normal, agent.heavy, agent.max = spec["normal"], spec["heavy"], spec["max"]
+    agent.agent_id, agent.role = spec.get("agent_id"), spec.get("role")
     session.add(agent)
     session.flush()
     return agent, created
 
 
+AGENT_FIELDS = (*TIERS, "agent_id", "role")
+
+
 def _agent_text(agent: AgentConfig) -> str:
-    return ", ".join(f"{t}={getattr(agent, t)}" for t in TIERS if getattr(agent, t))
+    return ", ".join(f"{t}={getattr(agent, t)}" for t in AGENT_FIELDS if getattr(agent, t))
 
 
 def delete_agent(session: Session, actor: Actor, agent_id: int) -> None:
@@ -237,7 +265,7 @@ def export_agents(session: Session, org_id: int | None) -> str:
     """The agents of one scope as YAML, in the shape import_agents (and the config's `agents:`) takes."""
     owner = AgentConfig.org_id.is_(None) if org_id is None else AgentConfig.org_id == org_id
     rows = session.scalars(select(AgentConfig).where(owner).order_by(AgentConfig.name)).all()
-    agents = [{"name": a.name, **{t: getattr(a, t) for t in TIERS if getattr(a, t)}} for a in rows]
+    agents = [{"name": a.name, **{t: getattr(a, t) for t in AGENT_FIELDS if getattr(a, t)}} for a in rows]
     org = _org(session, org_id)
     header = f"# Gateway agent configurations ({_scope(org)})\n"
     return header + yaml.safe_dump({"agents": agents}, sort_keys=False, default_flow_style=False)
@@ -265,7 +293,8 @@ def import_agents(session: Session, actor: Actor, text: str, org_id: int | None)
         if a["name"] in seen:
             raise AdminError(f"{where}the name appears twice.")
         seen.add(a["name"])
-        specs.append(_agent_spec(a["name"], a["normal"], a.get("heavy"), a.get("max"), known, where))
+        specs.append(_agent_spec(a["name"], a["normal"], a.get("heavy"), a.get("max"), known, where,
+                                 agent_id=a.get("agent_id"), role=a.get("role")))
     for spec in specs:
         _upsert_agent(session, org_id, spec)
     names = [s["name"] for s in specs]

@@ -27,6 +27,19 @@ WINDOWS = ("day", "week", "month")
 
 def window_start(window: str, now: datetime) -> datetime:
     """The start of the UTC window holding `now` (naive UTC datetimes)."""
+    key = (window, now.year, now.month, now.day)
+    start = _STARTS.get(key)
+    if start is None:
+        if len(_STARTS) > 4096:
+            _STARTS.clear()
+        start = _STARTS[key] = _window_start(window, now)
+    return start
+
+
+_STARTS: dict[tuple[str, int, int, int], datetime] = {}  # every request asks for today's starts
+
+
+def _window_start(window: str, now: datetime) -> datetime:
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if window == "day":
         return day
@@ -174,9 +187,9 @@ class MemoryCounters:
             self.add_spend(hold.entities, charge_micros, now)
 
     def add_spend(self, entities: tuple[Entity, ...], micros: int, at: datetime) -> None:
+        starts = [(window, window_start(window, at)) for window in WINDOWS]
         for e in entities:
-            for window in WINDOWS:
-                start = window_start(window, at)
+            for window, start in starts:
                 slot = self.spend.get((e, window))
                 if slot is None:
                     self.spend[(e, window)] = [start, micros, None, 0]

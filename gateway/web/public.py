@@ -1,13 +1,38 @@
-"""Public catalog pages: /models and /models/<slug> in plain HTML, no sign-in, from the in-memory catalog."""
+"""Public pages, no sign-in: the landing page (/), the API guide (/docs), and the catalog (/models,
+/models/<slug>) from the in-memory catalog. None of them queries the database: / and /docs render
+from the request's own base URL and the catalog's size in memory."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, render_template, send_from_directory
+from flask import Blueprint, Flask, current_app, render_template, request, send_from_directory
 
 from gateway.memo import MEMO
 from gateway.web.catalog import card, cards
 
 bp = Blueprint("public", __name__)
+
+
+def _base_url() -> str:
+    """This gateway's /v1 as the client reached it (through GATEWAY_TRUSTED_PROXIES' headers if set)."""
+    return request.url_root.rstrip("/") + "/v1"
+
+
+def _example_model() -> str:
+    """A model this gateway serves, for the examples (the first slug with a route)."""
+    served = sorted(slug for slug, m in MEMO.catalog.models.items() if m.routes)
+    preferred = [s for s in served if s.startswith("openai/")] or served
+    return preferred[0] if preferred else "openai/gpt-4.1-mini"
+
+
+@bp.get("/")
+def index():
+    return render_template("public/index.html", base_url=_base_url(), model=_example_model(),
+                           models=sum(1 for m in MEMO.catalog.models.values() if m.routes))
+
+
+@bp.get("/docs")
+def docs():
+    return render_template("public/docs.html", base_url=_base_url(), model=_example_model())
 
 
 @bp.get("/models")

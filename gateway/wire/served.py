@@ -27,20 +27,56 @@ def body(raw: bytes, slug: str) -> bytes:
     return _MODEL.sub(lambda _: _field(slug), raw, count=1)
 
 
+class StreamRewrite:
+    """Feed SSE chunks, get them back with every event's `model` set to the slug. A chunk that
+    ends mid-event is held until its event is whole (`tail()` returns what never was).
+
+    Once the upstream's own `"model":"..."` bytes are known (the first event names them), events
+    that carry exactly those are rewritten with a plain bytes replace; anything else goes through
+    the pattern."""
+
+    __slots__ = ("field", "seen", "pending")
+
+    def __init__(self, slug: str) -> None:
+        self.field = _field(slug)
+        self.seen: bytes | None = None  # the upstream's literal field, once matched
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self.pending and chunk.endswith(b"\n\n"):  # the usual chunk: whole events
+            return self._rewrite(chunk)
+        buf = self.pending + chunk if self.pending else chunk
+        end = _event_end(buf)
+        self.pending = buf[end:]
+        return self._rewrite(buf[:end]) if end else b""
+
+    def tail(self) -> bytes:
+        pending, self.pending = self.pending, b""
+        return self._rewrite(pending) if pending else b""
+
+    def _rewrite(self, head: bytes) -> bytes:
+        count = head.count(b'"model"')
+        if not count:
+            return head
+        if self.seen is not None and head.count(self.seen) == count:
+            return head.replace(self.seen, self.field)
+        return _MODEL.sub(self._sub, head)
+
+    def _sub(self, match: re.Match) -> bytes:
+        if self.seen is None:
+            self.seen = match.group(0)
+        return self.field
+
+
 def stream(chunks: Iterator[bytes], slug: str) -> Iterator[bytes]:
     """SSE chunks with every event's `model` set to `slug`; closing this closes `chunks`."""
-    field = _field(slug)
-    pending = b""
+    rewrite = StreamRewrite(slug)
     try:
         for chunk in chunks:
-            buf = pending + chunk if pending else chunk
-            end = _event_end(buf)
-            pending = buf[end:]
-            head = buf[:end]
-            if head:
-                yield _MODEL.sub(lambda _: field, head) if b'"model"' in head else head
-        if pending:
-            yield _MODEL.sub(lambda _: field, pending) if b'"model"' in pending else pending
+            if out := rewrite.feed(chunk):
+                yield out
+        if out := rewrite.tail():
+            yield out
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:

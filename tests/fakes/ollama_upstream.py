@@ -9,7 +9,9 @@ Routes (no auth, as a local Ollama; with ``api_key`` set, ``Authorization: Beare
                     then a final object with ``done: true``, ``done_reason``, durations,
                     ``prompt_eval_count`` and ``eval_count``. ``stream: false``: one object.
   POST /api/embed   ``{"model","embeddings":[[...]],"total_duration","load_duration","prompt_eval_count"}``
-  GET  /api/tags    ``{"models":[{"name","model","modified_at","size","digest","details"}]}`` (TAGS)
+  GET  /api/tags    ``{"models":[{"name","model","modified_at","size","digest","details"}]}`` (``tags``,
+                    TAGS by default); ``tags_fault`` makes it hostile: ``hang`` (no answer for 30 s),
+                    ``malformed`` (cut JSON), ``huge`` (8 MB), ``error-500``
 Errors are ``{"error": "<message>"}``; an unknown model (``missing`` in its name) -> 404
 ``model '<name>' not found``; bad JSON -> 400; unknown path -> 404 ``404 page not found`` (text).
 
@@ -37,6 +39,7 @@ import hashlib
 import re
 from datetime import UTC, datetime
 
+import gevent
 import orjson
 from gevent.pywsgi import WSGIServer
 
@@ -89,6 +92,8 @@ class FakeOllama:
     def reset(self) -> None:
         # requests: {"method", "path", "headers" (lowercased), "body" (json or None)}
         self.requests: list[dict] = []
+        self.tags = list(TAGS)  # what /api/tags lists
+        self.tags_fault: str | None = None  # hang | malformed | huge | error-500 (a hostile /api/tags)
 
     def wsgi(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -114,12 +119,14 @@ class FakeOllama:
             return respond(404, b"404 page not found", "text/plain")
         if self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
             return error(401, "unauthorized")
+        if path == "/api/tags" and self.tags_fault:
+            return self._bad_tags(respond, error)
         if path == "/api/tags":
             return respond(200, orjson.dumps({"models": [
                 {"name": n, "model": n, "modified_at": "2025-01-01T00:00:00Z", "size": 2019393189,
                  "digest": hashlib.sha256(n.encode()).hexdigest(),
                  "details": {"format": "gguf", "family": "llama", "families": None, "parameter_size": "3.2B",
-                             "quantization_level": "Q4_K_M"}} for n in TAGS]}))
+                             "quantization_level": "Q4_K_M"}} for n in self.tags]}))
         if body is ... or not isinstance(body, dict):
             return error(400, "invalid character '}' looking for beginning of value")
         model = body.get("model")
@@ -134,6 +141,16 @@ class FakeOllama:
         if not isinstance(body.get("messages"), list):
             return error(400, "messages is required")
         return self._chat(body, model, start_response, respond)
+
+    def _bad_tags(self, respond, error):
+        if self.tags_fault == "hang":  # accepts, then never answers
+            gevent.sleep(30)
+            return respond(200, b"{}")
+        if self.tags_fault == "malformed":
+            return respond(200, b'{"models": [{"name": "llama3.2:latest", ')
+        if self.tags_fault == "huge":  # 8 MB of valid-looking JSON
+            return respond(200, b'{"models": [' + b'{"name": "x"},' * 600_000 + b'{"name": "y"}]}')
+        return error(500, "internal error")
 
     # ---------------------------------------------------------------- chat
     @staticmethod

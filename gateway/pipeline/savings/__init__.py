@@ -1,6 +1,9 @@
 """Savings layers: settings per layer (config `savings:` < org < app < request headers) and the
 shared helpers the layers use. Every layer is advisory: a failure skips it, never the request.
 
+An org's own choice from its dashboard (services/features.py) sets a layer's `enabled` over the
+org's override, only for a layer a super-admin opened to self-service (`features` setting).
+
 Request headers: `x-gateway-<layer>: on|off` (e.g. `x-gateway-semantic-cache: on`) turns one layer
 on or off for this request; `x-gateway-cache: bypass|force` and `Cache-Control: no-store` steer the
 caches (see exact_cache and semantic_cache).
@@ -35,8 +38,16 @@ _merged: dict[tuple[int | None, int | None], dict[str, dict[str, Any]]] = {}
 _snapshot: object = None  # the policy object the merged settings were built from (compared by identity)
 
 
+def self_service(policy: Any) -> frozenset[str]:
+    """The layers a super-admin opened to self-service (the `features` setting's `allowed` list)."""
+    value = policy.settings.get("features")
+    names = value.get("allowed") if isinstance(value, dict) else None
+    return frozenset(n for n in names or () if n in LAYERS)
+
+
 def _base(org_id: int | None, app_id: int | None) -> dict[str, dict[str, Any]]:
-    """Defaults < config `savings:` < the org's overrides < the app's; rebuilt per policy snapshot."""
+    """Defaults < config `savings:` < the org's overrides < the org's own opt-in < the app's overrides;
+    rebuilt per policy snapshot."""
     global _snapshot
     policy = MEMO.policy
     if _snapshot is not policy:
@@ -47,15 +58,24 @@ def _base(org_id: int | None, app_id: int | None) -> dict[str, dict[str, Any]]:
     if merged is None:
         config = policy.settings.get("savings") or {}
         merged = {}
+        opened = self_service(policy)
+        chosen = policy.opt_ins.get(org_id, {}) if org_id is not None else {}
         for layer in LAYERS:
             values = {**DEFAULTS[layer], **config.get(layer, {})}
             if org_id is not None:
                 values.update(policy.savings.get((org_id, None), {}).get(layer, {}))
+                if layer in chosen and layer in opened:  # a choice for a layer no longer open is ignored
+                    values["enabled"] = chosen[layer]
                 if app_id is not None:
                     values.update(policy.savings.get((org_id, app_id), {}).get(layer, {}))
             merged[layer] = values
         _merged[key] = merged
     return merged
+
+
+def org_layers(org_id: int) -> dict[str, dict[str, Any]]:
+    """Every layer's settings for the org's requests, before app overrides and request headers."""
+    return _base(org_id, None)
 
 
 def settings(ctx: RequestContext, layer: str) -> dict[str, Any]:
