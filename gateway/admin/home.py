@@ -5,7 +5,7 @@ do first: no provider with a usable credential is said plainly, with links to fi
 request" box sends one chat request through the gateway's own pipeline (home_try.py).
 
 Org-admins see their org only; super-admins every org or the one picked. A member is sent to their
-own dashboard (or refused while there is none).
+own dashboard.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from flask import abort, current_app, redirect, render_template, request, url_for
+from flask import current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from gateway.admin.blueprint import bp
@@ -82,10 +82,10 @@ def provider_load(org_ids: list[int] | None) -> dict[str, Any]:
 
 
 def _member_elsewhere():
+    """A member's landing: their dashboard (or, in a tree without one, Gateway logs as before Home)."""
     if not current_user.is_superadmin and getattr(current_user, "role", "member") == "member":
-        if "dashboard.home" in current_app.view_functions:
-            return redirect(url_for("dashboard.home"))
-        abort(403, description="This page is for org admins.")
+        known = current_app.view_functions
+        return redirect(url_for("dashboard.home" if "dashboard.home" in known else "admin.logs"))
     return None
 
 
