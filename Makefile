@@ -48,7 +48,7 @@ run: install
 test: install-dev browser postgres redis prometheus
 	$(PY) -m pytest -q $(ARGS)
 
-bench: install-dev
+bench: install-dev postgres redis  # `ARGS='--only scale'` starts PostgreSQL and Redis
 	$(PY) -m bench $(ARGS)
 
 clean:

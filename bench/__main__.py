@@ -7,7 +7,8 @@ Scenarios (bench/scenarios.py) come in groups: core (4 scenarios x 3 targets: th
 dialects (Anthropic pass-through and OpenAI -> Anthropic translation, vs direct) and savings
 (a miss with the savings layers on vs off, an exact-cache hit vs direct). Default: every group,
 8 s per target (4 interleaved rounds of 2 s) after a 1 s warm-up, about 4 minutes in all;
-`--only core` is the original ~2 minutes. --quick: a ~40 s smoke run. Then 256 connections at
+`--only core` is the original ~2 minutes; `--only scale` measures 1, 2 and 4 gunicorn workers on
+PostgreSQL + Redis beside SQLite in one process (bench/scale.py). --quick: a ~40 s smoke run. Then 256 connections at
 once (a mix of dialects, streams and not), with the gateway's peak RSS. --memory N: then N more
 gateway requests (e.g. 100000), sampling its RSS every 10k. --workload: run bench/workload.py
 instead (the replayable savings workload; the remaining arguments go to it).
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Gateway benchmark (bench/suite.py)")
     add = parser.add_argument
     add("--quick", action="store_true", help="short smoke run (~40 s)")
-    add("--only", nargs="+", choices=scenarios.GROUPS, help="run only these scenario groups")
+    add("--only", nargs="+", choices=(*scenarios.GROUPS, "scale"),
+        help="run only these scenario groups; `scale` alone: 1, 2 and 4 workers on PostgreSQL + Redis vs SQLite")
     add("--workload", action="store_true", help="run the savings workload instead (python -m bench.workload)")
     add("--seconds", type=float, help="measured seconds per scenario and target (default 8, quick 1)")
     add("--warmup", type=float, help="warm-up seconds before each run (default 1, quick 0.3)")
@@ -61,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    if args.only and "scale" in args.only:  # its own processes and report (bench/scale.py)
+        from bench import scale
+
+        results = scale.run(args.seconds or (2.0 if args.quick else 6.0), warmup, args.keep, log=log)
+        print(scale.markdown(results))
+        out = args.json.with_name("scale.json") if args.json == RESULTS else args.json
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+        log(f"results: {out}")
+        return 0
     rounds = args.rounds or (1 if args.quick else 4)
     bench = Bench(seconds, warmup, rounds, args.pin, log=log)
     failed = True

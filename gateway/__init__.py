@@ -16,7 +16,7 @@ __all__ = ["create_app"]
 def create_app(overrides: Mapping[str, Any] | None = None):
     from flask import Flask
 
-    from gateway import admin, api, db, jobs
+    from gateway import admin, api, db, jobs, tracing
     from gateway.ledger.writer import WRITER
     from gateway.memo import MEMO
     from gateway.providers import http, openrouter
@@ -54,4 +54,5 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     admin.init_app(app)
     public.init_app(app)
     jobs.init_app(app)
+    tracing.init_app(app)
     return app

@@ -18,10 +18,11 @@ from gateway.memo import MEMO
 from gateway.models import Org, Provider, SemanticEntry, User
 from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
+from gateway.routing import shared_health
 from gateway.routing.health import HEALTH
-from gateway.services import budgets, tenancy
+from gateway.services import arbitrage, batch_runner, batch_settle, batches, budgets, tenancy
 from gateway.stores import byok as byok_store  # noqa: F401  (listens for byok changes before the first load)
-from gateway.stores import counters, shared
+from gateway.stores import counters, shared, shared_bus
 from gateway.stores import exact_cache as cache_store
 from gateway.stores import idempotency as idempotency_store
 from gateway.stores.counters import COUNTERS, MemoryCounters
@@ -93,17 +94,36 @@ def schema_current() -> bool:
 
 
 def connect_shared(settings) -> None:
-    """With GATEWAY_REDIS_URL, holds, budgets and rate limits are shared by every worker."""
+    """With GATEWAY_REDIS_URL, holds, budgets, rate limits and breakers are shared by every worker."""
     shared.configure(settings.redis_url)
     if settings.redis_url and not isinstance(COUNTERS.backend, RedisCounters):
         counters.use(RedisCounters(settings.workers))
     elif not settings.redis_url and isinstance(COUNTERS.backend, RedisCounters):
         counters.use(MemoryCounters())
+    shared_health.install(HEALTH)
+
+
+def _semantic_entry(payload: bytes) -> None:
+    from gateway.stores import semantic_index  # numpy once another worker has a semantic entry to share
+
+    semantic_index.INDEX.receive(payload)
+
+
+def _listen_shared() -> None:
+    """Scaled out: this worker hears the others (change-log nudges, semantic entries; the responses
+    store and the breakers subscribe themselves) and catches up on the change log at each connect."""
+    if not shared.enabled():
+        return
+    shared_bus.subscribe("changes", lambda _: WRITER.poll_soon(), own=True)
+    shared_bus.subscribe("semantic", _semantic_entry)
+    shared_bus.on_connect(WRITER.poll_soon)
+    shared_bus.start()
 
 
 def start_background(app: Flask) -> None:
     """Load the in-memory maps and the tokenizer, then start the ledger writer and the scheduler."""
     tokens.load()  # once, here: a request that needs a count never waits for it
+    batches.configure(app.extensions["settings"])
     connect_shared(app.extensions["settings"])
     with db.session_scope() as session:
         MEMO.load_all(session)
@@ -111,6 +131,7 @@ def start_background(app: Flask) -> None:
         COUNTERS.reset()
         gate.ALERTED.clear()
         budgets.seed_spend(session, COUNTERS)
+        batch_settle.restore_holds(session)  # open batches hold their worst case across restarts
         cache_store.STORE.load(session)  # the exact cache, back in memory
         idempotency_store.STORE.load(session)  # idempotency records, back in memory
         idempotency_store.STORE.lookup = idempotency_store.lookup_stored  # and other workers' records
@@ -126,9 +147,14 @@ def start_background(app: Flask) -> None:
             bedrock.preload()  # botocore only for a gateway that has a Bedrock provider
     HEALTH.reset()
     WRITER.start()
+    _listen_shared()
+    arbitrage.start()
     jobs.start(app)
 
 
 def stop_background(app: Flask) -> None:
+    shared_bus.stop()
     jobs.stop()
+    arbitrage.stop()  # deferred requests go out in their batch before the writer stops
+    batch_runner.stop()
     WRITER.stop()

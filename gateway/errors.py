@@ -260,3 +260,8 @@ def retry_after_seconds(value: str | None) -> float | None:
 def stream_failed() -> UpstreamError:
     """The upstream reported a failure inside a stream whose status line already said 200."""
     return UpstreamError("The upstream provider reported an error during the stream.", retryable=False)
+
+
+class Conflict(GatewayError):
+    """The resource is not in a state that allows this (a finished batch cancelled)."""
+    status, type, anthropic_type, code = 409, "invalid_request_error", "invalid_request_error", "conflict"

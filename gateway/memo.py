@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import func, or_, select
+from sqlalchemy import event, func, or_, select
 from sqlalchemy.orm import Session
 
 from gateway import crypto
@@ -42,6 +42,7 @@ from gateway.providers import egress
 from gateway.routing.routes import ProviderInfo, RouteInfo  # noqa: F401  (re-exported: the catalog's values)
 from gateway.scrub import SCRUB
 from gateway.settings import environ_value
+from gateway.stores import shared, shared_bus
 
 log = logging.getLogger(__name__)
 
@@ -383,6 +384,7 @@ class Memo:
                 r.id, slugs[r.model_id], provider, r.upstream_model, r.input_micros_per_mtok,
                 r.output_micros_per_mtok, r.cached_input_micros_per_mtok, r.context_window, r.position,
                 r.weight, frozenset(c for c in r.capabilities.split(",") if c) if r.capabilities else None,
+                r.batch_price_pct,
             ))
         self._forget_changed_providers(providers, routes)
         SCRUB.update(p.api_key for p in providers.values())  # before any request can use a new key
@@ -439,10 +441,19 @@ def entities(principal: Principal) -> tuple[tuple[str, int], ...]:
 
 
 def announce(session: Session, *topics: str) -> None:
-    """Record that `topics` changed, so every server process reloads them (call inside the write)."""
+    """Record that `topics` changed, so every server process reloads them (call inside the write).
+    Scaled out, the commit also nudges every worker over Redis to poll at once (stores/shared_bus.py)."""
     for topic in topics:
         assert topic in TOPICS, topic
         session.add(ChangeEvent(topic=topic))
+    if shared.enabled() and not session.info.get("announce_nudge"):
+        session.info["announce_nudge"] = True
+        event.listen(session, "after_commit", _nudge, once=True)
+
+
+def _nudge(session: Session) -> None:
+    session.info.pop("announce_nudge", None)
+    shared_bus.publish("changes", b"")
 
 
 def snapshot(memo: Memo) -> dict[str, Any]:

@@ -5,7 +5,7 @@ every request once, off the hot path (at most one writer interval late). Counter
 requests by endpoint, model, provider, status and cache result; latency and time to first byte;
 tokens by direction; USD charged, at benchmark and saved; upstream errors and extra attempts.
 Gauges read at scrape time: the ledger writer's queue depth, open credit holds, route breaker
-states.
+states and, scaled out, whether the answering worker reaches Redis (`gateway_shared_redis_up`).
 
 `GET /metrics` (Prometheus text format) needs `Authorization: Bearer $GATEWAY_METRICS_TOKEN` when
 that is set, and otherwise answers only clients on loopback. Under gunicorn set
@@ -129,6 +129,12 @@ class _Gauges:
         for route_id in list(HEALTH.routes):
             breakers.add_metric([str(route_id)], 0 if HEALTH.state(route_id) == "closed" else 1)
         yield breakers
+        from gateway.stores import shared
+
+        if shared.enabled():  # scaled out: 0 while this worker cannot reach Redis (per-worker limits)
+            up = GaugeMetricFamily("gateway_shared_redis_up", "1 while this worker reaches Redis, 0 during an outage")
+            up.add_metric([], 0 if shared.down_since is not None else 1)
+            yield up
 
 
 def queue_depth() -> int:

@@ -51,7 +51,7 @@ ROUTE = {
     "provider": F(str, True), "upstream_model": F(str, True),
     "input_per_mtok": F("number", True), "output_per_mtok": F("number", True),
     "cached_input_per_mtok": F("number"), "context_window": F(int),
-    "weight": F("count"), "capabilities": F([str]), "reference": F(bool),
+    "weight": F("count"), "capabilities": F([str]), "reference": F(bool), "batch_price_pct": F("count"),
 }
 ALIAS = OneOf(str, {"strategy": F(str, True), "models": F([str], True)})
 ROUTING = {
@@ -262,6 +262,7 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
                 context_window=r.get("context_window") or spec.get("context_window"), position=position,
                 weight=r.get("weight", 1),
                 capabilities=",".join(r["capabilities"]) if "capabilities" in r else None,
+                batch_price_pct=r.get("batch_price_pct"),
             ))
     for name, target in config.get("aliases", {}).items():
         alias = session.scalar(select(Alias).where(Alias.name == name, Alias.org_id.is_(None))) or Alias(

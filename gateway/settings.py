@@ -61,6 +61,23 @@ class Settings:
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
+    # Batches: provider batches are polled after this many seconds, backing off (x2) to the cap.
+    batch_poll_min_seconds: float = 5.0
+    batch_poll_max_seconds: float = 600.0
+    batch_max_lines: int = 50_000  # lines in one input file (OpenAI's limit)
+    batch_retention_days: int = 29  # files and results kept (OpenAI keeps batch files 30 days)
+    # Batches the gateway runs itself (providers without a batch API): at most this many requests at
+    # once, and none started while this many synchronous requests are waiting on their upstreams.
+    batch_concurrency: int = 4
+    batch_yield_in_flight: int = 32
+    # Arbitrage: a chat request whose `x-gateway-deadline` is at least this many seconds is answered 202
+    # and sent in the next provider batch of its org, flushed at this many requests or this age.
+    batch_arbitrage_min_seconds: float = 86400.0
+    batch_arbitrage_max_requests: int = 1000
+    batch_arbitrage_max_age_seconds: float = 60.0
+    # OpenTelemetry traces over OTLP/HTTP to this base URL (`/v1/traces` is added); unset: tracing off
+    otel_endpoint: str | None = None
+    otel_service_name: str = "gateway"
     # `gateway serve` looks for a local Ollama here at start and offers it in the console (never
     # adds it by itself); GATEWAY_OLLAMA_PROBE_URL, empty to skip the look.
     ollama_probe_url: str = "http://127.0.0.1:11434"
@@ -94,6 +111,8 @@ class Settings:
         if "GATEWAY_OLLAMA_PROBE_URL" in env:
             values["ollama_probe_url"] = env["GATEWAY_OLLAMA_PROBE_URL"].strip()
         values["metrics_token"] = env.get("GATEWAY_METRICS_TOKEN") or None
+        values["otel_endpoint"] = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+        values["otel_service_name"] = env.get("OTEL_SERVICE_NAME") or "gateway"
         values["metrics_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
         workers = env.get("GATEWAY_WORKERS") or env.get("WEB_CONCURRENCY")
         if workers and workers.isdigit() and int(workers) > 0:
@@ -107,6 +126,14 @@ class Settings:
         if env.get("GATEWAY_ERROR_REPORTS_PER_MINUTE"):
             values["error_reports_per_minute"] = max(1, _count("GATEWAY_ERROR_REPORTS_PER_MINUTE",
                                                                env["GATEWAY_ERROR_REPORTS_PER_MINUTE"]))
+        for name in ("batch_poll_min_seconds", "batch_poll_max_seconds", "batch_arbitrage_min_seconds",
+                     "batch_arbitrage_max_age_seconds"):
+            if env.get(f"GATEWAY_{name.upper()}"):
+                values[name] = max(0.0, float(env[f"GATEWAY_{name.upper()}"]))
+        for name in ("batch_max_lines", "batch_retention_days", "batch_concurrency", "batch_yield_in_flight",
+                     "batch_arbitrage_max_requests"):
+            if env.get(f"GATEWAY_{name.upper()}"):
+                values[name] = max(1, _count(f"GATEWAY_{name.upper()}", env[f"GATEWAY_{name.upper()}"]))
         if env.get("GATEWAY_DRAIN_SECONDS"):
             values["drain_seconds"] = max(0.0, float(env["GATEWAY_DRAIN_SECONDS"]))
         known = {f.name for f in fields(cls)}

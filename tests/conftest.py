@@ -47,7 +47,8 @@ PRICES = {"input_per_mtok": 1000, "output_per_mtok": 2000, "cached_input_per_mto
 
 def gateway_config(upstream_url: str, anthropic_url: str | None = None, gemini_url: str | None = None,
                    bedrock_url: str | None = None, ollama_url: str | None = None,
-                   openrouter_url: str | None = None) -> dict:
+                   openrouter_url: str | None = None, openai_batches_url: str | None = None,
+                   anthropic_batches_url: str | None = None) -> dict:
     models = [{"slug": f"test/{b}", "context_window": 8192,
                "routes": [{"provider": "fake", "upstream_model": b, **PRICES}]} for b in BEHAVIOURS]
     models.append({"slug": "test/cheap", "routes": [{"provider": "fake", "upstream_model": "fake-gpt",
@@ -77,6 +78,10 @@ def gateway_config(upstream_url: str, anthropic_url: str | None = None, gemini_u
         add_ollama(config, ollama_url)
     if openrouter_url:  # only when a test uses the fake_openrouter fixture
         add_openrouter(config, openrouter_url)
+    if openai_batches_url:  # only when a test uses the fake_openai_batches fixture
+        add_openai_batches(config, openai_batches_url)
+    if anthropic_batches_url:  # only when a test uses the fake_anthropic_batches fixture
+        add_anthropic_batches(config, anthropic_batches_url)
     return config
 
 
@@ -194,7 +199,8 @@ def gateway_factory(tmp_path, fake_openai, request, schema_template):
     wants_anthropic = "fake_anthropic" in request.fixturenames
     fake_anthropic = request.getfixturevalue("fake_anthropic") if wants_anthropic else None
     extra_fakes = {n: request.getfixturevalue(n)
-                   for n in ("fake_gemini", "fake_bedrock", "fake_ollama", "fake_openrouter")
+                   for n in ("fake_gemini", "fake_bedrock", "fake_ollama", "fake_openrouter", "fake_openai_batches",
+                             "fake_anthropic_batches")
                    if n in request.fixturenames}
     extra_urls = {f"{n[5:]}_url": fake.url for n, fake in extra_fakes.items()}  # gemini_url=, bedrock_url=
 
@@ -376,6 +382,53 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+# ---- OpenAI Files + Batches upstream (tests/fakes/openai_batch_upstream.py) ------------------------
+# Slugs `batch-test/<behaviour>` on provider `fakebatch` (kind openai), alias `batchy`; present only for
+# tests that use the `fake_openai_batches` fixture.
+BATCH_UPSTREAM_KEY = "sk-upstream-batch"
+BATCH_BEHAVIOURS = ["gpt-batch", "error-400", "batch-expire", "batch-invalid"]
+
+
+def add_openai_batches(config: dict, url: str) -> None:
+    config["providers"].append({"name": "fakebatch", "kind": "openai", "base_url": url, "allow_private": True,
+                                "api_key": BATCH_UPSTREAM_KEY})
+    config["models"] += [{"slug": f"batch-test/{b}", "context_window": 8192, "max_output_tokens": 100,
+                          "routes": [{"provider": "fakebatch", "upstream_model": b, **PRICES}]}
+                         for b in BATCH_BEHAVIOURS]
+    config["aliases"]["batchy"] = "batch-test/gpt-batch"
+
+
+@pytest.fixture(scope="session")
+def fake_openai_batches():
+    from tests.fakes.openai_batch_upstream import FakeOpenAIBatches
+    from tests.fakes.openai_batch_upstream import serve as serve_batches
+
+    with served(FakeOpenAIBatches(api_key=BATCH_UPSTREAM_KEY), serve_batches) as fake:
+        yield fake
+
+
+ANTHROPIC_BATCH_UPSTREAM_KEY = "sk-ant-upstream-batch"
+
+
+def add_anthropic_batches(config: dict, url: str) -> None:
+    """Slugs `abatch-test/<behaviour>` on provider `fakeanthropicbatch` (kind anthropic)."""
+    config["providers"].append({"name": "fakeanthropicbatch", "kind": "anthropic", "base_url": url,
+                                "allow_private": True, "api_key": ANTHROPIC_BATCH_UPSTREAM_KEY})
+    config["models"] += [{"slug": f"abatch-test/{b}", "context_window": 200000, "max_output_tokens": 1024,
+                          "routes": [{"provider": "fakeanthropicbatch", "upstream_model": b,
+                                      "input_per_mtok": 3000, "output_per_mtok": 15000}]}
+                         for b in ("claude-batch", "error-400", "batch-expire")]
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic_batches():
+    from tests.fakes.anthropic_batch_upstream import FakeAnthropicBatches
+    from tests.fakes.anthropic_batch_upstream import serve as serve_batches
+
+    with served(FakeAnthropicBatches(api_key=ANTHROPIC_BATCH_UPSTREAM_KEY), serve_batches) as fake:
+        yield fake
 
 
 # ---- Anthropic upstream (tests/fakes/anthropic_upstream.py) ---------------------------------------

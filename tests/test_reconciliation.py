@@ -194,8 +194,10 @@ def test_admin_keys_come_from_the_config(gateway, tmp_path, monkeypatch):
 
     path = tmp_path / "extra.yaml"
     path.write_text("providers:\n"
-                    "  - {name: oa, kind: openai, base_url: 'http://127.0.0.1:9/v1', allow_private: true, admin_api_key_env: OPENAI_ADMIN_KEY}\n"
-                    "  - {name: an, kind: anthropic, base_url: 'http://127.0.0.1:9', allow_private: true, admin_api_key: sk-ant-admin-x}\n")
+                    "  - {name: oa, kind: openai, base_url: 'http://127.0.0.1:9/v1', allow_private: true,\n"
+                    "     admin_api_key_env: OPENAI_ADMIN_KEY}\n"
+                    "  - {name: an, kind: anthropic, base_url: 'http://127.0.0.1:9', allow_private: true,\n"
+                    "     admin_api_key: sk-ant-admin-x}\n")
     monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-from-env")
     with db.write_lock, db.session_scope() as s:
         seed.apply(s, seed.load_file(path), "test-secret")

@@ -1,5 +1,6 @@
 """What a started server holds: no Alembic (a schema upgrade runs in a child process), no botocore
-unless a Bedrock provider is configured (then it is imported at start, not by a request), no tiktoken."""
+unless a Bedrock provider is configured (then it is imported at start, not by a request), no tiktoken,
+no OpenTelemetry unless OTEL_EXPORTER_OTLP_ENDPOINT is set."""
 
 import json
 import os
@@ -20,7 +21,8 @@ boot.start_background(app)
 with db.engine().connect() as conn:
     version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 boot.stop_background(app)
-print(json.dumps({"modules": sorted(m for m in ("alembic", "mako", "botocore", "tiktoken") if m in sys.modules),
+print(json.dumps({"modules": sorted(m for m in ("alembic", "mako", "botocore", "tiktoken", "opentelemetry")
+                                    if m in sys.modules),
                   "current": boot.schema_current(), "version": version}))
 """
 
@@ -34,7 +36,7 @@ providers:
 
 
 def _start(instance: Path, config: Path | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run([sys.executable, "-c", PROBE, str(instance), str(config or "")], env=env,
                           capture_output=True, text=True, timeout=300, cwd=ROOT)

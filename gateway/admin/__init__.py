@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         agents,
         audit,
         auth,
+        batches,  # noqa: F401  (batches: list, drill-down, cancel)
         catalog,
         dlp,  # noqa: F401  (data protection)
         error_reports,  # noqa: F401  (error reports)
@@ -35,8 +36,9 @@ def init_app(app: Flask) -> None:
         usage,  # noqa: F401  (per-user usage)
     )
     from gateway.admin.nav import groups_for
+    from gateway.stores import shared  # the Redis link's state: a banner while it is down
 
-    app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user)})
+    app.context_processor(lambda: {"nav_groups": lambda: groups_for(current_user), "shared_status": shared.status})
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in the admin blueprint only
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     csrf.init_app(app)

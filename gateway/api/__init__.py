@@ -14,10 +14,13 @@ from gateway.api.blueprint import atlas, bp, http_error
 def init_app(app: Flask) -> None:
     from gateway.api import (  # noqa: F401  (routes register on import)
         account,
+        batches,
         byok,
+        deferred,
         error_reports,
         health,
         keys,
+        message_batches,
         models,
         providers,
         requests,

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from gateway import db
 from gateway.api.blueprint import query_check
 from gateway.memo import MEMO, snapshot
+from gateway.stores import shared
 
 bp = Blueprint("health", __name__)
 bp.before_request(query_check)  # probes take no query parameters either
@@ -22,7 +23,15 @@ def _json(obj: dict, status: int = 200) -> Response:
 
 @bp.get("/healthz")
 def healthz():
-    return _json({"status": "ok"})
+    """Up while the process serves; scaled out, `shared` tells whether Redis is reachable (a Redis
+    outage degrades the gateway, it does not take it down: still 200, with a warning)."""
+    status = shared.status()
+    if status is None:
+        return _json({"status": "ok"})
+    out = {"status": "ok", "shared": status}
+    if status["redis"] == "down":
+        out["warnings"] = ["Redis unreachable: per-worker limits in force; shared caches and dedupe skipped"]
+    return _json(out)
 
 
 @bp.get("/metrics")

@@ -18,6 +18,7 @@ from gateway import errors, pipeline
 from gateway.errors import GatewayError
 from gateway.pipeline import auth, gate, meter
 from gateway.pipeline.context import RequestContext
+from gateway.services import arbitrage
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,16 @@ def serve(environ: dict, endpoint: str, dialect: str, rewrite: Callable[[bytes],
     except GatewayError as e:
         status, err_headers, body = error_parts(e, dialect)
         return status, list(err_headers.items()), [body]
+    if endpoint == "chat.completions" and (deadline := headers.get(arbitrage.HEADER)) is not None:
+        try:  # a request that can wait may go in the org's next provider batch (services/arbitrage.py)
+            deferred = arbitrage.defer(headers, rewrite(raw) if rewrite else raw, deadline)
+        except GatewayError as e:
+            status, err_headers, body = error_parts(e, dialect)
+            return status, list(err_headers.items()), [body]
+        if deferred is not None:
+            payload = orjson.dumps(deferred[1])
+            return 202, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                         ("x-request-id", deferred[0])], [payload]
     ctx = RequestContext(endpoint=endpoint, dialect=dialect, raw=rewrite(raw) if rewrite else raw,
                          headers=headers, raw_key=auth.extract_key(headers))
     try:

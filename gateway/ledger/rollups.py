@@ -26,7 +26,7 @@ from gateway.models import DlpRollup, PartyDayRollup, PartyRollup, UsageRollup
 # What the meter attributes savings to (gateway/pipeline/meter.py); output_budget saves no tokens
 # the benchmark would have counted, so it never appears here.
 MECHANISMS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "compression",
-              "context_dedupe", "routing")
+              "context_dedupe", "routing", "batch", "batch_arbitrage")
 SUMS = ("requests", "errors", "input_tokens", "output_tokens", "benchmark_micros", "charge_micros",
         "saved_micros")
 HOUR = timedelta(hours=1)

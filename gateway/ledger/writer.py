@@ -9,6 +9,10 @@ spilled to `instance/ledger-spill.jsonl` and replayed at the next start: rows ar
 The same transaction adds the batch's rollups (usage, party, daily party) and an error report per
 failed request; before it, the rows are counted for Prometheus and the console's live hour.
 
+Scaled out, an admin write anywhere publishes a nudge over Redis (memo.announce, stores/shared_bus.py)
+and the loop polls at once on it; while that link is up it polls only every POLL_FALLBACK_SECONDS
+otherwise, which catches a lost nudge. Without Redis (or while it is away) it polls every cycle.
+
 Crash window: the loop writes every `sync_interval` (250 ms by default), and at once when
 `ledger_flush_rows` rows (200) are queued. A graceful stop writes everything; a SIGKILL or power
 loss loses only the rows queued since the last write (the last ~250 ms of requests).
@@ -38,10 +42,12 @@ from gateway.memo import MEMO
 from gateway.models import CreditTransaction, DlpEvent, ErrorReport, LedgerEntry, Org, utcnow
 from gateway.services.credits import charge_rows
 from gateway.settings import private_file
+from gateway.stores import shared_bus
 
 log = logging.getLogger(__name__)
 
 RETRIES = 3
+POLL_FALLBACK_SECONDS = 5.0  # change-log poll period while Redis pub/sub delivers the nudges
 
 
 class LedgerWriter:
@@ -56,6 +62,8 @@ class LedgerWriter:
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
         self._holding = False  # the loop has taken a batch and not yet written it
+        self._nudged = False  # another process announced a change: poll at the next cycle
+        self._polled = 0.0
 
     def init_app(self, app: Flask) -> None:
         settings = app.extensions["settings"]
@@ -80,6 +88,11 @@ class LedgerWriter:
         self.queue.put((model, row))
         if self.queue.qsize() >= self.flush_rows:
             self._wake.set()
+
+    def poll_soon(self) -> None:
+        """A change was announced (Redis pub/sub): pick it up now, not at the next fallback poll."""
+        self._nudged = True
+        self._wake.set()
 
     # ---- writer side -----------------------------------------------------------------------
     def start(self) -> None:
@@ -124,7 +137,7 @@ class LedgerWriter:
                     if batch:
                         self._write(batch)
                         batch = []
-                    self._sync()
+                    self._sync(force=False)
             except Exception:  # not written, not spilled (the disk too): keep the rows for the next cycle
                 log.exception("ledger writer cycle failed; %d rows kept queued", len(batch))
                 for item in batch:
@@ -147,7 +160,12 @@ class LedgerWriter:
                 break
         return batch
 
-    def _sync(self) -> None:
+    def _sync(self, force: bool = True) -> None:
+        if not force and not self._nudged and shared_bus.connected and (
+                time.monotonic() - self._polled < POLL_FALLBACK_SECONDS):
+            return
+        self._nudged = False
+        self._polled = time.monotonic()
         try:
             with db.session_scope() as session:
                 MEMO.poll(session)

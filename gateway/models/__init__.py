@@ -1,7 +1,8 @@
-"""Typed ORM by aggregate: tenancy, catalog, ledger, logs, dlp."""
+"""Typed ORM by aggregate: tenancy, catalog, ledger, logs, dlp, batch."""
 
 from gateway.models.activity import ContentLog, ContentLogSetting, ErrorReport
 from gateway.models.base import Base, utcnow
+from gateway.models.batch import Batch, BatchFile, BatchPart, BatchRequest
 from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
 from gateway.models.dlp import DlpCustomRule, DlpEvent, DlpRollup, DlpSetting
@@ -23,6 +24,7 @@ from gateway.models.responses import StoredResponse
 from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, Org, User
 
 __all__ = [
+    "Batch", "BatchFile", "BatchPart", "BatchRequest",
     "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "FeatureOptIn", "CreditTransaction", "Plan", "CacheEntry",
     "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
     "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyDayRollup", "PartyRollup", "ReconciliationLine",

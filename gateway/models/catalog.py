@@ -59,6 +59,8 @@ class Route(Base):
     weight: Mapped[int] = mapped_column(Integer, default=1)  # for the weighted strategy
     # Comma-separated: tools, vision, streaming, json_mode. None: not declared, assume all.
     capabilities: Mapped[str | None] = mapped_column(String(128))
+    # The provider's batch price as a percent of list (None: 50 where the provider has a batch API).
+    batch_price_pct: Mapped[int | None] = mapped_column(Integer)
 
 
 class Alias(Base):

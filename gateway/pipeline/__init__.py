@@ -6,7 +6,9 @@ return a reply (a cache hit), which skips the rest and the provider call. An opt
 `after` runs in reverse order for the stages whose `before` ran: on success, on error, and for
 streams when the stream ends (or the client goes away). Enforcing stages fail closed; advisory
 ones are skipped with a warning. The gate comes before the savings layers: a key without the
-scope or an org without credits gets no answer, not even a cached one.
+scope or an org without credits gets no answer, not even a cached one. With tracing on
+(gateway/tracing.py) the request, each stage's `before` and each upstream attempt are spans; off,
+the request pays one `if`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from types import ModuleType
 
 from greenlet import GreenletExit
 
-from gateway import wire
+from gateway import tracing, wire
 from gateway.errors import GatewayError, InternalError, ShuttingDown
 from gateway.pipeline import auth, content_log, decode, dlp, drain, gate, idempotency, meter, responses, route, subrequest
 from gateway.pipeline import dispatch as dispatching
@@ -46,11 +48,14 @@ def run(ctx: RequestContext) -> Reply:
     """Run the stages and the provider call. Errors come back as GatewayError, already recorded."""
     ran: list[Stage] = []
     reply: Reply | None = None
+    if tracing.TRACER is not None:
+        tracing.begin(ctx)
+    before = _before if ctx.trace is None else _traced_before  # untraced: no cost per stage
     try:
         with drain.waiting():  # a server past its drain timeout ends the request here (a 503)
             for stage in STAGES:
                 ran.append(stage)
-                if (reply := _before(stage, ctx)) is not None:
+                if (reply := before(stage, ctx)) is not None:
                     break
             else:
                 reply = dispatching.dispatch(ctx)
@@ -70,6 +75,8 @@ def run(ctx: RequestContext) -> Reply:
         _finish(ctx, ran, None)
         raise
     if reply.chunks is not None:
+        if ctx.trace is not None:
+            reply.chunks = tracing.watch(ctx, reply.chunks)
         reply.chunks = _finishing(ctx, ran, reply, reply.chunks)
     else:
         meter.price(ctx, output_guess=len(reply.body or b"") // 8)  # JSON around the text: about half
@@ -107,6 +114,10 @@ def _before(stage: Stage, ctx: RequestContext) -> Reply | None:
         return None
 
 
+def _traced_before(stage: Stage, ctx: RequestContext) -> Reply | None:
+    return tracing.stage(ctx, stage.name, lambda: _before(stage, ctx))
+
+
 def _finish(ctx: RequestContext, ran: list[Stage], reply: Reply | None) -> None:
     for stage in reversed(ran):
         try:
@@ -114,6 +125,8 @@ def _finish(ctx: RequestContext, ran: list[Stage], reply: Reply | None) -> None:
         except Exception:
             log.warning("stage %s after() failed", stage.name, exc_info=True)
     meter.record(ctx)
+    if ctx.trace is not None:  # after metering: the span carries the charge
+        tracing.end(ctx, reply)
 
 
 def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,

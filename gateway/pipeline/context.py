@@ -61,13 +61,14 @@ class RequestContext:
     benchmark_micros: int = 0
     charge_micros: int = 0
     recorded: bool = False
-    changed: bool = False  # a stage rewrote `canonical`: re-encode it, do not pass bytes through
+    changed: bool = False  # a stage rewrote `canonical`: its owned fields replace the body's (wire/rewrite.py)
     canonical: Any = None  # the decoded ChatRequest, once a stage asked for it (see savings.canonical)
     mode: str = ""  # how dispatch served it: "passthrough" | "translate" ("" before, or not chat-shaped)
     upstream_id: str | None = None  # the provider's request / generation id, for reconciliation
     history: list[dict[str, Any]] = field(default_factory=list)  # Responses: the conversation before this turn
     history_provider: str = ""  # Responses: the provider that holds previous_response_id ("" if none)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-private state
+    trace: Any = None  # the request's span when tracing is on (gateway/tracing.py)
 
     def fail(self, error: GatewayError) -> None:
         self.error = error

@@ -1,9 +1,11 @@
 """Dispatch: the only caller of adapters, and the only writer of what they return into the context.
 
-`mode(ctx, route)` is the one rule for pass through or translate: the client's bytes pass through
-when its endpoint is native to the route's adapter, no stage changed the request, the routing
-setting `translate` does not name the route's provider, and (for Responses) the upstream speaks
-Responses; everything else is translated through the canonical types. Every caller asks it.
+`mode(ctx, route)` is the one rule for pass through or translate: the client's body passes through
+when its endpoint is native to the route's adapter, the routing setting `translate` does not name
+the route's provider, and (for Responses) the upstream speaks Responses; everything else is
+translated through the canonical types. Every caller asks it. A request a stage rewrote
+(`ctx.changed`) still passes through: the client's body with only the fields the layer owns
+replaced (wire/rewrite.py), so no parameter the client sent is lost or renamed.
 
 `dispatch(ctx)` walks the plan's routes with retries and the fallback chain within the request's
 deadline (`routing.deadline_seconds`): every attempt gets the deadline, and the adapters' connect
@@ -25,7 +27,7 @@ from typing import Any
 import gevent
 import orjson
 
-from gateway import wire
+from gateway import tracing, wire
 from gateway.errors import GatewayError, UpstreamError
 from gateway.memo import RouteInfo
 from gateway.pipeline import byok
@@ -38,6 +40,7 @@ from gateway.routing import settings as routing_settings
 from gateway.routing.health import HEALTH
 from gateway.wire import anthropic_messages, openai_embeddings, served
 from gateway.wire.canonical import ChatRequest, EventStream, StreamEvent, Usage
+from gateway.wire.rewrite import rewritable, rewritten
 
 log = logging.getLogger(__name__)
 _rng = random.Random()
@@ -49,7 +52,9 @@ PASS, TRANSLATE = "passthrough", "translate"
 def mode(ctx: RequestContext, route: RouteInfo) -> str:
     """PASS when the client's bytes can go to `route` as received, else TRANSLATE."""
     provider = route.provider
-    if ctx.changed or ctx.endpoint not in registry.adapter(provider.kind).native:
+    if ctx.endpoint not in registry.adapter(provider.kind).native:
+        return TRANSLATE
+    if ctx.changed and not rewritable(ctx.endpoint):
         return TRANSLATE
     if provider.name in routing_settings.current().translate:
         return TRANSLATE
@@ -75,11 +80,14 @@ def dispatch(ctx: RequestContext) -> Reply:
             ctx.attempts += 1
             began = time.perf_counter()
             HEALTH.started(route.id)
+            span = tracing.attempt(ctx, route, ctx.attempts) if ctx.trace is not None else None
             try:
                 reply = byok.call(ctx, route, lambda c, r: call_route(c, r, deadline))  # the org's own key, or ours
                 if reply.chunks is not None:
                     reply.chunks = _primed(ctx, reply.chunks)
             except UpstreamError as e:
+                if span is not None:
+                    tracing.attempt_done(span, ctx, e)
                 last = e
                 if not e.retryable:
                     HEALTH.released(route.id)
@@ -91,6 +99,12 @@ def dispatch(ctx: RequestContext) -> Reply:
                     break  # on to the next route
                 _sleep(delay)
                 continue
+            except BaseException as e:
+                if span is not None:
+                    tracing.attempt_done(span, ctx, e)
+                raise
+            if span is not None:
+                tracing.attempt_done(span, ctx)
             HEALTH.succeeded(route.id, (time.perf_counter() - began) * 1000, ctx.principal.org_id)
             return reply
         if time.perf_counter() > deadline:
@@ -148,7 +162,10 @@ def translate(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -
 
 def _passthrough(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> Reply:
     """The upstream's bytes as they come, but for `model`: the slug that served, as a translated
-    reply says (README, "The model field")."""
+    reply says (README, "The model field"). A rewritten request sends the client's body with the
+    rewritten fields in place (built once, whatever the number of attempts)."""
+    if ctx.changed:
+        call.body = rewritten_body(ctx)
     passed = adapter.passthrough(call, route)
     if passed.relay is not None:
         return Reply(chunks=relayed(ctx, passed.relay, route.model_slug),
@@ -157,6 +174,14 @@ def _passthrough(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call
     ctx.usage = passed.usage
     ctx.upstream_id = passed.upstream_id
     return Reply(body=served.body(passed.body, route.model_slug))
+
+
+def rewritten_body(ctx: RequestContext) -> dict[str, Any]:
+    """The client's body with the fields a savings layer rewrote taken from `ctx.canonical`."""
+    body = ctx.extra.get("rewritten_body")
+    if body is None:
+        body = ctx.extra["rewritten_body"] = rewritten(ctx.endpoint, ctx.body, ctx.canonical)
+    return body
 
 
 def _embed(ctx: RequestContext, adapter: Any, route: RouteInfo, call: Call) -> Reply:

@@ -62,6 +62,12 @@ class Stream:
 _streams: set[Stream] = set()
 
 
+def in_flight() -> int:
+    """Requests in flight now: waiting on their upstream, or relaying a stream (what work of lower
+    priority yields to)."""
+    return len(_waiting) + len(_streams)
+
+
 def cut() -> int:
     """End the requests still running: raise ShuttingDown where each waits. Returns how many."""
     global _cut

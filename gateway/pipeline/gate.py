@@ -77,20 +77,7 @@ def before(ctx: RequestContext) -> Reply | None:
     result = COUNTERS.hold(principal.org_id, micros, MEMO.balance(principal.org_id), entities(principal),
                            checks, now)
     if isinstance(result, Refusal):
-        if result.reason == "budget":
-            b = next(b for b in budgets if b.id == result.budget_id)
-            wait = (next_start(b.window, window_start(b.window, now)) - now).total_seconds()
-            e = BudgetExceeded(f"The {b.entity[0]}'s {b.window}ly budget of ${pricing.usd(cap_micros(b, now))} "
-                               "is used up (open requests count). It resets at the start of the next "
-                               f"{b.window} (UTC).")
-            e.retry_after = math.ceil(wait)
-            raise e
-        raise InsufficientCredits(
-            f"Your organization '{principal.org_name}' does not have enough credits for this request "
-            f"(at most ${pricing.usd(micros)} with its output limit). Add credits, or lower max_tokens."
-            if micros > 0 and MEMO.balance(principal.org_id) > 0 else
-            f"Your organization '{principal.org_name}' has no credits left. Add credits to continue."
-        )
+        refuse(result, principal, budgets, micros, now)
     result.tokens = prompt + output
     result.buckets = ctx.extra.get("limit_keys", ())
     ctx.extra["hold"] = result
@@ -99,6 +86,36 @@ def before(ctx: RequestContext) -> Reply | None:
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:
     return None
+
+
+def hold_for(principal, micros: int, now: datetime) -> Hold:
+    """Hold `micros` for the principal against its credits and hard budgets (a batch submission
+    holds this way); raises as the gate does when they cannot cover it."""
+    budgets = MEMO.budgets_for(principal)
+    checks = [BudgetCheck(b.id, b.entity, b.window, cap_micros(b, now)) for b in budgets if b.hard]
+    result = COUNTERS.hold(principal.org_id, micros, MEMO.balance(principal.org_id), entities(principal),
+                           checks, now)
+    if isinstance(result, Refusal):
+        refuse(result, principal, budgets, micros, now)
+    return result
+
+
+def refuse(result: Refusal, principal, budgets: list[BudgetInfo], micros: int, now: datetime):
+    """The error for a refused hold: 429 budget_exceeded (with retry-after) or 402."""
+    if result.reason == "budget":
+        b = next(b for b in budgets if b.id == result.budget_id)
+        wait = (next_start(b.window, window_start(b.window, now)) - now).total_seconds()
+        e = BudgetExceeded(f"The {b.entity[0]}'s {b.window}ly budget of ${pricing.usd(cap_micros(b, now))} "
+                           "is used up (open requests count). It resets at the start of the next "
+                           f"{b.window} (UTC).")
+        e.retry_after = math.ceil(wait)
+        raise e
+    raise InsufficientCredits(
+        f"Your organization '{principal.org_name}' does not have enough credits for this request "
+        f"(at most ${pricing.usd(micros)} with its output limit). Add credits, or lower max_tokens."
+        if micros > 0 and MEMO.balance(principal.org_id) > 0 else
+        f"Your organization '{principal.org_name}' has no credits left. Add credits to continue."
+    )
 
 
 def output_cap(ctx: RequestContext) -> int:

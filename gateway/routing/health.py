@@ -3,6 +3,10 @@
 Per process and in memory: the hot path never waits on shared state for this. A breaker opens
 after `failures` consecutive failures, lets one probe through after `cooldown` seconds
 (half-open), and closes on that probe's success (re-opens on its failure).
+
+Scaled out, `share` (routing/shared_health.py) is set: failures are also counted across workers
+in a short window, and a breaker opened or closed by one worker is opened or closed on all of
+them. Only failures and recoveries reach it, never a plain success, so the happy path stays local.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class HealthBoard:
         self.alpha = alpha
         self.clock = clock
         self.routes: dict[int, RouteHealth] = {}
+        self.share = None  # the cross-worker breaker link when scaled out (routing/shared_health.py)
 
     def configure(self, failures: int, cooldown: float) -> None:
         self.failures, self.cooldown = failures, cooldown
@@ -93,6 +98,8 @@ class HealthBoard:
     def succeeded(self, route_id: int, latency_ms: float, org_id: int | None = None) -> None:
         h = self.get(route_id)
         h.in_flight = max(0, h.in_flight - 1)
+        if self.share is not None and (h.consecutive_failures or h.state != CLOSED):
+            self.share.recovered(route_id)
         h.consecutive_failures = 0
         h.ewma_error *= 1 - self.alpha
         h.ewma_latency_ms = latency_ms if h.ewma_latency_ms is None else (
@@ -105,9 +112,25 @@ class HealthBoard:
         h.in_flight = max(0, h.in_flight - 1)
         h.consecutive_failures += 1
         h.ewma_error = self.alpha + (1 - self.alpha) * h.ewma_error
-        if h.state == HALF_OPEN or h.consecutive_failures >= self.failures:
+        was = h.state
+        if h.state == HALF_OPEN or h.consecutive_failures >= self.failures or (
+                self.share is not None and self.share.failed(route_id, self.failures, self.cooldown)):
             h.state, h.opened_at, h.probing = OPEN, self.clock(), False
+            if self.share is not None and was != OPEN:
+                self.share.opened(route_id, self.cooldown)
         self._count(h, latency_ms, True, org_id)
+
+    def open_here(self, route_id: int) -> None:
+        """Another worker opened this route's breaker: open it here too, from now."""
+        h = self.get(route_id)
+        if h.state != OPEN:
+            h.state, h.opened_at, h.probing = OPEN, self.clock(), False
+
+    def close_here(self, route_id: int) -> None:
+        """Another worker saw this route recover: close its breaker here too."""
+        h = self.routes.get(route_id)
+        if h is not None:
+            h.state, h.probing, h.consecutive_failures = CLOSED, False, 0
 
     def released(self, route_id: int) -> None:
         """The call ended without a verdict on the route (e.g. the client's own 4xx)."""

@@ -34,6 +34,7 @@ class RouteInfo:
     position: int
     weight: int = 1
     capabilities: frozenset[str] | None = None  # None: not declared, so nothing is ruled out
+    batch_price_pct: int | None = None  # batch price, percent of list (None: the provider's default)
 
     def supports(self, needs: frozenset[str]) -> bool:
         return self.capabilities is None or needs <= self.capabilities

@@ -6,6 +6,15 @@ the ledger writer (`WRITER.enqueue_record`), never synchronously. A lookup that 
 
 Tenant isolation is the point of this module: every read takes the caller's org, and an id
 created by another org is indistinguishable from an id that does not exist.
+
+Scaled out (`GATEWAY_REDIS_URL`), recent responses and deletions are shared by every worker: `put`
+also writes `gw:resp:<org>:<id>` (an hour; up to 1 MB), `delete` leaves a tombstone
+`gw:resp:gone:<org>:<id>` for a day, drops the item and tells the other workers to forget their
+copy (stores/shared_bus.py). A read asks Redis first (one MGET of item and tombstone), so a
+response made on one worker continues on another before its row is written, and one deleted on
+any worker is gone on all. Keys carry the org. If Redis is unreachable, reads fall back to memory
+and the database (deletes still reach the database at once; another worker's memory may keep a
+deleted response until Redis is back or it is evicted).
 """
 
 from __future__ import annotations
@@ -16,17 +25,23 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, select
 
 from gateway import db
 from gateway.errors import NotFound
 from gateway.ledger.writer import WRITER
 from gateway.models import StoredResponse
+from gateway.stores import shared, shared_bus
 from gateway.wire.openai_responses import input_items
 
 log = logging.getLogger(__name__)
 
 PER_ORG = 1000  # responses kept in memory per org; older ones are read back from the database
+RECENT_SECONDS = 3600  # how long Redis keeps a response when scaled out (then the database serves it)
+TOMBSTONE_SECONDS = 86_400  # how long a deletion is remembered there
+MAX_SHARED_BYTES = 1 << 20  # a larger conversation is not copied to Redis (the database serves it)
+PREFIX = "gw:resp:"
 
 
 class PreviousResponseNotFound(NotFound):
@@ -53,6 +68,8 @@ class ResponseStore:
     def put(self, rec: Stored) -> None:
         """Keep `rec` in memory now and queue its row for the writer."""
         self._cache(rec)
+        if shared.enabled():
+            self._shared_put(rec)
         WRITER.enqueue_record(StoredResponse, {
             "response_id": rec.id, "org_id": rec.org_id, "model": rec.model[:160], "provider": rec.provider,
             "upstream_stored": rec.upstream_stored, "conversation": rec.conversation,
@@ -61,6 +78,10 @@ class ResponseStore:
 
     def get(self, org_id: int, response_id: str) -> Stored | None:
         """The org's response with this id, or None (also when another org owns it)."""
+        if shared.enabled():
+            found, rec = self._shared_get(org_id, response_id)
+            if found:
+                return rec
         with self._lock:
             lru = self._orgs.get(org_id)
             if lru is not None and (rec := lru.get(response_id)) is not None:
@@ -77,6 +98,8 @@ class ResponseStore:
             lru = self._orgs.get(org_id)
             if lru is not None:
                 lru.pop(response_id, None)
+        if shared.enabled():
+            self._shared_delete(org_id, response_id)
         WRITER.flush()  # a row still queued would otherwise be written after the delete
         with db.write_lock, db.session_scope() as s:
             s.execute(delete(StoredResponse).where(StoredResponse.org_id == org_id,
@@ -85,6 +108,70 @@ class ResponseStore:
     def clear(self) -> None:
         with self._lock:
             self._orgs.clear()
+
+    def forget(self, org_id: int, response_id: str) -> None:
+        """Drop this worker's copy (another worker deleted it)."""
+        with self._lock:
+            lru = self._orgs.get(org_id)
+            if lru is not None:
+                lru.pop(response_id, None)
+
+    # ---- shared through Redis (scaled out) ----------------------------------------------------
+    @staticmethod
+    def _key(org_id: int, response_id: str) -> str:
+        return f"{PREFIX}{org_id}:{response_id}"
+
+    def _shared_put(self, rec: Stored) -> None:
+        client = shared.client()
+        if client is None:
+            return
+        value = orjson.dumps([rec.conversation, rec.response, rec.model, rec.provider, rec.upstream_stored])
+        if len(value) > MAX_SHARED_BYTES:
+            return
+        try:
+            client.set(self._key(rec.org_id, rec.id), value, ex=RECENT_SECONDS)
+        except Exception as e:
+            shared.failed(e)
+
+    def _shared_get(self, org_id: int, response_id: str) -> tuple[bool, Stored | None]:
+        """(True, the answer) when Redis settles it: the item, or its tombstone (None); else (False, None)."""
+        client = shared.client()
+        if client is None:
+            return False, None
+        key = self._key(org_id, response_id)
+        try:
+            raw, gone = client.mget(key, PREFIX + "gone:" + key.removeprefix(PREFIX))
+        except Exception as e:
+            shared.failed(e)
+            return False, None
+        shared.recovered()
+        if gone is not None:
+            self.forget(org_id, response_id)
+            return True, None
+        if raw is None:
+            return False, None
+        try:
+            conversation, response, model, provider, upstream_stored = orjson.loads(raw)
+        except (TypeError, ValueError):
+            return False, None
+        rec = Stored(response_id, org_id, conversation, response, model, provider, upstream_stored)
+        self._cache(rec)
+        return True, rec
+
+    def _shared_delete(self, org_id: int, response_id: str) -> None:
+        client = shared.client()
+        if client is None:
+            return
+        key = self._key(org_id, response_id)
+        try:
+            pipe = client.pipeline(transaction=True)
+            pipe.set(PREFIX + "gone:" + key.removeprefix(PREFIX), 1, ex=TOMBSTONE_SECONDS)
+            pipe.delete(key)
+            pipe.execute()
+        except Exception as e:
+            shared.failed(e)
+            return
+        shared_bus.publish("responses", orjson.dumps([org_id, response_id]))
 
     def _cache(self, rec: Stored) -> None:
         with self._lock:
@@ -108,6 +195,14 @@ class ResponseStore:
 
 
 STORE = ResponseStore()
+
+
+def _forget_message(payload: bytes) -> None:
+    org_id, response_id = orjson.loads(payload)
+    STORE.forget(int(org_id), str(response_id))
+
+
+shared_bus.subscribe("responses", _forget_message)
 
 
 # ---- the conversation of one request -------------------------------------------------------------

@@ -9,21 +9,31 @@ Search is one matrix-vector product over the partition (about 1 ms for 10k × 38
 masked to the request's context key, so it runs inline; past a few hundred thousand rows move to
 an ANN index (see STACK.md §4). Vectors of different widths (an operator switched embedders) live
 in separate partitions, so they never meet. Single process: greenlets never switch inside these
-methods, so no lock is needed; each worker holds its own index (shared store when scaled out).
+methods, so no lock is needed; each worker holds its own index.
+
+Scaled out (GATEWAY_REDIS_URL), every entry a worker adds is sent to the others over Redis pub/sub
+(stores/shared_bus.py, channel `semantic`) with its vector, and each adds it to its own index
+(`receive`): the vectors stay in each worker's memory, searched there, and one worker's answer
+is a hit on all. The partition key carries the scope, so entries stay per org. Advisory: a
+message lost while Redis is away leaves that entry on its own worker (and in the table, which
+every worker loads at its next start).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable
 
 import numpy as np
+import orjson
 from sqlalchemy.orm import Session
 
 from gateway.ledger.writer import WRITER
 from gateway.models import SemanticEntry
-from gateway.stores.entries import Entry, entry_of, load_bound, row_fields, unexpired_rows
+from gateway.stores import shared, shared_bus
+from gateway.stores.entries import Entry, entry_of, load_bound, response_from_dict, response_to_dict, row_fields, unexpired_rows
 from gateway.wire.canonical import ChatResponse
 
 log = logging.getLogger(__name__)
@@ -139,9 +149,23 @@ class SemanticIndex:
         vector = np.asarray(vector, dtype=np.float32)
         entry = Entry(resp, now, now + ttl, context_key, text)
         self._partition(scope, model, len(vector)).add(entry, vector, max_entries, now)
+        if shared.enabled():
+            shared_bus.publish("semantic", orjson.dumps({
+                "s": scope, "m": model, "k": context_key, "x": text, "v": base64.b64encode(vector.tobytes()).decode(),
+                "r": response_to_dict(resp), "c": entry.created, "e": entry.expires, "n": max_entries}))
         WRITER.enqueue_record(SemanticEntry, {**row_fields(entry, org_id=org_id, scope=scope, model=model),
                                               "context_key": context_key, "text": text,
                                               "embedding": vector.tobytes()})
+
+    def receive(self, payload: bytes) -> None:
+        """An entry another worker added: into this worker's index too (its row is that worker's)."""
+        data = orjson.loads(payload)
+        now = self.clock()
+        if float(data["e"]) <= now:
+            return
+        vector = np.frombuffer(base64.b64decode(data["v"]), dtype=np.float32)
+        entry = Entry(response_from_dict(data["r"]), float(data["c"]), float(data["e"]), data["k"], data["x"])
+        self._partition(data["s"], data["m"], len(vector)).add(entry, vector, max(1, int(data["n"])), now)
 
     def _partition(self, scope: str, model: str, dim: int) -> Partition:
         key = (scope, model, dim)

@@ -23,7 +23,8 @@ SOCKET_TIMEOUT = 0.5  # a Redis slower than this is treated as down: requests mu
 
 _url: str | None = None
 _client: Any = None
-down_since: float | None = None
+down_since: float | None = None  # the first failure of the current outage
+_last_failure: float = 0.0  # the latest one: the link is retried RETRY_SECONDS after it
 
 
 def configure(url: str | None) -> None:
@@ -36,10 +37,24 @@ def enabled() -> bool:
     return _url is not None
 
 
+def url() -> str | None:
+    return _url
+
+
+def status() -> dict | None:
+    """For /healthz and the console: None without Redis, else whether the link is up and since when down."""
+    if _url is None:
+        return None
+    if down_since is None:
+        return {"redis": "up"}
+    return {"redis": "down", "down_seconds": round(time.monotonic() - down_since, 1),
+            "effect": "per-worker limits; shared caches and dedupe skipped"}
+
+
 def client() -> Any:
     """The Redis client, or None when none is configured or the link is down."""
     global _client
-    if _url is None or (down_since is not None and time.monotonic() - down_since < RETRY_SECONDS):
+    if _url is None or (down_since is not None and time.monotonic() - _last_failure < RETRY_SECONDS):
         return None
     if _client is None:
         import redis  # only when scaled out
@@ -51,10 +66,11 @@ def client() -> Any:
 
 def failed(error: BaseException) -> None:
     """Report a Redis error: the link is down until RETRY_SECONDS have passed."""
-    global down_since
+    global down_since, _last_failure
+    _last_failure = time.monotonic()
     if down_since is None:
         log.warning("Redis unreachable (%s): per-worker limits apply until it is back", error)
-    down_since = time.monotonic()
+        down_since = _last_failure
 
 
 def recovered() -> None:

@@ -2,14 +2,14 @@
 for per-user activity and every org's party rollups, daily party rollups
 
 Revision ID: 0009
-Revises: 0011
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0009'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

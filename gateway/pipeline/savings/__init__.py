@@ -103,7 +103,8 @@ def enabled(ctx: RequestContext, layer: str) -> bool:
 
 def canonical(ctx: RequestContext):
     """The request as a canonical ChatRequest, decoded once. A layer that edits it sets
-    `ctx.changed`, so dispatch re-encodes it instead of passing the client's bytes through."""
+    `ctx.changed`, so dispatch sends the rewritten messages: in the client's own body on a
+    same-dialect route (every other field as sent, wire/rewrite.py), translated on any other."""
     if ctx.canonical is None:
         ctx.canonical = decode(ctx)
     return ctx.canonical

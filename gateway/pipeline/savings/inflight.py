@@ -19,7 +19,9 @@ When the leader fails (error status, upstream error, its client gone mid-stream)
 its own) and any later gap between chunks (then its stream ends in an error event). A flight
 whose leader shows no sign of life for that long is replaced by the next request.
 
-Single process: flights are gevent events in this process (scaled out: a Redis lock and pub/sub).
+Single process: flights are gevent events in this process. Scaled out (GATEWAY_REDIS_URL), the
+first worker to claim the key in Redis leads and the others follow its stream through Redis
+(inflight_shared.py); within one worker, followers still join the local flight.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from gateway import wire
 from gateway.errors import GatewayError, StreamTruncated, UpstreamTimeout
 from gateway.pipeline import savings
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.pipeline.savings import cache_keys
+from gateway.pipeline.savings import cache_keys, inflight_shared
+from gateway.stores import shared
 from gateway.wire.canonical import Usage
 
 name, enforcing = "inflight_dedupe", False
@@ -48,7 +51,7 @@ class Flight:
     """One leader's answer as it is produced: whole body, or chunks appended as they arrive."""
 
     __slots__ = ("key", "stream", "state", "body", "chunks", "content_type", "usage", "error",
-                 "error_sent", "touched", "followers", "_changed")
+                 "error_sent", "touched", "followers", "_changed", "remote")
 
     def __init__(self, key: str, stream: bool) -> None:
         self.key, self.stream = key, stream
@@ -62,6 +65,7 @@ class Flight:
         self.touched = time.monotonic()
         self.followers = 0  # requests that joined this flight (observability, tests)
         self._changed = Event()
+        self.remote: inflight_shared.Publisher | None = None  # copies it to other workers (scaled out)
 
     def publish(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
@@ -95,6 +99,8 @@ class Flight:
         self.touched = time.monotonic()
         changed, self._changed = self._changed, Event()
         changed.set()
+        if self.remote is not None:
+            self.remote.kick()
 
 
 FLIGHTS: dict[str, Flight] = {}
@@ -113,7 +119,12 @@ def before(ctx: RequestContext) -> Reply | None:
     key = flight_key(ctx)
     flight = FLIGHTS.get(key)
     if flight is None or flight.stale(max_wait):
+        claimed = inflight_shared.claim(key, max_wait) if shared.enabled() else None
+        if claimed is False:  # another worker leads: follow it, or call upstream on our own
+            return inflight_shared.follow(ctx, key, max_wait, _mark)
         flight = FLIGHTS[key] = Flight(key, ctx.stream)
+        if claimed:
+            flight.remote = inflight_shared.Publisher(flight, max_wait)
         ctx.extra[name] = flight
         return None
     return _follow(ctx, flight, max_wait)

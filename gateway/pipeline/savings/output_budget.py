@@ -38,11 +38,10 @@ def before(ctx: RequestContext) -> Reply | None:
         return None
     cap = max(cap, MINIMUM.get(ctx.endpoint, 1))
     if ctx.canonical is not None:
-        ctx.canonical.max_tokens = cap  # what translated routes (or a rewritten request) send
-    if ctx.canonical is None or not ctx.changed:
-        # Pass-through routes send the body: set it there too (same request, the client's dialect),
-        # which keeps pass-through rather than forcing a re-encode for one field.
-        ctx.body[fields[0]] = cap
+        ctx.canonical.max_tokens = cap  # what translated routes send
+    # Same-dialect routes send the client's body, rewritten or not (dispatch.rewritten_body): the
+    # cap goes there under the dialect's own key, and pass-through stays pass-through.
+    ctx.body[fields[0]] = cap
     ctx.extra[name] = {"max_tokens": cap}
     return None
 

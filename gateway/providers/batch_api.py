@@ -1,0 +1,41 @@
+"""What a provider's batch API returns, in one vocabulary: statuses and per-request outcomes.
+
+Provider batch adapters (openai_batch.py, anthropic_batch.py) are pure over a ProviderInfo and the
+lines they are given, like every adapter: they never import the pipeline or the database. Each has
+`submit(provider, lines, endpoint) -> State`, `poll(provider, upstream_id) -> State`,
+`cancel(provider, upstream_id) -> State` and `results(provider, state) -> list[Outcome]`, and
+raises the shared upstream errors. Results that do not parse raise InvalidUpstreamResponse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.wire.canonical import Usage
+
+# OpenAI's batch statuses are the common vocabulary; Anthropic's map onto them.
+OPEN = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+DEADLINE_SECONDS = 120.0  # any one batch API call
+
+
+@dataclass(slots=True)
+class State:
+    upstream_id: str
+    status: str  # validating | in_progress | finalizing | cancelling | completed | failed | expired | cancelled
+    file_id: str | None = None  # the uploaded input file, where the API has one
+    output: str | None = None  # where the results are: a file id or a results URL
+    errors: str | None = None  # the error file id, where the API has one
+    message: str | None = None  # why the provider failed the batch
+
+
+@dataclass(slots=True)
+class Outcome:
+    custom_id: str
+    kind: str  # succeeded | errored | canceled | expired
+    status_code: int = 200
+    body: Any = None  # the provider's response body (a completion, a message, an error)
+    error: dict[str, Any] | None = None  # {"code"/"type", "message"} when there is no response
+    usage: Usage = field(default_factory=Usage)
+    upstream_id: str | None = None

@@ -1,0 +1,147 @@
+"""What batch submission and settlement share: settings, ids, compression, files, status rollup.
+
+Kept apart so that services/batches.py (submission, reads, cancel) and services/batch_settle.py
+(polling, settlement) can both use it without importing each other.
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.ledger import pricing
+from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, utcnow
+from gateway.providers import anthropic_batch, openai_batch
+from gateway.providers.batch_api import OPEN, Outcome
+from gateway.routing.routes import ProviderInfo, RouteInfo
+from gateway.wire.canonical import Usage
+
+# Provider kind -> its batch API adapter.
+ADAPTERS = {"openai": openai_batch, "anthropic": anthropic_batch}
+
+
+@dataclass
+class Config:
+    poll_min_seconds: float = 5.0
+    poll_max_seconds: float = 600.0
+    max_lines: int = 50_000
+    retention_days: int = 29
+    concurrency: int = 4
+    yield_in_flight: int = 32
+    arbitrage_min_seconds: float = 86400.0
+    arbitrage_max_requests: int = 1000
+    arbitrage_max_age_seconds: float = 60.0
+
+
+CONFIG = Config()
+
+
+def configure(settings) -> None:
+    CONFIG.poll_min_seconds = settings.batch_poll_min_seconds
+    CONFIG.poll_max_seconds = max(settings.batch_poll_max_seconds, settings.batch_poll_min_seconds)
+    CONFIG.max_lines = settings.batch_max_lines
+    CONFIG.retention_days = settings.batch_retention_days
+    CONFIG.concurrency = max(1, settings.batch_concurrency)
+    CONFIG.yield_in_flight = max(1, settings.batch_yield_in_flight)
+    CONFIG.arbitrage_min_seconds = settings.batch_arbitrage_min_seconds
+    CONFIG.arbitrage_max_requests = max(1, settings.batch_arbitrage_max_requests)
+    CONFIG.arbitrage_max_age_seconds = settings.batch_arbitrage_max_age_seconds
+
+
+def z(data: bytes) -> bytes:
+    return zlib.compress(data, 6)
+
+
+def unz(data: bytes | None) -> bytes:
+    return zlib.decompress(data) if data else b""
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+def at_pct(micros: int, pct: int) -> int:
+    return (micros * pct + 99) // 100  # rounded up: a hold never falls short
+
+
+def store_file(session: Session, org_id: int, purpose: str, filename: str, content: bytes, lines: int,
+               prefix: str = "file-") -> BatchFile:
+    now = utcnow()
+    f = BatchFile(public_id=new_id(prefix), org_id=org_id, purpose=purpose, filename=filename[:255] or "file.jsonl",
+                  bytes=len(content), lines=lines, content_z=z(content), created_at=now,
+                  expires_at=now + timedelta(days=CONFIG.retention_days))
+    session.add(f)
+    session.flush()
+    return f
+
+
+def refresh_status(session: Session, batch: Batch, now: datetime) -> None:
+    """The batch's status from its parts while any is open (the poller settles the rest)."""
+    parts = list(session.scalars(select(BatchPart).where(BatchPart.batch_id == batch.id)))
+    open_parts = [p for p in parts if not p.done]
+    if not open_parts:
+        if batch.status in OPEN:
+            batch.status = "finalizing"  # every part has answered: the settle step finishes it
+            batch.finalizing_at = batch.finalizing_at or now
+        return
+    if batch.status == "cancelling":
+        return
+    statuses = {p.status for p in open_parts}
+    status = ("validating" if "validating" in statuses else "in_progress" if "in_progress" in statuses
+              else "finalizing")
+    batch.status = status
+    if status in ("in_progress", "finalizing"):
+        batch.in_progress_at = batch.in_progress_at or now
+    if status == "finalizing":
+        batch.finalizing_at = batch.finalizing_at or now
+
+
+def requests_of(session: Session, batch_id: int) -> list[BatchRequest]:
+    return list(session.scalars(select(BatchRequest).where(BatchRequest.batch_id == batch_id)
+                                .order_by(BatchRequest.line)))
+
+
+def epoch(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() if value.tzinfo else
+                                          (value - datetime(1970, 1, 1)).total_seconds())
+
+
+def iter_lines(items: Iterable[dict]) -> bytes:
+    return b"".join(orjson.dumps(i) + b"\n" for i in items)
+
+
+def price(r: BatchRequest, usage: Usage, money) -> tuple[int, int, dict[str, int]]:
+    """(benchmark, charge, saved by mechanism) of one succeeded request, after the org's policy:
+    the benchmark at the requested model's list price, the charge at the route's price times its
+    batch percent (100 for a batch the gateway runs itself)."""
+    p = orjson.loads(r.prices_json)
+    provider = ProviderInfo(0, r.provider, p["kind"], "", None)
+    route = RouteInfo(0, r.model, provider, r.upstream_model, p["in"], p["out"], p["cached"], None, 0)
+    reference = RouteInfo(0, r.model, provider, r.upstream_model, p["ref_in"], p["ref_out"], None, None, 0)
+    benchmark = pricing.policy_micros(money, pricing.list_price_micros(reference, usage))
+    listed = pricing.policy_micros(money, pricing.list_price_micros(route, usage))
+    full = pricing.policy_micros(money, pricing.cost_micros(route, usage))
+    charge = at_pct(full, p["pct"]) if p["pct"] < 100 else full
+    saved = {"batch": full - charge, "prompt_cache": listed - full, "routing": benchmark - listed}
+    return benchmark, charge, {k: v for k, v in saved.items() if v}
+
+
+def record_one(r: BatchRequest, o: Outcome, money) -> None:
+    """One request's outcome on its row: status, result (compressed), usage and price if it succeeded."""
+    r.status = o.kind
+    r.upstream_id = (o.upstream_id or "")[:128] or None
+    r.result_z = z(orjson.dumps({"status_code": o.status_code, "body": o.body, "error": o.error}))
+    if o.kind == "succeeded" and not o.usage.unknown:
+        r.input_tokens, r.output_tokens, r.cached_tokens = (o.usage.input_tokens, o.usage.output_tokens,
+                                                            o.usage.cached_tokens)
+        r.benchmark_micros, r.charge_micros, _ = price(r, o.usage, money)
+        r.saved_micros = r.benchmark_micros - r.charge_micros
+    else:
+        r.charge_micros = r.benchmark_micros = r.saved_micros = 0

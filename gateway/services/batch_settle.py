@@ -1,0 +1,286 @@
+"""Batch polling and settlement: provider states in, results recorded, ledger rows out, holds released.
+
+`poll_due()` (the scheduler's `poll_batches`, one worker per tick through the job_run claim) asks
+each open provider part whose time has come for its state, backing off (x2, from
+`batch_poll_min_seconds` to `batch_poll_max_seconds`). A part in a terminal state has its results
+fetched and recorded on its requests (outcome, usage, prices, the result compressed). A batch whose
+parts are all done is settled: its counts and files are written, one ledger row per succeeded
+request is queued (mechanism `batch`: benchmark = the requested model's list price, charge = the
+route's batch price, saved = the difference), and its hold is released.
+
+Exactly once, across restarts: everything lives in the database. Settlement queues only the rows
+the ledger does not already hold (by request id), waits for the writer, then marks the batch
+settled; a crash anywhere in between repeats the step without charging twice. Canceled, expired
+and errored requests are not charged; results that cannot be read fail their part (no charge).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway import db
+from gateway.errors import UpstreamError
+from gateway.ledger.writer import WRITER
+from gateway.memo import MEMO, Principal, entities
+from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, LedgerEntry, utcnow
+from gateway.providers.batch_api import TERMINAL, Outcome
+from gateway.routing.routes import ProviderInfo
+from gateway.services import batch_common as batches
+from gateway.services import batch_runner
+from gateway.services.batch_common import CONFIG, unz, z
+from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
+from gateway.wire.canonical import Usage
+
+log = logging.getLogger(__name__)
+
+# batch id -> its open holds in this process: (hold, None) for the whole batch, or (hold, request id)
+# for each request of an arbitrage batch (each caller's own hold)
+HOLDS: dict[int, list[tuple[Hold, str | None]]] = {}
+UNLIMITED = 1 << 62  # restoring a hold that was granted before the restart: never refused
+
+
+def owner(batch: Batch) -> Principal:
+    return Principal(key_id=batch.key_id or 0, org_id=batch.org_id, org_name="", scope="inference",
+                     user_id=batch.user_id, app_id=batch.app_id)
+
+
+def restore_holds(session: Session) -> None:
+    """At start: the open batches' holds, back in memory (counters start empty after a restart).
+    Only for this process's own counters: Redis keeps its holds across a worker's restart (for at
+    most its HOLD_TTL_SECONDS, which a long batch outlives: see the README's Batch section)."""
+    HOLDS.clear()
+    if not isinstance(COUNTERS.backend, MemoryCounters):
+        return
+    now = utcnow()
+    for batch in session.scalars(select(Batch).where(Batch.settled.is_(False))):
+        hold = COUNTERS.hold(batch.org_id, batch.held_micros, UNLIMITED, entities(owner(batch)), [], now)
+        if isinstance(hold, Hold):
+            HOLDS[batch.id] = [(hold, None)]
+
+
+# ---- polling ---------------------------------------------------------------------------------
+
+def poll_due(now: datetime | None = None) -> int:
+    """Poll every open part whose time has come, then settle the batches that are done. Returns
+    how many parts were polled."""
+    now = now or utcnow()
+    with db.session_scope() as session:
+        parts = list(session.scalars(select(BatchPart).join(Batch, Batch.id == BatchPart.batch_id).where(
+            Batch.settled.is_(False), BatchPart.done.is_(False), BatchPart.upstream_id.is_not(None),
+            (BatchPart.next_poll_at.is_(None)) | (BatchPart.next_poll_at <= now))))
+        ready = list(session.scalars(select(Batch.id).where(Batch.settled.is_(False))))
+    for part in parts:
+        try:
+            if part.kind == batch_runner.KIND:  # the gateway runs it: (re)start its runner here
+                batch_runner.ensure_running(part.id)
+                continue
+            poll_part(part.id)
+        except Exception:  # one bad part must not stop the others; it is retried next tick
+            log.exception("batch part %s poll failed", part.id)
+    for batch_id in ready:
+        try:
+            settle_if_done(batch_id)
+        except Exception:
+            log.exception("batch %s settlement failed; retried next tick", batch_id)
+    return len(parts)
+
+
+def _provider(name: str) -> ProviderInfo | None:
+    return MEMO.catalog.providers.get(name)
+
+
+def poll_part(part_id: int) -> None:
+    with db.session_scope() as session:
+        part = session.get(BatchPart, part_id)
+    provider = _provider(part.provider)
+    adapter = batches.ADAPTERS[part.kind]
+    outcomes: list[Outcome] | None = None
+    failure: str | None = None
+    state = None
+    try:
+        if provider is None:
+            raise UpstreamError(f"The provider {part.provider} is no longer configured.")
+        state = adapter.poll(provider, part.upstream_id)
+        if state.status in TERMINAL and state.status != "failed":
+            outcomes = adapter.results(provider, state)
+    except UpstreamError as e:
+        if state is not None and state.status in TERMINAL:
+            failure = f"The provider's results could not be read: {e.message}"
+        else:  # a provider that is down now may answer later: back off and ask again
+            log.warning("batch part %s: provider %s did not answer (%s)", part.id, part.provider, e.message)
+    now = utcnow()
+    with db.write_lock, db.session_scope() as session:
+        part = session.get(BatchPart, part_id)
+        batch = session.get(Batch, part.batch_id)
+        if state is not None:
+            part.status = state.status
+            # kept for the console (a results URL too long for the column is left out: the results
+            # are fetched from the state of the same poll)
+            part.output_upstream_file_id = state.output if isinstance(state.output, str) and len(
+                state.output) <= 128 else None
+            part.error_upstream_file_id = state.errors if isinstance(state.errors, str) and len(
+                state.errors) <= 128 else None
+        if failure is not None or (state is not None and state.status == "failed"):
+            part.done = True
+            part.error = failure or state.message or "The provider failed the batch."
+            _fail_requests(session, part)
+        elif outcomes is not None:
+            _record(session, part, outcomes)
+            part.done = True
+        else:
+            part.poll_seconds = int(min(CONFIG.poll_max_seconds, max(CONFIG.poll_min_seconds, part.poll_seconds * 2)))
+            part.next_poll_at = now + timedelta(seconds=part.poll_seconds)
+        batches.refresh_status(session, batch, now)
+
+
+def _fail_requests(session: Session, part: BatchPart) -> None:
+    for r in session.scalars(select(BatchRequest).where(BatchRequest.part_id == part.id)):
+        r.status = "errored"
+        r.charge_micros = r.benchmark_micros = r.saved_micros = 0
+        r.result_z = z(orjson.dumps({"error": {"code": "batch_failed", "message": part.error}}))
+
+
+def _record(session: Session, part: BatchPart, outcomes: list[Outcome]) -> None:
+    """Each request's outcome, usage and price; a request the provider did not report is errored."""
+    by_id = {o.custom_id: o for o in outcomes}
+    money = MEMO.org_money(part.org_id)
+    for r in session.scalars(select(BatchRequest).where(BatchRequest.part_id == part.id)):
+        o = by_id.get(r.custom_id)
+        if o is None:
+            o = Outcome(r.custom_id, "errored", 0, None,
+                        {"code": "missing_result", "message": "The provider returned no result for this request."})
+        batches.record_one(r, o, money)
+
+
+# ---- settlement ------------------------------------------------------------------------------
+
+def settle_if_done(batch_id: int) -> bool:
+    """Settle the batch once every part is done: counts, files, ledger rows, hold. Idempotent."""
+    with db.session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None or batch.settled:
+            return False
+        parts = list(session.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)))
+        if any(not p.done for p in parts):
+            return False
+        requests = batches.requests_of(session, batch_id)
+    rows = _ledger_rows(batch, requests)
+    with db.session_scope() as session:
+        known = set(session.scalars(select(LedgerEntry.request_id).where(
+            LedgerEntry.request_id.in_([row["request_id"] for row in rows])))) if rows else set()
+    fresh = [row for row in rows if row["request_id"] not in known]
+    for row in fresh:
+        WRITER.enqueue(row)
+    charged = {row["request_id"]: row["charge_micros"] for row in rows}
+    for hold, request_id in HOLDS.pop(batch_id, []):  # released; the charge counted as window spend
+        COUNTERS.settle(hold, charged.get(request_id, 0) if request_id else sum(charged.values()), utcnow())
+    if fresh:
+        WRITER.flush()  # the rows are in the ledger before the batch says so
+    now = utcnow()
+    with db.write_lock, db.session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        if batch.settled:
+            return False
+        _finish(session, batch, parts, batches.requests_of(session, batch_id), now)
+        batch.settled = True
+    return True
+
+
+def _finish(session: Session, batch: Batch, parts: list[BatchPart], requests: list[BatchRequest],
+            now: datetime) -> None:
+    kinds = [r.status for r in requests]
+    batch.succeeded, batch.errored = kinds.count("succeeded"), kinds.count("errored")
+    batch.canceled, batch.expired = kinds.count("canceled"), kinds.count("expired")
+    batch.input_tokens = sum(r.input_tokens for r in requests if r.status == "succeeded")
+    batch.output_tokens = sum(r.output_tokens for r in requests if r.status == "succeeded")
+    batch.charge_micros = sum(r.charge_micros for r in requests if r.status == "succeeded")
+    batch.benchmark_micros = sum(r.benchmark_micros for r in requests if r.status == "succeeded")
+    batch.saved_micros = batch.benchmark_micros - batch.charge_micros
+    errors = [{"code": "provider_failed", "message": f"{p.provider}: {p.error}", "param": None, "line": None}
+              for p in parts if p.error]
+    if errors:
+        batch.errors_json = orjson.dumps({"object": "list", "data": errors}).decode()
+    statuses = {p.status for p in parts}
+    if batch.cancelling_at is not None:
+        batch.status, batch.cancelled_at = "cancelled", now
+    elif all(p.error for p in parts):
+        batch.status, batch.failed_at = "failed", now
+    elif "expired" in statuses:
+        batch.status, batch.expired_at = "expired", now
+    else:
+        batch.status, batch.completed_at = "completed", now
+    batch.finalizing_at = batch.finalizing_at or now
+    if batch.api == "openai" and batch.status != "failed":
+        _write_files(session, batch, requests)
+
+
+def _write_files(session: Session, batch: Batch, requests: list[BatchRequest]) -> None:
+    """OpenAI's output file (succeeded lines) and error file (the rest), in OpenAI's line format."""
+    out, err = [], []
+    for r in requests:
+        result = orjson.loads(unz(r.result_z)) if r.result_z else {}
+        line_id = "batch_req_" + r.request_id.removeprefix("breq_")
+        if r.status == "succeeded":
+            out.append({"id": line_id, "custom_id": r.custom_id, "response": {
+                "status_code": 200, "request_id": r.request_id, "body": result.get("body")}, "error": None})
+            continue
+        code = {"canceled": "batch_cancelled", "expired": "batch_expired"}.get(r.status)
+        error = result.get("error") if isinstance(result.get("error"), dict) else None
+        response = None
+        if result.get("status_code"):
+            response = {"status_code": result["status_code"], "request_id": r.request_id, "body": result.get("body")}
+        if code:
+            error = {"code": code, "message": "This request was cancelled." if code == "batch_cancelled" else
+                     "This request could not be executed before the completion window expired."}
+        out_error = None if response is not None and error is None else {
+            "code": str((error or {}).get("code") or (error or {}).get("type") or "request_failed"),
+            "message": str((error or {}).get("message") or "The request failed.")}
+        err.append({"id": line_id, "custom_id": r.custom_id, "response": response, "error": out_error})
+    if out:
+        batch.output_file_id = batches.store_file(session, batch.org_id, "batch_output", "batch_output.jsonl",
+                                                  batches.iter_lines(out), len(out)).public_id
+    if err:
+        batch.error_file_id = batches.store_file(session, batch.org_id, "batch_output", "batch_errors.jsonl",
+                                                 batches.iter_lines(err), len(err)).public_id
+
+
+def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
+    rows = []
+    money = MEMO.org_money(batch.org_id)
+    endpoint = "messages.batches" if batch.api == "anthropic" else "batches"
+    latency = int(((batch.completed_at or utcnow()) - batch.created_at).total_seconds() * 1000)
+    for r in requests:
+        if r.status != "succeeded":
+            continue
+        _, _, saved = batches.price(r, Usage(r.input_tokens, r.output_tokens, r.cached_tokens), money)
+        if batch.mechanism != "batch" and "batch" in saved:
+            saved[batch.mechanism] = saved.pop("batch")
+        rows.append({
+            "request_id": r.request_id, "org_id": batch.org_id, "key_id": r.key_id or batch.key_id,
+            "user_id": r.user_id or batch.user_id, "app_id": r.app_id or batch.app_id, "endpoint": endpoint,
+            "requested_model": r.requested_model, "model": r.model,
+            "provider": r.provider, "upstream_model": r.upstream_model, "stream": False,
+            "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
+            "cache_write_tokens": 0, "usage_estimated": False, "benchmark_micros": r.benchmark_micros,
+            "charge_micros": r.charge_micros, "saved_micros": r.benchmark_micros - r.charge_micros,
+            "saved_by": ",".join(f"{k}={v}" for k, v in saved.items())[:255], "saved_mechanisms": saved,
+            "cache": "miss", "status": 200, "error_type": None, "error_message": None, "latency_ms": latency,
+            "ttfb_ms": None, "attempts": 1, "upstream_id": r.upstream_id, "byok": False,
+        })
+    return rows
+
+
+def prune(session: Session, now: datetime) -> None:
+    """Files past their retention, and the results of settled batches as old."""
+    from sqlalchemy import delete, update
+
+    session.execute(delete(BatchFile).where(BatchFile.expires_at < now))
+    cutoff = now - timedelta(days=CONFIG.retention_days)
+    old = select(Batch.id).where(Batch.settled.is_(True), Batch.created_at < cutoff)
+    session.execute(update(BatchRequest).where(BatchRequest.batch_id.in_(old)).values(result_z=None))
+

@@ -1,0 +1,107 @@
+"""Batch arbitrage: chat requests that say they can wait (`x-gateway-deadline`) are answered 202, grouped
+across the org into one provider batch, and each caller fetches its result from
+`GET /v1/requests/{id}/result`; savings under `batch_arbitrage`. Requests without the header are never
+delayed."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+import requests
+
+from gateway import jobs
+from gateway.services import arbitrage
+from gateway.stores.counters import COUNTERS
+from tests.conftest import wait_for
+
+DEFER = {"x-gateway-deadline": "86400"}
+
+
+@pytest.fixture
+def agw(gateway_factory, fake_openai_batches):
+    return gateway_factory(batch_poll_min_seconds=0, batch_poll_max_seconds=0, batch_arbitrage_min_seconds=3600,
+                           batch_arbitrage_max_requests=100, batch_arbitrage_max_age_seconds=3600)
+
+
+def chat(gw, text: str, model: str = "batchy", headers=None, key=None) -> requests.Response:
+    return gw.post("/v1/chat/completions", {"model": model, "max_tokens": 20,
+                                            "messages": [{"role": "user", "content": text}]},
+                   key=key, headers=dict(headers or {}))
+
+
+def result(gw, request_id: str, key=None) -> requests.Response:
+    return requests.get(f"{gw.v1}/requests/{request_id}/result",
+                        headers={"Authorization": f"Bearer {key or gw.api_key}"})
+
+
+def test_hundred_deferrable_requests_become_one_provider_batch(agw, fake_openai_batches):
+    second_key = agw.new_key()  # two keys of the same org: grouped into the same batch
+    replies = [chat(agw, f"question {i}", headers=DEFER, key=second_key if i % 2 else None) for i in range(100)]
+    assert {r.status_code for r in replies} == {202}
+    ids = [r.json()["id"] for r in replies]
+    assert len(set(ids)) == 100 and all(r.headers["x-request-id"] == r.json()["id"] for r in replies)
+    wait_for(lambda: len(fake_openai_batches.batches) == 1)
+    (upstream,) = fake_openai_batches.batches.values()
+    assert len(upstream["lines"]) == 100  # one provider batch for all of them
+    assert result(agw, ids[0]).status_code == 202  # not yet
+    for _ in range(6):
+        jobs.poll_batches()
+    texts = set()
+    for i, rid in enumerate(ids):
+        got = result(agw, rid, key=second_key if i % 2 else None)
+        assert got.status_code == 200, got.text
+        texts.add(got.json()["choices"][0]["message"]["content"])
+        assert float(got.headers["x-gateway-saved"]) > 0
+    assert len(texts) == 1 and texts.pop().startswith("Hello from fake")
+    rows = agw.rows(endpoint="batches")
+    assert sorted(r.request_id for r in rows) == sorted(ids)  # each caller's own request id, one row each
+    assert {r.key_id for r in rows} == {rows[0].key_id, rows[1].key_id} and len({r.key_id for r in rows}) == 2
+    assert all("batch_arbitrage=" in r.saved_by for r in rows)
+    summary = requests.get(f"{agw.v1}/usage/summary", headers={"Authorization": f"Bearer {agw.api_key}"}).json()
+    arb = {m["mechanism"]: m for m in summary["by_mechanism"]}["batch_arbitrage"]
+    assert arb["requests"] == 100 and float(arb["saved"]) > 0
+    assert COUNTERS.holds.get(agw.org().id, 0) == 0
+
+
+def test_requests_without_the_header_are_never_delayed(agw, fake_openai_batches):
+    queued = chat(agw, "later", headers=DEFER)
+    assert queued.status_code == 202
+    now = chat(agw, "now", model="test/fake-gpt")
+    assert now.status_code == 200 and now.json()["object"] == "chat.completion"
+    short = chat(agw, "soon", model="test/fake-gpt", headers={"x-gateway-deadline": "30"})
+    assert short.status_code == 200  # shorter than a batch window: served at once
+    assert arbitrage.QUEUED and fake_openai_batches.batches == {}
+    assert arbitrage.flush_due(force=True)  # flushed by age (forced here)
+    assert len(fake_openai_batches.batches) == 1
+
+
+def test_deferred_results_are_the_orgs_own(agw):
+    rid = chat(agw, "mine", headers=DEFER).json()["id"]
+    agw.new_org("other")
+    other = agw.new_key("other")
+    assert result(agw, rid, key=other).status_code == 404
+    assert result(agw, rid).json()["status"] == "queued"
+    arbitrage.flush_due(force=True)
+    assert result(agw, rid, key=other).status_code == 404
+    assert result(agw, rid).json()["status"] == "in_progress"
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "nan"])
+def test_bad_deadline_is_400(agw, value):
+    r = chat(agw, "x", headers={"x-gateway-deadline": value})
+    assert r.status_code == 400 and "x-gateway-deadline" in r.json()["error"]["message"]
+
+
+def test_unauthenticated_deferral_is_401(agw):
+    r = requests.post(f"{agw.v1}/chat/completions", json={"model": "batchy", "messages": []},
+                      headers={**DEFER, "Authorization": "Bearer nope"})
+    assert r.status_code == 401
+
+
+def test_concurrent_deferrals_are_all_grouped(agw, fake_openai_batches):
+    replies = [gevent.spawn(chat, agw, f"q{i}", "batchy", DEFER) for i in range(20)]
+    gevent.joinall(replies)
+    assert {g.value.status_code for g in replies} == {202}
+    arbitrage.flush_due(force=True)
+    (upstream,) = fake_openai_batches.batches.values()
+    assert len(upstream["lines"]) == 20
