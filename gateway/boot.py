@@ -26,6 +26,7 @@ from gateway.stores import counters, shared, shared_bus
 from gateway.stores import exact_cache as cache_store
 from gateway.stores import idempotency as idempotency_store
 from gateway.stores.counters import COUNTERS, MemoryCounters
+from gateway.stores.prefixes import PREFIXES
 from gateway.stores.shared_counters import RedisCounters
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ def start_background(app: Flask) -> None:
 
             semantic_index.INDEX.load(session)  # the semantic cache, back in memory
         compress.load(session)  # conversation summaries, back in memory
+        PREFIXES.clear()  # prompt prefixes seen: memory only, a start has seen none
         if session.scalar(select(Provider.id).where(Provider.kind == "bedrock").limit(1)) is not None:
             from gateway.providers import bedrock
 

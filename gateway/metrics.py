@@ -39,7 +39,8 @@ LATENCY = Histogram("gateway_request_seconds", "Whole request time", ("endpoint"
 TTFB = Histogram("gateway_time_to_first_byte_seconds", "Time to the upstream's first byte",
                  ("endpoint", "model", "provider"), buckets=LATENCY_BUCKETS, registry=REGISTRY)
 TOKENS = Counter("gateway_tokens", "Tokens metered", ("model", "provider", "direction"), registry=REGISTRY)
-USD = Counter("gateway_usd", "US dollars: charged, benchmark (direct list price), saved",
+USD = Counter("gateway_usd", "US dollars: charged, benchmark (a direct call), saved (saved_negative: rows "
+              "that cost more than a direct call)",
               ("model", "kind"), registry=REGISTRY)
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors", "Requests that ended in an error", ("provider", "type"),
                           registry=REGISTRY)
@@ -66,8 +67,10 @@ def observe(rows: Iterable[dict[str, Any]]) -> None:
                     counts[(TOKENS, model, provider, direction)] += row[field]
             for kind, field in (("charge", "charge_micros"), ("benchmark", "benchmark_micros"),
                                 ("saved", "saved_micros")):
-                if row.get(field):
-                    counts[(USD, model, kind)] += row[field] / 1_000_000
+                if value := row.get(field):
+                    # a counter only grows: a row that saved less than nothing (a cache write never
+                    # read, a verifier's cost, a dearer fallback) counts under kind "saved_negative"
+                    counts[(USD, model, kind if value > 0 else kind + "_negative")] += abs(value) / 1_000_000
             if row.get("error_type"):
                 counts[(UPSTREAM_ERRORS, provider, row["error_type"])] += 1
             if (row.get("attempts") or 0) > 1:

@@ -65,7 +65,8 @@ AGENT = {"name": F(str, True), "normal": F(str, True), "heavy": F(str), "max": F
 SAVINGS_LAYERS: dict[str, dict[str, F]] = {
     "exact_cache": {"ttl_seconds": F(int), "max_entries": F(int), "charge": F(str), "shared_scope": F(str)},
     "semantic_cache": {"threshold": F("number"), "max_turns": F(int), "ttl_seconds": F(int),
-                       "max_entries": F(int), "embeddings_model": F(str), "shared_scope": F(str)},
+                       "max_entries": F(int), "embeddings_model": F(str), "shared_scope": F(str),
+                       "verifier_model": F(str), "verifier_timeout_seconds": F("number")},
     "inflight_dedupe": {"max_wait_seconds": F("number")},
     "prompt_cache": {"min_tokens": F(int)},
     "compression": {"budget_tokens": F(int), "keep_last_turns": F(int), "summary_model": F(str),

@@ -36,6 +36,14 @@ def sent_to_openai(fake) -> dict:
 
 
 def test_anthropic_breakpoints_and_cached_tokens_at_the_cached_price(gateway, fake_anthropic):
+    """A prefix seen once gets no breakpoint (a write nobody may read); seen again, it does. (This
+    fake reports cache reads whatever the markup: the first row's reads are not the gateway's.)"""
+    first = claude(gateway).messages.with_raw_response.create(
+        model="anthropic-test/claude-cached", max_tokens=50, system=LONG, messages=turns())
+    assert sent_to_anthropic(fake_anthropic)["system"] == LONG
+    (row,) = gateway.rows(request_id=first.headers["x-request-id"])
+    assert row.cached_tokens > 0 and "prompt_cache" not in row.saved_by  # the provider's, not ours
+    assert row.benchmark_micros == row.charge_micros
     raw = claude(gateway).messages.with_raw_response.create(
         model="anthropic-test/claude-cached", max_tokens=50, system=LONG, messages=turns())
     assert raw.parse().usage.cache_read_input_tokens > 0
@@ -57,8 +65,9 @@ def test_anthropic_breakpoints_and_cached_tokens_at_the_cached_price(gateway, fa
 def test_tools_get_a_breakpoint_when_they_alone_are_long_enough(gateway, fake_anthropic):
     tools = [{"name": f"tool_{i}", "description": LONG[:2000], "input_schema": {"type": "object"}}
              for i in range(6)]
-    claude(gateway).messages.create(model="anthropic-test/claude-fake", max_tokens=50, tools=tools,
-                                    messages=[{"role": "user", "content": "hi"}])
+    for _ in range(2):  # the second time, the tool set is a stable prefix
+        claude(gateway).messages.create(model="anthropic-test/claude-fake", max_tokens=50, tools=tools,
+                                        messages=[{"role": "user", "content": "hi"}])
     body = sent_to_anthropic(fake_anthropic)
     assert [t.get("cache_control") for t in body["tools"]] == [None] * 5 + [EPHEMERAL]
     assert body["messages"] == [{"role": "user", "content": "hi"}]  # nothing before it to cache
@@ -87,7 +96,9 @@ def test_openai_routes_get_one_cache_key_per_org(gateway, fake_openai):
             model="test/fake-cached", messages=[{"role": "system", "content": LONG}, *turns()])
         keys[org_id] = sent_to_openai(fake_openai)["prompt_cache_key"]
         (row,) = gateway.rows(request_id=raw.headers["x-request-id"])
-        assert row.cached_tokens > 0 and "prompt_cache=" in row.saved_by
+        # OpenAI caches by itself: a direct call gets the same discount, so the gateway claims none
+        assert row.cached_tokens > 0 and "prompt_cache=" not in row.saved_by
+        assert row.benchmark_micros == row.charge_micros
     assert keys == {gateway.org().id: f"gw-org-{gateway.org().id}", other.id: f"gw-org-{other.id}"}
 
     gateway.sdk().chat.completions.create(model="test/fake-gpt", messages=turns())
@@ -108,8 +119,9 @@ def test_openai_routes_get_one_cache_key_per_org(gateway, fake_openai):
 
 
 def test_translated_routes_get_the_markup_of_their_kind(gateway, fake_openai, fake_anthropic):
-    raw = gateway.sdk().chat.completions.with_raw_response.create(  # OpenAI client, Anthropic upstream
-        model="anthropic-test/claude-cached", messages=[{"role": "system", "content": LONG}, *turns()])
+    for _ in range(2):  # seen once before: marked
+        raw = gateway.sdk().chat.completions.with_raw_response.create(  # OpenAI client, Anthropic upstream
+            model="anthropic-test/claude-cached", messages=[{"role": "system", "content": LONG}, *turns()])
     body = sent_to_anthropic(fake_anthropic)
     assert body["system"] == [{"type": "text", "text": LONG, "cache_control": EPHEMERAL}]
     assert body["messages"][1]["content"][-1]["cache_control"] == EPHEMERAL
@@ -129,8 +141,9 @@ def test_a_fallback_of_another_kind_gets_its_own_markup(gateway, fake_openai, fa
         "models": [{"slug": "mixed/primary", "routes": [{"provider": "fake", "upstream_model": "error-500",
                                                          "input_per_mtok": 3000, "output_per_mtok": 15000}]}],
         "fallbacks": {"mixed/primary": ["anthropic-test/claude-fake"]}})
-    reply = gateway.sdk().chat.completions.create(model="mixed/primary",
-                                                  messages=[{"role": "system", "content": LONG}, *turns()])
+    for _ in range(2):  # seen once before: marked
+        reply = gateway.sdk().chat.completions.create(model="mixed/primary",
+                                                      messages=[{"role": "system", "content": LONG}, *turns()])
     assert reply.choices[0].message.content == "Hello from fake claude-fake."
     assert sent_to_openai(fake_openai)["prompt_cache_key"] == f"gw-org-{gateway.org().id}"
     assert "cache_control" not in str(sent_to_openai(fake_openai))

@@ -25,8 +25,8 @@ def saved_by(row) -> dict[str, int]:
 
 
 def traffic(gateway, key=None) -> None:
-    """Plain, prompt-cached (the fake reports cached tokens), a fallback to a cheaper model (routing
-    savings) and a failed request."""
+    """Plain, provider-cached (the fake reports cached tokens: the provider's own caching, in the
+    benchmark too), a fallback to a cheaper model (routing savings) and a failed request."""
     sdk = gateway.sdk(key)
     for model in ("test/fake-gpt", "test/fake-gpt", "test/fake-cached", "test/error-500"):
         sdk.chat.completions.create(model=model, messages=MSG)
@@ -54,9 +54,10 @@ def test_summary_matches_the_ledger(gateway):
     (cached,) = [x for x in rows if x.requested_model == "test/fake-cached"]
     (fallback,) = [x for x in rows if x.requested_model == "test/error-500"]
     assert fallback.upstream_model == "fake-gpt" and saved_by(fallback).get("routing", 0) > 0
-    assert mechanisms["prompt_cache"] == {"mechanism": "prompt_cache", "requests": 1,
-                                          "saved": usd(saved_by(cached)["prompt_cache"])}
-    assert Decimal(mechanisms["prompt_cache"]["saved"]) > 0
+    # the provider cached by itself: a direct call gets the discount too, nothing is the gateway's
+    assert cached.cached_tokens > 0 and cached.saved_micros == 0 and saved_by(cached) == {}
+    assert mechanisms["prompt_cache"] == {"mechanism": "prompt_cache", "requests": 0, "saved": "0.000000"}
+    assert body["prompt_cache_unread_writes"] == {"writes": 0, "tokens": 0, "cost": "0.000000"}
     assert mechanisms["routing"]["saved"] == usd(saved_by(fallback)["routing"])
     assert mechanisms["exact_cache"]["saved"] == "0.000000"
     # what each mechanism saved adds up to the total saved
@@ -67,7 +68,7 @@ def test_summary_matches_the_ledger(gateway):
     gpt = [x for x in rows if x.requested_model == "test/fake-gpt"]
     assert models["test/fake-gpt"]["requests"] == 2
     assert models["test/fake-gpt"]["charge"] == usd(sum(x.charge_micros for x in gpt))
-    assert models["test/fake-cached"]["by_mechanism"] == {"prompt_cache": mechanisms["prompt_cache"]["saved"]}
+    assert models["test/fake-cached"]["by_mechanism"] == {}
     assert models["test/error-500"]["benchmark_cost"] == usd(fallback.benchmark_micros)
     assert models["test/error-500"]["charge"] == usd(fallback.charge_micros)
     assert models["test/error-500"]["by_mechanism"] == {"routing": usd(fallback.saved_micros)}

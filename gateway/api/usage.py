@@ -22,7 +22,7 @@ from gateway.api.blueprint import accepts, atlas, bp, error_response
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.ledger import rollups
 from gateway.ledger.pricing import usd
-from gateway.ledger.rollups import Summary, summarize
+from gateway.ledger.rollups import UNREAD_WRITES, Summary, summarize
 from gateway.memo import Principal
 from gateway.pipeline import auth
 from gateway.pipeline.context import RequestContext
@@ -78,6 +78,14 @@ def _figures(sums: dict[str, int]) -> dict[str, Any]:
             "charge": usd(sums["charge_micros"]), "saved": usd(sums["saved_micros"])}
 
 
+def _unread(summary: Summary) -> dict[str, Any]:
+    """Cache writes the gateway placed that nothing read in time; their premium is already in
+    prompt_cache's figure (a negative part of it)."""
+    note = summary.notes.get(UNREAD_WRITES) or {}
+    return {"writes": note.get("requests", 0), "tokens": note.get("input_tokens", 0),
+            "cost": usd(-note.get("saved_micros", 0))}
+
+
 def summary_object(org: str, summary: Summary, model: str | None) -> dict[str, Any]:
     by_saved = sorted(summary.mechanisms.items(), key=lambda item: (-item[1][0], item[0]))
     return {
@@ -89,6 +97,7 @@ def summary_object(org: str, summary: Summary, model: str | None) -> dict[str, A
         "currency": "USD",
         "totals": _figures(summary.totals),
         "by_mechanism": [{"mechanism": m, "saved": usd(saved), "requests": n} for m, (saved, n) in by_saved],
+        "prompt_cache_unread_writes": _unread(summary),
         "by_model": [{"model": line.model, **_figures(line.totals),
                       "by_mechanism": {m: usd(v) for m, v in sorted(line.saved_by.items())}}
                      for line in summary.models],

@@ -9,6 +9,7 @@ the request can end with when the upstream honours the output cap.
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 from gateway.memo import OrgMoney
 from gateway.routing.routes import RouteInfo
@@ -38,6 +39,32 @@ def cost_micros(route: RouteInfo | None, usage: Usage) -> int:
              + written * route.input_micros_per_mtok * num // den
              + usage.output_tokens * route.output_micros_per_mtok)
     return (total + MTOK // 2) // MTOK
+
+
+def exact_cost(route: RouteInfo | None, usage: Usage) -> Fraction:
+    """cost_micros before rounding (the write premium exact too): the meter splits savings
+    between mechanisms from these, so no mechanism carries another's rounding."""
+    if route is None:
+        return Fraction(0)
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
+    cached_price = route.cached_input_micros_per_mtok
+    if cached_price is None:
+        cached_price = route.input_micros_per_mtok
+    num, den = CACHE_WRITE_PREMIUM.get(route.provider.kind, (1, 1))
+    total = ((usage.input_tokens - cached - written) * route.input_micros_per_mtok
+             + cached * cached_price + usage.output_tokens * route.output_micros_per_mtok)
+    return Fraction(total, MTOK) + Fraction(written * route.input_micros_per_mtok * num, den * MTOK)
+
+
+def policy_factor(money: OrgMoney) -> Fraction:
+    """The org's policy as a multiplier of token prices (policy_micros without its rounding)."""
+    if money.pricing == "list":
+        return Fraction(1)
+    if money.pricing == "byok":
+        return Fraction(0)
+    bps = 10_000 + money.pricing_bps if money.pricing == "markup" else 10_000 - money.pricing_bps
+    return Fraction(bps, 10_000)
 
 
 def list_price_micros(route: RouteInfo | None, usage: Usage) -> int:

@@ -27,6 +27,12 @@ from gateway.models import DlpRollup, PartyDayRollup, PartyRollup, UsageRollup
 # the benchmark would have counted, so it never appears here.
 MECHANISMS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache", "compression",
               "context_dedupe", "routing", "batch", "batch_arbitrage")
+# Rollup rows that are notes, not savings: kept beside the mechanisms, never summed with them.
+# prompt_cache_unread_writes: writes the gateway caused that nothing read within the cache's
+# lifetime (requests = writes, input_tokens = tokens written, saved_micros = minus their premium,
+# which prompt_cache's saving already counted on the rows that wrote them).
+UNREAD_WRITES = "prompt_cache_unread_writes"
+NOTES = (UNREAD_WRITES,)
 SUMS = ("requests", "errors", "input_tokens", "output_tokens", "benchmark_micros", "charge_micros",
         "saved_micros")
 HOUR = timedelta(hours=1)
@@ -52,6 +58,11 @@ def rollup(rows: list[dict]) -> list[dict]:
             part = acc.setdefault((*base, mechanism), dict.fromkeys(SUMS, 0))
             part["requests"] += 1
             part["saved_micros"] += micros
+        if unread := row.get("unread_writes"):  # (writes, tokens, premium micros), reported once
+            note = acc.setdefault((*base, UNREAD_WRITES), dict.fromkeys(SUMS, 0))
+            note["requests"] += unread[0]
+            note["input_tokens"] += unread[1]
+            note["saved_micros"] -= unread[2]
     return [{"org_id": k[0], "hour": k[1], "model": k[2], "mechanism": k[3], **v} for k, v in acc.items()]
 
 
@@ -120,6 +131,7 @@ class Summary:
     totals: dict[str, int]
     mechanisms: dict[str, tuple[int, int]]  # mechanism -> (saved micros, requests it saved on)
     models: list[ModelLine]
+    notes: dict[str, dict[str, int]] = field(default_factory=dict)  # NOTES -> their sums
 
     @property
     def saved_percent(self) -> float:
@@ -150,8 +162,14 @@ def summarize(session: Session, org_ids: Iterable[int] | None, start: datetime, 
     totals = dict.fromkeys(SUMS, 0)
     mechanisms: dict[str, list[int]] = {m: [0, 0] for m in MECHANISMS}
     lines: dict[str, ModelLine] = {}
+    notes: dict[str, dict[str, int]] = {}
     for row in session.execute(q).all():
         name, mechanism, sums = row[0], row[1], dict(zip(SUMS, (int(v) for v in row[2:]), strict=True))
+        if mechanism in NOTES:
+            note = notes.setdefault(mechanism, dict.fromkeys(SUMS, 0))
+            for key, value in sums.items():
+                note[key] += value
+            continue
         line = lines.setdefault(name, ModelLine(name))
         if mechanism == "":
             for key, value in sums.items():
@@ -163,7 +181,7 @@ def summarize(session: Session, org_ids: Iterable[int] | None, start: datetime, 
             acc[1] += sums["requests"]
             line.saved_by[mechanism] = line.saved_by.get(mechanism, 0) + sums["saved_micros"]
     models = sorted(lines.values(), key=lambda m: (-m.totals["benchmark_micros"], m.model))
-    return Summary(lo, hi, totals, {m: (v[0], v[1]) for m, v in mechanisms.items()}, models)
+    return Summary(lo, hi, totals, {m: (v[0], v[1]) for m, v in mechanisms.items()}, models, notes)
 
 
 def models_seen(session: Session, org_ids: Iterable[int] | None, start: datetime, end: datetime) -> list[str]:
@@ -249,7 +267,8 @@ def timeseries(session: Session, org_id: int, start: datetime, end: datetime, bu
     else:
         table = UsageRollup
         key = UsageRollup.mechanism if group_by == "mechanism" else UsageRollup.model
-        where = [UsageRollup.mechanism != ""] if group_by == "mechanism" else [UsageRollup.mechanism == ""]
+        where = ([UsageRollup.mechanism != "", UsageRollup.mechanism.notin_(NOTES)] if group_by == "mechanism"
+                 else [UsageRollup.mechanism == ""])
     first = bucket_start(start.replace(minute=0, second=0, microsecond=0), bucket)
     q = (select(table.hour, key if group_by else func.min(table.org_id), *[func.sum(getattr(table, n)) for n in SUMS])
          .where(table.org_id == org_id, table.hour >= first, table.hour < end, *where)

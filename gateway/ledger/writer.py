@@ -192,7 +192,7 @@ class LedgerWriter:
             if model is LedgerEntry:
                 charges[row["org_id"]] += row["charge_micros"]
                 counts[row["org_id"]] += int(row["charge_micros"] > 0)
-                row = {k: v for k, v in row.items() if k != "saved_mechanisms"}
+                row = {k: v for k, v in row.items() if k not in ("saved_mechanisms", "unread_writes")}
             tables[model].append(row)
         now = utcnow()
         postings = [{**p, "created_at": now} for p in charge_rows(

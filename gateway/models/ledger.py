@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.models.base import Base, BigInt, utcnow
@@ -38,6 +38,8 @@ class LedgerEntry(Base):
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
     usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)  # no provider usage (cut stream)
+    # the benchmark holds an estimate (removed tokens scaled to the provider's, automatic caching)
+    benchmark_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
     charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
     saved_micros: Mapped[int] = mapped_column(BigInt, default=0)

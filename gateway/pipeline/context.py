@@ -41,6 +41,7 @@ class RequestContext:
     raw_key: str | None
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
+    deadline: float | None = None  # perf_counter time: a sub-request's own, shorter than the routing deadline
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     principal: Principal | None = None

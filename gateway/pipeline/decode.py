@@ -17,6 +17,7 @@ CHECKS = {
     "embeddings": openai_embeddings.check_request,
     "responses": openai_responses.check_request,
     "compression.summary": openai_chat.check_request,  # the compression layer's own summary call
+    "semantic_cache.verify": openai_chat.check_request,  # the semantic cache's verifier call
 }
 
 

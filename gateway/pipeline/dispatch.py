@@ -70,6 +70,8 @@ def dispatch(ctx: RequestContext) -> Reply:
     last failure is what the client sees."""
     policy = routing_settings.current().retry
     deadline = ctx.started + policy.deadline_seconds
+    if ctx.deadline is not None:  # a layer's sub-request bounded tighter (the semantic cache's verifier)
+        deadline = min(deadline, ctx.deadline)
     last: GatewayError | None = None
     for route in ctx.plan:
         if not HEALTH.allow(route.id):

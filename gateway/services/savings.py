@@ -31,7 +31,7 @@ from gateway.services.tenancy import audit
 # answers cached for other orgs, and what a cache hit is charged is billing policy, not tuning.
 SUPERADMIN_KNOBS = frozenset({"shared_scope", "charge"})
 CHOICES = {"charge": ("free", "full"), "mode": ("summary", "trim")}  # as seed.py checks the config
-MODEL_KNOBS = frozenset({"embeddings_model", "summary_model"})
+MODEL_KNOBS = frozenset({"embeddings_model", "summary_model", "verifier_model"})
 SCOPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TRUE, FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 TYPE_HINTS = {bool: "on or off", int: "a whole number above 0", "count": "a whole number, 0 or more",

@@ -18,6 +18,7 @@ CODECS: dict[str, ModuleType] = {
     "messages": anthropic_messages,
     "responses": openai_responses,
     "compression.summary": openai_chat,  # the compression layer's summary call (savings/compress.py)
+    "semantic_cache.verify": openai_chat,  # the semantic cache's verifier (savings/semantic_verifier.py)
 }
 
 

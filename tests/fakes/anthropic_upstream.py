@@ -39,6 +39,8 @@ Behaviour is picked from the request's ``model`` (substrings; they combine):
   (default)      "Hello from fake <model>." stop_reason "end_turn".
   cached         usage: of the P prompt tokens, P//2 are cache reads and P//4 cache writes;
                  input_tokens is the rest.
+  prefixcache    reads and writes at the request's cache_control breakpoints, as
+                 prompt_caches.AnthropicCache models Anthropic's cache (no breakpoint: no caching).
 ``max_tokens`` below the reply's word count truncates it (stop_reason "max_tokens"); a
 ``stop_sequences`` entry found in the text cuts it there (stop_reason "stop_sequence").
 
@@ -56,6 +58,7 @@ import orjson
 from gevent.pywsgi import WSGIServer
 
 from tests.fakes.openai_upstream import BAD_SSE, LEAK_MARKER, words
+from tests.fakes.prompt_caches import AnthropicCache
 
 API_VERSION_HEADER = "anthropic-version"
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -123,6 +126,7 @@ class FakeAnthropic:
         self.reset()
 
     def reset(self) -> None:
+        self.prompt_cache = AnthropicCache()
         # requests: {"method", "path", "headers" (lowercased), "body" (json or None), "raw" (bytes)}
         self.requests: list[dict] = []
         # streams: {"model", "sent" (list of SSE events written), "completed", "closed_early"}
@@ -185,6 +189,10 @@ class FakeAnthropic:
             raise ConnectionResetError(104, "fake upstream reset")  # gevent drops the socket
         content, stop_reason, stop_sequence = self._reply(body, model)
         usage = self._usage(body, model, content)
+        if "prefixcache" in model:  # explicit breakpoints only (tests/fakes/prompt_caches.py)
+            read, write = self.prompt_cache.usage(self.api_key, body)
+            usage.update(input_tokens=prompt_tokens(body) - read - write, cache_read_input_tokens=read,
+                         cache_creation_input_tokens=write)
         mid = "msg_01" + _hash(body)[:22]
         if not stream:
             return respond(200, orjson.dumps({

@@ -33,6 +33,7 @@ Behaviour is picked from the request's ``model`` (substrings; they combine, e.g.
   bad-sse-list   stream: role chunk + 2 content chunks, then ``data: ["a list"]``, then the rest.
   bad-sse-json   stream: as ``bad-sse-list`` with ``data: {bad json`` instead.
   echo           reply content is the orjson dump of the received body.
+  say-<word>     reply content is <word> (a judge model answering "yes" or "no").
   tool           with ``tools`` (and tool_choice != "none"): content null, one
                  tool call to the first (or tool_choice-named) function, arguments
                  built from its parameter schema (string "Paris", integer 42,
@@ -42,6 +43,8 @@ Behaviour is picked from the request's ``model`` (substrings; they combine, e.g.
                  has role "tool": reply "Tool result: <its content>".
   (default)      reply "Hello from fake <model>." finish_reason "stop".
   cached         usage.prompt_tokens_details.cached_tokens = prompt_tokens // 2.
+  prefixcache    cached_tokens from OpenAI's automatic prefix cache, as prompt_caches.OpenAICache
+                 models it (repeated prefixes of 1,024 tokens or more, 128-token steps).
 ``max_completion_tokens``/``max_tokens`` smaller than the reply's word count
 truncates the text reply to that many words with finish_reason "length".
 
@@ -62,6 +65,8 @@ import time
 import gevent
 import orjson
 from gevent.pywsgi import WSGIServer
+
+from tests.fakes.prompt_caches import OpenAICache
 
 LEAK_MARKER = "sk-upstream-secret-LEAK"
 HANG_SECONDS = 30  # longer than any deadline the tests set; the gateway must give up first
@@ -158,6 +163,7 @@ class FakeOpenAI:
         self.reset()
 
     def reset(self) -> None:
+        self.prompt_cache = OpenAICache()
         # requests: {"method", "path", "headers" (lowercased), "body" (json or None)}
         self.requests: list[dict] = []
         # streams: {"model", "chunks_sent" (SSE events written), "completed", "closed_early"}
@@ -253,6 +259,9 @@ class FakeOpenAI:
                                             "missing_required_parameter"))
         text, calls, finish = self._reply(body, model)
         usage = self._usage(body, model, text, calls)
+        if "prefixcache" in model:  # the automatic prompt cache (tests/fakes/prompt_caches.py)
+            usage["prompt_tokens_details"]["cached_tokens"] = self.prompt_cache.cached(
+                self.api_key, body["messages"])
         cid = "chatcmpl-" + _hash(body)[:29]
         if not stream:
             message = {"role": "assistant", "content": text, "refusal": None,
@@ -283,6 +292,8 @@ class FakeOpenAI:
                 return None, calls, "tool_calls"
         if "echo" in model:
             text = orjson.dumps(body).decode()
+        elif said := re.search(r"say-([a-z]+)", model):
+            text = said.group(1)
         elif "drip" in model:
             text = " ".join(f"chunk-{i}" for i in range(DRIP_CHUNKS))
         else:

@@ -2,14 +2,14 @@
 for per-user activity and every org's party rollups, daily party rollups
 
 Revision ID: 0009
-Revises: 0012
+Revises: 0014
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0009'
-down_revision = '0012'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 

@@ -107,6 +107,7 @@ def before(ctx: RequestContext) -> Reply | None:
     req.messages = system + head + [note_message] + kept
     ctx.changed = True
     ctx.removed_tokens[name] = before_tokens - after_tokens
+    ctx.extra["prompt_local_tokens"] = after_tokens  # the meter's local count of what is sent
     ctx.extra[name] = {"mode": conf.get("mode") or "trim", "dropped_messages": len(dropped),
                        "tokens_before": before_tokens, "tokens_after": after_tokens}
     return None

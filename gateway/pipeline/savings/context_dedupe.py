@@ -22,6 +22,7 @@ from gateway import tokens
 from gateway.pipeline import savings
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import prompt_cache
+from gateway.pipeline.savings.compress import prompt_tokens
 
 name, enforcing = "context_dedupe", False
 
@@ -63,6 +64,9 @@ def before(ctx: RequestContext) -> Reply | None:
                 rewrites.append((part, "".join(pieces)))
     if removed <= 0:
         return None
+    # the meter scales `removed` by the provider's count over the local count of what is sent
+    local = ctx.extra.get("prompt_local_tokens") or prompt_tokens(req)
+    ctx.extra["prompt_local_tokens"] = max(local - removed, 1)
     for part, text in rewrites:
         part.text = text
     ctx.changed = True

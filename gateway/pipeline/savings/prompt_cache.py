@@ -2,7 +2,14 @@
 
 Anthropic-kind routes: `cache_control` breakpoints (5-minute, `{"type": "ephemeral"}`) on the last
 tool, the end of the system prompt and the end of the earlier turns (everything before the last
-message), each only once the prefix up to it is long enough for the model to cache it. A request
+message), each only once the prefix up to it is long enough for the model to cache it, and only
+where the prefix is likely to be read again: the tools and system prompt once this key sent them
+to this model before (a stable system prompt and tool set), the earlier turns once a prefix
+holding a message was sent before (a conversation that goes on), both within the cache's
+5 minutes (pipeline.prefixes). A prefix sent once is not written: a write costs 1.25x input and
+pays only when read. A write that is never read within the lifetime is reported in the usage
+summary (`prompt_cache_unread_writes`); its premium is already the negative part of prompt_cache's
+saving on the row that wrote it. A request
 in which the client placed any `cache_control` of its own is left alone (its breakpoints, and the
 limit of four per request, are the client's). OpenAI-kind (and OpenRouter) routes:
 `prompt_cache_key` per org (and app) on prompts long enough to be cached (1024 tokens), so OpenAI
@@ -15,7 +22,9 @@ request for routes that translate (the Anthropic encoder emits `cache_control`, 
 `prompt_cache_key`; each ignores the other's). Both describe the same request; neither sets
 `ctx.changed`, so pass-through stays pass-through.
 
-Savings show up in usage (cached tokens at the route's cached price, see meter.price); nothing is
+Savings show up in usage (cached tokens at the route's cached price, see meter.price): only what the
+gateway's own breakpoints changed counts as prompt_cache's saving; OpenAI's automatic caching (and a
+client's own breakpoints) is in the benchmark too, as a direct call would have had it. Nothing is
 recorded in `removed_tokens`. Advisory: a failure leaves the request as the client sent it.
 Settings (savings.prompt_cache): enabled, min_tokens (a floor over the model's own minimum).
 """
@@ -29,7 +38,7 @@ from typing import Any
 import orjson
 
 from gateway import tokens
-from gateway.pipeline import savings
+from gateway.pipeline import prefixes, savings
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.dispatch import PASS, mode
 from gateway.wire.canonical import ChatRequest, Message
@@ -54,6 +63,8 @@ MINIMUMS: tuple[tuple[re.Pattern[str], int], ...] = (
 def before(ctx: RequestContext) -> Reply | None:
     if ctx.endpoint not in ENDPOINTS or ctx.principal is None or not savings.enabled(ctx, name):
         return None
+    found = prefixes.of(ctx)  # hashed before any markup below changes the body
+    allow = (found is not None and found.head_seen(), found is not None and found.history_seen())
     anthropic = [r for r in ctx.plan if r.provider.kind == "anthropic"]
     passes, translates = set(), set()  # kinds of the routes that pass the body through / translate
     for route in ctx.plan:
@@ -68,9 +79,10 @@ def before(ctx: RequestContext) -> Reply | None:
         "anthropic": bool(anthropic) and len(ctx.raw) >= minimum and b"cache_control" not in ctx.raw,
         "minimum": minimum,
         "breakpoints": 0,
+        "allow": allow,
     }
     if ctx.endpoint == "messages" and "anthropic" in passes and state["anthropic"]:
-        state["breakpoints"] = mark_body(ctx.body, minimum)
+        state["breakpoints"] = mark_body(ctx.body, minimum, *allow)
     if keyed and passes & CACHE_KEY_KINDS and ctx.endpoint in OPENAI_ENDPOINTS:
         ctx.body.setdefault("prompt_cache_key", state["cache_key"])
     if translates or ctx.canonical is not None:
@@ -102,7 +114,7 @@ def canonical(ctx: RequestContext) -> ChatRequest:
     if state["cache_key"]:
         req.extra.setdefault("prompt_cache_key", state["cache_key"])
     if state["anthropic"] and not has_cache_control(req):
-        state["breakpoints"] = max(state["breakpoints"], mark_canonical(req, state["minimum"]))
+        state["breakpoints"] = max(state["breakpoints"], mark_canonical(req, state["minimum"], *state["allow"]))
     return req
 
 
@@ -141,24 +153,26 @@ def _ephemeral() -> dict[str, str]:
 
 # ---- the client's Anthropic body (routes that pass it through) --------------------------------
 
-def mark_body(body: dict[str, Any], minimum: int) -> int:
-    """Place breakpoints on an Anthropic Messages body, in place; returns how many were placed."""
+def mark_body(body: dict[str, Any], minimum: int, head: bool = True, history_ok: bool = True) -> int:
+    """Place breakpoints on an Anthropic Messages body, in place; returns how many were placed.
+    `head`, `history_ok`: whether the tools and system prompt, the earlier turns may be marked."""
     placed, prefix = 0, Prefix(minimum)
     tools = body.get("tools")
     if isinstance(tools, list) and tools and isinstance(tools[-1], dict):
-        if prefix.add(tokens.count(orjson.dumps(t).decode()) for t in tools):
+        if prefix.add(tokens.count(orjson.dumps(t).decode()) for t in tools) and head:
             body["tools"] = [*tools[:-1], {**tools[-1], "cache_control": _ephemeral()}]
             placed += 1
     system = body.get("system")
     if system:
         blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
-        if prefix.add(_block_tokens(b) for b in blocks) and (i := _markable_block(blocks)) is not None:
+        if (prefix.add(_block_tokens(b) for b in blocks) and head
+                and (i := _markable_block(blocks)) is not None):
             blocks[i] = {**blocks[i], "cache_control": _ephemeral()}
             body["system"] = blocks
             placed += 1
     messages = body.get("messages") or []
     history = messages[:-1]  # the last message is the new turn: it changes with every request
-    if not prefix.add(3 + sum(_block_tokens(b) for b in _content_blocks(m)) for m in history):
+    if not history_ok or not prefix.add(3 + sum(_block_tokens(b) for b in _content_blocks(m)) for m in history):
         return placed
     for index in range(len(history) - 1, -1, -1):
         blocks = _content_blocks(history[index])
@@ -214,22 +228,22 @@ def has_cache_control(req: ChatRequest) -> bool:
         p.cache_control for m in req.messages for p in m.content)
 
 
-def mark_canonical(req: ChatRequest, minimum: int) -> int:
+def mark_canonical(req: ChatRequest, minimum: int, head: bool = True, history_ok: bool = True) -> int:
     """The same breakpoints on a canonical request (the Anthropic encoder emits them)."""
     placed, prefix = 0, Prefix(minimum)
     if req.tools:
         if prefix.add(tokens.count(orjson.dumps([t.name, t.description, t.parameters]).decode())
-                      for t in req.tools):
+                      for t in req.tools) and head:
             req.tools[-1].cache_control = _ephemeral()
             placed += 1
     system = [m for m in req.messages if m.role == "system"]
     if system:
         text = [p for m in system for p in m.content if p.type == "text" and p.text]
-        if prefix.add(message_tokens(m) for m in system) and text:
+        if prefix.add(message_tokens(m) for m in system) and text and head:
             text[-1].cache_control = _ephemeral()
             placed += 1
     history = [m for m in req.messages if m.role != "system"][:-1]
-    if not prefix.add(message_tokens(m) for m in history):
+    if not history_ok or not prefix.add(message_tokens(m) for m in history):
         return placed
     for m in reversed(history):
         if m.role == "tool":  # a text-only tool result is sent as a string: no block to mark

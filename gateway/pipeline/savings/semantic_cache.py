@@ -28,8 +28,11 @@ benchmark. A miss whose nearest candidate was refused says why in `x-gateway-sem
 (a reason, never the other prompt's words). Settings (savings.semantic_cache): enabled (off by
 default), threshold, max_turns, ttl_seconds, max_entries (per scope and model), embeddings_model (a
 gateway embeddings model slug instead of the local model), shared_scope. Headers:
-`x-gateway-semantic-cache: on|off`. Quality on the labelled development set (tests/data/
-semantic_dev.py, holdout half): `python -m bench.semantic_threshold`.
+`x-gateway-semantic-cache: on|off`. Optional verifier model for borderline refusals (settings
+verifier_model, verifier_timeout_seconds; see semantic_verifier): a "yes" serves the candidate
+with `x-gateway-semantic-reason: verified`, its call's cost counted as this layer's. Quality on
+the labelled development set (tests/data/semantic_dev.py, holdout half):
+`python -m bench.semantic_threshold`.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.pipeline import savings
 from gateway.pipeline.context import Reply, RequestContext
-from gateway.pipeline.savings import cache_keys, embeddings, exact_cache
+from gateway.pipeline.savings import cache_keys, embeddings, exact_cache, semantic_verifier
 from gateway.pipeline.savings.semantic_match import refusal, split_context
 
 log = logging.getLogger(__name__)
@@ -93,14 +96,29 @@ def before(ctx: RequestContext) -> Reply | None:
                         e.message)
             return None
         candidates = INDEX.search(scope, ctx.model.slug, key, vector, float(values["threshold"]), CANDIDATES)
+    borderline = None  # the best candidate refused only for a borderline reason (semantic_verifier)
+    verifying = semantic_verifier.configured(values) is not None
     for score, entry in candidates:
         reason = refusal(entry.text, text)
         if reason is None:
-            reply = exact_cache.answer(ctx, entry.response, cache="semantic", mechanism=name)
-            reply.headers["x-gateway-similarity"] = f"{min(score, 1.0):.4f}"
-            return reply
+            return _hit(ctx, entry, score)
         state.setdefault("reason", reason)
+        if verifying and borderline is None and semantic_verifier.borderline(entry.text, text, reason):
+            borderline = (score, entry)
+    if borderline is not None:
+        score, entry = borderline
+        if semantic_verifier.verify(ctx, values, entry.text, entry.response.text, text):
+            state["reason"] = "verified"
+            reply = _hit(ctx, entry, score)
+            reply.headers["x-gateway-semantic-reason"] = "verified"
+            return reply
     return None
+
+
+def _hit(ctx: RequestContext, entry, score: float) -> Reply:
+    reply = exact_cache.answer(ctx, entry.response, cache="semantic", mechanism=name)
+    reply.headers["x-gateway-similarity"] = f"{min(score, 1.0):.4f}"
+    return reply
 
 
 def on_reply(ctx: RequestContext, reply: Reply) -> Reply:
