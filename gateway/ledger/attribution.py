@@ -63,6 +63,11 @@ def price_miss(money: OrgMoney, miss: Miss, fee: int = 0,
     benchmark = pricing.policy_micros(money, pricing.cost_micros(miss.reference, miss.direct)) + fee
     charge = pricing.policy_micros(money, pricing.cost_micros(miss.route, miss.sent)) + fee + sum(costs.values())
     ref, route = miss.reference, miss.route
+    if (not costs and not any(n > 0 for n in miss.removed.values()) and (ref is route or ref == route)
+            and _same(miss.direct, miss.plain) and _same(miss.plain, miss.sent)):
+        # The common miss: nothing removed, rerouted or cached by the gateway, so every exact share
+        # below is zero and allocate() would give the whole difference (a fee's rounding) to routing.
+        return benchmark, charge, ({"routing": benchmark - charge} if benchmark != charge else {})
     plain_ref = pricing.exact_cost(ref, miss.plain)
     plain_route = pricing.exact_cost(route, miss.plain)
     rewrites = factor * (pricing.exact_cost(ref, miss.direct) - plain_ref)
@@ -79,6 +84,12 @@ def price_miss(money: OrgMoney, miss: Miss, fee: int = 0,
     for mechanism, cost in costs.items():
         exact[mechanism] = exact.get(mechanism, Fraction(0)) - cost
     return benchmark, charge, allocate(benchmark - charge, exact)
+
+
+def _same(a: Usage, b: Usage) -> bool:
+    """The same counts (what prices a usage)."""
+    return (a.input_tokens == b.input_tokens and a.output_tokens == b.output_tokens
+            and a.cached_tokens == b.cached_tokens and a.cache_write_tokens == b.cache_write_tokens)
 
 
 def allocate(total: int, exact: Mapping[str, Fraction]) -> dict[str, int]:
