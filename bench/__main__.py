@@ -1,5 +1,6 @@
 """`python -m bench [--quick] [--only GROUP ...] [--seconds S] [--rounds R] [--memory N] [--no-pin] [--keep]`
-or `python -m bench --workload [workload options]`, or `python -m bench dlp [--quick]`.
+or `python -m bench --workload [workload options]`, or `python -m bench dlp [--quick]`, or
+`python -m bench console [--rows N]` (the console's pages over a big ledger, bench/console.py).
 
 Runs the hot-path benchmark, prints a Markdown report and writes bench/results/latest.json.
 Scenarios (bench/scenarios.py) come in groups: core (4 scenarios x 3 targets: the goals),
@@ -30,6 +31,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["console"]:  # the console's pages over a million ledger rows (bench/console.py)
+        from bench import console
+
+        return console.main(argv[1:])
     if argv[:1] == ["dlp"]:  # data protection: corpus quality and added latency (bench/dlp.py)
         from bench import dlp
 

@@ -1,5 +1,5 @@
-"""Scheduler: periodic housekeeping (retention, idempotency records), batch polling and the daily
-reconciliation.
+"""Scheduler: periodic housekeeping (retention, idempotency records, expired conversations), batch
+polling and the daily reconciliation.
 
 Every worker runs the scheduler; each tick of each job runs once across all of them: the first
 worker to insert the (job, tick) row into `job_run` runs it, the others find the row and skip. The
@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from gateway import db
-from gateway.models import CacheEntry, ChangeEvent, JobRun, SemanticEntry, utcnow
+from gateway.models import CacheEntry, ChangeEvent, ContentLog, JobRun, SemanticEntry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,19 @@ def reconcile_yesterday() -> None:
         reconcile.reconcile(session, day, current_app.extensions["settings"].secret_key)
 
 
+def prune_content_log() -> None:
+    """Conversations past their org's retention (content logging): deleted in slices of 5,000 rows,
+    each its own short transaction, so the writer is never held up for long."""
+    now = utcnow()
+    while True:
+        with db.write_lock, db.session_scope() as session:
+            ids = list(session.scalars(select(ContentLog.id).where(ContentLog.expires_at < now).limit(5000)))
+            if ids:
+                session.execute(delete(ContentLog).where(ContentLog.id.in_(ids)))
+        if len(ids) < 5000:
+            return
+
+
 def poll_batches() -> None:
     """Open provider batches polled (each part on its own backoff); finished batches settled."""
     from gateway.services import batch_settle
@@ -105,7 +118,7 @@ def once(job, every_seconds: int):
 
 # (job, interval in seconds): each runs once per interval across every worker.
 SCHEDULE = [(prune_change_events, 3600), (prune_expired_savings, 900), (prune_idempotency_records, 3600),
-            (prune_job_runs, 86400), (poll_batches, 5), (prune_batches, 3600)]
+            (prune_job_runs, 86400), (poll_batches, 5), (prune_batches, 3600), (prune_content_log, 3600)]
 
 
 def init_app(app: Flask) -> None:

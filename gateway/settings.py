@@ -57,6 +57,8 @@ class Settings:
     start_jobs: bool = True
     # Reverse proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are believed.
     trusted_proxies: int = 0
+    # POST /v1/error-reports accepted per key per minute (GATEWAY_ERROR_REPORTS_PER_MINUTE).
+    error_reports_per_minute: int = 60
     openrouter_referer: str = "https://github.com/gateway"  # OpenRouter app attribution
     openrouter_title: str = "Gateway"
     env_provider_keys: Mapping[str, str] = field(default_factory=dict)
@@ -123,6 +125,9 @@ class Settings:
             values["port"] = int(env["GATEWAY_PORT"])
         if env.get("GATEWAY_TRUSTED_PROXIES"):
             values["trusted_proxies"] = _count("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
+        if env.get("GATEWAY_ERROR_REPORTS_PER_MINUTE"):
+            values["error_reports_per_minute"] = max(1, _count("GATEWAY_ERROR_REPORTS_PER_MINUTE",
+                                                               env["GATEWAY_ERROR_REPORTS_PER_MINUTE"]))
         for name in ("batch_poll_min_seconds", "batch_poll_max_seconds", "batch_arbitrage_min_seconds",
                      "batch_arbitrage_max_age_seconds"):
             if env.get(f"GATEWAY_{name.upper()}"):

@@ -36,10 +36,13 @@ def test_console_login_and_live_logs(gateway, page, tmp_path):
     page.click("button[type=submit]")
     expect(page.locator("p.error[role=alert]")).to_have_text("Wrong email or password.")
 
-    # The right password lands on Gateway logs, which is empty so far.
+    # The right password lands on Home; Gateway logs is empty so far.
     page.fill("input[name=email]", gateway.admin_email)
     page.fill("input[name=password]", gateway.admin_password)
     page.click("button[type=submit]")
+    page.wait_for_url("**/admin/")
+    expect(page.locator("h1")).to_have_text("Home")
+    page.click("header nav >> text=Gateway logs")
     page.wait_for_url("**/admin/logs**")
     expect(page.locator("h1")).to_have_text("Gateway logs")
     expect(page.locator("tbody#log-rows tr[data-request-id]")).to_have_count(0)

@@ -259,3 +259,29 @@ def test_usage_summary_on_postgres_is_per_org(pg_gateway):
             len(own), sum(r.input_tokens for r in own), sum(r.output_tokens for r in own))
         assert body["totals"]["charge"] == usd(sum(r.charge_micros for r in own))
         assert [m["model"] for m in body["by_model"]] == [model]
+
+
+def test_console_pages_and_export_on_postgres(pg_gateway):
+    """Home, Per-user usage, Error reports and the export run their SQL on PostgreSQL too (daily party
+    upserts, date_trunc buckets, the export's row-value keyset)."""
+    import openai
+
+    from tests.test_console import login
+    from tests.test_export import member_with_key, parse
+
+    gw = pg_gateway
+    uid, key = member_with_key(gw, "default", "ann@example.com")
+    for _ in range(3):
+        gw.sdk(key).chat.completions.create(model="test/fake-gpt", messages=MSG)
+    with pytest.raises(openai.BadRequestError):
+        gw.sdk(key).chat.completions.create(model="test/error-400", messages=MSG)
+    assert gw.post("/v1/error-reports", {"type": "tool_error", "message": "x"}, key=key).status_code == 202
+    gw.flush()
+    s, home = login(gw, gw.admin_email, gw.admin_password)
+    assert home.status_code == 200 and "ann@example.com" in home.text.split('id="top-users"')[1]
+    usage = s.get(gw.url + "/admin/usage?period=30d").text
+    assert f'data-party-id="{uid}"' in usage and ">4<" in usage.split(f'data-party-id="{uid}"')[1]
+    errors = s.get(gw.url + "/admin/errors?period=7d").text
+    assert "test/error-400" in errors and "tool_error" in errors
+    rows = parse(s.get(gw.url + "/admin/export.csv", params={"party": "user", "id": uid}).text)
+    assert [r["model_requested"] for r in rows] == ["test/fake-gpt"] * 3 + ["test/error-400"]

@@ -20,7 +20,11 @@ def init_app(app: Flask) -> None:
         batches,  # noqa: F401  (batches: list, drill-down, cancel)
         catalog,
         dlp,  # noqa: F401  (data protection)
+        error_reports,  # noqa: F401  (error reports)
+        export,  # noqa: F401  (activity export, content logging)
         features,  # noqa: F401  (which savings layers orgs may switch themselves)
+        home,  # noqa: F401  (the landing page)
+        home_try,  # noqa: F401  (Home's "Try a request")
         logs,
         money,  # noqa: F401  (reconciliation and BYOK keys)
         ollama,  # noqa: F401  (a local Ollama and its models)
@@ -31,6 +35,7 @@ def init_app(app: Flask) -> None:
         savings,  # noqa: F401  (savings report and settings)
         spend,  # noqa: F401  (budgets and credits pages, top-up requests)
         tenancy,  # noqa: F401  (orgs, credits and API keys)
+        usage,  # noqa: F401  (per-user usage)
     )
     from gateway.admin.nav import groups_for
     from gateway.stores import shared  # the Redis link's state: a banner while it is down

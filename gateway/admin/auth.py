@@ -24,7 +24,7 @@ def _safe_next(target: str | None, member: bool = False) -> str:
     console, or a member's own dashboard."""
     if target and target.startswith(("/admin", "/dashboard")) and not target.startswith("//"):
         return target
-    return url_for("dashboard.home" if member else "admin.logs")
+    return url_for("dashboard.home" if member else "admin.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])

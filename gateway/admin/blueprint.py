@@ -106,7 +106,3 @@ def _headers(resp):
 def _remember_cookie(resp):
     return login_manager._update_remember_cookie(resp)
 
-
-@bp.get("/")
-def home():
-    return redirect(url_for("admin.logs"))

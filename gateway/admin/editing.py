@@ -66,6 +66,22 @@ def require_superadmin() -> None:
         abort(403, description="Only a super-admin can see this page.")
 
 
+def require_admin() -> None:
+    """Org-admins and super-admins only: a member's place is their own dashboard."""
+    if not current_user.is_superadmin and getattr(current_user, "role", "member") != "org-admin":
+        abort(403, description="This page is for org admins.")
+
+
+def chosen_orgs(raw: str | None) -> tuple[list[int] | None, int | None]:
+    """The orgs a read covers and the one picked: a super-admin sees every org (None) or the one
+    asked for (`?org=`); anyone else their own org, whatever they ask."""
+    picked = int(raw) if raw and raw.isdigit() else None
+    if current_user.is_superadmin:
+        return ([picked] if picked else None), picked
+    own = current_user.org_id or -1
+    return [own], own
+
+
 def visible_orgs(session: Session) -> list[Org]:
     """Every org for a super-admin; otherwise the user's own org only."""
     q = select(Org).order_by(Org.name)

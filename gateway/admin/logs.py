@@ -34,7 +34,8 @@ def _scoped(query: Select) -> Select:
     return query if orgs is None else query.where(LedgerEntry.org_id.in_(orgs))
 
 
-def _query(org_id: int | None, model: str, status: str) -> Select:
+def _query(org_id: int | None, model: str, status: str, user_id: int | None = None,
+           app_id: int | None = None) -> Select:
     # Every filter lands on an index that ends in created_at, so ORDER BY ... LIMIT reads it backwards.
     q = (select(LedgerEntry, ApiKey.prefix, ApiKey.name, Org.name, User.email)
          .outerjoin(ApiKey, ApiKey.id == LedgerEntry.key_id)
@@ -45,6 +46,10 @@ def _query(org_id: int | None, model: str, status: str) -> Select:
         q = q.where(LedgerEntry.org_id == org_id)
     if model:
         q = q.where(LedgerEntry.requested_model == model)
+    if user_id:  # a user's requests (Per-user usage drills down here): ix_ledger_user_created
+        q = q.where(LedgerEntry.user_id == user_id)
+    if app_id:
+        q = q.where(LedgerEntry.app_id == app_id)
     cond = STATUS_FILTERS.get(status)
     if cond is not None:
         q = q.where(cond)
@@ -59,7 +64,10 @@ def logs():
     status = request.args.get("status") or ""
     if status not in STATUS_FILTERS:
         status = ""
-    rows = session.execute(_query(org_id, model, status)).all()
+    user_id = request.args.get("user", type=int)
+    app_id = request.args.get("app", type=int)
+    rows = session.execute(_query(org_id, model, status, user_id, app_id)).all()
+    user_email = session.scalar(select(User.email).where(User.id == user_id)) if user_id else None
     orgs_q = select(Org.id, Org.name).order_by(Org.name)
     allowed = visible_org_ids()
     if allowed is not None:
@@ -67,7 +75,7 @@ def logs():
     return render_page_or_partial(
         "admin/logs/index.html", "admin/logs/_table.html",
         rows=rows, orgs=session.execute(orgs_q).all(), org_id=org_id, model=model, status=status,
-        status_filters=list(STATUS_FILTERS), usd=usd,
+        status_filters=list(STATUS_FILTERS), usd=usd, user_id=user_id, app_id=app_id, user_email=user_email,
     )
 
 

@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         batches,
         byok,
         deferred,
+        error_reports,
         health,
         keys,
         message_batches,

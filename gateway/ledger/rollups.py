@@ -1,7 +1,7 @@
 """Usage rollups: hourly sums per (org, hour, requested model, mechanism) in `usage_rollup`, and the
 usage summaries read from them (GET /v1/usage/summary, the console's savings report and org overview);
-hourly sums per org and key, user or app in `party_rollup`, and the timeseries over both
-(GET /v1/usage/timeseries).
+hourly sums per org and key, user, app or provider in `party_rollup` (and per day in
+`party_day_rollup`), and the timeseries over both (GET /v1/usage/timeseries).
 
 The ledger writer adds each batch's sums in the same transaction as its rows (`rollup` then
 `upsert_rollups`: INSERT ... ON CONFLICT DO UPDATE, so concurrent writers on PostgreSQL add rather
@@ -13,7 +13,7 @@ range, so the resolution is one hour and a window is widened to whole hours (`wi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from gateway.models import DlpRollup, PartyRollup, UsageRollup
+from gateway.models import DlpRollup, PartyDayRollup, PartyRollup, UsageRollup
 
 # What the meter attributes savings to (gateway/pipeline/meter.py); output_budget saves no tokens
 # the benchmark would have counted, so it never appears here.
@@ -209,14 +209,22 @@ def recent_spend(session: Session, org_ids: Iterable[int], now: datetime) -> dic
 # ---- by who called: party_rollup (keys, users, apps) and the timeseries ------------------------------
 
 PARTIES = {"key": "key_id", "user": "user_id", "app": "app_id"}
+# Also kept per provider (party "provider", party_id the provider's id), for the console's cost
+# trends by provider; not a group_by of the API's timeseries.
+PROVIDER = "provider"
 
 
-def party_rollup(rows: list[dict]) -> list[dict]:
+def party_rollup(rows: list[dict], provider_ids: Mapping[str, int] | None = None) -> list[dict]:
+    """Hourly sums per (org, hour, party, party id); `provider_ids` (provider name -> id) adds the
+    serving provider as a party (rows served by no provider, or an unknown one, are not counted there)."""
     acc: dict[tuple, dict] = {}
     for row in rows:
         hour = row["created_at"].replace(minute=0, second=0, microsecond=0)
-        for party, column in PARTIES.items():
-            if (party_id := row.get(column)) is None:
+        parties = [(party, row.get(column)) for party, column in PARTIES.items()]
+        if provider_ids and row.get("provider"):
+            parties.append((PROVIDER, provider_ids.get(row["provider"])))
+        for party, party_id in parties:
+            if party_id is None:
                 continue
             s = acc.setdefault((row["org_id"], hour, party, party_id), dict.fromkeys(SUMS, 0))
             s["requests"] += 1
@@ -226,10 +234,23 @@ def party_rollup(rows: list[dict]) -> list[dict]:
     return [{"org_id": k[0], "hour": k[1], "party": k[2], "party_id": k[3], **v} for k, v in acc.items()]
 
 
+def by_day(party_rows: list[dict]) -> list[dict]:
+    """The hourly party sums of a batch, summed per UTC day (for `party_day_rollup`)."""
+    acc: dict[tuple, dict] = {}
+    for row in party_rows:
+        key = (row["org_id"], row["hour"].replace(hour=0), row["party"], row["party_id"])
+        s = acc.setdefault(key, dict.fromkeys(SUMS, 0))
+        for name in SUMS:
+            s[name] += row[name]
+    return [{"org_id": k[0], "day": k[1], "party": k[2], "party_id": k[3], **v} for k, v in acc.items()]
+
+
 def upsert_party_rollups(session: Session, rows: list[dict]) -> None:
+    """Add a batch's party sums to the hourly rollups and to the daily ones."""
     if not rows:
         return
     session.execute(_adding(session, PartyRollup, ("org_id", "hour", "party", "party_id")), rows)
+    session.execute(_adding(session, PartyDayRollup, ("org_id", "party", "day", "party_id")), by_day(rows))
 
 
 def bucket_start(hour: datetime, bucket: str) -> datetime:

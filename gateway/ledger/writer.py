@@ -6,6 +6,8 @@ deducts the charges and posts them to the credit log (one `charge` transaction p
 see services/credits.py) in one short transaction, then polls for admin changes (memo.py), so
 balance reloads and commits never interleave. A batch that cannot be written is retried, then
 spilled to `instance/ledger-spill.jsonl` and replayed at the next start: rows are never dropped.
+The same transaction adds the batch's rollups (usage, party, daily party) and an error report per
+failed request; before it, the rows are counted for Prometheus and the console's live hour.
 
 Scaled out, an admin write anywhere publishes a nudge over Redis (memo.announce, stores/shared_bus.py)
 and the loop polls at once on it; while that link is up it polls only every POLL_FALLBACK_SECONDS
@@ -33,9 +35,11 @@ from gevent.queue import Empty, Queue
 from sqlalchemy import bindparam, select, update
 
 from gateway import db, metrics
+from gateway.ledger import error_reports
+from gateway.ledger.live import LIVE
 from gateway.ledger.rollups import party_rollup, rollup, upsert_dlp_rollups, upsert_party_rollups, upsert_rollups
 from gateway.memo import MEMO
-from gateway.models import CreditTransaction, DlpEvent, LedgerEntry, Org, utcnow
+from gateway.models import CreditTransaction, DlpEvent, ErrorReport, LedgerEntry, Org, utcnow
 from gateway.services.credits import charge_rows
 from gateway.settings import private_file
 from gateway.stores import shared_bus
@@ -170,6 +174,7 @@ class LedgerWriter:
 
     def _write(self, batch: list[tuple[type, dict]]) -> None:
         metrics.observe(row for model, row in batch if model is LedgerEntry)
+        LIVE.observe(row for model, row in batch if model is LedgerEntry)  # the console's last hour
         for attempt in range(1, RETRIES + 1):
             try:
                 self._insert(batch)
@@ -194,13 +199,17 @@ class LedgerWriter:
             {org_id: (micros, counts[org_id]) for org_id, micros in charges.items()})]
         if postings:
             tables[CreditTransaction].extend(postings)
-        rollups = rollup([row for model, row in batch if model is LedgerEntry])
+        ledger_rows = [row for model, row in batch if model is LedgerEntry]
+        if failed := error_reports.from_ledger(ledger_rows):
+            tables[ErrorReport].extend(failed)
+        rollups = rollup(ledger_rows)
+        provider_ids = {name: p.id for name, p in MEMO.catalog.providers.items()}
         with db.write_lock, db.session_scope() as session:
             for model, rows in tables.items():
                 session.execute(model.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping
             if rollups:
                 upsert_rollups(session, rollups)
-                upsert_party_rollups(session, party_rollup([row for model, row in batch if model is LedgerEntry]))
+                upsert_party_rollups(session, party_rollup(ledger_rows, provider_ids))
             if DlpEvent in tables:
                 upsert_dlp_rollups(session, tables[DlpEvent])
             if debits := [{"org": org_id, "micros": micros} for org_id, micros in charges.items() if micros]:

@@ -21,7 +21,7 @@ from greenlet import GreenletExit
 
 from gateway import tracing, wire
 from gateway.errors import GatewayError, InternalError, ShuttingDown
-from gateway.pipeline import auth, decode, dlp, drain, gate, idempotency, meter, responses, route, subrequest
+from gateway.pipeline import auth, content_log, decode, dlp, drain, gate, idempotency, meter, responses, route, subrequest
 from gateway.pipeline import dispatch as dispatching
 from gateway.pipeline.context import Reply, RequestContext
 from gateway.pipeline.savings import (
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Stage = ModuleType
 STAGES: list[Stage] = [
     auth, decode, route, idempotency, gate, dlp, responses,  # enforcing
+    content_log,  # advisory: conversations kept where an org opted in (before the caches: hits too)
     exact_cache, semantic_cache, inflight, prompt_cache, compress, context_dedupe, output_budget,  # savings
 ]
 
