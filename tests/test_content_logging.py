@@ -160,6 +160,19 @@ def test_status_partial_for_the_orgs_page(gateway):
     assert "Content logging: on, 14 days" in html
 
 
+def test_the_orgs_and_apps_pages_show_content_logging(gateway):
+    s, _ = login(gateway, gateway.admin_email, gateway.admin_password)
+    org_row = lambda: s.get(gateway.url + "/admin/orgs").text.split(f'data-org="{gateway.org().name}"')[1].split("</tr>")[0]
+    assert "<td data-content-logging>off</td>" in org_row()
+    set_logging(gateway, s, gateway.org().id, "14")
+    assert "<td data-content-logging>on, 14 days</td>" in org_row()
+    with db.write_lock, db.session_scope() as session:
+        session.add(App(org_id=gateway.org().id, slug="web", name="Web"))
+    apps = s.get(gateway.url + "/admin/apps").text
+    app_row = apps.split('data-app="web"')[1].split("</tr>")[0]
+    assert "<td data-content-logging>on, 14 days</td>" in app_row  # the app follows its org
+
+
 def test_texts_from_every_dialect():
     assert input_text({"system": "be brief", "messages": [
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {}}]},
