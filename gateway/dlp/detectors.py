@@ -16,7 +16,6 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
-import phonenumbers
 from stdnum import iban as std_iban
 from stdnum import luhn
 from stdnum.br import cpf
@@ -125,6 +124,8 @@ GROUPS = re.compile(r"\d+")
 def _valid_phone(cand: str, international: bool, regions: Sequence[str]) -> bool:
     """Valid in its numbering plan; a national-format candidate must also be grouped the way the
     region writes its numbers (or as area + number), which rules out serials like 291-7781-841."""
+    import phonenumbers  # imported at the first phone candidate: most processes never scan for phones
+
     number = "+" + cand[2:] if cand.startswith("00") else cand
     groups = [len(g) for g in GROUPS.findall(cand)]
     for region in ((None,) if international else regions):

@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-import requests
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -180,6 +179,7 @@ def seed_spend(session: Session, counters, now: datetime | None = None) -> None:
 
 def alert(budget, window_start_at: datetime, threshold: int, spent: int, cap: int, org_webhook: str | None) -> None:
     """Record one alert (once per budget, window and threshold across every process) and post it."""
+    import requests  # imported when used: not in every process's start-up memory
     row = {"org_id": budget.org_id, "budget_id": budget.id, "window_start": window_start_at,
            "threshold": threshold, "spent_micros": spent, "cap_micros": cap, "created_at": utcnow()}
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import requests
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
@@ -125,6 +124,8 @@ def _hook_after_commit(session: Session, kind: str, row: TopupRequest, org: Org)
 
 
 def post_event(url: str, payload: dict[str, Any]) -> bool:
+    import requests  # imported when used: not in every process's start-up memory
+
     try:
         resp = requests.post(url, json=payload, timeout=HOOK_TIMEOUT)
     except requests.RequestException as e:

@@ -23,8 +23,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import requests
-
 from gateway.ledger.pricing import usd_to_micros
 
 log = logging.getLogger(__name__)
@@ -52,6 +50,7 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
 
 def _pages(url: str, params: dict[str, Any], headers: dict[str, str]) -> Iterator[dict]:
     """Each bucket of each page."""
+    import requests  # imported when used: not in every process's start-up memory
     page = None
     for _ in range(MAX_PAGES):
         query = {**params, **({"page": page} if page else {})}
