@@ -60,6 +60,21 @@ def configure(settings: Settings) -> None:
     _timeouts = (settings.upstream_connect_timeout, settings.upstream_idle_timeout)
 
 
+def _whole_chunk(head: bytes) -> bool:
+    """Whether `head` starts with a whole chunk of a chunked body (size line, data, CRLF), or with
+    the last-chunk and its empty trailer."""
+    line_end = head.find(b"\r\n")
+    if line_end <= 0:
+        return False
+    try:
+        size = int(head[:line_end].split(b";", 1)[0], 16)
+    except ValueError:
+        return False
+    if size == 0:
+        return head[line_end + 2:line_end + 4] == b"\r\n"
+    return len(head) >= line_end + 2 + size + 2
+
+
 def timeouts(deadline: float | None = None) -> tuple[float, float]:
     """(connect, read), each cut to what is left before `deadline`; UpstreamTimeout when none is."""
     connect, read = _timeouts
@@ -112,17 +127,26 @@ class Response:
         return parse(self.content, lambda obj: obj)
 
     def iter_content(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        """Bytes as they arrive (each chunk of a chunked response as soon as it is read).
+        """Bytes as they arrive. A chunked body is read chunk by chunk, and the chunks that have
+        already arrived whole are passed on together (an upstream that writes ten events at once
+        costs one pass through the relay, not ten); nothing waits for bytes still on their way.
 
         Once less of the deadline is left than the read timeout, the socket's timeout is cut to
         what is left (again at most every REBOUND_SECONDS), so a stream that goes silent ends at
         the deadline (UpstreamTimeout), not an idle timeout later.
         """
+        raw = self._raw
+        coalesce = raw.chunked and not raw.headers.get("content-encoding")
+        pending: list[bytes] = []
         try:
             deadline, read, bound_at = self._deadline, _timeouts[1], 0.0
-            for chunk in self._raw.stream(chunk_size, decode_content=True):
+            for chunk in raw.stream(chunk_size, decode_content=True):
                 if chunk:
-                    yield chunk
+                    pending.append(chunk)
+                    if coalesce and chunk_size is None and self._next_chunk_here():
+                        continue
+                    yield pending[0] if len(pending) == 1 else b"".join(pending)
+                    pending.clear()
                 if deadline is not None:
                     now = time.perf_counter()
                     # A socket timeout set less than REBOUND_SECONDS ago overshoots the deadline by
@@ -130,10 +154,37 @@ class Response:
                     if deadline - now < read and now - bound_at >= REBOUND_SECONDS:
                         self._bound_next_read()
                         bound_at = now
+            if pending:
+                yield b"".join(pending)
         except ReadTimeoutError:
+            if pending:
+                yield b"".join(pending)
             raise UpstreamTimeout() from None
         except (ProtocolError, HTTPError, OSError):
+            if pending:
+                yield b"".join(pending)
             raise StreamTruncated() from None
+
+    def _next_chunk_here(self) -> bool:
+        """True when the next chunk (or the body's end) is already in the read buffer whole, so
+        reading it cannot wait on the network. Looks without blocking: the socket is made
+        non-blocking for one peek at what is buffered or already received."""
+        fp = getattr(self._raw._fp, "fp", None)
+        sock = getattr(self._raw.connection, "sock", None)
+        if fp is None or sock is None:
+            return False
+        timeout = sock.gettimeout()
+        try:
+            sock.settimeout(0.0)
+            head = fp.peek(1)
+        except (OSError, ValueError):
+            return False
+        finally:
+            try:
+                sock.settimeout(timeout)
+            except OSError:
+                pass
+        return _whole_chunk(head)
 
     def _bound_next_read(self) -> None:
         # Past the deadline only what has already arrived (the stream's end, say) is still read.
