@@ -26,35 +26,37 @@ CACHE_WRITE_PREMIUM = {"anthropic": (5, 4), "bedrock": (5, 4)}
 def cost_micros(route: RouteInfo | None, usage: Usage) -> int:
     """What `usage` costs on `route`: cached prompt tokens at the route's cached price, cache
     writes at the provider's write premium, the rest at the input and output prices."""
-    if route is None:
+    parts = _cost_parts(route, usage)
+    if parts is None:
         return 0
-    cached = min(usage.cached_tokens, usage.input_tokens)
-    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
-    cached_price = route.cached_input_micros_per_mtok
-    if cached_price is None:
-        cached_price = route.input_micros_per_mtok
-    num, den = CACHE_WRITE_PREMIUM.get(route.provider.kind, (1, 1))
-    total = ((usage.input_tokens - cached - written) * route.input_micros_per_mtok
-             + cached * cached_price
-             + written * route.input_micros_per_mtok * num // den
-             + usage.output_tokens * route.output_micros_per_mtok)
-    return (total + MTOK // 2) // MTOK
+    plain, written, num, den = parts
+    return (plain + written * num // den + MTOK // 2) // MTOK
 
 
 def exact_cost(route: RouteInfo | None, usage: Usage) -> Fraction:
     """cost_micros before rounding (the write premium exact too): the meter splits savings
     between mechanisms from these, so no mechanism carries another's rounding."""
-    if route is None:
+    parts = _cost_parts(route, usage)
+    if parts is None:
         return Fraction(0)
+    plain, written, num, den = parts
+    return Fraction(plain, MTOK) + Fraction(written * num, den * MTOK)
+
+
+def _cost_parts(route: RouteInfo | None, usage: Usage) -> tuple[int, int, int, int] | None:
+    """(everything but cache writes, cache writes at the input price, premium num, den), in
+    micro-dollars per million tokens."""
+    if route is None:
+        return None
     cached = min(usage.cached_tokens, usage.input_tokens)
     written = min(usage.cache_write_tokens, usage.input_tokens - cached)
     cached_price = route.cached_input_micros_per_mtok
     if cached_price is None:
         cached_price = route.input_micros_per_mtok
     num, den = CACHE_WRITE_PREMIUM.get(route.provider.kind, (1, 1))
-    total = ((usage.input_tokens - cached - written) * route.input_micros_per_mtok
+    plain = ((usage.input_tokens - cached - written) * route.input_micros_per_mtok
              + cached * cached_price + usage.output_tokens * route.output_micros_per_mtok)
-    return Fraction(total, MTOK) + Fraction(written * route.input_micros_per_mtok * num, den * MTOK)
+    return plain, written * route.input_micros_per_mtok, num, den
 
 
 def policy_factor(money: OrgMoney) -> Fraction:

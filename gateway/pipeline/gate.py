@@ -71,13 +71,7 @@ def before(ctx: RequestContext) -> Reply | None:
         byok.paid_routes(principal.org_id,  # a route on the org's own key costs it no tokens
                          ctx.plan or ((ctx.model.reference,) if ctx.model and ctx.model.reference else ())),
         prompt, output, money)
-    now = utcnow()
-    budgets = MEMO.budgets_for(principal)
-    checks = [BudgetCheck(b.id, b.entity, b.window, cap_micros(b, now)) for b in budgets if b.hard]
-    result = COUNTERS.hold(principal.org_id, micros, MEMO.balance(principal.org_id), entities(principal),
-                           checks, now)
-    if isinstance(result, Refusal):
-        refuse(result, principal, budgets, micros, now)
+    result = hold_for(principal, micros, utcnow())
     result.tokens = prompt + output
     result.buckets = ctx.extra.get("limit_keys", ())
     ctx.extra["hold"] = result
@@ -89,8 +83,8 @@ def after(ctx: RequestContext, reply: Reply | None) -> None:
 
 
 def hold_for(principal, micros: int, now: datetime) -> Hold:
-    """Hold `micros` for the principal against its credits and hard budgets (a batch submission
-    holds this way); raises as the gate does when they cannot cover it."""
+    """Hold `micros` for the principal against its credits and hard budgets (every request, and a
+    batch submission); raises 402 or 429 budget_exceeded when they cannot cover it."""
     budgets = MEMO.budgets_for(principal)
     checks = [BudgetCheck(b.id, b.entity, b.window, cap_micros(b, now)) for b in budgets if b.hard]
     result = COUNTERS.hold(principal.org_id, micros, MEMO.balance(principal.org_id), entities(principal),
