@@ -192,3 +192,16 @@ def test_usage_rollups_follow_the_ledger(gateway):
     assert total.charge_micros == sum(r.charge_micros for r in rows if r.requested_model == "test/fake-cached")
     assert total.saved_micros == 0 and ("test/fake-cached", "prompt_cache") not in rollups  # the provider's caching
     assert (rollups[("test/error-429", "")].requests, rollups[("test/error-429", "")].errors) == (1, 1)
+
+
+def test_usd_strings_equal_the_decimal_quantized_value():
+    import random
+    from decimal import Decimal
+
+    from gateway.ledger.pricing import MTOK, usd
+
+    rng = random.Random(7)
+    values = [0, 1, -1, 999_999, 1_000_000, -1_000_000, 10**15, -(10**15) + 7]
+    values += [rng.randint(-(10**13), 10**13) for _ in range(5000)]
+    for v in values:
+        assert usd(v) == str((Decimal(v) / MTOK).quantize(Decimal("0.000001"))), v

@@ -78,8 +78,11 @@ def list_price_micros(route: RouteInfo | None, usage: Usage) -> int:
 
 
 def usd(micros: int) -> str:
-    """Micro-dollars as a USD decimal string: 1234 -> '0.001234'."""
-    return str((Decimal(micros) / MTOK).quantize(Decimal("0.000001")))
+    """Micro-dollars as a USD decimal string: 1234 -> '0.001234' (integer arithmetic: several
+    response headers per request carry one)."""
+    micros = int(micros)
+    whole, frac = divmod(-micros if micros < 0 else micros, MTOK)
+    return f"{'-' if micros < 0 else ''}{whole}.{frac:06d}"
 
 
 def usd_to_micros(value: float | str | Decimal) -> int:
