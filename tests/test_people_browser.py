@@ -55,7 +55,7 @@ def test_a_super_admin_walks_users_apps_orgs_budgets_and_credits(gateway, page):
             email, is_superadmin, org_id, role = "dev@alpha.example", False, alpha.id, "member"
         rid = topups.request_topup(s, Dev(), s.get(Org, alpha.id), 15_000_000, "PO 4411").id
     page.set_viewport_size({"width": 1280, "height": 800})
-    sign_in(page, gateway, gateway.admin_email, gateway.admin_password, "/admin/logs")
+    sign_in(page, gateway, gateway.admin_email, gateway.admin_password, "/admin/")
 
     # Users: add one inline; the one-time password shows once, the table lists them
     page.click("header nav >> text=Users")
@@ -138,7 +138,7 @@ def test_an_org_admin_sees_their_org_only(gateway, page):
     add_person(gateway, "bravo", "spy@bravo.example", "member")
     with db.write_lock, db.session_scope() as s:
         tenancy.create_app(s, tenancy.org_by_name(s, "bravo"), "bravo-app", actor="test")
-    sign_in(page, gateway, "boss@alpha.example", PASSWORD, "/admin/logs")
+    sign_in(page, gateway, "boss@alpha.example", PASSWORD, "/admin/")
     links = nav_links(page)
     assert {"/admin/users", "/admin/apps", "/admin/orgs", "/admin/budgets", "/admin/credits", "/dashboard"} <= set(links)
     assert "/admin/providers" not in links and "/admin/strategy" not in links and "/admin/reconciliation" not in links
