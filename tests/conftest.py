@@ -660,3 +660,19 @@ def faulty_upstream():
     yield fake
     fake.release()
     server.stop(timeout=2)
+
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def screenshot(page, name: str) -> None:
+    """A 1280x800 screenshot of the page into docs/screenshots/<name>.png, when GATEWAY_SCREENSHOTS=1
+    (refreshing the docs); otherwise the page is still rendered to an image, so a page that cannot
+    be drawn fails, but the clone's files are left as they are."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("window.scrollTo(0, 0)")
+    if os.environ.get("GATEWAY_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    else:
+        assert page.screenshot()

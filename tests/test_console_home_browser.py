@@ -6,25 +6,16 @@ requests in Gateway logs, Error reports, the export page (content logging on, a 
 With GATEWAY_SCREENSHOTS=1 each page is saved at 1280x800 into docs/screenshots/<page>.png.
 """
 
-import os
-from pathlib import Path
 
 import openai
 import pytest
 from playwright import sync_api
 
-from tests.conftest import TIMEOUT_MS
+from tests.conftest import TIMEOUT_MS, screenshot
 from tests.test_export import member_with_key
 
 MSG = [{"role": "user", "content": "hi"}]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
-
-def shot(page, name: str) -> None:
-    if os.environ.get("GATEWAY_SCREENSHOTS") == "1":
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.set_viewport_size({"width": 1280, "height": 800})
-        page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def test_home_usage_errors_and_export_in_chromium(gateway, page, tmp_path):
@@ -70,7 +61,7 @@ def test_home_usage_errors_and_export_in_chromium(gateway, page, tmp_path):
     expect(page.locator("#try-key")).to_contain_text("curl " + gateway.url + "/v1/chat/completions")
     page.select_option("#trend-view", "totals")
     page.evaluate("window.scrollTo(0, 0)")
-    shot(page, "home")
+    screenshot(page, "home")
 
     # Per-user usage, then one user's requests in Gateway logs.
     page.click("header nav >> text=Per-user usage")
@@ -79,7 +70,7 @@ def test_home_usage_errors_and_export_in_chromium(gateway, page, tmp_path):
     row = page.locator(f'#usage-rows tr[data-party-id="{uid}"]')
     expect(row).to_contain_text("ann@example.com")
     expect(row.locator("td").nth(2)).to_have_text("5")
-    shot(page, "usage")
+    screenshot(page, "usage")
     row.locator("a", has_text="ann@example.com").click()
     page.wait_for_url(f"**/admin/logs?user={uid}")
     expect(page.locator("#user-filter")).to_contain_text("ann@example.com")
@@ -90,7 +81,7 @@ def test_home_usage_errors_and_export_in_chromium(gateway, page, tmp_path):
     page.wait_for_url("**/admin/errors")
     expect(page.locator("#error-groups")).to_contain_text("test/error-400")
     expect(page.locator("#error-rows")).to_contain_text("upstream")
-    shot(page, "errors")
+    screenshot(page, "errors")
 
     # Export: content logging on for the org, then one user's CSV.
     page.goto(gateway.url + "/admin/usage")
@@ -103,7 +94,7 @@ def test_home_usage_errors_and_export_in_chromium(gateway, page, tmp_path):
     expect(page.locator("#content-logging .notice")).to_have_text("Content logging: on, 7 days.")
     page.select_option("#export-party", "user")
     page.select_option(".pick-user select", str(uid))
-    shot(page, "export")
+    screenshot(page, "export")
     with page.expect_download() as download:
         page.click("#export-form button[type=submit]")
     path = tmp_path / "export.csv"

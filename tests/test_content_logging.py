@@ -162,7 +162,10 @@ def test_status_partial_for_the_orgs_page(gateway):
 
 def test_the_orgs_and_apps_pages_show_content_logging(gateway):
     s, _ = login(gateway, gateway.admin_email, gateway.admin_password)
-    org_row = lambda: s.get(gateway.url + "/admin/orgs").text.split(f'data-org="{gateway.org().name}"')[1].split("</tr>")[0]
+
+    def org_row() -> str:
+        return s.get(gateway.url + "/admin/orgs").text.split(f'data-org="{gateway.org().name}"')[1].split("</tr>")[0]
+
     assert "<td data-content-logging>off</td>" in org_row()
     set_logging(gateway, s, gateway.org().id, "14")
     assert "<td data-content-logging>on, 14 days</td>" in org_row()

@@ -6,7 +6,6 @@ The browser is conftest's `page` (Playwright in this gevent-patched process: whi
 keeps serving the gateway). Every wait has a generous timeout; nothing sleeps.
 """
 
-from pathlib import Path
 
 from playwright import sync_api
 from sqlalchemy import select
@@ -14,19 +13,12 @@ from sqlalchemy import select
 from gateway import db
 from gateway.models import Org, User
 from gateway.services import tenancy, topups
+from tests.conftest import screenshot
 from tests.test_console_roles import PASSWORD
 
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 MSG = [{"role": "user", "content": "hi"}]
 expect = sync_api.expect
 
-
-def shoot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.set_viewport_size({"width": 1280, "height": 800})
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SHOTS / name))
-    assert (SHOTS / name).stat().st_size > 0
 
 
 def sign_in(page, gateway, email: str, password: str, lands: str) -> None:
@@ -78,7 +70,7 @@ def test_a_super_admin_walks_users_apps_orgs_budgets_and_credits(gateway, page):
     dev.locator("select[name=role] + button").click()
     expect(page.locator('tr[data-user="dev@alpha.example"]')).to_have_attribute("data-role", "org-admin")
     expect(page.locator('tr[data-user="dev@alpha.example"] p.notice')).to_have_text("Role: org-admin.")
-    shoot(page, "users.png")
+    screenshot(page, "users")
 
     # Apps: add one inline; it appears in the table with its DLP status
     page.click("header nav >> text=Apps")
@@ -94,7 +86,7 @@ def test_a_super_admin_walks_users_apps_orgs_budgets_and_credits(gateway, page):
     expect(app).to_have_attribute("data-active", "yes")
     app.locator("text=Deactivate").click()
     expect(page.locator('tr[data-app="web-shop"]')).to_have_attribute("data-active", "no")
-    shoot(page, "apps.png")
+    screenshot(page, "apps")
 
     # Orgs: owner, members, plan, balance and DLP columns
     page.click("header nav >> text=Orgs")
@@ -103,7 +95,7 @@ def test_a_super_admin_walks_users_apps_orgs_budgets_and_credits(gateway, page):
     expect(row.locator("td[data-owner]")).to_have_text("dev@alpha.example")
     expect(row.locator("td[data-members]")).to_have_text("2")
     expect(row.locator("td[data-dlp]")).to_have_text("off")
-    shoot(page, "orgs.png")
+    screenshot(page, "orgs")
 
     # Budgets: a monthly API spend cap with rollover on alpha
     page.click("header nav >> text=Budgets")
@@ -114,7 +106,7 @@ def test_a_super_admin_walks_users_apps_orgs_budgets_and_credits(gateway, page):
     form.locator("input[name=rollover]").check()
     form.locator("button[value=set]").click()
     expect(page.locator("#budget-form p.notice")).to_contain_text("Budget on org alpha")
-    shoot(page, "budgets.png")
+    screenshot(page, "budgets")
 
     # Credits: approve the dashboard's top-up request (confirmed); the log shows it
     page.click("header nav >> text=Credits")
@@ -127,7 +119,7 @@ def test_a_super_admin_walks_users_apps_orgs_budgets_and_credits(gateway, page):
     expect(page.locator("#topups p.notice")).to_contain_text(f"Approved top-up request #{rid}")
     page.locator("#log-filters select[name=org]").select_option(str(alpha.id))
     expect(page.locator("#credit-log [data-balance]")).to_have_text("$20.000000")
-    shoot(page, "credits.png")
+    screenshot(page, "credits")
     assert gateway.org("alpha").credits_micros == 20_000_000
 
 
@@ -152,7 +144,7 @@ def test_an_org_admin_sees_their_org_only(gateway, page):
     page.locator("#user-form button[type=submit]").click()
     expect(page.locator("#new-user-password")).to_have_count(1)
     expect(page.locator('tr[data-user="mate@alpha.example"]')).to_have_attribute("data-role", "member")
-    shoot(page, "users-org-admin.png")
+    screenshot(page, "users-org-admin")
 
     page.click("header nav >> text=Apps")
     expect(page.locator('tr[data-app="bravo-app"]')).to_have_count(0)
@@ -217,7 +209,7 @@ def test_a_member_lives_on_their_dashboard(gateway, page):
     expect(page.locator("#chart-requests .uplot")).to_have_count(1)
     expect(page.locator("#chart-savings .uplot")).to_have_count(1)
     expect(page.locator("[data-requests]")).to_have_text("1")
-    shoot(page, "dashboard.png")
+    screenshot(page, "dashboard")
 
     page.locator(f'tr[data-request-id="{rid}"] a').click()
     page.wait_for_url(f"**/dashboard/requests/{rid}")

@@ -3,18 +3,15 @@ super-admin opens features, tests and adds an Ollama (the Test button lists the 
 models), sets and resets a provider key and reads its source, gives an agent an id and a role; then
 the public / and /docs pages. Screenshots at 1280x800 go to docs/screenshots/."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from playwright import sync_api
 
 from gateway.services import ollama as ollama_service
-from tests.conftest import UPSTREAM_KEY, served
+from tests.conftest import UPSTREAM_KEY, screenshot, served
 from tests.fakes.ollama_upstream import FakeOllama
 from tests.fakes.ollama_upstream import serve as serve_ollama
-
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
 @pytest.fixture
@@ -23,10 +20,6 @@ def ollama():
         yield fake
     ollama_service.forget_offer()
 
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def test_settings_pages_in_chromium(gateway, page, ollama):
@@ -50,7 +43,7 @@ def test_settings_pages_in_chromium(gateway, page, ollama):
     page.click("#features-form button[type=submit]")
     expect(page.locator("#features p.notice")).to_contain_text("Exact cache, Compression")
     expect(page.locator('label[data-layer="compression"] input')).to_be_checked()
-    shot(page, "settings-features")
+    screenshot(page, "settings-features")
 
     # Ollama: offered (found at start), Test lists the models, Save serves them
     page.click("nav >> text=Ollama")
@@ -61,7 +54,7 @@ def test_settings_pages_in_chromium(gateway, page, ollama):
     expect(page.locator("#ollama-tags")).to_contain_text("Ollama answered: 3 models")
     expect(page.locator('#ollama-tags tr[data-tag="llama3.2:latest"]')).to_contain_text("ollama/llama3.2")
     expect(page.locator('#ollama-tags tr[data-tag="qwen3:8b"]')).to_contain_text("Q4_K_M")
-    shot(page, "settings-ollama")
+    screenshot(page, "settings-ollama")
     page.click("#ollama-form button[type=submit]")
     expect(page.locator("#ollama p.notice")).to_contain_text("Saved Ollama at")
     expect(page.locator('#ollama-models tr[data-model="ollama/qwen3:8b"]')).to_contain_text("0.00")
@@ -81,7 +74,7 @@ def test_settings_pages_in_chromium(gateway, page, ollama):
     expect(fake).to_contain_text("…" + UPSTREAM_KEY[-4:])
     assert UPSTREAM_KEY not in page.content()
     page.locator("#providers").scroll_into_view_if_needed()
-    shot(page, "settings-providers")
+    screenshot(page, "settings-providers")
     fake.locator("button", has_text="Reset").click()
     expect(page.locator('tr[data-provider="fake"] td.key')).to_have_attribute("data-source", "from config")
 
@@ -98,15 +91,15 @@ def test_settings_pages_in_chromium(gateway, page, ollama):
     expect(row.locator("td.agent-id")).to_have_text("agt-coder-01")
     expect(row.locator("td.role")).to_have_text("code reviewer")
     page.locator("#agents").scroll_into_view_if_needed()
-    shot(page, "agents")
+    screenshot(page, "agents")
 
     # Public pages, signed in or not
     page.goto(gateway.url + "/")
     expect(page.locator("h1")).to_have_text("Gateway")
     expect(page.locator("#quickstart")).to_contain_text(f'OpenAI(base_url="{gateway.url}/v1"')
-    shot(page, "public-home")
+    screenshot(page, "public-home")
     page.click("text=Read the API guide")
     page.wait_for_url("**/docs")
     expect(page.locator("#node")).to_contain_text('import OpenAI from "openai"')
     expect(page.locator("#headers")).to_be_visible()
-    shot(page, "public-docs")
+    screenshot(page, "public-docs")
