@@ -44,8 +44,12 @@ def test_hundred_deferrable_requests_become_one_provider_batch(agw, fake_openai_
     (upstream,) = fake_openai_batches.batches.values()
     assert len(upstream["lines"]) == 100  # one provider batch for all of them
     assert result(agw, ids[0]).status_code == 202  # not yet
-    for _ in range(6):
+    def finished() -> bool:  # the job's ticks, as the scheduler would run them
         jobs.poll_batches()
+        agw.flush()
+        return result(agw, ids[-1], key=second_key).status_code == 200
+
+    wait_for(finished, timeout=60)
     texts = set()
     for i, rid in enumerate(ids):
         got = result(agw, rid, key=second_key if i % 2 else None)
