@@ -1,4 +1,5 @@
-"""HTMX helpers: one view serves the full page or just its partial."""
+"""HTMX helpers: one view serves the full page or just its partial; the headers every signed-in
+page carries."""
 
 from __future__ import annotations
 
@@ -22,4 +23,12 @@ def render_page_or_partial(page: str, partial: str, **context) -> Response:
 
 def trigger(resp: Response, event: str) -> Response:
     resp.headers["HX-Trigger"] = event
+    return resp
+
+
+def private_headers(resp: Response) -> Response:
+    """A signed-in page (console, dashboard): never cached, never framed, never type-sniffed."""
+    resp.headers.setdefault("Cache-Control", "no-store")
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     return resp

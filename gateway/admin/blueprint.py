@@ -20,6 +20,7 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
 
 from gateway import db
+from gateway.htmx import private_headers
 from gateway.models import User
 
 bp = Blueprint("admin", __name__)
@@ -94,12 +95,7 @@ def _require_login():
     return None
 
 
-@bp.after_request
-def _headers(resp):
-    resp.headers.setdefault("Cache-Control", "no-store")
-    resp.headers.setdefault("X-Frame-Options", "DENY")
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return resp
+bp.after_request(private_headers)
 
 
 @bp.after_request

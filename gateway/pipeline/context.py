@@ -84,6 +84,16 @@ class RequestContext:
         return self.benchmark_micros - self.charge_micros
 
 
+def keep(reply: Reply, state: dict[str, Any], key: str, limit: int) -> Reply:
+    """Keep a copy of what the client receives: a whole body in `state["body"]` at once, a stream
+    in `state[key]` as it passes (`tee`: never buffered first)."""
+    if reply.chunks is not None:
+        reply.chunks = tee(reply.chunks, state, key, limit)
+    else:
+        state["body"] = reply.body
+    return reply
+
+
 def tee(chunks: Iterator[bytes], state: dict[str, Any], key: str, limit: int) -> Iterator[bytes]:
     """Relay `chunks` unchanged while keeping a copy in `state[key]`, only for a stream that ran to
     its end within `limit` bytes (a cut or oversized stream keeps nothing); closing this closes them."""

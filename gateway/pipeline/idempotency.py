@@ -23,7 +23,7 @@ import orjson
 
 from gateway.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest
 from gateway.pipeline import gate, meter
-from gateway.pipeline.context import Reply, RequestContext, tee
+from gateway.pipeline.context import Reply, RequestContext, keep
 from gateway.stores.idempotency import STORE, Record
 from gateway.wire.canonical import Usage
 
@@ -95,11 +95,7 @@ def on_reply(ctx: RequestContext, reply: Reply) -> Reply:
         return reply
     state["headers"] = {k: v for k, v in reply.headers.items()
                         if k.lower() not in _OWN_HEADERS and not k.lower().startswith("x-gateway-")}
-    if reply.chunks is not None:
-        reply.chunks = tee(reply.chunks, state, "chunks", MAX_STORED_BYTES)
-    else:
-        state["body"] = reply.body
-    return reply
+    return keep(reply, state, "chunks", MAX_STORED_BYTES)
 
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:

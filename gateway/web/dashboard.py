@@ -26,7 +26,7 @@ from sqlalchemy import select
 from gateway import db
 from gateway.db import MAX_ROW_ID
 from gateway.errors import GatewayError
-from gateway.htmx import is_htmx, render_page_or_partial, trigger
+from gateway.htmx import is_htmx, private_headers, render_page_or_partial, trigger
 from gateway.ledger import rollups
 from gateway.ledger.pricing import usd
 from gateway.memo import MEMO, Principal
@@ -61,12 +61,7 @@ def _require_login():
     return None
 
 
-@bp.after_request
-def _headers(resp):
-    resp.headers.setdefault("Cache-Control", "no-store")
-    resp.headers.setdefault("X-Frame-Options", "DENY")
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return resp
+bp.after_request(private_headers)
 
 
 def _write(fn: Callable[..., T], *args: Any) -> T:

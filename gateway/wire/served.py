@@ -9,7 +9,6 @@ of its event), so a field split across chunks is still found; everything else pa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import orjson
 
@@ -66,21 +65,6 @@ class StreamRewrite:
         if self.seen is None:
             self.seen = match.group(0)
         return self.field
-
-
-def stream(chunks: Iterator[bytes], slug: str) -> Iterator[bytes]:
-    """SSE chunks with every event's `model` set to `slug`; closing this closes `chunks`."""
-    rewrite = StreamRewrite(slug)
-    try:
-        for chunk in chunks:
-            if out := rewrite.feed(chunk):
-                yield out
-        if out := rewrite.tail():
-            yield out
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
 
 
 def _event_end(buf: bytes) -> int:

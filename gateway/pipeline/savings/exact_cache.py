@@ -28,7 +28,7 @@ import orjson
 from gateway import wire
 from gateway.ledger import pricing
 from gateway.pipeline import meter, savings
-from gateway.pipeline.context import Reply, RequestContext, tee
+from gateway.pipeline.context import Reply, RequestContext, keep
 from gateway.pipeline.savings import cache_keys
 from gateway.stores.exact_cache import STORE
 from gateway.wire.canonical import ChatResponse, assemble, replay
@@ -87,11 +87,7 @@ def capture(ctx: RequestContext, reply: Reply, layer: str) -> Reply:
     state = ctx.extra.get(layer)
     if state is None or ctx.cache != "miss" or reply.status != 200:
         return reply
-    if reply.chunks is not None:
-        reply.chunks = tee(reply.chunks, state, "stream", MAX_CAPTURE_BYTES)
-    else:
-        state["body"] = reply.body
-    return reply
+    return keep(reply, state, "stream", MAX_CAPTURE_BYTES)
 
 
 def after(ctx: RequestContext, reply: Reply | None) -> None:
