@@ -32,7 +32,7 @@ from tests.conftest import Gateway, start_gateway, stop_gateway, wait_for
 from tests.fakes.faulty_upstream import FaultyUpstream
 from tests.test_postgres import pg_cluster  # noqa: F401  (the session's PostgreSQL cluster)
 
-DEADLINE = 2.0
+DEADLINE = 1.0
 PRICES = {"input_per_mtok": 1000, "output_per_mtok": 2000}
 
 # fault -> the fake's behaviour (its upstream model name); "refused" goes to a port nobody listens on
