@@ -15,6 +15,7 @@ from gateway import jobs
 from gateway.pipeline import dispatch
 from gateway.services import batch_runner
 from gateway.stores.counters import COUNTERS
+from tests.conftest import wait_for
 from tests.test_batches import jsonl, line
 
 
@@ -90,7 +91,10 @@ def test_cancel_stops_what_has_not_started(rgw, monkeypatch):
     gate = gevent.event.Event()
     real = dispatch.call_route
 
+    started = []
+
     def held(ctx, route, deadline=None):
+        started.append(1)
         gate.wait(10)
         return real(ctx, route, deadline)
 
@@ -99,7 +103,7 @@ def test_cancel_stops_what_has_not_started(rgw, monkeypatch):
     f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line(f"r{i}", "openrouter-test/fake-gpt")
                                                               for i in range(5)]))), purpose="batch")
     b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
-    gevent.sleep(0.1)  # two requests are running (batch_concurrency), the rest wait
+    wait_for(lambda: len(started) == 2)  # two requests are running (batch_concurrency), the rest wait
     assert sdk.batches.cancel(b.id).status == "cancelling"
     gate.set()
     done = finish(sdk, b.id)
@@ -114,14 +118,15 @@ def test_gateway_batch_yields_to_synchronous_traffic(rgw, monkeypatch):
     busy = [True]
     calls = []
     real = dispatch.call_route
-    monkeypatch.setattr(drain, "in_flight", lambda: 1000 if busy[0] else 0)
+    asked = []
+    monkeypatch.setattr(drain, "in_flight", lambda: asked.append(1) or (1000 if busy[0] else 0))
     monkeypatch.setattr(dispatch, "call_route", lambda ctx, route, deadline=None: calls.append(1) or real(
         ctx, route, deadline))
     sdk = rgw.sdk()
     f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line("a", "openrouter-test/fake-gpt")]))),
                          purpose="batch")
     b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
-    gevent.sleep(0.2)
+    wait_for(lambda: len(asked) >= 2)  # the runner looked, more than once, and found the server busy
     assert calls == []  # the server is busy with synchronous requests: the batch waits
     busy[0] = False
     assert finish(sdk, b.id).status == "completed" and calls == [1]
@@ -134,7 +139,10 @@ def test_restart_resumes_the_pending_requests(rgw, monkeypatch):
     gate = gevent.event.Event()
     real = dispatch.call_route
 
+    started = []
+
     def held(ctx, route, deadline=None):
+        started.append(1)
         gate.wait(10)
         return real(ctx, route, deadline)
 
@@ -143,7 +151,7 @@ def test_restart_resumes_the_pending_requests(rgw, monkeypatch):
     f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line(f"r{i}", "openrouter-test/fake-gpt")
                                                               for i in range(3)]))), purpose="batch")
     b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
-    gevent.sleep(0.1)
+    wait_for(lambda: started)  # the batch is running
     boot.stop_background(rgw.app)  # the runner is stopped mid-batch, its lease given up
     batch_settle.HOLDS.clear()
     COUNTERS.reset()
