@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
 import orjson
@@ -21,23 +21,28 @@ from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, utcnow
 from gateway.providers import anthropic_batch, openai_batch
 from gateway.providers.batch_api import OPEN, Outcome
 from gateway.routing.routes import ProviderInfo, RouteInfo
+from gateway.settings import Settings
 from gateway.wire.canonical import Usage
 
 # Provider kind -> its batch API adapter.
 ADAPTERS = {"openai": openai_batch, "anthropic": anthropic_batch}
 
 
+# The defaults are GATEWAY_BATCH_* settings' own (gateway/settings.py): one place states them.
+_DEFAULT = {f.name: f.default for f in fields(Settings)}
+
+
 @dataclass
 class Config:
-    poll_min_seconds: float = 5.0
-    poll_max_seconds: float = 600.0
-    max_lines: int = 50_000
-    retention_days: int = 29
-    concurrency: int = 4
-    yield_in_flight: int = 32
-    arbitrage_min_seconds: float = 86400.0
-    arbitrage_max_requests: int = 1000
-    arbitrage_max_age_seconds: float = 60.0
+    poll_min_seconds: float = _DEFAULT["batch_poll_min_seconds"]
+    poll_max_seconds: float = _DEFAULT["batch_poll_max_seconds"]
+    max_lines: int = _DEFAULT["batch_max_lines"]
+    retention_days: int = _DEFAULT["batch_retention_days"]
+    concurrency: int = _DEFAULT["batch_concurrency"]
+    yield_in_flight: int = _DEFAULT["batch_yield_in_flight"]
+    arbitrage_min_seconds: float = _DEFAULT["batch_arbitrage_min_seconds"]
+    arbitrage_max_requests: int = _DEFAULT["batch_arbitrage_max_requests"]
+    arbitrage_max_age_seconds: float = _DEFAULT["batch_arbitrage_max_age_seconds"]
 
 
 CONFIG = Config()
