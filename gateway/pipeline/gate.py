@@ -79,10 +79,6 @@ def before(ctx: RequestContext) -> Reply | None:
     return None
 
 
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None
-
-
 def hold_for(principal, micros: int, now: datetime) -> Hold:
     """Hold `micros` for the principal against its credits and hard budgets (every request, and a
     batch submission); raises 402 or 429 budget_exceeded when they cannot cover it."""

@@ -21,6 +21,11 @@ def _field(slug: str) -> bytes:
 
 def body(raw: bytes, slug: str) -> bytes:
     """A whole JSON reply with its top-level `model` (the first one, which comes before any content) set."""
+    at = raw.find(b'"model":"')
+    if at >= 0:  # compact JSON, as providers send it: no pattern needed
+        end = raw.find(b'"', at + 9)
+        if end > 0 and b"\\" not in raw[at + 9:end] and raw.find(b'"model"') == at:
+            return raw[:at] + _field(slug) + raw[end + 1:]
     if b'"model"' not in raw:
         return raw
     return _MODEL.sub(lambda _: _field(slug), raw, count=1)
