@@ -43,9 +43,25 @@ class Config:
     arbitrage_min_seconds: float = _DEFAULT["batch_arbitrage_min_seconds"]
     arbitrage_max_requests: int = _DEFAULT["batch_arbitrage_max_requests"]
     arbitrage_max_age_seconds: float = _DEFAULT["batch_arbitrage_max_age_seconds"]
+    # The completion window every batch gets (`24h`, the only one OpenAI and Anthropic offer); not
+    # an operator setting: tests shorten it to see the gateway's own batches expire.
+    window_seconds: float = 86400.0
 
 
 CONFIG = Config()
+HOLD_MARGIN_SECONDS = 6 * 3600  # a batch's hold outlives its window by this much (results, settlement)
+
+
+def hold_ref(public_id: str, micros: int) -> str:
+    """A batch's hold's name, rebuilt from its row after a restart or on another worker (the amount
+    is in it: a batch whose hold grows gets a new one)."""
+    return f"batch:{public_id}:{micros}"
+
+
+def hold_ttl(expires_at: datetime | None, now: datetime) -> float:
+    """How long Redis keeps a batch's hold if nobody settles it: to its window's end, plus margin."""
+    left = (expires_at - now).total_seconds() if expires_at is not None else CONFIG.window_seconds
+    return max(0.0, left) + HOLD_MARGIN_SECONDS
 
 
 def configure(settings) -> None:

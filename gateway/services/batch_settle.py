@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 # batch id -> its open holds in this process: (hold, None) for the whole batch, or (hold, request id)
 # for each request of an arbitrage batch (each caller's own hold)
 HOLDS: dict[int, list[tuple[Hold, str | None]]] = {}
-UNLIMITED = 1 << 62  # restoring a hold that was granted before the restart: never refused
 
 
 def owner(batch: Batch) -> Principal:
@@ -49,18 +48,22 @@ def owner(batch: Batch) -> Principal:
                      user_id=batch.user_id, app_id=batch.app_id)
 
 
+def batch_hold(batch: Batch) -> Hold:
+    """The batch's own hold, as its row names it (services/batch_common.hold_ref)."""
+    return Hold(batch.org_id, batch.held_micros, entities(owner(batch)),
+                ref=batches.hold_ref(batch.public_id, batch.held_micros), named=True)
+
+
 def restore_holds(session: Session) -> None:
-    """At start: the open batches' holds, back in memory (counters start empty after a restart).
-    Only for this process's own counters: Redis keeps its holds across a worker's restart (for at
-    most its HOLD_TTL_SECONDS, which a long batch outlives: see the README's Batch section)."""
+    """At start: the open batches' holds, back in the counters. In memory (one process) they start
+    empty; in Redis the hold is still there unless Redis lost it (then it is put back) and its
+    expiry moves on to the batch's window plus margin. A batch's hold lives until it is settled."""
     HOLDS.clear()
-    if not isinstance(COUNTERS.backend, MemoryCounters):
-        return
     now = utcnow()
     for batch in session.scalars(select(Batch).where(Batch.settled.is_(False))):
-        hold = COUNTERS.hold(batch.org_id, batch.held_micros, UNLIMITED, entities(owner(batch)), [], now)
-        if isinstance(hold, Hold):
-            HOLDS[batch.id] = [(hold, None)]
+        hold = batch_hold(batch)
+        COUNTERS.restore(hold, now, batches.hold_ttl(batch.expires_at, now))
+        HOLDS[batch.id] = [(hold, None)]
 
 
 # ---- polling ---------------------------------------------------------------------------------
@@ -177,7 +180,11 @@ def settle_if_done(batch_id: int) -> bool:
     for row in fresh:
         WRITER.enqueue(row)
     charged = {row["request_id"]: row["charge_micros"] for row in rows}
-    for hold, request_id in HOLDS.pop(batch_id, []):  # released; the charge counted as window spend
+    holds = HOLDS.pop(batch_id, None)
+    if holds is None and not isinstance(COUNTERS.backend, MemoryCounters):
+        # Submitted on another worker (or before its start): the shared hold is settled by its name
+        holds = [(batch_hold(batch), None)]
+    for hold, request_id in holds or []:  # released; the charge counted as window spend
         COUNTERS.settle(hold, charged.get(request_id, 0) if request_id else sum(charged.values()), utcnow())
     if fresh:
         WRITER.flush()  # the rows are in the ledger before the batch says so

@@ -48,6 +48,8 @@ from gateway.services.batch_common import (  # noqa: F401  (re-exported for the 
     at_pct,
     configure,
     epoch,
+    hold_ref,
+    hold_ttl,
     iter_lines,
     new_id,
     refresh_status,
@@ -223,15 +225,19 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
     dialect = "anthropic" if api == "anthropic" else "openai"
     planned = [plan_line(principal, line, endpoint, dialect) for line in lines]
     now = utcnow()
+    public_id = new_id("msgbatch_" if api == "anthropic" else "batch_")
+    expires_at = now + timedelta(seconds=CONFIG.window_seconds)
     if owners is None:
         held = sum(p.held for p in planned)
-        holds: list[tuple[Hold, str | None]] = [(gate.hold_for(principal, held, now), None)]
+        # Named, and kept for the whole window: settled from any worker, rebuilt after a restart
+        holds: list[tuple[Hold, str | None]] = [(gate.hold_for(
+            principal, held, now, ref=hold_ref(public_id, held), ttl_seconds=hold_ttl(expires_at, now)), None)]
     else:
         holds = [(hold, custom_id) for custom_id, (_, hold) in owners.items()]
         held = sum(hold.micros for hold, _ in holds)
     try:
-        batch = _store(principal, api, mechanism, client_endpoint, planned, input_file_id, metadata,
-                       idempotency_key, print_, held, now, owners)
+        batch = _store(principal, public_id, api, mechanism, client_endpoint, planned, input_file_id, metadata,
+                       idempotency_key, print_, held, now, expires_at, owners)
     except IntegrityError:  # the same Idempotency-Key raced us: the other one's batch wins
         for hold, _ in holds:
             COUNTERS.settle(hold, 0, now)
@@ -251,16 +257,16 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
         return session.get(Batch, batch.id)
 
 
-def _store(principal: Principal, api: str, mechanism: str, endpoint: str, planned: list[Planned],
+def _store(principal: Principal, public_id: str, api: str, mechanism: str, endpoint: str, planned: list[Planned],
            input_file_id: str | None, metadata: dict | None, idempotency_key: str | None, print_: str,
-           held: int, now: datetime, owners: dict[str, tuple[Principal, Hold]] | None) -> Batch:
+           held: int, now: datetime, expires_at: datetime, owners: dict[str, tuple[Principal, Hold]] | None) -> Batch:
     with db.write_lock, db.session_scope() as session:
-        batch = Batch(public_id=new_id("msgbatch_" if api == "anthropic" else "batch_"), org_id=principal.org_id,
+        batch = Batch(public_id=public_id, org_id=principal.org_id,
                       key_id=principal.key_id, user_id=principal.user_id, app_id=principal.app_id, api=api,
                       mechanism=mechanism, endpoint=endpoint, input_file_id=input_file_id, status="validating",
                       metadata_json=orjson.dumps(metadata).decode() if metadata else None,
                       idempotency_key=idempotency_key, fingerprint=print_, total=len(planned), held_micros=held,
-                      created_at=now, expires_at=now + timedelta(hours=24))
+                      created_at=now, expires_at=expires_at)
         session.add(batch)
         session.flush()
         parts: dict[str, BatchPart] = {}
