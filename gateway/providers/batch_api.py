@@ -5,14 +5,35 @@ lines they are given, like every adapter: they never import the pipeline or the 
 `submit(provider, lines, endpoint) -> State`, `poll(provider, upstream_id) -> State`,
 `cancel(provider, upstream_id) -> State` and `results(provider, state) -> list[Outcome]`, and
 raises the shared upstream errors. Results that do not parse raise InvalidUpstreamResponse.
+
+Which providers have one is the catalog's word (`batch_api: true|false` on a provider); undeclared,
+only the vendors' own APIs are assumed to (`has_batch_api`): an OpenAI-compatible server elsewhere
+(vLLM, a proxy) usually has chat completions only, and its batch is run by the gateway.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+from gateway.routing.routes import ProviderInfo
 from gateway.wire.canonical import Usage
+
+# Provider kind -> the host of the vendor's own API, whose batch API is assumed when undeclared.
+VENDOR_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+# What a server without the batch endpoints answers them: the part falls back to the gateway's run.
+NO_BATCH_API_STATUSES = frozenset({404, 405, 501})
+
+
+def has_batch_api(provider: ProviderInfo) -> bool:
+    """Whether batches of this provider's kind go to its own batch API (else the gateway runs them)."""
+    if provider.kind not in VENDOR_HOSTS:
+        return False
+    declared = getattr(provider, "batch_api", None)
+    if declared is not None:
+        return bool(declared)
+    return urlsplit(provider.base_url).hostname == VENDOR_HOSTS[provider.kind]
 
 # OpenAI's batch statuses are the common vocabulary; Anthropic's map onto them.
 OPEN = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
