@@ -465,3 +465,24 @@ def test_files_and_results_are_stored_compressed(bgw):
     for f in files:
         assert len(f.content_z) < f.bytes and zlib.decompress(f.content_z)[:1] == b"{"
     assert all(orjson.loads(zlib.decompress(r))["status_code"] == 200 for r in results)
+
+
+def test_provider_caching_is_in_the_benchmark_not_a_prompt_cache_saving(bgw):
+    """As on the synchronous path (ledger/attribution.py): the provider's own caching is part of the
+    benchmark, the batch discount is `batch`'s, and the shares sum exactly to the row's saved."""
+    sdk = bgw.sdk()
+    long = "the same long preamble again and again " * 40
+    b = submit(sdk, [line("c", "batch-test/gpt-batch-cached", text=long), line("p", text=long)])
+    assert poll_until(sdk, b.id).status == "completed"
+    rows = {r.requested_model: r for r in bgw.rows(endpoint="batches")}
+    cached, plain = rows["batch-test/gpt-batch-cached"], rows["batchy"]
+    assert cached.cached_tokens > 0 and plain.cached_tokens == 0
+    for r in (cached, plain):
+        uncached = r.input_tokens - r.cached_tokens
+        full = (uncached * PRICES_IN * 1_000_000 + r.cached_tokens * 250 * 1_000_000
+                + r.output_tokens * PRICES_OUT * 1_000_000 + 500_000) // 1_000_000
+        assert r.benchmark_micros == full  # with the provider's caching, as the request would cost directly
+        assert r.charge_micros == (full * 50 + 99) // 100
+        shares = dict(kv.split("=") for kv in r.saved_by.split(","))
+        assert set(shares) == {"batch"}  # no prompt_cache: the gateway placed no breakpoint
+        assert sum(map(int, shares.values())) == r.saved_micros == r.benchmark_micros - r.charge_micros

@@ -34,7 +34,6 @@ from gateway.services import batch_common as batches
 from gateway.services import batch_runner
 from gateway.services.batch_common import CONFIG, unz, z
 from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
-from gateway.wire.canonical import Usage
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +263,11 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
     for r in requests:
         if r.status != "succeeded":
             continue
-        _, _, saved = batches.price(r, Usage(r.input_tokens, r.output_tokens, r.cached_tokens), money)
+        _, _, saved = batches.price(r, batches.usage_of(r), money)
+        # The shares sum to the row's saved even if the org's pricing changed since it was priced
+        if (drift := (r.benchmark_micros - r.charge_micros) - sum(saved.values())) != 0:
+            saved["batch"] = saved.get("batch", 0) + drift
+        saved = {k: v for k, v in saved.items() if v}
         if batch.mechanism != "batch" and "batch" in saved:
             saved[batch.mechanism] = saved.pop("batch")
         rows.append({
@@ -273,7 +276,8 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
             "requested_model": r.requested_model, "model": r.model,
             "provider": r.provider, "upstream_model": r.upstream_model, "stream": False,
             "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
-            "cache_write_tokens": 0, "usage_estimated": False, "benchmark_micros": r.benchmark_micros,
+            "cache_write_tokens": r.cache_write_tokens or 0, "usage_estimated": bool(r.usage_estimated),
+            "benchmark_micros": r.benchmark_micros,
             "charge_micros": r.charge_micros, "saved_micros": r.benchmark_micros - r.charge_micros,
             "saved_by": ",".join(f"{k}={v}" for k, v in saved.items())[:255], "saved_mechanisms": saved,
             "cache": "miss", "status": 200, "error_type": None, "error_message": None, "latency_ms": latency,

@@ -287,7 +287,8 @@ def _store(principal: Principal, public_id: str, api: str, mechanism: str, endpo
             ref = p.reference or p.route
             prices = {"in": p.route.input_micros_per_mtok, "out": p.route.output_micros_per_mtok,
                       "cached": p.route.cached_input_micros_per_mtok, "kind": p.route.provider.kind,
-                      "ref_in": ref.input_micros_per_mtok, "ref_out": ref.output_micros_per_mtok, "pct": p.pct,
+                      "ref_in": ref.input_micros_per_mtok, "ref_out": ref.output_micros_per_mtok,
+                      "ref_cached": ref.cached_input_micros_per_mtok, "pct": p.pct,
                       "worst": p.worst}
             sender = owners[p.line.custom_id][0] if owners else None
             session.add(BatchRequest(
