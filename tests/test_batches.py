@@ -486,3 +486,36 @@ def test_provider_caching_is_in_the_benchmark_not_a_prompt_cache_saving(bgw):
         shares = dict(kv.split("=") for kv in r.saved_by.split(","))
         assert set(shares) == {"batch"}  # no prompt_cache: the gateway placed no breakpoint
         assert sum(map(int, shares.values())) == r.saved_micros == r.benchmark_micros - r.charge_micros
+
+
+def test_results_with_bad_lines_charge_what_can_be_read(bgw, fake_openai_batches):
+    """A line that is not JSON, one of the wrong shape and a result for a custom_id nobody sent are
+    passed over; a success whose usage is wrong-typed is charged on estimated counts (flagged)."""
+    fake_openai_batches.garbage = True
+    sdk = bgw.sdk()
+    b = submit(sdk, [line("a"), line("b")])
+    done = poll_until(sdk, b.id)
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 0)
+    out = [orjson.loads(x) for x in sdk.files.content(done.output_file_id).content.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == ["a", "b"]
+    rows = bgw.rows(endpoint="batches")
+    assert len(rows) == 2 and len({r.request_id for r in rows}) == 2
+    (estimated,) = [r for r in rows if r.usage_estimated]
+    assert estimated.input_tokens > 0 and estimated.output_tokens > 0 and estimated.charge_micros > 0
+    assert all(r.saved_micros == r.benchmark_micros - r.charge_micros for r in rows)
+    assert held(bgw.org().id) == 0
+
+
+def test_a_reset_during_the_results_download_is_retried_and_charged_once(bgw, fake_openai_batches):
+    sdk = bgw.sdk()
+    b = submit(sdk, [line("a"), line("b"), line("c", "batch-test/error-400")])
+    fake_openai_batches.reset_downloads = 2  # the first two downloads break off mid-body
+    done = poll_until(sdk, b.id)
+    assert fake_openai_batches.reset_downloads == 0
+    assert done.status == "completed" and not done.errors
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    rows = bgw.rows(endpoint="batches")
+    assert sorted(r.requested_model for r in rows) == ["batchy", "batchy"]
+    assert len({r.request_id for r in rows}) == 2
+    assert held(bgw.org().id) == 0

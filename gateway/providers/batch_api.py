@@ -13,10 +13,13 @@ only the vendors' own APIs are assumed to (`has_batch_api`): an OpenAI-compatibl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.errors import InvalidUpstreamResponse
+from gateway.providers import http
 from gateway.routing.routes import ProviderInfo
 from gateway.wire.canonical import Usage
 
@@ -60,3 +63,19 @@ class Outcome:
     error: dict[str, Any] | None = None  # {"code"/"type", "message"} when there is no response
     usage: Usage = field(default_factory=Usage)
     upstream_id: str | None = None
+
+
+def parse_lines(content: bytes, decode: Callable[[Any], Outcome]) -> list[Outcome]:
+    """A results file's outcomes, one per JSONL line. A line that is not JSON or not the API's
+    shape is skipped (its request, if it was one, has no result: the caller errors it, uncharged);
+    a file with lines but none readable is InvalidUpstreamResponse (not results at all)."""
+    out: list[Outcome] = []
+    lines = [raw for raw in content.splitlines() if raw.strip()]
+    for raw in lines:
+        try:
+            out.append(http.parse(raw, decode))
+        except InvalidUpstreamResponse:
+            continue
+    if lines and not out:
+        raise InvalidUpstreamResponse()
+    return out

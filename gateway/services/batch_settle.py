@@ -11,7 +11,12 @@ route's batch price, saved = the difference), and its hold is released.
 Exactly once, across restarts: everything lives in the database. Settlement queues only the rows
 the ledger does not already hold (by request id), waits for the writer, then marks the batch
 settled; a crash anywhere in between repeats the step without charging twice. Canceled, expired
-and errored requests are not charged; results that cannot be read fail their part (no charge).
+and errored requests are not charged. A results download that breaks off (a reset, a timeout, a
+5xx) is tried again at the next poll, nothing recorded meanwhile; results that are not the API's
+shape at all fail their part (no charge). In results that are mostly right, a line that does not
+parse is skipped (its request, if it was one, is errored `missing_result`, not charged), a line
+for a custom_id the batch does not have is ignored, and a success with malformed usage counts is
+charged on estimated counts (batch_common.record_one).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import db
-from gateway.errors import UpstreamError
+from gateway.errors import InvalidUpstreamResponse, UpstreamError
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, Principal, entities
 from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, LedgerEntry, utcnow
@@ -111,9 +116,11 @@ def poll_part(part_id: int) -> None:
         if state.status in TERMINAL and state.status != "failed":
             outcomes = adapter.results(provider, state)
     except UpstreamError as e:
-        if state is not None and state.status in TERMINAL:
+        if state is not None and state.status in TERMINAL and _lasting(e):
             failure = f"The provider's results could not be read: {e.message}"
-        else:  # a provider that is down now may answer later: back off and ask again
+        else:  # down now, or the download broke off (a reset, a timeout): back off and ask again
+            if state is not None and state.status in TERMINAL:
+                state = None  # not done until its results are read
             log.warning("batch part %s: provider %s did not answer (%s)", part.id, part.provider, e.message)
     now = utcnow()
     with db.write_lock, db.session_scope() as session:
@@ -138,6 +145,15 @@ def poll_part(part_id: int) -> None:
             part.poll_seconds = int(min(CONFIG.poll_max_seconds, max(CONFIG.poll_min_seconds, part.poll_seconds * 2)))
             part.next_poll_at = now + timedelta(seconds=part.poll_seconds)
         batches.refresh_status(session, batch, now)
+
+
+def _lasting(e: UpstreamError) -> bool:
+    """A results download that will not work on a retry either: results that are not what the API
+    promises, or a client error (the file is gone). A reset, a timeout, a 5xx or a 429 are passing."""
+    if isinstance(e, InvalidUpstreamResponse):
+        return True
+    status = e.upstream_status
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
 def _fail_requests(session: Session, part: BatchPart) -> None:
