@@ -405,8 +405,11 @@ def test_polling_backs_off_to_the_cap(gateway_factory, fake_openai_batches):
     from gateway.models import BatchPart
 
     gw = gateway_factory(batch_poll_min_seconds=1, batch_poll_max_seconds=4)
-    fake_openai_batches.hold = True  # the provider keeps it in progress
     b = submit(gw.sdk(), [line("a")])
+    with db.write_lock, db.session_scope() as s:
+        s.scalar(select(BatchPart)).next_poll_at = None  # due now
+    jobs.poll_batches()  # validating -> in_progress
+    fake_openai_batches.hold = True  # and there it stays, for good
     seen = []
     for _ in range(4):
         with db.write_lock, db.session_scope() as s:
@@ -415,8 +418,8 @@ def test_polling_backs_off_to_the_cap(gateway_factory, fake_openai_batches):
         jobs.poll_batches()
         with db.session_scope() as s:
             seen.append(s.scalar(select(BatchPart.poll_seconds)))
-    assert seen == [2, 4, 4, 4]
-    assert gw.sdk().batches.retrieve(b.id).status == "validating"
+    assert seen == [4, 4, 4, 4]
+    assert gw.sdk().batches.retrieve(b.id).status == "in_progress"
 
 
 def test_files_list_and_delete_within_the_org(bgw):

@@ -2,14 +2,18 @@
 
 Submission (`submit`) checks the plan's batch permission, resolves every line's model through the
 gateway's routing (aliases, access rules, capabilities, context windows) onto a route whose
-provider has a batch API of the client's dialect, holds the batch's worst-case cost at the batch
-price against the org's credits and hard budgets (the gate's hold), stores the batch, its provider
-parts and its requests, then submits each part to its provider. An `Idempotency-Key` names the
+provider has a batch API of the client's dialect (the catalog's `batch_api`, else the gateway runs
+that line: services/batch_runner.py), holds the batch's worst-case cost at the batch price against
+the org's credits and hard budgets (the gate's hold, named after the batch and kept for its
+completion window), stores the batch, its provider parts and its requests, then submits each part
+to its provider. An `Idempotency-Key` names the
 batch within the org: the same key and content returns the same batch, another content is 422.
 
 Failure modes: any bad line is a 400 naming the line, before anything is held or stored; a
 provider that refuses a part leaves that part failed with its message and its requests errored
-(not charged); the hold stays until the poller settles the batch (services/batch_settle.py).
+(not charged), except a 404/405/501 on the batch endpoints (no batch API after all), which moves
+the part to the gateway's own run; the hold stays until the poller settles the batch
+(services/batch_settle.py).
 """
 
 from __future__ import annotations
