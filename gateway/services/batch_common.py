@@ -186,9 +186,11 @@ def record_one(r: BatchRequest, o: Outcome, money) -> None:
 
 def _estimated(r: BatchRequest, o: Outcome) -> Usage:
     u = o.usage
-    body = orjson.loads(unz(r.body_z))
-    messages = body.get("messages")
-    prompt = tokens.count_messages(messages) if isinstance(messages, list) else tokens.bound(unz(r.body_z))
+    raw = unz(r.body_z)
+    try:  # the line's messages as OpenAI counts them; anything else, the body's size bound
+        prompt = tokens.count_messages(orjson.loads(raw)["messages"])
+    except Exception:
+        prompt = tokens.bound(raw)
     inputs = u.input_tokens if u.input_tokens > 0 else prompt
     outputs = u.output_tokens if u.output_tokens > 0 else max(1, tokens.count(" ".join(_texts(o.body))))
     return Usage(inputs, outputs, min(max(u.cached_tokens, 0), inputs), min(max(u.cache_write_tokens, 0), inputs))
