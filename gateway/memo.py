@@ -437,7 +437,7 @@ class Memo:
         elif p.api_key_env:
             api_key = environ_value(p.api_key_env)
         return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api,
-                            bool(p.allow_private))
+                            bool(p.allow_private), p.batch_api)
 
 
 def entities(principal: Principal) -> tuple[tuple[str, int], ...]:

@@ -123,6 +123,8 @@ class BatchRequest(Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
     charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
     saved_micros: Mapped[int] = mapped_column(BigInt, default=0)

@@ -79,13 +79,15 @@ def before(ctx: RequestContext) -> Reply | None:
     return None
 
 
-def hold_for(principal, micros: int, now: datetime) -> Hold:
+def hold_for(principal, micros: int, now: datetime, *, ref: str | None = None,
+             ttl_seconds: float | None = None) -> Hold:
     """Hold `micros` for the principal against its credits and hard budgets (every request, and a
-    batch submission); raises 402 or 429 budget_exceeded when they cannot cover it."""
+    batch submission, whose hold is named and lives its window: `ref`, `ttl_seconds`); raises 402
+    or 429 budget_exceeded when they cannot cover it."""
     budgets = MEMO.budgets_for(principal)
     checks = [BudgetCheck(b.id, b.entity, b.window, cap_micros(b, now)) for b in budgets if b.hard]
     result = COUNTERS.hold(principal.org_id, micros, MEMO.balance(principal.org_id), entities(principal),
-                           checks, now)
+                           checks, now, ref=ref, ttl_seconds=ttl_seconds)
     if isinstance(result, Refusal):
         refuse(result, principal, budgets, micros, now)
     return result

@@ -19,7 +19,7 @@ import orjson
 from gateway import errors
 from gateway.errors import InvalidUpstreamResponse, UpstreamError
 from gateway.providers import http
-from gateway.providers.batch_api import DEADLINE_SECONDS, Outcome, State
+from gateway.providers.batch_api import DEADLINE_SECONDS, Outcome, State, parse_lines
 from gateway.routing.routes import ProviderInfo
 from gateway.wire import anthropic_messages
 from gateway.wire.canonical import Usage
@@ -89,7 +89,7 @@ def results(provider: ProviderInfo, state: State) -> list[Outcome]:
             raise InvalidUpstreamResponse()
         path = parts.path.removeprefix(urlsplit(provider.base_url).path)
     content = _call(provider, "GET", path).content
-    return [http.parse(raw, _outcome) for raw in content.splitlines() if raw.strip()]
+    return parse_lines(content, _outcome)
 
 
 def _outcome(line: Any) -> Outcome:

@@ -18,7 +18,7 @@ import urllib3
 from gateway import errors
 from gateway.errors import InvalidUpstreamResponse, UpstreamError
 from gateway.providers import http
-from gateway.providers.batch_api import DEADLINE_SECONDS, Outcome, State
+from gateway.providers.batch_api import DEADLINE_SECONDS, Outcome, State, parse_lines
 from gateway.routing.routes import ProviderInfo
 from gateway.wire import openai_chat, openai_embeddings
 from gateway.wire.canonical import Usage
@@ -103,11 +103,7 @@ def results(provider: ProviderInfo, state: State) -> list[Outcome]:
 
 
 def parse_results(content: bytes) -> list[Outcome]:
-    out = []
-    for raw in content.splitlines():
-        if raw.strip():
-            out.append(http.parse(raw, _outcome))
-    return out
+    return parse_lines(content, _outcome)
 
 
 def _outcome(line: Any) -> Outcome:

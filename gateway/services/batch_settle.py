@@ -11,7 +11,12 @@ route's batch price, saved = the difference), and its hold is released.
 Exactly once, across restarts: everything lives in the database. Settlement queues only the rows
 the ledger does not already hold (by request id), waits for the writer, then marks the batch
 settled; a crash anywhere in between repeats the step without charging twice. Canceled, expired
-and errored requests are not charged; results that cannot be read fail their part (no charge).
+and errored requests are not charged. A results download that breaks off (a reset, a timeout, a
+5xx) is tried again at the next poll, nothing recorded meanwhile; results that are not the API's
+shape at all fail their part (no charge). In results that are mostly right, a line that does not
+parse is skipped (its request, if it was one, is errored `missing_result`, not charged), a line
+for a custom_id the batch does not have is ignored, and a success with malformed usage counts is
+charged on estimated counts (batch_common.record_one).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import db
-from gateway.errors import UpstreamError
+from gateway.errors import InvalidUpstreamResponse, UpstreamError
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, Principal, entities
 from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, LedgerEntry, utcnow
@@ -34,14 +39,12 @@ from gateway.services import batch_common as batches
 from gateway.services import batch_runner
 from gateway.services.batch_common import CONFIG, unz, z
 from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
-from gateway.wire.canonical import Usage
 
 log = logging.getLogger(__name__)
 
 # batch id -> its open holds in this process: (hold, None) for the whole batch, or (hold, request id)
 # for each request of an arbitrage batch (each caller's own hold)
 HOLDS: dict[int, list[tuple[Hold, str | None]]] = {}
-UNLIMITED = 1 << 62  # restoring a hold that was granted before the restart: never refused
 
 
 def owner(batch: Batch) -> Principal:
@@ -49,18 +52,22 @@ def owner(batch: Batch) -> Principal:
                      user_id=batch.user_id, app_id=batch.app_id)
 
 
+def batch_hold(batch: Batch) -> Hold:
+    """The batch's own hold, as its row names it (services/batch_common.hold_ref)."""
+    return Hold(batch.org_id, batch.held_micros, entities(owner(batch)),
+                ref=batches.hold_ref(batch.public_id, batch.held_micros), named=True)
+
+
 def restore_holds(session: Session) -> None:
-    """At start: the open batches' holds, back in memory (counters start empty after a restart).
-    Only for this process's own counters: Redis keeps its holds across a worker's restart (for at
-    most its HOLD_TTL_SECONDS, which a long batch outlives: see the README's Batch section)."""
+    """At start: the open batches' holds, back in the counters. In memory (one process) they start
+    empty; in Redis the hold is still there unless Redis lost it (then it is put back) and its
+    expiry moves on to the batch's window plus margin. A batch's hold lives until it is settled."""
     HOLDS.clear()
-    if not isinstance(COUNTERS.backend, MemoryCounters):
-        return
     now = utcnow()
     for batch in session.scalars(select(Batch).where(Batch.settled.is_(False))):
-        hold = COUNTERS.hold(batch.org_id, batch.held_micros, UNLIMITED, entities(owner(batch)), [], now)
-        if isinstance(hold, Hold):
-            HOLDS[batch.id] = [(hold, None)]
+        hold = batch_hold(batch)
+        COUNTERS.restore(hold, now, batches.hold_ttl(batch.expires_at, now))
+        HOLDS[batch.id] = [(hold, None)]
 
 
 # ---- polling ---------------------------------------------------------------------------------
@@ -109,9 +116,11 @@ def poll_part(part_id: int) -> None:
         if state.status in TERMINAL and state.status != "failed":
             outcomes = adapter.results(provider, state)
     except UpstreamError as e:
-        if state is not None and state.status in TERMINAL:
+        if state is not None and state.status in TERMINAL and _lasting(e):
             failure = f"The provider's results could not be read: {e.message}"
-        else:  # a provider that is down now may answer later: back off and ask again
+        else:  # down now, or the download broke off (a reset, a timeout): back off and ask again
+            if state is not None and state.status in TERMINAL:
+                state = None  # not done until its results are read
             log.warning("batch part %s: provider %s did not answer (%s)", part.id, part.provider, e.message)
     now = utcnow()
     with db.write_lock, db.session_scope() as session:
@@ -136,6 +145,15 @@ def poll_part(part_id: int) -> None:
             part.poll_seconds = int(min(CONFIG.poll_max_seconds, max(CONFIG.poll_min_seconds, part.poll_seconds * 2)))
             part.next_poll_at = now + timedelta(seconds=part.poll_seconds)
         batches.refresh_status(session, batch, now)
+
+
+def _lasting(e: UpstreamError) -> bool:
+    """A results download that will not work on a retry either: results that are not what the API
+    promises, or a client error (the file is gone). A reset, a timeout, a 5xx or a 429 are passing."""
+    if isinstance(e, InvalidUpstreamResponse):
+        return True
+    status = e.upstream_status
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
 def _fail_requests(session: Session, part: BatchPart) -> None:
@@ -177,7 +195,11 @@ def settle_if_done(batch_id: int) -> bool:
     for row in fresh:
         WRITER.enqueue(row)
     charged = {row["request_id"]: row["charge_micros"] for row in rows}
-    for hold, request_id in HOLDS.pop(batch_id, []):  # released; the charge counted as window spend
+    holds = HOLDS.pop(batch_id, None)
+    if holds is None and not isinstance(COUNTERS.backend, MemoryCounters):
+        # Submitted on another worker (or before its start): the shared hold is settled by its name
+        holds = [(batch_hold(batch), None)]
+    for hold, request_id in holds or []:  # released; the charge counted as window spend
         COUNTERS.settle(hold, charged.get(request_id, 0) if request_id else sum(charged.values()), utcnow())
     if fresh:
         WRITER.flush()  # the rows are in the ledger before the batch says so
@@ -257,7 +279,11 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
     for r in requests:
         if r.status != "succeeded":
             continue
-        _, _, saved = batches.price(r, Usage(r.input_tokens, r.output_tokens, r.cached_tokens), money)
+        _, _, saved = batches.price(r, batches.usage_of(r), money)
+        # The shares sum to the row's saved even if the org's pricing changed since it was priced
+        if (drift := (r.benchmark_micros - r.charge_micros) - sum(saved.values())) != 0:
+            saved["batch"] = saved.get("batch", 0) + drift
+        saved = {k: v for k, v in saved.items() if v}
         if batch.mechanism != "batch" and "batch" in saved:
             saved[batch.mechanism] = saved.pop("batch")
         rows.append({
@@ -266,7 +292,8 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
             "requested_model": r.requested_model, "model": r.model,
             "provider": r.provider, "upstream_model": r.upstream_model, "stream": False,
             "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
-            "cache_write_tokens": 0, "usage_estimated": False, "benchmark_micros": r.benchmark_micros,
+            "cache_write_tokens": r.cache_write_tokens or 0, "usage_estimated": bool(r.usage_estimated),
+            "benchmark_micros": r.benchmark_micros,
             "charge_micros": r.charge_micros, "saved_micros": r.benchmark_micros - r.charge_micros,
             "saved_by": ",".join(f"{k}={v}" for k, v in saved.items())[:255], "saved_mechanisms": saved,
             "cache": "miss", "status": 200, "error_type": None, "error_message": None, "latency_ms": latency,

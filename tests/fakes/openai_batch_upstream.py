@@ -23,6 +23,9 @@ Batch behaviour, from the fake's attributes:
   fail_create = N     POST /v1/batches answers status N with an OpenAI error
   malformed = True    output files are not JSONL
   fail_poll = N       GET /v1/batches/{id} answers status N (a provider down for a while)
+  garbage = True      output files also hold a line that is not JSON, a line of the wrong shape, a
+                      result for a custom_id nobody sent, and the first result's usage is wrong-typed
+  reset_downloads = N the next N file downloads break off mid-body (the connection reset)
 On cancel, a batch that was in progress has its first line done and the rest ``batch_cancelled``.
 """
 from __future__ import annotations
@@ -58,6 +61,8 @@ class FakeOpenAIBatches:
         self.fail_create: int | None = None
         self.malformed = False
         self.fail_poll: int | None = None
+        self.garbage = False
+        self.reset_downloads = 0
 
     # ---------------------------------------------------------------- WSGI
     def wsgi(self, environ, start_response):
@@ -84,6 +89,9 @@ class FakeOpenAIBatches:
             if f is None:
                 return respond(404, _error_body(f"No such File object: {m.group(1)}", "invalid_request_error"))
             if m.group(2):
+                if self.reset_downloads:
+                    self.reset_downloads -= 1
+                    return self._cut(start_response, f["content"])
                 return respond(200, f["content"], "application/octet-stream")
             return respond(200, orjson.dumps(f["object"]))
         if method == "POST" and path == "/v1/batches":
@@ -128,6 +136,17 @@ class FakeOpenAIBatches:
                 self._step(b)
             return respond(200, orjson.dumps(b["object"]))
         return respond(404, _error_body(f"Invalid URL ({method} {path})", "invalid_request_error"))
+
+    @staticmethod
+    def _cut(start_response, content: bytes):
+        """Headers for the whole body, half of it, then the connection reset."""
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(content)))])
+
+        def body():
+            yield content[: len(content) // 2]
+            raise ConnectionResetError(104, "fake upstream reset")
+        return body()
 
     # ---------------------------------------------------------------- state
     def _file(self, content: bytes, filename: str, purpose: str) -> dict:
@@ -190,8 +209,14 @@ class FakeOpenAIBatches:
                 "error": None})
         def encode(rows):
             return (b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        if out and self.garbage:
+            out[0]["response"]["body"]["usage"] = {"prompt_tokens": "many", "completion_tokens": [1]}
+            out += [{"id": _id("batch_req_"), "custom_id": "nobody-sent-this", "response": out[0]["response"],
+                     "error": None}, {"custom_id": 5, "response": None, "error": None}]
         if out:
             content = b"{not json\n" if self.malformed else encode(out)
+            if self.garbage:
+                content = b"{not json at all\n" + content
             obj["output_file_id"] = self._file(content, "batch_output.jsonl", "batch_output")["id"]
         if err:
             obj["error_file_id"] = self._file(encode(err), "batch_errors.jsonl", "batch_output")["id"]
