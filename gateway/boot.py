@@ -133,6 +133,7 @@ def start_background(app: Flask) -> None:
         gate.ALERTED.clear()
         budgets.seed_spend(session, COUNTERS)
         batch_settle.restore_holds(session)  # open batches hold their worst case across restarts
+        arbitrage.restore(session)  # so do deferred requests not yet in a batch
         cache_store.STORE.load(session)  # the exact cache, back in memory
         idempotency_store.STORE.load(session)  # idempotency records, back in memory
         idempotency_store.STORE.lookup = idempotency_store.lookup_stored  # and other workers' records
@@ -157,6 +158,6 @@ def start_background(app: Flask) -> None:
 def stop_background(app: Flask) -> None:
     shared_bus.stop()
     jobs.stop()
-    arbitrage.stop()  # deferred requests go out in their batch before the writer stops
+    arbitrage.stop()  # deferred requests stay queued in the database for the next process
     batch_runner.stop()
     WRITER.stop()

@@ -1,7 +1,7 @@
-"""Batch arbitrage: chat requests that say they can wait (`x-gateway-deadline`) are answered 202, grouped
-across the org into one provider batch, and each caller fetches its result from
+"""Batch arbitrage: chat requests that say they can wait (`x-gateway-deadline`) are answered 202, kept in
+the database, grouped across the org into one provider batch, and each caller fetches its result from
 `GET /v1/requests/{id}/result`; savings under `batch_arbitrage`. Requests without the header are never
-delayed."""
+delayed. (A real restart and two processes sharing one database: tests/test_arbitrage_durable.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import gevent
 import pytest
 import requests
 
-from gateway import jobs
+from sqlalchemy import func, select
+
+from gateway import db, jobs
+from gateway.models import DeferredRequest
 from gateway.services import arbitrage
 from gateway.stores.counters import COUNTERS
 from tests.conftest import wait_for
@@ -21,6 +24,11 @@ DEFER = {"x-gateway-deadline": "86400"}
 def agw(gateway_factory, fake_openai_batches):
     return gateway_factory(batch_poll_min_seconds=0, batch_poll_max_seconds=0, batch_arbitrage_min_seconds=3600,
                            batch_arbitrage_max_requests=100, batch_arbitrage_max_age_seconds=3600)
+
+
+def queued_rows() -> int:
+    with db.session_scope() as s:
+        return s.scalar(select(func.count()).select_from(DeferredRequest).where(DeferredRequest.status == "queued"))
 
 
 def chat(gw, text: str, model: str = "batchy", headers=None, key=None) -> requests.Response:
@@ -74,7 +82,7 @@ def test_requests_without_the_header_are_never_delayed(agw, fake_openai_batches)
     assert now.status_code == 200 and now.json()["object"] == "chat.completion"
     short = chat(agw, "soon", model="test/fake-gpt", headers={"x-gateway-deadline": "30"})
     assert short.status_code == 200  # shorter than a batch window: served at once
-    assert arbitrage.QUEUED and fake_openai_batches.batches == {}
+    assert queued_rows() == 1 and fake_openai_batches.batches == {}
     assert arbitrage.flush_due(force=True)  # flushed by age (forced here)
     assert len(fake_openai_batches.batches) == 1
 
@@ -90,7 +98,7 @@ def test_deferred_results_are_the_orgs_own(agw):
     assert result(agw, rid).json()["status"] == "in_progress"
 
 
-@pytest.mark.parametrize("value", ["soon", "-5", "nan"])
+@pytest.mark.parametrize("value", ["soon", "-5", "nan", "inf", "-inf", "0", "1e999", "", "0x10", "1" * 5000])
 def test_bad_deadline_is_400(agw, value):
     r = chat(agw, "x", headers={"x-gateway-deadline": value})
     assert r.status_code == 400 and "x-gateway-deadline" in r.json()["error"]["message"]
