@@ -20,7 +20,7 @@ from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing import shared_health
 from gateway.routing.health import HEALTH
-from gateway.services import arbitrage, batch_runner, batch_settle, batches, budgets, tenancy
+from gateway.services import arbitrage, batch_runner, batch_settle, batches, budgets, tenancy, webhooks
 from gateway.stores import byok as byok_store  # noqa: F401  (listens for byok changes before the first load)
 from gateway.stores import counters, shared, shared_bus
 from gateway.stores import exact_cache as cache_store
@@ -125,6 +125,7 @@ def start_background(app: Flask) -> None:
     """Load the in-memory maps and the tokenizer, then start the ledger writer and the scheduler."""
     tokens.load()  # once, here: a request that needs a count never waits for it
     batches.configure(app.extensions["settings"])
+    webhooks.configure(app.extensions["settings"])
     connect_shared(app.extensions["settings"])
     with db.session_scope() as session:
         MEMO.load_all(session)
