@@ -91,11 +91,12 @@ def deliver_webhooks() -> None:
 
 
 def prune_batches() -> None:
-    """Batch files and results past their retention."""
-    from gateway.services import batch_settle
+    """Batch files and results past their retention, and the deferred requests they answered."""
+    from gateway.services import arbitrage, batch_settle
 
     with db.write_lock, db.session_scope() as session:
         batch_settle.prune(session, utcnow())
+        arbitrage.prune(session, utcnow())
 
 
 def prune_job_runs() -> None:

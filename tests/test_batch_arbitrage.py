@@ -117,3 +117,91 @@ def test_concurrent_deferrals_are_all_grouped(agw, fake_openai_batches):
     arbitrage.flush_due(force=True)
     (upstream,) = fake_openai_batches.batches.values()
     assert len(upstream["lines"]) == 20
+
+
+def deferred(rid: str) -> DeferredRequest:
+    with db.session_scope() as s:
+        return s.scalar(select(DeferredRequest).where(DeferredRequest.request_id == rid))
+
+
+def test_a_deferred_request_is_stored_before_its_202(agw):
+    rid = chat(agw, "kept", headers=DEFER).json()["id"]
+    row = deferred(rid)  # in the database, not only in this process
+    assert row.status == "queued" and row.org_id == agw.org().id and row.provider == "fakebatch"
+    assert row.held_micros > 0 and COUNTERS.holds.get(agw.org().id, 0) == row.held_micros
+    assert arbitrage.orjson.loads(arbitrage.unz(row.body_z))["messages"][0]["content"] == "kept"
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"model": 5}', b"", b'{"model": "batchy"}',
+                                  b'{"model": "test/fake-gpt", "stream": true, "messages": []}'])
+def test_hostile_bodies_with_a_deadline_are_served_or_refused_never_queued(agw, body):
+    r = requests.post(f"{agw.v1}/chat/completions", data=body,
+                      headers={**DEFER, "Authorization": f"Bearer {agw.api_key}", "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"  # the pipeline's own answer
+    assert queued_rows() == 0
+
+
+def test_a_huge_deadline_is_a_deferral(agw):
+    assert chat(agw, "whenever", headers={"x-gateway-deadline": "1e300"}).status_code == 202
+
+
+def test_a_request_whose_route_went_away_fails_alone_and_is_not_charged(agw, fake_openai_batches):
+    good = chat(agw, "fine", headers=DEFER).json()["id"]
+    gone = chat(agw, "orphan", headers=DEFER).json()["id"]
+    with db.write_lock, db.session_scope() as s:  # its model is no longer in the catalog by the flush
+        row = s.scalar(select(DeferredRequest).where(DeferredRequest.request_id == gone))
+        row.body_z = arbitrage.z(b'{"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}')
+    assert arbitrage.flush_due(force=True)
+    (upstream,) = fake_openai_batches.batches.values()
+    assert [line["custom_id"] for line in upstream["lines"]] == [good]
+    failed = result(agw, gone)
+    assert failed.status_code == 400 and "no-such-model" in failed.json()["error"]["message"]
+    assert failed.headers["x-gateway-charge"] == "0.000000" or float(failed.headers["x-gateway-charge"]) == 0
+    assert deferred(gone).status == "failed"
+    assert COUNTERS.holds.get(agw.org().id, 0) == deferred(good).held_micros  # only the submitted one held
+
+
+def test_a_row_claimed_elsewhere_releases_this_processs_hold(agw):
+    rid = chat(agw, "mine", headers=DEFER).json()["id"]
+    assert COUNTERS.holds.get(agw.org().id, 0) > 0
+    with db.write_lock, db.session_scope() as s:  # another process claimed and submitted it
+        s.execute(arbitrage.update(DeferredRequest).where(DeferredRequest.request_id == rid)
+                  .values(status="submitted", claimed_by="another", claim_token="another-1"))
+    arbitrage.flush_due()
+    assert COUNTERS.holds.get(agw.org().id, 0) == 0 and rid not in arbitrage.LOCAL  # the claimer holds it
+
+
+def test_a_flush_that_died_after_its_claim_is_taken_back(agw, fake_openai_batches):
+    from datetime import timedelta
+
+    from gateway.models import utcnow
+
+    rid = chat(agw, "stuck", headers=DEFER).json()["id"]
+    with db.write_lock, db.session_scope() as s:  # a process claimed it, then died before submitting
+        s.execute(arbitrage.update(DeferredRequest).where(DeferredRequest.request_id == rid).values(
+            status="claimed", claimed_by="dead", claim_token="dead-1",
+            claimed_at=utcnow() - timedelta(seconds=arbitrage.CLAIM_LEASE_SECONDS + 5)))
+    assert result(agw, rid).json()["status"] == "queued"
+    assert arbitrage.flush_due(force=True)  # taken back, then sent once
+    (upstream,) = fake_openai_batches.batches.values()
+    assert [line["custom_id"] for line in upstream["lines"]] == [rid]
+    assert deferred(rid).status == "submitted"
+    with db.write_lock, db.session_scope() as s:  # claimed again and "died" after its batch was stored
+        s.execute(arbitrage.update(DeferredRequest).where(DeferredRequest.request_id == rid).values(
+            status="claimed", batch_id=None, claimed_at=utcnow() - timedelta(hours=1)))
+    assert arbitrage.flush_due(force=True) == []  # not sent twice: its batch is found
+    assert deferred(rid).status == "submitted" and deferred(rid).batch_id is not None
+    assert len(fake_openai_batches.batches) == 1
+
+
+def test_old_answered_rows_are_pruned(agw):
+    from datetime import timedelta
+
+    from gateway.models import utcnow
+
+    rid = chat(agw, "old", headers=DEFER).json()["id"]
+    arbitrage.flush_due(force=True)
+    with db.write_lock, db.session_scope() as s:
+        s.execute(arbitrage.update(DeferredRequest).values(created_at=utcnow() - timedelta(days=400)))
+    jobs.prune_batches()
+    assert deferred(rid) is None

@@ -49,7 +49,7 @@ from datetime import datetime, timedelta
 
 import gevent
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from gateway import db
 from gateway.crypto import digest
@@ -269,7 +269,7 @@ def reclaim_stale(now: datetime) -> int:
         stale = list(session.scalars(select(DeferredRequest).where(DeferredRequest.status == "claimed",
                                                                    DeferredRequest.claimed_at < cutoff)))
         stored = dict(session.execute(select(BatchRequest.request_id, BatchRequest.batch_id).where(
-            BatchRequest.request_id.in_([r.request_id for r in stale])))) if stale else {}
+            BatchRequest.request_id.in_([r.request_id for r in stale]))).tuples().all()) if stale else {}
     if not stale:
         return 0
     with db.write_lock, db.session_scope() as session:
@@ -318,6 +318,15 @@ def restore(session) -> None:
         hold = COUNTERS.hold(r.org_id, r.held_micros, UNLIMITED, entities(sender(r)), [], now)
         if isinstance(hold, Hold):
             LOCAL[r.request_id] = hold
+
+
+def prune(session, now: datetime) -> None:
+    """Rows whose result is in and delivered (or not to be), past the batch retention: their result
+    lives on the batch's request row, which batch retention prunes too."""
+    cutoff = now - timedelta(days=CONFIG.retention_days)
+    session.execute(delete(DeferredRequest).where(DeferredRequest.created_at < cutoff,
+                                                  DeferredRequest.status.in_(("submitted", "failed")),
+                                                  DeferredRequest.webhook_state != "pending"))
 
 
 # ---- results ----------------------------------------------------------------------------------
