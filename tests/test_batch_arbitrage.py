@@ -8,7 +8,6 @@ from __future__ import annotations
 import gevent
 import pytest
 import requests
-
 from sqlalchemy import func, select
 
 from gateway import db, jobs

@@ -44,7 +44,7 @@ from gateway.memo import announce
 from gateway.models import App, Batch, DeferredRequest, utcnow
 from gateway.providers import egress
 from gateway.services import arbitrage
-from gateway.services.errors import AdminError, Actor, require_org_admin
+from gateway.services.errors import Actor, AdminError, require_org_admin
 from gateway.services.tenancy import audit
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,11 @@ def check_url(value: object, allow_private: bool) -> str | None:
     if parts.username or parts.password:
         raise AdminError("The webhook URL must not carry a user name or password.")
     reason = egress.check_url(url, allow_private)
+    if reason and "allow_private" in reason:  # loopback or private: the operator's switch allows it
+        raise AdminError(f"The webhook URL points at this machine or a private network ({parts.hostname[:100]}); "
+                         "the operator can allow that with GATEWAY_WEBHOOK_ALLOW_PRIVATE.")
     if reason:
-        raise AdminError(f"The webhook URL is refused: {reason.replace('mark the provider allow_private', 'set GATEWAY_WEBHOOK_ALLOW_PRIVATE')}.")
+        raise AdminError(f"The webhook URL is refused: {reason}.")
     return url
 
 
