@@ -204,3 +204,33 @@ def test_old_answered_rows_are_pruned(agw):
         s.execute(arbitrage.update(DeferredRequest).values(created_at=utcnow() - timedelta(days=400)))
     jobs.prune_batches()
     assert deferred(rid) is None
+
+
+@pytest.fixture
+def redis_srv(tmp_path_factory):
+    from tests.redis_server import running_redis
+
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+def test_over_redis_another_worker_flushes_with_the_shared_hold(redis_srv, gateway_factory, fake_openai_batches):
+    """Scaled out, the hold taken at the 202 lives in Redis: the worker that flushes the row (here:
+    this process with its own memory of the hold forgotten) settles that very hold, by its id."""
+    gw = gateway_factory(redis_url=redis_srv.url, batch_poll_min_seconds=0, batch_poll_max_seconds=0,
+                         batch_arbitrage_min_seconds=3600, batch_arbitrage_max_requests=100,
+                         batch_arbitrage_max_age_seconds=3600)
+    org = ("org", gw.org().id)
+    rid = chat(gw, "shared", headers=DEFER).json()["id"]
+    assert deferred(rid).hold_ref and COUNTERS.held(org) == deferred(rid).held_micros > 0
+    arbitrage.LOCAL.clear()  # as another worker: it never saw this request
+    assert arbitrage.flush_due(force=True)
+    assert COUNTERS.held(org) == deferred(rid).held_micros  # the same hold, not a second one
+
+    def finished() -> bool:
+        jobs.poll_batches()
+        gw.flush()
+        return result(gw, rid).status_code == 200
+
+    wait_for(finished, timeout=60)
+    assert COUNTERS.held(org) == 0 and len(gw.rows(request_id=rid)) == 1
