@@ -234,3 +234,22 @@ def test_over_redis_another_worker_flushes_with_the_shared_hold(redis_srv, gatew
 
     wait_for(finished, timeout=60)
     assert COUNTERS.held(org) == 0 and len(gw.rows(request_id=rid)) == 1
+
+
+def test_a_flush_that_fails_midway_gives_its_rows_back(agw, fake_openai_batches, monkeypatch):
+    rids = [chat(agw, f"retry {i}", headers=DEFER).json()["id"] for i in range(3)]
+    held = COUNTERS.holds.get(agw.org().id, 0)
+
+    def broken(*a, **kw):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(arbitrage.batches, "submit", broken)
+    with pytest.raises(RuntimeError):
+        arbitrage.flush_group(agw.org().id, "fakebatch")
+    assert queued_rows() == 3 and COUNTERS.holds.get(agw.org().id, 0) == held  # queued again, held once
+    assert set(rids) <= set(arbitrage.LOCAL)
+    monkeypatch.undo()
+    assert arbitrage.flush_due(force=True)
+    (upstream,) = fake_openai_batches.batches.values()
+    assert sorted(line["custom_id"] for line in upstream["lines"]) == sorted(rids)
+    assert COUNTERS.holds.get(agw.org().id, 0) == held  # the batch holds the same amounts, not twice

@@ -250,6 +250,10 @@ def flush_group(org_id: int, provider: str) -> str | None:
             log.warning("arbitrage batch of %d requests not submitted: %s", len(lines), e.message)
             text = orjson.dumps({"status": e.status, "code": e.code or "batch_failed", "message": e.message}).decode()
             failed.update({line.custom_id: text for line in lines})
+        except Exception:  # the database failed us midway: give the rows back (the next flush sends them)
+            for request_id in _unclaim(rows):
+                LOCAL[request_id] = owners[request_id][1]
+            raise
     for request_id in failed:
         COUNTERS.settle(owners[request_id][1], 0, now)
     with db.write_lock, db.session_scope() as session:
@@ -268,17 +272,24 @@ def reclaim_stale(now: datetime) -> int:
     with db.session_scope() as session:
         stale = list(session.scalars(select(DeferredRequest).where(DeferredRequest.status == "claimed",
                                                                    DeferredRequest.claimed_at < cutoff)))
+    return len(_unclaim(stale))
+
+
+def _unclaim(rows: list[DeferredRequest]) -> set[str]:
+    """Claimed rows given up: `submitted` if their batch was stored (their holds are the batch's),
+    else `queued` again. Returns the request ids queued again."""
+    if not rows:
+        return set()
+    with db.session_scope() as session:
         stored = dict(session.execute(select(BatchRequest.request_id, BatchRequest.batch_id).where(
-            BatchRequest.request_id.in_([r.request_id for r in stale]))).tuples().all()) if stale else {}
-    if not stale:
-        return 0
+            BatchRequest.request_id.in_([r.request_id for r in rows]))).tuples().all())
     with db.write_lock, db.session_scope() as session:
-        for r in stale:
+        for r in rows:
             values = ({"status": "submitted", "batch_id": stored[r.request_id]} if r.request_id in stored else
                       {"status": "queued", "claim_token": None, "claimed_by": None, "claimed_at": None})
             session.execute(update(DeferredRequest).where(DeferredRequest.id == r.id,
                                                           DeferredRequest.claim_token == r.claim_token).values(**values))
-    return len(stale)
+    return {r.request_id for r in rows if r.request_id not in stored}
 
 
 def sweep() -> None:
