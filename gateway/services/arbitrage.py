@@ -127,6 +127,7 @@ def defer(headers: Mapping[str, str], raw: bytes, deadline: str) -> tuple[str, d
     now = utcnow()
     hold = gate.hold_for(principal, planned.held, now)
     provider = planned.route.provider.name
+    LOCAL[request_id] = hold  # before the row exists: a flush that claims it finds the hold
     try:
         with db.write_lock, db.session_scope() as session:
             session.add(DeferredRequest(
@@ -136,9 +137,9 @@ def defer(headers: Mapping[str, str], raw: bytes, deadline: str) -> tuple[str, d
                 webhook_state="pending" if principal.app_id is not None else "none"))
     except Exception:  # not durable: no 202 promise can be made; served now instead
         log.exception("deferred request could not be stored; served now")
+        LOCAL.pop(request_id, None)
         COUNTERS.settle(hold, 0, now)
         return None
-    LOCAL[request_id] = hold
     key = (principal.org_id, provider)
     PENDING[key] = PENDING.get(key, 0) + 1
     if PENDING[key] >= CONFIG.arbitrage_max_requests:
@@ -304,7 +305,7 @@ def sweep() -> None:
             .where(DeferredRequest.request_id.in_(ids)))}
     now = utcnow()
     for rid in ids:
-        status, by = seen.get(rid, ("gone", None))
+        status, by = seen.get(rid, ("queued", None))  # not there yet: its 202 is being written
         if status == "queued" or by == WORKER:
             continue
         hold = LOCAL.pop(rid, None)
