@@ -309,3 +309,22 @@ def test_cli_sets_the_webhook_and_prints_the_secret_once(gateway):
     assert bad.returncode == 1 and "whole number" in bad.stderr
     rotated = gateway.cli("app", "webhook-secret", "--org", "default", "--slug", "reports").stdout
     assert "signing secret:" in rotated and secret not in rotated
+
+
+def test_a_failing_receiver_holds_up_only_its_own_app_for_a_tick(wgw, fake_openai_batches):
+    down, up = Receiver([500] * 10), Receiver()
+    try:
+        slow_app, slow_key = new_app(wgw, slug="slow")
+        fine_app, fine_key = new_app(wgw, slug="fine")
+        configure(wgw, slow_app, url=down.url)
+        configure(wgw, fine_app, url=up.url)
+        slow = [chat(wgw, slow_key, {"x-gateway-deadline": "86400"}).json()["id"] for _ in range(3)]
+        fine = chat(wgw, fine_key, {"x-gateway-deadline": "86400"}).json()["id"]
+        settle(wgw, fine, fine_key)
+        jobs.deliver_webhooks()
+        assert len(down.received) == 1  # its first failure: the app's other results wait for a later tick
+        assert [row(rid).webhook_attempts for rid in slow] == [1, 0, 0]
+        assert [orjson.loads(b)["id"] for _, b, _ in up.accepted()] == [fine]
+    finally:
+        down.server.stop()
+        up.server.stop()

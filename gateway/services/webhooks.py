@@ -271,17 +271,23 @@ def deliver_due(now: datetime | None = None) -> int:
     with db.session_scope() as session:
         rows = _due(session, now)
     delivered = 0
+    failing: set[int | None] = set()  # apps whose receiver failed this tick: their other rows wait
     for r in rows:
-        if not _claim(r, now):
-            continue  # another worker has it
+        if r.app_id in failing or not _claim(r, now):
+            continue  # a receiver that is down, or another worker has it
         try:
-            delivered += _deliver(r, now)
+            sent = _deliver(r, now)
         except Exception:
             log.exception("webhook of %s failed; retried after its lease", r.request_id)
+            sent = None
+        if sent is None:
+            failing.add(r.app_id)
+        delivered += sent or 0
     return delivered
 
 
-def _deliver(r: DeferredRequest, now: datetime) -> int:
+def _deliver(r: DeferredRequest, now: datetime) -> int | None:
+    """1 delivered, 0 nothing to deliver, None the receiver failed (retried with backoff)."""
     with db.session_scope() as session:
         app = session.get(App, r.app_id) if r.app_id is not None else None
         found = arbitrage.outcome(session, r.org_id, r.request_id)
@@ -305,4 +311,4 @@ def _deliver(r: DeferredRequest, now: datetime) -> int:
     else:
         wait = min(MAX_BACKOFF_SECONDS, CONFIG.retry_seconds * 2 ** (attempt - 1))
         _record(r.id, webhook_attempts=attempt, webhook_next_at=now + timedelta(seconds=wait), webhook_error=error[:1000])
-    return 0
+    return None
