@@ -60,6 +60,17 @@ class Principal:
     key_name: str = ""
     user_id: int | None = None
     app_id: int | None = None
+    # What the caller's spend counts against (see entities()): asked on every request, built once.
+    spends: tuple[tuple[str, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        out: list[tuple[str, int]] = [("org", self.org_id)]
+        if self.user_id is not None:
+            out.append(("user", self.user_id))
+        if self.app_id is not None:
+            out.append(("app", self.app_id))
+        out.append(("key", self.key_id))
+        object.__setattr__(self, "spends", tuple(out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,13 +445,7 @@ class Memo:
 
 def entities(principal: Principal) -> tuple[tuple[str, int], ...]:
     """What a caller's spend counts against: its org, and its user, app and key."""
-    out: list[tuple[str, int]] = [("org", principal.org_id)]
-    if principal.user_id is not None:
-        out.append(("user", principal.user_id))
-    if principal.app_id is not None:
-        out.append(("app", principal.app_id))
-    out.append(("key", principal.key_id))
-    return tuple(out)
+    return principal.spends
 
 
 def announce(session: Session, *topics: str) -> None:

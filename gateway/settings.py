@@ -49,7 +49,7 @@ class Settings:
     sync_interval: float = 0.25
     ledger_batch_size: int = 500
     # The writer writes at least every sync_interval, and at once when this many rows are queued.
-    ledger_flush_rows: int = 200
+    ledger_flush_rows: int = 500
     # On SIGTERM/SIGINT, how long requests in flight may run before they are ended (GATEWAY_DRAIN_SECONDS).
     drain_seconds: float = 30.0
     login_max_failures: int = 5

@@ -30,8 +30,9 @@ from gateway.errors import BudgetExceeded, InsufficientCredits, PermissionDenied
 from gateway.ledger import pricing
 from gateway.memo import MEMO, BudgetInfo, entities
 from gateway.models import utcnow
-from gateway.pipeline import byok, meter
+from gateway.pipeline import byok, meter, savings
 from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.savings import output_budget
 from gateway.stores.counters import (
     COUNTERS,
     BudgetCheck,
@@ -117,9 +118,6 @@ def output_cap(ctx: RequestContext) -> int:
     asked = [v for f in OUTPUT_FIELDS.get(ctx.endpoint, ()) if isinstance(v := ctx.body.get(f), int) and v > 0]
     if asked:
         return max(asked)
-    from gateway.pipeline import savings
-    from gateway.pipeline.savings import output_budget
-
     try:  # the layer is advisory: if it fails it sets nothing, and the bounds below apply
         if ctx.endpoint in OUTPUT_FIELDS and savings.enabled(ctx, output_budget.name):
             cap = output_budget.budget(ctx)

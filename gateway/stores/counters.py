@@ -37,6 +37,7 @@ def window_start(window: str, now: datetime) -> datetime:
 
 
 _STARTS: dict[tuple[str, int, int, int], datetime] = {}  # every request asks for today's starts
+_DAY_STARTS: dict[tuple[int, int, int], tuple[tuple[str, datetime], ...]] = {}  # a day's every window
 
 
 def _window_start(window: str, now: datetime) -> datetime:
@@ -187,7 +188,12 @@ class MemoryCounters:
             self.add_spend(hold.entities, charge_micros, now)
 
     def add_spend(self, entities: tuple[Entity, ...], micros: int, at: datetime) -> None:
-        starts = [(window, window_start(window, at)) for window in WINDOWS]
+        starts = _DAY_STARTS.get((at.year, at.month, at.day))
+        if starts is None:
+            if len(_DAY_STARTS) > 64:
+                _DAY_STARTS.clear()
+            starts = _DAY_STARTS[(at.year, at.month, at.day)] = tuple(
+                (window, window_start(window, at)) for window in WINDOWS)
         for e in entities:
             for window, start in starts:
                 slot = self.spend.get((e, window))
@@ -278,11 +284,15 @@ class ActiveCounters:
         self.backend: Counters = MemoryCounters()
 
     def __getattr__(self, name: str):
-        return getattr(self.backend, name)
+        value = getattr(self.backend, name)
+        if callable(value):  # kept: every request calls a few, and this lookup is Python code
+            self.__dict__[name] = value
+        return value
 
 
 COUNTERS = ActiveCounters()
 
 
 def use(backend: Counters) -> None:
+    COUNTERS.__dict__.clear()
     COUNTERS.backend = backend
