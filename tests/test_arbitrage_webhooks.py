@@ -328,3 +328,16 @@ def test_a_failing_receiver_holds_up_only_its_own_app_for_a_tick(wgw, fake_opena
     finally:
         down.server.stop()
         up.server.stop()
+
+
+@pytest.mark.parametrize("value,allowed", [("1", True), ("true", True), ("yes", True), ("0", False), ("off", False)])
+def test_the_private_webhook_switch_is_read_from_the_environment(monkeypatch, tmp_path, value, allowed):
+    from gateway.settings import Settings
+
+    monkeypatch.setenv("GATEWAY_WEBHOOK_ALLOW_PRIVATE", value)
+    monkeypatch.setenv("GATEWAY_WEBHOOK_RETRY_SECONDS", "2.5")
+    monkeypatch.setenv("GATEWAY_WEBHOOK_MAX_ATTEMPTS", "4")
+    s = Settings.load({"instance": tmp_path, "secret_key": "x"})
+    assert (s.webhook_allow_private, s.webhook_retry_seconds, s.webhook_max_attempts) == (allowed, 2.5, 4)
+    monkeypatch.delenv("GATEWAY_WEBHOOK_ALLOW_PRIVATE")
+    assert Settings.load({"instance": tmp_path, "secret_key": "x"}).webhook_allow_private is False  # off by default
