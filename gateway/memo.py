@@ -198,6 +198,7 @@ class Memo:
         self.committed: dict[int, int] = {}
         self.uncommitted: dict[int, int] = {}
         self.dlp: dict[tuple[int, int | None], Any] = {}  # (org, app|None) -> gateway.dlp.engine.Policy
+        self.app_deferral: dict[int, int] = {}  # app -> its default x-gateway-deadline (apps with one)
         self.last_event_id = 0
         self.gaps: dict[int, float] = {}  # change-event ids skipped over, still awaited -> when first missed
         self.loaded = False
@@ -381,6 +382,8 @@ class Memo:
             k.digest: Principal(k.id, k.org_id, self.org_names.get(k.org_id, ""), k.scope, k.name, k.user_id, k.app_id)
             for k in rows
         }
+        self.app_deferral = dict(session.execute(select(App.id, App.arbitrage_deadline_seconds).where(
+            App.arbitrage_deadline_seconds.is_not(None))).tuples().all())
 
     def _load_catalog(self, session: Session) -> None:
         providers = {p.id: self._provider_info(p) for p in session.scalars(select(Provider)).all()}
