@@ -5,6 +5,8 @@ delayed. (A real restart and two processes sharing one database: tests/test_arbi
 
 from __future__ import annotations
 
+import time
+
 import gevent
 import pytest
 import requests
@@ -223,6 +225,11 @@ def test_over_redis_another_worker_flushes_with_the_shared_hold(redis_srv, gatew
     org = ("org", gw.org().id)
     rid = chat(gw, "shared", headers=DEFER).json()["id"]
     assert deferred(rid).hold_ref and COUNTERS.held(org) == deferred(rid).held_micros > 0
+    import redis
+
+    expiries = redis.Redis.from_url(redis_srv.url).zrange(f"gw:holds:org:{org[1]}", 0, -1, withscores=True)
+    # the hold outlives the wait for the flush and the batch's window (a request's lives 15 minutes)
+    assert expiries and min(at for _, at in expiries) - time.time() > 3600 + 24 * 3600
     arbitrage.LOCAL.clear()  # as another worker: it never saw this request
     assert arbitrage.flush_due(force=True)
     assert COUNTERS.held(org) == deferred(rid).held_micros  # the same hold, not a second one

@@ -60,7 +60,7 @@ from gateway.models import Batch, BatchRequest, DeferredRequest, utcnow
 from gateway.pipeline import auth, gate
 from gateway.pipeline.context import RequestContext
 from gateway.services import batch_runner, batches
-from gateway.services.batch_common import CONFIG, new_id, unz, z
+from gateway.services.batch_common import CONFIG, hold_ttl, new_id, unz, z
 from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ def defer(headers: Mapping[str, str], raw: bytes, deadline: str) -> tuple[str, d
     if planned.kind == batch_runner.KIND:
         return None  # no provider batch to join (no discount): served now
     now = utcnow()
-    hold = gate.hold_for(principal, planned.held, now)
+    # In Redis the hold lives through the wait for the flush and the batch's whole window.
+    hold = gate.hold_for(principal, planned.held, now,
+                         ttl_seconds=CONFIG.arbitrage_max_age_seconds + hold_ttl(None, now))
     provider = planned.route.provider.name
     LOCAL[request_id] = hold  # before the row exists: a flush that claims it finds the hold
     try:
