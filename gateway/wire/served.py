@@ -62,6 +62,8 @@ class StreamRewrite:
         count = head.count(b'"model"')
         if not count:
             return head
+        if self.seen is None and (first := _MODEL.search(head)) is not None:
+            self.seen = first.group(0)  # the upstream's own bytes: every later event is a plain replace
         if self.seen is not None and head.count(self.seen) == count:
             return head.replace(self.seen, self.field)
         return _MODEL.sub(self._sub, head)
