@@ -36,7 +36,7 @@ from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, LedgerEntr
 from gateway.providers.batch_api import TERMINAL, Outcome
 from gateway.routing.routes import ProviderInfo
 from gateway.services import batch_common as batches
-from gateway.services import batch_runner
+from gateway.services import batch_runner, batch_submit
 from gateway.services.batch_common import CONFIG, unz, z
 from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
 
@@ -58,6 +58,18 @@ def batch_hold(batch: Batch) -> Hold:
                 ref=batches.hold_ref(batch.public_id, batch.held_micros), named=True)
 
 
+def topup_hold(batch: Batch, part: BatchPart) -> Hold:
+    """What a part that fell back to the gateway's run added to the batch's hold, by its name."""
+    return Hold(batch.org_id, part.topup_micros, entities(owner(batch)),
+                ref=batches.topup_ref(batch.public_id, part.id, part.topup_micros), named=True)
+
+
+def named_holds(session: Session, batch: Batch) -> list[tuple[Hold, str | None]]:
+    """Every hold the batch's row names: its own, and its parts' top-ups."""
+    parts = session.scalars(select(BatchPart).where(BatchPart.batch_id == batch.id, BatchPart.topup_micros > 0))
+    return [(batch_hold(batch), None)] + [(topup_hold(batch, p), None) for p in parts]
+
+
 def restore_holds(session: Session) -> None:
     """At start: the open batches' holds, back in the counters. In memory (one process) they start
     empty; in Redis the hold is still there unless Redis lost it (then it is put back) and its
@@ -65,9 +77,48 @@ def restore_holds(session: Session) -> None:
     HOLDS.clear()
     now = utcnow()
     for batch in session.scalars(select(Batch).where(Batch.settled.is_(False))):
-        hold = batch_hold(batch)
-        COUNTERS.restore(hold, now, batches.hold_ttl(batch.expires_at, now))
-        HOLDS[batch.id] = [(hold, None)]
+        HOLDS[batch.id] = named_holds(session, batch)
+        for hold, _ in HOLDS[batch.id]:
+            COUNTERS.restore(hold, now, batches.hold_ttl(batch.expires_at, now))
+
+
+def release_settled() -> int:
+    """Release this process's holds of batches settled elsewhere (another process's poll job), and
+    of deferred requests another process flushed (arbitrage.sweep). Cheap: one query over the batch
+    ids this process holds, none when it holds nothing. Run in every process (the arbitrage loop),
+    not only by the poll job's worker: without Redis each process counts its own holds. The charge
+    counted as window spend here is the batch's recorded one, as the settling process counts it."""
+    from gateway.services import arbitrage
+
+    arbitrage.sweep()
+    if not HOLDS:
+        return 0
+    ids = list(HOLDS)
+    with db.session_scope() as session:
+        settled = set(session.scalars(select(Batch.id).where(Batch.id.in_(ids), Batch.settled.is_(True))))
+        charges: dict[int, dict[str, int]] = {}
+        if settled:
+            for batch_id, request_id, charge in session.execute(
+                    select(BatchRequest.batch_id, BatchRequest.request_id, BatchRequest.charge_micros)
+                    .where(BatchRequest.batch_id.in_(settled), BatchRequest.status == "succeeded")):
+                charges.setdefault(batch_id, {})[request_id] = charge or 0
+    now = utcnow()
+    for batch_id in settled:
+        _release(HOLDS.pop(batch_id, None) or [], charges.get(batch_id, {}), now)
+    return len(settled)
+
+
+def _release(holds: list[tuple[Hold, str | None]], charged: dict[str, int], now: datetime) -> None:
+    """Settle the holds: one per request takes its request's charge; the rest of the charge goes to
+    the first batch-wide hold (a top-up hold is released with none: it is counted once)."""
+    covered = {request_id for _, request_id in holds if request_id}
+    rest = sum(c for request_id, c in charged.items() if request_id not in covered)
+    for hold, request_id in holds:
+        if request_id:
+            COUNTERS.settle(hold, charged.get(request_id, 0), now)
+        else:
+            COUNTERS.settle(hold, rest, now)
+            rest = 0
 
 
 # ---- polling ---------------------------------------------------------------------------------
@@ -76,6 +127,7 @@ def poll_due(now: datetime | None = None) -> int:
     """Poll every open part whose time has come, then settle the batches that are done. Returns
     how many parts were polled."""
     now = now or utcnow()
+    batch_submit.recover_due(now)  # parts stored but never submitted (their process stopped)
     with db.session_scope() as session:
         parts = list(session.scalars(select(BatchPart).join(Batch, Batch.id == BatchPart.batch_id).where(
             Batch.settled.is_(False), BatchPart.done.is_(False), BatchPart.upstream_id.is_not(None),
@@ -197,10 +249,10 @@ def settle_if_done(batch_id: int) -> bool:
     charged = {row["request_id"]: row["charge_micros"] for row in rows}
     holds = HOLDS.pop(batch_id, None)
     if holds is None and not isinstance(COUNTERS.backend, MemoryCounters):
-        # Submitted on another worker (or before its start): the shared hold is settled by its name
-        holds = [(batch_hold(batch), None)]
-    for hold, request_id in holds or []:  # released; the charge counted as window spend
-        COUNTERS.settle(hold, charged.get(request_id, 0) if request_id else sum(charged.values()), utcnow())
+        # Submitted on another worker (or before its start): the shared holds are settled by their names
+        with db.session_scope() as session:
+            holds = named_holds(session, batch)
+    _release(holds or [], charged, utcnow())  # released; the charge counted as window spend, once
     if fresh:
         WRITER.flush()  # the rows are in the ledger before the batch says so
     now = utcnow()

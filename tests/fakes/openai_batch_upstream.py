@@ -9,7 +9,9 @@ Routes (all require ``Authorization: Bearer <api_key>``, else 401 ``invalid_api_
   GET  /v1/batches/{id}          Batch; each retrieval moves it one step on (unless ``hold`` is set):
                                  validating -> in_progress -> finalizing -> completed (or expired);
                                  cancelling -> cancelled
-  GET  /v1/batches               list (newest first)
+  GET  /v1/batches               list, newest first, paginated as OpenAI's: ``limit`` (1-100, default
+                                 20), ``after`` (a batch id: the page after it); ``has_more``,
+                                 ``first_id``, ``last_id``. Each batch carries its ``metadata``.
   POST /v1/batches/{id}/cancel   Batch (cancelling)
 Unknown file or batch -> 404 in OpenAI's error shape.
 
@@ -34,6 +36,7 @@ import hashlib
 import itertools
 import re
 import time
+from urllib.parse import parse_qs
 
 import orjson
 from gevent.pywsgi import WSGIServer
@@ -114,10 +117,23 @@ class FakeOpenAIBatches:
             self.batches[batch["id"]] = {"object": batch, "lines": lines, "done": 0}
             return respond(200, orjson.dumps(batch))
         if method == "GET" and path == "/v1/batches":
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            try:
+                limit = int(query.get("limit", ["20"])[0])
+            except ValueError:
+                limit = 0
+            if not 1 <= limit <= 100:
+                return respond(400, _error_body("'limit' must be between 1 and 100.", "invalid_request_error"))
             data = [b["object"] for b in reversed(self.batches.values())]
-            return respond(200, orjson.dumps({"object": "list", "data": data, "has_more": False,
-                                              "first_id": data[0]["id"] if data else None,
-                                              "last_id": data[-1]["id"] if data else None}))
+            if after := query.get("after", [None])[0]:
+                ids = [b["id"] for b in data]
+                if after not in ids:
+                    return respond(400, _error_body(f"No batch found with id '{after}'.", "invalid_request_error"))
+                data = data[ids.index(after) + 1:]
+            page = data[:limit]
+            return respond(200, orjson.dumps({"object": "list", "data": page, "has_more": len(data) > limit,
+                                              "first_id": page[0]["id"] if page else None,
+                                              "last_id": page[-1]["id"] if page else None}))
         if m := re.fullmatch(r"/v1/batches/([^/]+)(/cancel)?", path):
             b = self.batches.get(m.group(1))
             if b is None:
