@@ -59,7 +59,7 @@ class FakeOpenAIBatches:
     def reset(self) -> None:
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
-        self.requests: list[dict] = []  # {"method", "path"}
+        self.requests: list[dict] = []  # {"method", "path", "query"}
         self.hold = False
         self.fail_create: int | None = None
         self.malformed = False
@@ -70,7 +70,7 @@ class FakeOpenAIBatches:
     # ---------------------------------------------------------------- WSGI
     def wsgi(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        self.requests.append({"method": method, "path": path})
+        self.requests.append({"method": method, "path": path, "query": environ.get("QUERY_STRING", "")})
 
         def respond(status: int, payload: bytes, content_type: str = "application/json"):
             start_response(f"{status} {'OK' if status < 400 else 'Error'}",
