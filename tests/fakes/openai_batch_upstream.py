@@ -28,6 +28,7 @@ Batch behaviour, from the fake's attributes:
   garbage = True      output files also hold a line that is not JSON, a line of the wrong shape, a
                       result for a custom_id nobody sent, and the first result's usage is wrong-typed
   reset_downloads = N the next N file downloads break off mid-body (the connection reset)
+  stall_create = ev   POST /v1/batches creates the batch, then answers only once the event is set
 On cancel, a batch that was in progress has its first line done and the rest ``batch_cancelled``.
 """
 from __future__ import annotations
@@ -66,6 +67,7 @@ class FakeOpenAIBatches:
         self.fail_poll: int | None = None
         self.garbage = False
         self.reset_downloads = 0
+        self.stall_create = None
 
     # ---------------------------------------------------------------- WSGI
     def wsgi(self, environ, start_response):
@@ -115,6 +117,8 @@ class FakeOpenAIBatches:
             lines = [orjson.loads(x) for x in self.files[body["input_file_id"]]["content"].splitlines() if x.strip()]
             batch["request_counts"]["total"] = len(lines)
             self.batches[batch["id"]] = {"object": batch, "lines": lines, "done": 0}
+            if self.stall_create is not None:  # created, but the answer is late (the caller may be gone)
+                self.stall_create.wait(120)
             return respond(200, orjson.dumps(batch))
         if method == "GET" and path == "/v1/batches":
             query = parse_qs(environ.get("QUERY_STRING", ""))
