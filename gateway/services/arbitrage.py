@@ -64,7 +64,7 @@ from gateway.memo import MEMO, Principal, entities
 from gateway.models import Batch, BatchRequest, DeferredRequest, utcnow
 from gateway.pipeline import auth, gate
 from gateway.pipeline.context import RequestContext
-from gateway.services import batch_runner, batches
+from gateway.services import batch_runner, batch_settle, batches
 from gateway.services.batch_common import CONFIG, hold_ttl, new_id, unz, z
 from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
 
@@ -403,8 +403,6 @@ def outcome(session, org_id: int, request_id: str) -> Outcome | None:
 # ---- the loop ---------------------------------------------------------------------------------
 
 def _run() -> None:
-    from gateway.services import batch_settle
-
     released = time.monotonic()
     while True:
         gevent.sleep(min(1.0, max(0.05, CONFIG.arbitrage_max_age_seconds / 4)))

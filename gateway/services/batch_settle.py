@@ -36,7 +36,7 @@ from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, LedgerEntr
 from gateway.providers.batch_api import TERMINAL, Outcome
 from gateway.routing.routes import ProviderInfo
 from gateway.services import batch_common as batches
-from gateway.services import batch_runner, batch_submit
+from gateway.services import batch_runner
 from gateway.services.batch_common import CONFIG, unz, z
 from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
 
@@ -83,14 +83,12 @@ def restore_holds(session: Session) -> None:
 
 
 def release_settled() -> int:
-    """Release this process's holds of batches settled elsewhere (another process's poll job), and
-    of deferred requests another process flushed (arbitrage.sweep). Cheap: one query over the batch
-    ids this process holds, none when it holds nothing. Run in every process (the arbitrage loop),
-    not only by the poll job's worker: without Redis each process counts its own holds. The charge
-    counted as window spend here is the batch's recorded one, as the settling process counts it."""
-    from gateway.services import arbitrage
-
-    arbitrage.sweep()
+    """Release this process's holds of batches settled elsewhere (another process's poll job). Cheap:
+    one query over the batch ids this process holds, none when it holds nothing. Run in every
+    process (the arbitrage loop, which also releases deferred requests another process flushed:
+    arbitrage.sweep), not only by the poll job's worker: without Redis each process counts its own
+    holds. The charge counted as window spend here is the batch's recorded one, as the settling
+    process counts it."""
     if not HOLDS:
         return 0
     ids = list(HOLDS)
@@ -127,7 +125,6 @@ def poll_due(now: datetime | None = None) -> int:
     """Poll every open part whose time has come, then settle the batches that are done. Returns
     how many parts were polled."""
     now = now or utcnow()
-    batch_submit.recover_due(now)  # parts stored but never submitted (their process stopped)
     with db.session_scope() as session:
         parts = list(session.scalars(select(BatchPart).join(Batch, Batch.id == BatchPart.batch_id).where(
             Batch.settled.is_(False), BatchPart.done.is_(False), BatchPart.upstream_id.is_not(None),

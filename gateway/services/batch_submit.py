@@ -43,7 +43,7 @@ from gateway.memo import MEMO, Principal
 from gateway.models import Batch, BatchPart, BatchRequest, utcnow
 from gateway.pipeline import gate
 from gateway.providers.batch_api import NO_BATCH_API_STATUSES, State
-from gateway.services import batch_runner
+from gateway.services import batch_runner, batch_settle
 from gateway.services.batch_common import ADAPTERS, CONFIG, hold_ttl, part_key, refresh_status, topup_ref, unz, z
 from gateway.stores.counters import COUNTERS, Hold
 
@@ -173,8 +173,6 @@ def _run_here(session: Session, part: BatchPart, topup: int) -> None:
 def recover_due(now: datetime | None = None) -> int:
     """Submit again the parts stored without a provider id whose submitter's lease has run out;
     each is claimed first, so one worker does it. Returns how many were claimed here."""
-    from gateway.services import batch_settle
-
     now = now or utcnow()
     with db.session_scope() as session:
         stranded = session.execute(select(BatchPart.id, BatchPart.batch_id).join(Batch, Batch.id == BatchPart.batch_id)
