@@ -6,7 +6,15 @@ each open provider part whose time has come for its state, backing off (x2, from
 fetched and recorded on its requests (outcome, usage, prices, the result compressed). A batch whose
 parts are all done is settled: its counts and files are written, one ledger row per succeeded
 request is queued (mechanism `batch`: benchmark = the requested model's list price, charge = the
-route's batch price, saved = the difference), and its hold is released.
+route's batch price, saved = the difference), and its holds are released: the batch's own and the
+top-up of any part that fell back to the gateway's run (services/batch_submit.py), each rebuilt by
+its name after a restart or on another worker; the charge is counted once, on the first.
+(The poll job first submits parts a stopped process stored but never submitted: batch_submit.)
+
+Holds in several processes without Redis: each process counts its own. The one that accepted a
+batch (or restored it at its start) keeps the batch's holds in `HOLDS` until the batch is settled,
+wherever that happens: `release_settled`, run by every process's arbitrage loop, releases those of
+batches the database says are settled. Until it runs (seconds), that process still counts them.
 
 Exactly once, across restarts: everything lives in the database. Settlement queues only the rows
 the ledger does not already hold (by request id), waits for the writer, then marks the batch
@@ -101,8 +109,11 @@ def release_settled() -> int:
                     .where(BatchRequest.batch_id.in_(settled), BatchRequest.status == "succeeded")):
                 charges.setdefault(batch_id, {})[request_id] = charge or 0
     now = utcnow()
+    # Over Redis the settling worker counted the charge in the shared counters: here the holds are
+    # only released (a named one it settled already is a no-op), never charged a second time.
+    local = isinstance(COUNTERS.backend, MemoryCounters)
     for batch_id in settled:
-        _release(HOLDS.pop(batch_id, None) or [], charges.get(batch_id, {}), now)
+        _release(HOLDS.pop(batch_id, None) or [], charges.get(batch_id, {}) if local else {}, now)
     return len(settled)
 
 

@@ -5,15 +5,20 @@ gateway's routing (aliases, access rules, capabilities, context windows) onto a 
 provider has a batch API of the client's dialect (the catalog's `batch_api`, else the gateway runs
 that line: services/batch_runner.py), holds the batch's worst-case cost at the batch price against
 the org's credits and hard budgets (the gate's hold, named after the batch and kept for its
-completion window), stores the batch, its provider parts and its requests, then submits each part
-to its provider. An `Idempotency-Key` names the
-batch within the org: the same key and content returns the same batch, another content is 422.
+completion window), stores the batch, its provider parts (each under this process's submission
+lease) and its requests, then submits each part to its provider (services/batch_submit.py). An
+`Idempotency-Key` names the batch within the org: the same key and content returns the same batch,
+another content is 422.
 
 Failure modes: any bad line is a 400 naming the line, before anything is held or stored; a
 provider that refuses a part leaves that part failed with its message and its requests errored
 (not charged), except a 404/405/501 on the batch endpoints (no batch API after all), which moves
-the part to the gateway's own run; the hold stays until the poller settles the batch
-(services/batch_settle.py).
+the part to the gateway's own run once its hold is topped up to the normal price (else the part
+fails, saying why); the hold stays until the poller settles the batch (services/batch_settle.py).
+A process that stops between storing the batch and its provider's answer leaves parts without a
+provider id: the poller submits them once the lease runs out, adopting an OpenAI batch the provider
+already accepted (batch_submit.recover_due); the client, whose call broke off, finds the batch by
+listing its batches (or retries with its Idempotency-Key, which returns it).
 """
 
 from __future__ import annotations
