@@ -199,7 +199,9 @@ class LedgerWriter:
             if model is LedgerEntry:
                 charges[row["org_id"]] += row["charge_micros"]
                 counts[row["org_id"]] += int(row["charge_micros"] > 0)
-                row = {k: v for k, v in row.items() if k not in ("saved_mechanisms", "unread_writes")}
+                row = row.copy()  # the rollups read these two; the table has no columns for them
+                row.pop("saved_mechanisms", None)
+                row.pop("unread_writes", None)
             tables[model].append(row)
         now = utcnow()
         postings = [{**p, "created_at": now} for p in charge_rows(
