@@ -245,3 +245,23 @@ def test_a_fallback_a_hard_budget_cannot_cover_fails_that_part(rgw, fake_openai)
     assert b.status == "failed" and "cannot cover" in b.errors.data[0].message
     assert "budget" in b.errors.data[0].message
     assert held(tight.id) == 0 and rgw.rows(endpoint="batches", org_id=tight.id) == []
+
+
+def test_a_gateway_run_batch_stored_before_a_crash_is_run_after_the_lease(rgw, fake_openai, monkeypatch):
+    # test/fake-gpt's provider has no batch API: the gateway runs these lines itself
+    org = rgw.org()
+    before = MEMO.balance(org.id)
+    sdk = rgw.sdk()
+    crash_on_submit(monkeypatch)
+    with pytest.raises(openai.APIError):
+        submit(sdk, [line("a", "test/fake-gpt"), line("b", "test/fake-gpt")])
+    monkeypatch.undo()
+    stored = stored_batch(org.id)
+    assert the_part(stored.public_id).kind == batch_runner.KIND and the_part(stored.public_id).upstream_id is None
+
+    fresh_start()
+    assert held(org.id) == stored.held_micros > 0
+    assert batch_submit.recover_due(utcnow() + LATER) == 1
+    done = finish_here(sdk, stored.public_id)
+    assert done.status == "completed" and done.request_counts.completed == 2
+    check_charged_once(rgw, stored.public_id, "batches", before)
