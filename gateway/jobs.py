@@ -77,9 +77,11 @@ def prune_content_log() -> None:
 
 
 def poll_batches() -> None:
-    """Open provider batches polled (each part on its own backoff); finished batches settled."""
-    from gateway.services import batch_settle
+    """Parts stored but never submitted (their process stopped) submitted; open provider batches
+    polled (each part on its own backoff); finished batches settled."""
+    from gateway.services import batch_settle, batch_submit
 
+    batch_submit.recover_due()
     batch_settle.poll_due()
 
 

@@ -249,3 +249,60 @@ def test_a_gateway_run_batch_resumes_without_resending_what_was_done(tmp_path, f
         assert sorted(o["custom_id"] for o in out) == [f"r{i}" for i in range(5)]
     finally:
         gw.stop()
+
+
+def test_a_kill_between_storing_and_submitting_loses_nothing(tmp_path, fake_openai, fake_openai_batches,
+                                                            fake_anthropic_batches):
+    """The process dies while its providers hold the new batches but before it heard back: the next
+    process submits each stored part once its lease has run out. OpenAI's batch is found by the part's
+    name in its metadata and adopted; Anthropic's (no metadata) is sent again, and still charged once."""
+    config = gateway_config(fake_openai.url, openai_batches_url=fake_openai_batches.url,
+                            anthropic_batches_url=fake_anthropic_batches.url)
+    gw = Process(tmp_path, config)
+    fake_openai_batches.reset()
+    fake_anthropic_batches.reset()
+    fake_openai_batches.stall_create = gevent.event.Event()
+    fake_anthropic_batches.stall_create = gevent.event.Event()
+    try:
+        gw.start()
+        sdk, claude = gw.openai(), gw.anthropic()
+        f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line("a"), line("b")]))), purpose="batch")
+        calls = [gevent.spawn(sdk.batches.create, input_file_id=f.id, endpoint="/v1/chat/completions",
+                              completion_window="24h"),
+                 gevent.spawn(claude.messages.batches.create, requests=[
+                     {"custom_id": cid, "params": {"model": "abatch-test/claude-batch", "max_tokens": 64,
+                                                   "messages": [{"role": "user", "content": f"hello {cid}"}]}}
+                     for cid in ("x", "y")])]
+        wait_for(lambda: len(fake_openai_batches.batches) == 1 and len(fake_anthropic_batches.batches) == 1,
+                 timeout=60, interval=0.1)
+        gw.kill()  # the providers have the batches; the gateway never heard their ids
+        fake_openai_batches.stall_create.set()
+        fake_anthropic_batches.stall_create.set()
+        gevent.joinall(calls, timeout=30)
+        assert all(not c.successful() for c in calls)  # the clients saw the connection drop
+        fake_openai_batches.stall_create = fake_anthropic_batches.stall_create = None
+        (accepted,) = fake_openai_batches.batches
+        (first_anthropic,) = fake_anthropic_batches.batches
+        with gw.db() as s:
+            ids = {b.api: b.public_id for b in s.scalars(select(Batch))}
+            assert set(s.scalars(select(BatchPart.upstream_id))) == {None}
+            # the dead process's submission lease has run out (SUBMIT_LEASE_SECONDS later)
+            s.execute(update(BatchPart).values(next_poll_at=None))
+            s.commit()
+
+        gw.start()
+        done = wait_for(lambda: (b := sdk.batches.retrieve(ids["openai"])).status == "completed" and b,
+                        timeout=90, interval=0.5)
+        ended = wait_for(lambda: (b := claude.messages.batches.retrieve(ids["anthropic"])).processing_status
+                         == "ended" and b, timeout=90, interval=0.5)
+        assert done.request_counts.completed == 2 and ended.request_counts.succeeded == 2
+        assert list(fake_openai_batches.batches) == [accepted]  # adopted: never sent twice
+        assert len(fake_anthropic_batches.batches) == 2  # sent again: no metadata to find it by
+        with gw.db() as s:
+            parts = dict(s.execute(select(BatchPart.kind, BatchPart.upstream_id)).all())
+        assert parts["openai"] == accepted and parts["anthropic"] not in (None, first_anthropic)
+        check_money(gw, [ids["openai"], ids["anthropic"]], succeeded=4, pct=50)
+    finally:
+        gw.stop()
+        fake_openai_batches.reset()
+        fake_anthropic_batches.reset()

@@ -67,9 +67,17 @@ def state_of(obj: Any) -> State:
     return State(obj["id"], status, output=obj.get("results_url"))
 
 
-def submit(provider: ProviderInfo, lines: Iterable[tuple[str, dict[str, Any]]], endpoint: str) -> State:
+def submit(provider: ProviderInfo, lines: Iterable[tuple[str, dict[str, Any]]], endpoint: str,
+           key: str | None = None) -> State:
+    """Create the batch. `key` is not sent: Message Batches carry no metadata to name them by."""
     payload = orjson.dumps({"requests": [{"custom_id": cid, "params": body} for cid, body in lines]})
     return state_of(_call(provider, "POST", "/v1/messages/batches", payload).json())
+
+
+def find(provider: ProviderInfo, key: str, since=None) -> State | None:
+    """None: a Message Batch carries no metadata, so a part cut short by a crash cannot be told
+    apart from another batch of the account; it is submitted again (services/batch_submit.py)."""
+    return None
 
 
 def poll(provider: ProviderInfo, upstream_id: str) -> State:

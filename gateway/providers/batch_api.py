@@ -2,7 +2,10 @@
 
 Provider batch adapters (openai_batch.py, anthropic_batch.py) are pure over a ProviderInfo and the
 lines they are given, like every adapter: they never import the pipeline or the database. Each has
-`submit(provider, lines, endpoint) -> State`, `poll(provider, upstream_id) -> State`,
+`submit(provider, lines, endpoint, key=None) -> State` (`key`: the gateway's name for the part, kept
+on the provider's batch where the API allows), `find(provider, key, since) -> State | None` (the
+provider's batch named `key`, None when there is none or the API cannot say), `poll(provider,
+upstream_id) -> State`,
 `cancel(provider, upstream_id) -> State` and `results(provider, state) -> list[Outcome]`, and
 raises the shared upstream errors. Results that do not parse raise InvalidUpstreamResponse.
 

@@ -34,6 +34,10 @@ Failure modes: a flush that dies after its claim leaves rows `claimed`; after CL
 any process takes them back (to `submitted` if their batch was stored, else to `queued`). A group
 whose line can no longer be planned (model or route gone) fails that line alone (`failed`, nothing
 charged, its hold released); a provider that refuses the batch errors its requests (not charged).
+Several processes without Redis: each counts its own holds. The process that accepted a request
+(or flushed its batch) keeps its hold until the batch is settled; the poll job that settles it may
+run in another process, so every process's loop also releases, every RELEASE_SECONDS, the holds of
+batches the database says are settled (batch_settle.release_settled).
 `outcome()` is the result as `GET /v1/requests/{id}/result` and the webhook (services/webhooks.py)
 report it, from the database, in any process.
 """
@@ -43,6 +47,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,7 +64,7 @@ from gateway.memo import MEMO, Principal, entities
 from gateway.models import Batch, BatchRequest, DeferredRequest, utcnow
 from gateway.pipeline import auth, gate
 from gateway.pipeline.context import RequestContext
-from gateway.services import batch_runner, batches
+from gateway.services import batch_runner, batch_settle, batches
 from gateway.services.batch_common import CONFIG, hold_ttl, new_id, unz, z
 from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
 
@@ -69,6 +74,7 @@ HEADER = "x-gateway-deadline"
 MECHANISM = "batch_arbitrage"
 CLAIM_LEASE_SECONDS = 300.0  # a claim older than this belongs to a process that died mid-flush
 UNLIMITED = 1 << 62  # a hold re-taken for a request already accepted: never refused
+RELEASE_SECONDS = 5.0  # how often each process releases the holds of batches settled elsewhere
 WORKER = secrets.token_hex(8)  # this process, on the rows it claims
 
 LOCAL: dict[str, Hold] = {}  # request id -> the hold this process carries for it until its flush
@@ -397,12 +403,19 @@ def outcome(session, org_id: int, request_id: str) -> Outcome | None:
 # ---- the loop ---------------------------------------------------------------------------------
 
 def _run() -> None:
+    released = time.monotonic()
     while True:
         gevent.sleep(min(1.0, max(0.05, CONFIG.arbitrage_max_age_seconds / 4)))
         try:
             flush_due()
         except Exception:
             log.exception("arbitrage flush failed; retried")
+        if time.monotonic() - released >= RELEASE_SECONDS:
+            released = time.monotonic()
+            try:  # holds of batches another process settled (every process, not only the poller)
+                batch_settle.release_settled()
+            except Exception:
+                log.exception("releasing the holds of settled batches failed; retried")
 
 
 def start() -> None:

@@ -60,6 +60,17 @@ def hold_ref(public_id: str, micros: int) -> str:
     return f"batch:{public_id}:{micros}"
 
 
+def topup_ref(public_id: str, part_id: int, micros: int) -> str:
+    """The name of what a part that fell back to the gateway's run added to its batch's hold."""
+    return f"batch:{public_id}:part{part_id}:{micros}"
+
+
+def part_key(public_id: str, part_id: int) -> str:
+    """The part's name at its provider (OpenAI batch `metadata`): a recovery finds its batch by it.
+    The batch's random public id keeps it unique across gateways sharing one provider account."""
+    return f"{public_id}/{part_id}"
+
+
 def hold_ttl(expires_at: datetime | None, now: datetime) -> float:
     """How long Redis keeps a batch's hold if nobody settles it: to its window's end, plus margin."""
     left = (expires_at - now).total_seconds() if expires_at is not None else CONFIG.window_seconds

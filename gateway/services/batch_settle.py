@@ -6,7 +6,15 @@ each open provider part whose time has come for its state, backing off (x2, from
 fetched and recorded on its requests (outcome, usage, prices, the result compressed). A batch whose
 parts are all done is settled: its counts and files are written, one ledger row per succeeded
 request is queued (mechanism `batch`: benchmark = the requested model's list price, charge = the
-route's batch price, saved = the difference), and its hold is released.
+route's batch price, saved = the difference), and its holds are released: the batch's own and the
+top-up of any part that fell back to the gateway's run (services/batch_submit.py), each rebuilt by
+its name after a restart or on another worker; the charge is counted once, on the first.
+(The poll job first submits parts a stopped process stored but never submitted: batch_submit.)
+
+Holds in several processes without Redis: each process counts its own. The one that accepted a
+batch (or restored it at its start) keeps the batch's holds in `HOLDS` until the batch is settled,
+wherever that happens: `release_settled`, run by every process's arbitrage loop, releases those of
+batches the database says are settled. Until it runs (seconds), that process still counts them.
 
 Exactly once, across restarts: everything lives in the database. Settlement queues only the rows
 the ledger does not already hold (by request id), waits for the writer, then marks the batch
@@ -58,6 +66,18 @@ def batch_hold(batch: Batch) -> Hold:
                 ref=batches.hold_ref(batch.public_id, batch.held_micros), named=True)
 
 
+def topup_hold(batch: Batch, part: BatchPart) -> Hold:
+    """What a part that fell back to the gateway's run added to the batch's hold, by its name."""
+    return Hold(batch.org_id, part.topup_micros, entities(owner(batch)),
+                ref=batches.topup_ref(batch.public_id, part.id, part.topup_micros), named=True)
+
+
+def named_holds(session: Session, batch: Batch) -> list[tuple[Hold, str | None]]:
+    """Every hold the batch's row names: its own, and its parts' top-ups."""
+    parts = session.scalars(select(BatchPart).where(BatchPart.batch_id == batch.id, BatchPart.topup_micros > 0))
+    return [(batch_hold(batch), None)] + [(topup_hold(batch, p), None) for p in parts]
+
+
 def restore_holds(session: Session) -> None:
     """At start: the open batches' holds, back in the counters. In memory (one process) they start
     empty; in Redis the hold is still there unless Redis lost it (then it is put back) and its
@@ -65,9 +85,49 @@ def restore_holds(session: Session) -> None:
     HOLDS.clear()
     now = utcnow()
     for batch in session.scalars(select(Batch).where(Batch.settled.is_(False))):
-        hold = batch_hold(batch)
-        COUNTERS.restore(hold, now, batches.hold_ttl(batch.expires_at, now))
-        HOLDS[batch.id] = [(hold, None)]
+        HOLDS[batch.id] = named_holds(session, batch)
+        for hold, _ in HOLDS[batch.id]:
+            COUNTERS.restore(hold, now, batches.hold_ttl(batch.expires_at, now))
+
+
+def release_settled() -> int:
+    """Release this process's holds of batches settled elsewhere (another process's poll job). Cheap:
+    one query over the batch ids this process holds, none when it holds nothing. Run in every
+    process (the arbitrage loop, which also releases deferred requests another process flushed:
+    arbitrage.sweep), not only by the poll job's worker: without Redis each process counts its own
+    holds. The charge counted as window spend here is the batch's recorded one, as the settling
+    process counts it."""
+    if not HOLDS:
+        return 0
+    ids = list(HOLDS)
+    with db.session_scope() as session:
+        settled = set(session.scalars(select(Batch.id).where(Batch.id.in_(ids), Batch.settled.is_(True))))
+        charges: dict[int, dict[str, int]] = {}
+        if settled:
+            for batch_id, request_id, charge in session.execute(
+                    select(BatchRequest.batch_id, BatchRequest.request_id, BatchRequest.charge_micros)
+                    .where(BatchRequest.batch_id.in_(settled), BatchRequest.status == "succeeded")):
+                charges.setdefault(batch_id, {})[request_id] = charge or 0
+    now = utcnow()
+    # Over Redis the settling worker counted the charge in the shared counters: here the holds are
+    # only released (a named one it settled already is a no-op), never charged a second time.
+    local = isinstance(COUNTERS.backend, MemoryCounters)
+    for batch_id in settled:
+        _release(HOLDS.pop(batch_id, None) or [], charges.get(batch_id, {}) if local else {}, now)
+    return len(settled)
+
+
+def _release(holds: list[tuple[Hold, str | None]], charged: dict[str, int], now: datetime) -> None:
+    """Settle the holds: one per request takes its request's charge; the rest of the charge goes to
+    the first batch-wide hold (a top-up hold is released with none: it is counted once)."""
+    covered = {request_id for _, request_id in holds if request_id}
+    rest = sum(c for request_id, c in charged.items() if request_id not in covered)
+    for hold, request_id in holds:
+        if request_id:
+            COUNTERS.settle(hold, charged.get(request_id, 0), now)
+        else:
+            COUNTERS.settle(hold, rest, now)
+            rest = 0
 
 
 # ---- polling ---------------------------------------------------------------------------------
@@ -197,10 +257,10 @@ def settle_if_done(batch_id: int) -> bool:
     charged = {row["request_id"]: row["charge_micros"] for row in rows}
     holds = HOLDS.pop(batch_id, None)
     if holds is None and not isinstance(COUNTERS.backend, MemoryCounters):
-        # Submitted on another worker (or before its start): the shared hold is settled by its name
-        holds = [(batch_hold(batch), None)]
-    for hold, request_id in holds or []:  # released; the charge counted as window spend
-        COUNTERS.settle(hold, charged.get(request_id, 0) if request_id else sum(charged.values()), utcnow())
+        # Submitted on another worker (or before its start): the shared holds are settled by their names
+        with db.session_scope() as session:
+            holds = named_holds(session, batch)
+    _release(holds or [], charged, utcnow())  # released; the charge counted as window spend, once
     if fresh:
         WRITER.flush()  # the rows are in the ledger before the batch says so
     now = utcnow()

@@ -5,15 +5,20 @@ gateway's routing (aliases, access rules, capabilities, context windows) onto a 
 provider has a batch API of the client's dialect (the catalog's `batch_api`, else the gateway runs
 that line: services/batch_runner.py), holds the batch's worst-case cost at the batch price against
 the org's credits and hard budgets (the gate's hold, named after the batch and kept for its
-completion window), stores the batch, its provider parts and its requests, then submits each part
-to its provider. An `Idempotency-Key` names the
-batch within the org: the same key and content returns the same batch, another content is 422.
+completion window), stores the batch, its provider parts (each under this process's submission
+lease) and its requests, then submits each part to its provider (services/batch_submit.py). An
+`Idempotency-Key` names the batch within the org: the same key and content returns the same batch,
+another content is 422.
 
 Failure modes: any bad line is a 400 naming the line, before anything is held or stored; a
 provider that refuses a part leaves that part failed with its message and its requests errored
 (not charged), except a 404/405/501 on the batch endpoints (no batch API after all), which moves
-the part to the gateway's own run; the hold stays until the poller settles the batch
-(services/batch_settle.py).
+the part to the gateway's own run once its hold is topped up to the normal price (else the part
+fails, saying why); the hold stays until the poller settles the batch (services/batch_settle.py).
+A process that stops between storing the batch and its provider's answer leaves parts without a
+provider id: the poller submits them once the lease runs out, adopting an OpenAI batch the provider
+already accepted (batch_submit.recover_due); the client, whose call broke off, finds the batch by
+listing its batches (or retries with its Idempotency-Key, which returns it).
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, utcnow
 from gateway.pipeline import gate
 from gateway.pipeline import route as routing
 from gateway.pipeline.context import RequestContext
-from gateway.providers.batch_api import NO_BATCH_API_STATUSES, OPEN, State, has_batch_api
-from gateway.services import batch_runner, batch_settle
+from gateway.providers.batch_api import OPEN, State, has_batch_api
+from gateway.services import batch_runner, batch_settle, batch_submit
 from gateway.services.batch_common import (  # noqa: F401  (re-exported for the API modules)
     ADAPTERS,
     CONFIG,
@@ -256,7 +261,7 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
             raise
         return found
     batch_settle.HOLDS[batch.id] = holds
-    _submit_parts(batch.id)
+    holds.extend(batch_submit.submit_parts(batch.id))  # a crash before this: batch_submit.recover_due
     batch_settle.settle_if_done(batch.id)  # every part refused: failed now, the hold released
     with db.session_scope() as session:
         local = list(session.scalars(select(BatchPart.id).where(BatchPart.batch_id == batch.id,
@@ -285,7 +290,9 @@ def _store(principal: Principal, public_id: str, api: str, mechanism: str, endpo
             if part is None:
                 part = parts[p.route.provider.name] = BatchPart(
                     batch_id=batch.id, org_id=batch.org_id, provider=p.route.provider.name,
-                    kind=p.kind, status="validating", done=False, poll_seconds=0)
+                    kind=p.kind, status="validating", done=False, poll_seconds=0,
+                    # this process's lease on submitting it; past it, the poller submits it
+                    next_poll_at=now + timedelta(seconds=batch_submit.SUBMIT_LEASE_SECONDS))
                 session.add(part)
                 session.flush()
             ref = p.reference or p.route
@@ -305,83 +312,6 @@ def _store(principal: Principal, public_id: str, api: str, mechanism: str, endpo
                 prices_json=orjson.dumps(prices).decode(), body_z=z(orjson.dumps(p.line.body)),
                 held_micros=p.held, status="pending"))
         return batch
-
-
-def _submit_parts(batch_id: int) -> None:
-    """Send each part to its provider (model rewritten to the route's upstream model). A refusal
-    fails that part, with the provider's message, and its requests are errored (never charged).
-    A provider that answers the batch endpoints 404, 405 or 501 has no batch API after all: its part
-    is run by the gateway instead (logged), at the route's normal price, when the org's credits can
-    cover the difference from the batch price (else the part fails, with that reason)."""
-    with db.session_scope() as session:
-        batch = session.get(Batch, batch_id)
-        parts = list(session.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)))
-        requests = list(session.scalars(select(BatchRequest).where(BatchRequest.batch_id == batch_id)
-                                        .order_by(BatchRequest.line)))
-    upstream_endpoint = batch.endpoint
-    results: dict[int, State | str] = {}
-    for part in parts:
-        provider = MEMO.catalog.providers.get(part.provider)
-        lines = []
-        for r in requests:
-            if r.part_id == part.id:
-                body = orjson.loads(unz(r.body_z))
-                body["model"] = r.upstream_model
-                lines.append((r.custom_id, body))
-        try:
-            if provider is None:
-                raise UpstreamError(f"The provider {part.provider} is no longer configured.")
-            if part.kind == batch_runner.KIND:  # run here, request by request (services/batch_runner.py)
-                results[part.id] = State("gateway", "in_progress")
-                continue
-            results[part.id] = ADAPTERS[part.kind].submit(provider, lines, upstream_endpoint)
-        except UpstreamError as e:
-            results[part.id] = e.message or "The provider refused the batch."
-            if e.upstream_status in NO_BATCH_API_STATUSES:
-                results[part.id] = _fallback(batch, part, [r for r in requests if r.part_id == part.id], e)
-    now = utcnow()
-    with db.write_lock, db.session_scope() as session:
-        for part in session.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)):
-            outcome = results.get(part.id)
-            if outcome is RUN_HERE:
-                _run_here(session, part)
-                outcome = results[part.id] = State("gateway", "in_progress")
-            if isinstance(outcome, State):
-                part.upstream_id, part.upstream_file_id, part.status = outcome.upstream_id, outcome.file_id, \
-                    outcome.status
-                part.poll_seconds = int(CONFIG.poll_min_seconds)
-                part.next_poll_at = now + timedelta(seconds=CONFIG.poll_min_seconds)
-            else:
-                part.status, part.done, part.error = "failed", True, str(outcome)[:1000]
-                for r in session.scalars(select(BatchRequest).where(BatchRequest.part_id == part.id)):
-                    r.status = "errored"
-                    r.result_z = z(orjson.dumps({"error": {"code": "batch_failed", "message": part.error}}))
-        batch = session.get(Batch, batch_id)
-        refresh_status(session, batch, now)
-
-
-RUN_HERE = State("gateway", "in_progress")  # a part whose provider turned out to have no batch API
-
-
-def _fallback(batch: Batch, part: BatchPart, requests: list[BatchRequest], e: UpstreamError) -> State | str:
-    """The gateway runs the part instead, if the org can cover its normal price; else why not."""
-    extra = sum(max(0, orjson.loads(r.prices_json).get("worst", r.held_micros) - r.held_micros) for r in requests)
-    if extra > COUNTERS.available(batch.org_id, MEMO.balance(batch.org_id)):
-        return (f"The provider has no batch API (HTTP {e.upstream_status}), and the organization's credits "
-                "cannot cover running these requests at the normal price.")
-    log.warning("batch %s: provider %s has no batch API (HTTP %s); the gateway runs its %d requests",
-                batch.public_id, part.provider, e.upstream_status, len(requests))
-    return RUN_HERE
-
-
-def _run_here(session: Session, part: BatchPart) -> None:
-    """The part becomes the gateway's own: normal price (batch percent 100), its hold share that price."""
-    part.kind = batch_runner.KIND
-    for r in session.scalars(select(BatchRequest).where(BatchRequest.part_id == part.id)):
-        prices = orjson.loads(r.prices_json)
-        prices["pct"] = 100
-        r.prices_json = orjson.dumps(prices).decode()
-        r.held_micros = max(r.held_micros, prices.get("worst", 0))
 
 
 # ---- reads and cancel ------------------------------------------------------------------------
