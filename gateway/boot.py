@@ -97,9 +97,9 @@ def schema_current() -> bool:
 def connect_shared(settings) -> None:
     """With GATEWAY_REDIS_URL, holds, budgets, rate limits and breakers are shared by every worker."""
     shared.configure(settings.redis_url)
-    if settings.redis_url and not isinstance(COUNTERS.backend, RedisCounters):
+    if settings.redis_url:  # a fresh client state for this start (its scripts, its fallback's holds)
         counters.use(RedisCounters(settings.workers))
-    elif not settings.redis_url and isinstance(COUNTERS.backend, RedisCounters):
+    elif isinstance(COUNTERS.backend, RedisCounters):
         counters.use(MemoryCounters())
     shared_health.install(HEALTH)
 

@@ -243,6 +243,35 @@ def test_over_redis_another_worker_flushes_with_the_shared_hold(redis_srv, gatew
     assert COUNTERS.held(org) == 0 and len(gw.rows(request_id=rid)) == 1
 
 
+def test_over_redis_a_restart_keeps_the_requests_holds_not_a_second_batch_hold(redis_srv, gateway_factory,
+                                                                                 fake_openai_batches):
+    """After a restart, an arbitrage batch over Redis is still held once: by its requests' own shared
+    holds (their ids on the deferred rows), not by those plus a batch-wide hold put back beside them."""
+    from gateway.services import batch_settle
+
+    gw = gateway_factory(redis_url=redis_srv.url, batch_poll_min_seconds=0, batch_poll_max_seconds=0,
+                         batch_arbitrage_min_seconds=3600, batch_arbitrage_max_requests=100,
+                         batch_arbitrage_max_age_seconds=3600)
+    org = ("org", gw.org().id)
+    rids = [chat(gw, f"restart {i}", headers=DEFER).json()["id"] for i in range(3)]
+    assert arbitrage.flush_due(force=True)
+    held = COUNTERS.held(org)
+    assert held == sum(deferred(r).held_micros for r in rids) > 0
+    assert all(deferred(r).hold_ref for r in rids)  # held in Redis, by id
+    with db.session_scope() as s:  # as a new process does at start
+        batch_settle.restore_holds(s)
+    assert COUNTERS.held(org) == held
+
+    def finished() -> bool:
+        jobs.poll_batches()
+        gw.flush()
+        return all(result(gw, r).status_code == 200 for r in rids)
+
+    wait_for(finished, timeout=60)
+    assert COUNTERS.held(org) == 0
+    assert sum(len(gw.rows(request_id=r)) for r in rids) == 3
+
+
 def test_a_flush_that_fails_midway_gives_its_rows_back(agw, fake_openai_batches, monkeypatch):
     rids = [chat(agw, f"retry {i}", headers=DEFER).json()["id"] for i in range(3)]
     held = COUNTERS.holds.get(agw.org().id, 0)

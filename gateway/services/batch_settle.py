@@ -40,7 +40,7 @@ from gateway import db
 from gateway.errors import InvalidUpstreamResponse, UpstreamError
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, Principal, entities
-from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, LedgerEntry, utcnow
+from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, DeferredRequest, LedgerEntry, utcnow
 from gateway.providers.batch_api import TERMINAL, Outcome
 from gateway.routing.routes import ProviderInfo
 from gateway.services import batch_common as batches
@@ -73,9 +73,24 @@ def topup_hold(batch: Batch, part: BatchPart) -> Hold:
 
 
 def named_holds(session: Session, batch: Batch) -> list[tuple[Hold, str | None]]:
-    """Every hold the batch's row names: its own, and its parts' top-ups."""
+    """Every hold the batch's row names: its own, and its parts' top-ups. An arbitrage batch over
+    Redis is held by its requests' own shared holds (taken at their 202, still there after a
+    restart): those, by their ids, and a batch-wide hold only for what none of them covers."""
     parts = session.scalars(select(BatchPart).where(BatchPart.batch_id == batch.id, BatchPart.topup_micros > 0))
-    return [(batch_hold(batch), None)] + [(topup_hold(batch, p), None) for p in parts]
+    topups = [(topup_hold(batch, p), None) for p in parts]
+    if batch.mechanism != "batch_arbitrage" or isinstance(COUNTERS.backend, MemoryCounters):
+        return [(batch_hold(batch), None)] + topups
+    holds: list[tuple[Hold, str | None]] = []
+    for r in session.scalars(select(DeferredRequest).where(DeferredRequest.batch_id == batch.id,
+                                                           DeferredRequest.hold_ref.is_not(None))):
+        sender = Principal(key_id=r.key_id, org_id=r.org_id, org_name="", scope="inference", user_id=r.user_id,
+                           app_id=r.app_id)
+        holds.append((Hold(r.org_id, r.held_micros, entities(sender), ref=r.hold_ref, named=True), r.request_id))
+    rest = batch.held_micros - sum(h.micros for h, _ in holds)
+    if rest > 0:
+        holds.append((Hold(batch.org_id, rest, entities(owner(batch)), ref=batches.hold_ref(batch.public_id, rest),
+                           named=True), None))
+    return holds + topups
 
 
 def restore_holds(session: Session) -> None:
