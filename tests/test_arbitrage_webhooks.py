@@ -15,6 +15,7 @@ import hmac
 import orjson
 import pytest
 import requests
+import standardwebhooks
 from gevent.pywsgi import WSGIServer
 from sqlalchemy import select
 
@@ -162,6 +163,11 @@ def test_webhook_gets_the_signed_result_once_after_a_failure(wgw, fake_openai_ba
         expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         assert headers["x-gateway-signature"] == f"sha256={expected}"
         assert headers["x-gateway-webhook-id"] == rid
+        # the same delivery verifies with the Standard Webhooks reference library
+        assert standardwebhooks.Webhook(secret).verify(body, headers) == orjson.loads(body)
+        forged = {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) + 1)}
+        with pytest.raises(standardwebhooks.WebhookVerificationError):
+            standardwebhooks.Webhook(secret).verify(body, forged)
         got = orjson.loads(body)
         fetched = result(wgw, rid, key)
         assert got["id"] == rid and got["status"] == "succeeded" and got["status_code"] == 200

@@ -13,8 +13,10 @@ Delivery (`deliver_due`, the scheduler's `deliver_webhooks`, one worker per tick
 claim): every deferred request of an app whose result is in (its batch settled, or the request
 failed) is POSTed to the app's webhook URL as JSON (id, status, status_code, result, cost), with
 `X-Gateway-Signature: sha256=<hex HMAC-SHA256 of the body under the app's secret>` and
-`X-Gateway-Webhook-Id: <request id>`. A 2xx answer delivers it; anything else (an error status, a
-refused or unreachable address, a timeout) is retried from GATEWAY_WEBHOOK_RETRY_SECONDS, doubling,
+`X-Gateway-Webhook-Id: <request id>`, and the Standard Webhooks headers (`webhook-id`,
+`webhook-timestamp`, `webhook-signature: v1,<base64 HMAC of id.timestamp.body>`, whose signed
+timestamp lets a receiver refuse a replay). A 2xx answer delivers it; anything else (an error
+status, a refused or unreachable address, a timeout) is retried from GATEWAY_WEBHOOK_RETRY_SECONDS, doubling,
 up to GATEWAY_WEBHOOK_MAX_ATTEMPTS, then given up (`failed`). State lives on the deferred row, so
 retries survive restarts; each row is claimed (a lease) before its POST, so no two workers send it
 at once. Receivers should still dedupe on the webhook id: a worker that dies between the receiver's
@@ -24,6 +26,7 @@ at once. Receivers should still dedupe on the webhook id: a worker that dies bet
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -149,7 +152,8 @@ def set_deferral(session: Session, app: App, value: object, actor: str) -> int |
 
 
 def _new_secret(app: App, secret_key: str) -> str:
-    secret = "whsec_" + secrets.token_urlsafe(32)
+    # Standard Webhooks' form: whsec_ and 32 random bytes in base64 (its libraries decode it so)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     app.webhook_secret_enc = crypto.encrypt(_cipher(secret_key), secret, aad=_aad(app.id))
     return secret
 
@@ -202,6 +206,15 @@ def console_rotate(session: Session, actor: Actor, app_id: int, secret_key: str)
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def sign_standard(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """`webhook-signature` as Standard Webhooks (standardwebhooks.com) defines it: v1, then the
+    base64 HMAC-SHA256 of `id.timestamp.body` under the secret's bytes. The timestamp is signed,
+    so a receiver can refuse an old delivery replayed at it."""
+    key = base64.b64decode(secret.removeprefix("whsec_") + "==")  # as the reference libraries read it
+    mac = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
 
 
 def payload(found: arbitrage.Outcome) -> bytes:
@@ -298,8 +311,12 @@ def _deliver(r: DeferredRequest, now: datetime) -> int | None:
         return 0
     body = payload(found)
     attempt = r.webhook_attempts + 1
+    sent_at = int(time.time())
     headers = {"Content-Type": "application/json", "User-Agent": "gateway-webhooks", ID_HEADER: r.request_id,
-               SIGNATURE_HEADER: sign(secret, body), "X-Gateway-Webhook-Attempt": str(attempt)}
+               SIGNATURE_HEADER: sign(secret, body), "X-Gateway-Webhook-Attempt": str(attempt),
+               # the same delivery for Standard Webhooks verifiers (the id stays across retries)
+               "webhook-id": r.request_id, "webhook-timestamp": str(sent_at),
+               "webhook-signature": sign_standard(secret, r.request_id, sent_at, body)}
     error = post(app.webhook_url, body, headers, CONFIG.allow_private)
     if error is None:
         _record(r.id, webhook_state="delivered", webhook_attempts=attempt, webhook_next_at=None, webhook_error=None,
