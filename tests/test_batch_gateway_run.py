@@ -16,23 +16,13 @@ from gateway.pipeline import dispatch
 from gateway.services import batch_runner
 from gateway.stores.counters import COUNTERS
 from tests.conftest import wait_for
+from tests.test_batches import finish_here as finish
 from tests.test_batches import jsonl, line
 
 
 @pytest.fixture
 def rgw(gateway_factory, fake_openrouter):
     return gateway_factory(batch_poll_min_seconds=0, batch_poll_max_seconds=0, batch_concurrency=2)
-
-
-def finish(sdk, batch_id, rounds=10):
-    for _ in range(rounds):
-        for glet in list(batch_runner.RUNNING.values()):
-            glet.join(10)
-        jobs.poll_batches()
-        b = sdk.batches.retrieve(batch_id)
-        if b.status in ("completed", "failed", "cancelled", "expired"):
-            return b
-    raise AssertionError(b.status)
 
 
 def test_openrouter_batch_run_by_the_gateway(rgw, monkeypatch):
@@ -87,10 +77,11 @@ def test_anthropic_batch_on_an_openai_model_is_translated(rgw):
     assert result.result.message.content[0].text.startswith("Hello from fake")
 
 
-def test_cancel_stops_what_has_not_started(rgw, monkeypatch):
+def held_batch(rgw, monkeypatch, lines: int):
+    """A gateway-run batch of `lines` requests whose upstream calls wait for `gate`; returns
+    (sdk, the batch, gate, started: one entry per call begun)."""
     gate = gevent.event.Event()
     real = dispatch.call_route
-
     started = []
 
     def held(ctx, route, deadline=None):
@@ -101,8 +92,13 @@ def test_cancel_stops_what_has_not_started(rgw, monkeypatch):
     monkeypatch.setattr(dispatch, "call_route", held)
     sdk = rgw.sdk()
     f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line(f"r{i}", "openrouter-test/fake-gpt")
-                                                              for i in range(5)]))), purpose="batch")
+                                                              for i in range(lines)]))), purpose="batch")
     b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    return sdk, b, gate, started
+
+
+def test_cancel_stops_what_has_not_started(rgw, monkeypatch):
+    sdk, b, gate, started = held_batch(rgw, monkeypatch, 5)
     wait_for(lambda: len(started) == 2)  # two requests are running (batch_concurrency), the rest wait
     assert sdk.batches.cancel(b.id).status == "cancelling"
     gate.set()
@@ -136,21 +132,7 @@ def test_restart_resumes_the_pending_requests(rgw, monkeypatch):
     from gateway import boot
     from gateway.services import batch_settle
 
-    gate = gevent.event.Event()
-    real = dispatch.call_route
-
-    started = []
-
-    def held(ctx, route, deadline=None):
-        started.append(1)
-        gate.wait(10)
-        return real(ctx, route, deadline)
-
-    monkeypatch.setattr(dispatch, "call_route", held)
-    sdk = rgw.sdk()
-    f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line(f"r{i}", "openrouter-test/fake-gpt")
-                                                              for i in range(3)]))), purpose="batch")
-    b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    sdk, b, gate, started = held_batch(rgw, monkeypatch, 3)
     wait_for(lambda: started)  # the batch is running
     boot.stop_background(rgw.app)  # the runner is stopped mid-batch, its lease given up
     batch_settle.HOLDS.clear()
@@ -192,20 +174,7 @@ def test_requests_not_run_within_the_window_expire_uncharged(rgw, monkeypatch):
     from gateway import db
     from gateway.models import Batch
 
-    gate = gevent.event.Event()
-    real = dispatch.call_route
-    started = []
-
-    def held(ctx, route, deadline=None):
-        started.append(1)
-        gate.wait(10)
-        return real(ctx, route, deadline)
-
-    monkeypatch.setattr(dispatch, "call_route", held)
-    sdk = rgw.sdk()
-    f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line(f"r{i}", "openrouter-test/fake-gpt")
-                                                              for i in range(5)]))), purpose="batch")
-    b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    sdk, b, gate, started = held_batch(rgw, monkeypatch, 5)
     wait_for(lambda: len(started) == 2)  # two running (batch_concurrency), three waiting
     from gateway.models import utcnow
 
