@@ -18,6 +18,11 @@
         series.push({label: s[0], stroke: COLORS[i], width: 2, value: function (u, v) { return usd(v); }});
         values.push(data.totals[s[1]]);
       });
+    } else if (view === "batch") {  // batch rows alone (their spend and saving are in the totals too)
+      [["Batch charge", "charge_micros"], ["Batch saved", "saved_micros"]].forEach(function (s, i) {
+        series.push({label: s[0], stroke: COLORS[i + 3], width: 2, value: function (u, v) { return usd(v); }});
+        values.push(data.batch[s[1]]);
+      });
     } else {
       var groups = data[view] || {};
       var names = Object.keys(groups).sort(function (a, b) {

@@ -6,6 +6,7 @@ restart); the plan's batch permission; Idempotency-Key; hostile input and upstre
 from __future__ import annotations
 
 import io
+import re
 
 import openai
 import orjson
@@ -112,6 +113,16 @@ def test_submit_poll_results_at_batch_price(bgw, fake_openai_batches):
     listing = sdk.batches.list()
     validate(raw(bgw, "/batches"), "ListBatchesResponse")
     assert [b.id for b in listing.data] == [created.id]
+    # Home's cost trends show the batch's own spend and saving beside the totals that include them
+    from tests.test_console import login
+
+    bgw.flush()
+    session, home = login(bgw, bgw.admin_email, bgw.admin_password)
+    trends = orjson.loads(re.search(r'id="trend-data">(.*?)</script>', home.text, re.S).group(1))
+    assert sum(trends["batch"]["charge_micros"]) == charged
+    assert sum(trends["batch"]["saved_micros"]) == sum(r.saved_micros for r in rows) > 0
+    assert sum(trends["totals"]["charge_micros"]) >= charged
+    assert 'value="batch"' in home.text and 'id="trend-batch"' in home.text
 
 
 def test_cancel_charges_only_what_finished(bgw, fake_openai_batches):

@@ -32,7 +32,11 @@ MECHANISMS = ("exact_cache", "semantic_cache", "inflight_dedupe", "prompt_cache"
 # lifetime (requests = writes, input_tokens = tokens written, saved_micros = minus their premium,
 # which prompt_cache's saving already counted on the rows that wrote them).
 UNREAD_WRITES = "prompt_cache_unread_writes"
-NOTES = (UNREAD_WRITES,)
+# batch_spend: the batch rows' own sums (requests, tokens, benchmark, charge, saved), for the
+# console's batch spend beside the totals (which include them).
+BATCH_SPEND = "batch_spend"
+BATCH_ENDPOINTS = frozenset({"batches", "messages.batches"})  # the endpoints of batch rows
+NOTES = (UNREAD_WRITES, BATCH_SPEND)
 SUMS = ("requests", "errors", "input_tokens", "output_tokens", "benchmark_micros", "charge_micros",
         "saved_micros")
 HOUR = timedelta(hours=1)
@@ -77,9 +81,15 @@ def rollup(rows: list[dict], grouped: dict[tuple, list[int]] | None = None) -> l
     parts: dict[tuple, dict] = {}
     for row in rows:
         mechanisms, unread = row.get("saved_mechanisms"), row.get("unread_writes")
-        if not mechanisms and not unread:
+        batch = row["endpoint"] in BATCH_ENDPOINTS
+        if not mechanisms and not unread and not batch:
             continue
         base = (row["org_id"], row["created_at"].replace(minute=0, second=0, microsecond=0), row["requested_model"])
+        if batch:
+            spend = parts.setdefault((*base, BATCH_SPEND), dict.fromkeys(SUMS, 0))
+            spend["requests"] += 1
+            for name in SUMS[2:]:
+                spend[name] += row[name]
         for mechanism, micros in (mechanisms or {}).items():
             part = parts.setdefault((*base, mechanism), dict.fromkeys(SUMS, 0))
             part["requests"] += 1

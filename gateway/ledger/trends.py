@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.ledger.rollups import PROVIDER, SUMS, window
+from gateway.ledger.rollups import BATCH_SPEND, PROVIDER, SUMS, window
 from gateway.models import App, ErrorReport, Org, PartyDayRollup, PartyRollup, Provider, UsageRollup, User
 
 MONEY = ("benchmark_micros", "charge_micros", "saved_micros")
@@ -34,10 +34,11 @@ class Trends:
     totals: dict[str, list[int]]  # money field -> one value per day
     by_model: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # model -> field -> per day
     by_provider: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    batch: dict[str, list[int]] = field(default_factory=dict)  # batch rows' own: money field -> per day
 
     def as_json(self) -> dict[str, Any]:
         return {"days": [calendar.timegm(d.timetuple()) for d in self.days], "totals": self.totals,
-                "by_model": self.by_model, "by_provider": self.by_provider}
+                "by_model": self.by_model, "by_provider": self.by_provider, "batch": self.batch}
 
     def sums(self, group: dict[str, dict[str, list[int]]]) -> list[tuple[str, dict[str, int]]]:
         """(name, field -> sum over the days), the biggest benchmark first."""
@@ -51,20 +52,26 @@ def _empty(n: int) -> dict[str, list[int]]:
 
 def cost_trends(session: Session, org_ids: Iterable[int] | None, now: datetime, days: int = 7) -> Trends:
     """Benchmark, charge and saved per UTC day over the last `days` days (today included), in total,
-    per requested model (usage_rollup) and per serving provider (party_day_rollup)."""
+    per requested model (usage_rollup), per serving provider (party_day_rollup), and of the batch
+    rows alone (their `batch_spend` note: batch and arbitrage spend and what they saved)."""
     first = day_of(now) - timedelta(days=days - 1)
     end = day_of(now) + timedelta(days=1)
     day_list = [first + timedelta(days=i) for i in range(days)]
     index = {d: i for i, d in enumerate(day_list)}
     orgs = None if org_ids is None else list(org_ids)
-    out = Trends(day_list, _empty(days))
+    out = Trends(day_list, _empty(days), batch=_empty(days))
     U = UsageRollup
-    q = (select(U.hour, U.model, *(func.sum(getattr(U, f)) for f in MONEY))
-         .where(U.hour >= first, U.hour < end, U.mechanism == "").group_by(U.hour, U.model))
+    q = (select(U.hour, U.model, U.mechanism, *(func.sum(getattr(U, f)) for f in MONEY))
+         .where(U.hour >= first, U.hour < end, U.mechanism.in_(("", BATCH_SPEND)))
+         .group_by(U.hour, U.model, U.mechanism))
     if orgs is not None:
         q = q.where(U.org_id.in_(orgs))
-    for hour, model, *values in session.execute(q):
+    for hour, model, mechanism, *values in session.execute(q):
         i = index[day_of(hour)]
+        if mechanism == BATCH_SPEND:  # already in the totals: shown beside them
+            for f, v in zip(MONEY, values, strict=True):
+                out.batch[f][i] += int(v or 0)
+            continue
         line = out.by_model.setdefault(model or "(none)", _empty(days))
         for f, v in zip(MONEY, values, strict=True):
             out.totals[f][i] += int(v or 0)
