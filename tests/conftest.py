@@ -708,6 +708,10 @@ def faulty_upstream():
     fake.pool = server.pool
     yield fake
     fake.release()
+    from gateway.providers import http
+
+    for base_url in [u for u in http._pools if u.startswith(fake.url)]:  # the gateway's kept-alive
+        http.forget(base_url)  # connections: otherwise their handlers wait out the stop's timeout
     server.stop(timeout=2)
 
 
