@@ -30,6 +30,20 @@ from gateway.models import LedgerEntry, Org  # noqa: E402
 from gateway.services import tenancy  # noqa: E402
 from tests.fakes import FakeOpenAI, serve  # noqa: E402
 
+
+def _one_client_ssl_context() -> None:
+    """The OpenAI and Anthropic SDK clients the tests make (several per test) each loaded the system's
+    CA bundle into a new SSL context, ~20 ms and nearly all of a client's construction: they share one,
+    built the same way (the environment it reads does not change during a session). Each client keeps
+    its own connections; the gateway's own upstream connections (urllib3) are not concerned."""
+    import functools
+
+    import httpcore2
+
+    httpcore2.default_ssl_context = functools.lru_cache(maxsize=None)(httpcore2.default_ssl_context)
+
+
+_one_client_ssl_context()
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_KEY = "sk-upstream-test"
 # The test catalog's prices are high ($1000-$15000 per Mtok, so that charges show in whole micros) and
