@@ -19,7 +19,7 @@ from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
 from gateway.routing import shared_health
 from gateway.routing.health import HEALTH
-from gateway.services import arbitrage, batch_runner, batch_settle, batches, budgets, tenancy
+from gateway.services import arbitrage, batch_runner, batch_settle, batches, budgets, tenancy, webhooks
 from gateway.stores import byok as byok_store  # noqa: F401  (listens for byok changes before the first load)
 from gateway.stores import counters, shared, shared_bus
 from gateway.stores import exact_cache as cache_store
@@ -73,9 +73,9 @@ def prepare(app: Flask) -> FirstRun | None:
 def connect_shared(settings) -> None:
     """With GATEWAY_REDIS_URL, holds, budgets, rate limits and breakers are shared by every worker."""
     shared.configure(settings.redis_url)
-    if settings.redis_url and not isinstance(COUNTERS.backend, RedisCounters):
+    if settings.redis_url:  # a fresh client state for this start (its scripts, its fallback's holds)
         counters.use(RedisCounters(settings.workers))
-    elif not settings.redis_url and isinstance(COUNTERS.backend, RedisCounters):
+    elif isinstance(COUNTERS.backend, RedisCounters):
         counters.use(MemoryCounters())
     shared_health.install(HEALTH)
 
@@ -101,6 +101,7 @@ def start_background(app: Flask) -> None:
     """Load the in-memory maps and the tokenizer, then start the ledger writer and the scheduler."""
     tokens.load()  # once, here: a request that needs a count never waits for it
     batches.configure(app.extensions["settings"])
+    webhooks.configure(app.extensions["settings"])
     connect_shared(app.extensions["settings"])
     with db.session_scope() as session:
         MEMO.load_all(session)
@@ -109,6 +110,7 @@ def start_background(app: Flask) -> None:
         gate.ALERTED.clear()
         budgets.seed_spend(session, COUNTERS)
         batch_settle.restore_holds(session)  # open batches hold their worst case across restarts
+        arbitrage.restore(session)  # so do deferred requests not yet in a batch
         cache_store.STORE.load(session)  # the exact cache, back in memory
         idempotency_store.STORE.load(session)  # idempotency records, back in memory
         idempotency_store.STORE.lookup = idempotency_store.lookup_stored  # and other workers' records
@@ -133,6 +135,6 @@ def start_background(app: Flask) -> None:
 def stop_background(app: Flask) -> None:
     shared_bus.stop()
     jobs.stop()
-    arbitrage.stop()  # deferred requests go out in their batch before the writer stops
+    arbitrage.stop()  # deferred requests stay queued in the database for the next process
     batch_runner.stop()
     WRITER.stop()

@@ -1,5 +1,5 @@
 """Scheduler: periodic housekeeping (retention, idempotency records, expired conversations), batch
-polling and the daily reconciliation.
+polling, the webhooks of deferred results and the daily reconciliation.
 
 Every worker runs the scheduler; each tick of each job runs once across all of them: the first
 worker to insert the (job, tick) row into `job_run` runs it, the others find the row and skip. The
@@ -77,18 +77,28 @@ def prune_content_log() -> None:
 
 
 def poll_batches() -> None:
-    """Open provider batches polled (each part on its own backoff); finished batches settled."""
-    from gateway.services import batch_settle
+    """Parts stored but never submitted (their process stopped) submitted; open provider batches
+    polled (each part on its own backoff); finished batches settled."""
+    from gateway.services import batch_settle, batch_submit
 
+    batch_submit.recover_due()
     batch_settle.poll_due()
 
 
+def deliver_webhooks() -> None:
+    """Deferred results POSTed to their apps' webhooks; failed deliveries retried with backoff."""
+    from gateway.services import webhooks
+
+    webhooks.deliver_due()
+
+
 def prune_batches() -> None:
-    """Batch files and results past their retention."""
-    from gateway.services import batch_settle
+    """Batch files and results past their retention, and the deferred requests they answered."""
+    from gateway.services import arbitrage, batch_settle
 
     with db.write_lock, db.session_scope() as session:
         batch_settle.prune(session, utcnow())
+        arbitrage.prune(session, utcnow())
 
 
 def prune_job_runs() -> None:
@@ -118,7 +128,8 @@ def once(job, every_seconds: int):
 
 # (job, interval in seconds): each runs once per interval across every worker.
 SCHEDULE = [(prune_change_events, 3600), (prune_expired_savings, 900), (prune_idempotency_records, 3600),
-            (prune_job_runs, 86400), (poll_batches, 5), (prune_batches, 3600), (prune_content_log, 3600)]
+            (prune_job_runs, 86400), (poll_batches, 5), (deliver_webhooks, 5), (prune_batches, 3600),
+            (prune_content_log, 3600)]
 
 
 def init_app(app: Flask) -> None:

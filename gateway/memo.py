@@ -60,6 +60,17 @@ class Principal:
     key_name: str = ""
     user_id: int | None = None
     app_id: int | None = None
+    # What the caller's spend counts against (see entities()): asked on every request, built once.
+    spends: tuple[tuple[str, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        out: list[tuple[str, int]] = [("org", self.org_id)]
+        if self.user_id is not None:
+            out.append(("user", self.user_id))
+        if self.app_id is not None:
+            out.append(("app", self.app_id))
+        out.append(("key", self.key_id))
+        object.__setattr__(self, "spends", tuple(out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +198,7 @@ class Memo:
         self.committed: dict[int, int] = {}
         self.uncommitted: dict[int, int] = {}
         self.dlp: dict[tuple[int, int | None], Any] = {}  # (org, app|None) -> gateway.dlp.engine.Policy
+        self.app_deferral: dict[int, int] = {}  # app -> its default x-gateway-deadline (apps with one)
         self.last_event_id = 0
         self.gaps: dict[int, float] = {}  # change-event ids skipped over, still awaited -> when first missed
         self.loaded = False
@@ -370,6 +382,8 @@ class Memo:
             k.digest: Principal(k.id, k.org_id, self.org_names.get(k.org_id, ""), k.scope, k.name, k.user_id, k.app_id)
             for k in rows
         }
+        self.app_deferral = dict(session.execute(select(App.id, App.arbitrage_deadline_seconds).where(
+            App.arbitrage_deadline_seconds.is_not(None))).tuples().all())
 
     def _load_catalog(self, session: Session) -> None:
         providers = {p.id: self._provider_info(p) for p in session.scalars(select(Provider)).all()}
@@ -426,18 +440,12 @@ class Memo:
         elif p.api_key_env:
             api_key = environ_value(p.api_key_env)
         return ProviderInfo(p.id, p.name, p.kind, p.base_url.rstrip("/"), api_key, p.enabled, p.responses_api,
-                            bool(p.allow_private))
+                            bool(p.allow_private), p.batch_api)
 
 
 def entities(principal: Principal) -> tuple[tuple[str, int], ...]:
     """What a caller's spend counts against: its org, and its user, app and key."""
-    out: list[tuple[str, int]] = [("org", principal.org_id)]
-    if principal.user_id is not None:
-        out.append(("user", principal.user_id))
-    if principal.app_id is not None:
-        out.append(("app", principal.app_id))
-    out.append(("key", principal.key_id))
-    return tuple(out)
+    return principal.spends
 
 
 def announce(session: Session, *topics: str) -> None:

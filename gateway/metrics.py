@@ -49,32 +49,50 @@ RETRIES = Counter("gateway_upstream_retries", "Upstream attempts beyond the firs
 
 
 def observe(rows: Iterable[dict[str, Any]]) -> None:
-    """Count ledger rows (the writer's fresh batches): counter increments are summed per label set
-    first, so a batch costs one increment per distinct label set, not one per row."""
+    """Count ledger rows (the writer's fresh batches). Rows are summed per label set first (most of
+    a batch shares a few), so a batch costs one increment per distinct label set, not one per row."""
     try:
-        counts: dict[tuple, float] = defaultdict(float)
-        seconds: dict[tuple, list[float]] = defaultdict(list)
+        groups: dict[tuple, list] = {}
         for row in rows:
-            model, provider, endpoint = row.get("model") or "", row.get("provider") or "", row["endpoint"]
-            counts[(REQUESTS, endpoint, model, provider, str(row["status"]), row.get("cache") or "miss")] += 1
-            timing = (endpoint, model, provider)
-            seconds[(LATENCY, timing)].append((row.get("latency_ms") or 0) / 1000)
-            if row.get("ttfb_ms") is not None:
-                seconds[(TTFB, timing)].append(row["ttfb_ms"] / 1000)
-            for direction, field in (("input", "input_tokens"), ("output", "output_tokens"),
-                                     ("cached", "cached_tokens")):
-                if row.get(field):
-                    counts[(TOKENS, model, provider, direction)] += row[field]
-            for kind, field in (("charge", "charge_micros"), ("benchmark", "benchmark_micros"),
-                                ("saved", "saved_micros")):
-                if value := row.get(field):
+            key = (row["endpoint"], row.get("model") or "", row.get("provider") or "", row["status"],
+                   row.get("cache") or "miss", row.get("error_type"), row.get("attempts") or 0)
+            g = groups.get(key)
+            if g is None:
+                # requests, input, output, cached tokens, then USD micros: charge, benchmark, saved as
+                # (positive, negative) pairs; latencies, times to first byte (seconds)
+                g = groups[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, [], []]
+            g[0] += 1
+            g[1] += row.get("input_tokens") or 0
+            g[2] += row.get("output_tokens") or 0
+            g[3] += row.get("cached_tokens") or 0
+            for i, value in ((4, row.get("charge_micros")), (6, row.get("benchmark_micros")),
+                             (8, row.get("saved_micros"))):
+                if value:
                     # a counter only grows: a row that saved less than nothing (a cache write never
                     # read, a verifier's cost, a dearer fallback) counts under kind "saved_negative"
-                    counts[(USD, model, kind if value > 0 else kind + "_negative")] += abs(value) / 1_000_000
-            if row.get("error_type"):
-                counts[(UPSTREAM_ERRORS, provider, row["error_type"])] += 1
-            if (row.get("attempts") or 0) > 1:
-                counts[(RETRIES, provider)] += row["attempts"] - 1
+                    g[i if value > 0 else i + 1] += abs(value)
+            g[10].append((row.get("latency_ms") or 0) / 1000)
+            if row.get("ttfb_ms") is not None:
+                g[11].append(row["ttfb_ms"] / 1000)
+        counts: dict[tuple, float] = defaultdict(float)
+        seconds: dict[tuple, list[float]] = defaultdict(list)
+        for (endpoint, model, provider, status, cache, error_type, attempts), g in groups.items():
+            counts[(REQUESTS, endpoint, model, provider, str(status), cache)] += g[0]
+            for direction, n in (("input", g[1]), ("output", g[2]), ("cached", g[3])):
+                if n:
+                    counts[(TOKENS, model, provider, direction)] += n
+            for i, kind in ((4, "charge"), (6, "benchmark"), (8, "saved")):
+                if g[i]:
+                    counts[(USD, model, kind)] += g[i] / 1_000_000
+                if g[i + 1]:
+                    counts[(USD, model, kind + "_negative")] += g[i + 1] / 1_000_000
+            if error_type:
+                counts[(UPSTREAM_ERRORS, provider, error_type)] += g[0]
+            if attempts > 1:
+                counts[(RETRIES, provider)] += (attempts - 1) * g[0]
+            seconds[(LATENCY, (endpoint, model, provider))] += g[10]
+            if g[11]:
+                seconds[(TTFB, (endpoint, model, provider))] += g[11]
         for (metric, *labels), amount in counts.items():
             _child(metric, tuple(labels)).inc(amount)
         for (metric, labels), values in seconds.items():

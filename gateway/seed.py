@@ -78,6 +78,7 @@ SAVINGS = {layer: F({"enabled": F(bool), **knobs}) for layer, knobs in SAVINGS_L
 MODEL = {"slug": F(str, True), "routes": F([ROUTE], True), "context_window": F(int), "max_output_tokens": F(int)}
 PROVIDER = {"name": F(str, True), "kind": F(str, True), "base_url": F(str, True), "api_key": F(str),
             "api_key_env": F(str), "enabled": F(bool), "responses_api": F(bool), "allow_private": F(bool),
+            "batch_api": F(bool),
             # the provider's admin (usage and cost report) key, for reconciliation
             "admin_api_key": F(str), "admin_api_key_env": F(str)}
 RECONCILIATION = {"drift_threshold_percent": F("number")}
@@ -231,6 +232,7 @@ def apply(session: Session, config: dict[str, Any], secret_key: str) -> None:
         p.kind, p.base_url = spec["kind"], spec["base_url"].rstrip("/")
         p.enabled = spec.get("enabled", True)
         p.responses_api = spec.get("responses_api")
+        p.batch_api = spec.get("batch_api")
         p.allow_private = spec.get("allow_private", False)
         if "api_key" in spec:
             p.api_key_enc, p.api_key_env = crypto.encrypt(cipher, spec["api_key"], aad=p.name.encode()), None

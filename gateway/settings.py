@@ -49,7 +49,7 @@ class Settings:
     sync_interval: float = 0.25
     ledger_batch_size: int = 500
     # The writer writes at least every sync_interval, and at once when this many rows are queued.
-    ledger_flush_rows: int = 200
+    ledger_flush_rows: int = 500
     # On SIGTERM/SIGINT, how long requests in flight may run before they are ended (GATEWAY_DRAIN_SECONDS).
     drain_seconds: float = 30.0
     login_max_failures: int = 5
@@ -76,6 +76,12 @@ class Settings:
     batch_arbitrage_min_seconds: float = 86400.0
     batch_arbitrage_max_requests: int = 1000
     batch_arbitrage_max_age_seconds: float = 60.0
+    # Webhooks of deferred results: loopback and private addresses refused unless allowed
+    # (GATEWAY_WEBHOOK_ALLOW_PRIVATE); failed deliveries retried from this many seconds, doubling,
+    # at most this many attempts.
+    webhook_allow_private: bool = False
+    webhook_retry_seconds: float = 30.0
+    webhook_max_attempts: int = 8
     # OpenTelemetry traces over OTLP/HTTP to this base URL (`/v1/traces` is added); unset: tracing off
     otel_endpoint: str | None = None
     otel_service_name: str = "gateway"
@@ -136,6 +142,14 @@ class Settings:
                      "batch_arbitrage_max_requests"):
             if env.get(f"GATEWAY_{name.upper()}"):
                 values[name] = max(1, _count(f"GATEWAY_{name.upper()}", env[f"GATEWAY_{name.upper()}"]))
+        if env.get("GATEWAY_WEBHOOK_ALLOW_PRIVATE"):
+            values["webhook_allow_private"] = env["GATEWAY_WEBHOOK_ALLOW_PRIVATE"].strip().lower() in (
+                "1", "true", "yes", "on")
+        if env.get("GATEWAY_WEBHOOK_RETRY_SECONDS"):
+            values["webhook_retry_seconds"] = max(0.0, float(env["GATEWAY_WEBHOOK_RETRY_SECONDS"]))
+        if env.get("GATEWAY_WEBHOOK_MAX_ATTEMPTS"):
+            values["webhook_max_attempts"] = max(1, _count("GATEWAY_WEBHOOK_MAX_ATTEMPTS",
+                                                           env["GATEWAY_WEBHOOK_MAX_ATTEMPTS"]))
         if env.get("GATEWAY_DRAIN_SECONDS"):
             values["drain_seconds"] = max(0.0, float(env["GATEWAY_DRAIN_SECONDS"]))
         known = {f.name for f in fields(cls)}

@@ -451,12 +451,12 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
 # Slugs `batch-test/<behaviour>` on provider `fakebatch` (kind openai), alias `batchy`; present only for
 # tests that use the `fake_openai_batches` fixture.
 BATCH_UPSTREAM_KEY = "sk-upstream-batch"
-BATCH_BEHAVIOURS = ["gpt-batch", "error-400", "batch-expire", "batch-invalid"]
+BATCH_BEHAVIOURS = ["gpt-batch", "gpt-batch-cached", "error-400", "batch-expire", "batch-invalid"]
 
 
 def add_openai_batches(config: dict, url: str) -> None:
     config["providers"].append({"name": "fakebatch", "kind": "openai", "base_url": url, "allow_private": True,
-                                "api_key": BATCH_UPSTREAM_KEY})
+                                "api_key": BATCH_UPSTREAM_KEY, "batch_api": True})
     config["models"] += [{"slug": f"batch-test/{b}", "context_window": 8192, "max_output_tokens": 100,
                           "routes": [{"provider": "fakebatch", "upstream_model": b, **PRICES}]}
                          for b in BATCH_BEHAVIOURS]
@@ -478,11 +478,12 @@ ANTHROPIC_BATCH_UPSTREAM_KEY = "sk-ant-upstream-batch"
 def add_anthropic_batches(config: dict, url: str) -> None:
     """Slugs `abatch-test/<behaviour>` on provider `fakeanthropicbatch` (kind anthropic)."""
     config["providers"].append({"name": "fakeanthropicbatch", "kind": "anthropic", "base_url": url,
-                                "allow_private": True, "api_key": ANTHROPIC_BATCH_UPSTREAM_KEY})
+                                "allow_private": True, "api_key": ANTHROPIC_BATCH_UPSTREAM_KEY, "batch_api": True})
     config["models"] += [{"slug": f"abatch-test/{b}", "context_window": 200000, "max_output_tokens": 1024,
                           "routes": [{"provider": "fakeanthropicbatch", "upstream_model": b,
-                                      "input_per_mtok": 3000, "output_per_mtok": 15000}]}
-                         for b in ("claude-batch", "error-400", "batch-expire")]
+                                      "input_per_mtok": 3000, "output_per_mtok": 15000,
+                                      "cached_input_per_mtok": 300}]}
+                         for b in ("claude-batch", "claude-batch-cached", "error-400", "batch-expire")]
 
 
 @pytest.fixture(scope="session")

@@ -181,3 +181,66 @@ def test_embeddings_batch_run_by_the_gateway(rgw):
         g = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line("x")]))), purpose="batch")
         sdk.batches.create(input_file_id=g.id, endpoint="/v1/embeddings", completion_window="24h")
     assert "does not match the batch's endpoint" in str(err.value)
+
+
+def test_requests_not_run_within_the_window_expire_uncharged(rgw, monkeypatch):
+    """The gateway's own batch honours completion_window: what is running when the window ends
+    finishes and is charged; what has not started is `expired`, not charged; the batch is `expired`
+    with OpenAI's shape (expired_at, request_counts) and an error file of `batch_expired` lines."""
+    from sqlalchemy import select
+
+    from gateway import db
+    from gateway.models import Batch
+
+    gate = gevent.event.Event()
+    real = dispatch.call_route
+    started = []
+
+    def held(ctx, route, deadline=None):
+        started.append(1)
+        gate.wait(10)
+        return real(ctx, route, deadline)
+
+    monkeypatch.setattr(dispatch, "call_route", held)
+    sdk = rgw.sdk()
+    f = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl([line(f"r{i}", "openrouter-test/fake-gpt")
+                                                              for i in range(5)]))), purpose="batch")
+    b = sdk.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_for(lambda: len(started) == 2)  # two running (batch_concurrency), three waiting
+    from gateway.models import utcnow
+
+    with db.write_lock, db.session_scope() as s:  # the 24 hours are over
+        s.scalar(select(Batch).where(Batch.public_id == b.id)).expires_at = utcnow()
+    gate.set()
+    done = finish(sdk, b.id)
+    assert done.status == "expired" and done.expired_at is not None and done.expires_at is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (5, 2, 3)
+    assert len(started) == 2
+    errs = [orjson.loads(x) for x in sdk.files.content(done.error_file_id).content.splitlines()]
+    assert {e["error"]["code"] for e in errs} == {"batch_expired"} and len(errs) == 3
+    rows = rgw.rows(endpoint="batches")
+    assert len(rows) == 2  # only what ran
+    assert COUNTERS.holds.get(rgw.org().id, 0) == 0
+
+
+def test_message_batch_past_its_window_has_expired_results(rgw, monkeypatch):
+    """A short window (the config object's test-only override): nothing starts, every request's
+    result type is `expired`, nothing is charged."""
+    from gateway.services.batch_common import CONFIG
+
+    monkeypatch.setattr(CONFIG, "window_seconds", 0)
+    c = anthropic.Anthropic(base_url=rgw.url, api_key=rgw.api_key, max_retries=0)
+    b = c.messages.batches.create(requests=[{"custom_id": f"x{i}", "params": {
+        "model": "openrouter-test/fake-gpt", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}}
+        for i in range(2)])
+    for _ in range(5):
+        for glet in list(batch_runner.RUNNING.values()):
+            glet.join(10)
+        jobs.poll_batches()
+        b = c.messages.batches.retrieve(b.id)
+        if b.processing_status == "ended":
+            break
+    assert b.processing_status == "ended" and b.request_counts.expired == 2 and b.request_counts.succeeded == 0
+    assert {r.result.type for r in c.messages.batches.results(b.id)} == {"expired"}
+    assert rgw.rows(endpoint="messages.batches") == []
+    assert COUNTERS.holds.get(rgw.org().id, 0) == 0

@@ -191,11 +191,88 @@ def test_upstream_create_500_fails_the_batch_without_charge(bgw, fake_openai_bat
     assert bgw.rows(endpoint="batches") == []
 
 
-def test_provider_without_batch_endpoints_fails_the_batch(bgw, fake_openai):
-    # `fake` speaks chat completions only: its 404 on /files fails the batch, with nothing charged
-    b = submit(bgw.sdk(), [line("a", "test/fake-gpt")])
-    assert b.status == "failed" and "fake:" in b.errors.data[0].message
-    assert held(bgw.org().id) == 0 and bgw.rows(endpoint="batches") == []
+def finish_here(sdk, batch_id: str):
+    """Poll until done, letting the gateway's own runs finish between ticks."""
+    from gateway.services import batch_runner
+
+    for _ in range(10):
+        for glet in list(batch_runner.RUNNING.values()):
+            glet.join(10)
+        jobs.poll_batches()
+        b = sdk.batches.retrieve(batch_id)
+        if b.status in ("completed", "failed", "expired", "cancelled"):
+            return b
+    raise AssertionError(b.status)
+
+
+def test_openai_kind_provider_elsewhere_is_run_by_the_gateway(bgw, fake_openai):
+    # `fake` is OpenAI-kind on another address, batch_api undeclared: no batch API is assumed, so
+    # the gateway runs the batch without asking it for /files or /batches, at the normal price
+    fake_openai.reset()
+    sdk = bgw.sdk()
+    b = submit(sdk, [line("a", "test/fake-gpt"), line("b", "test/fake-gpt")])
+    done = finish_here(sdk, b.id)
+    assert done.status == "completed" and done.request_counts.completed == 2
+    assert {r["path"] for r in fake_openai.requests} == {"/v1/chat/completions"}
+    rows = bgw.rows(endpoint="batches")
+    assert len(rows) == 2 and all(r.charge_micros == r.benchmark_micros for r in rows)
+    assert held(bgw.org().id) == 0
+
+
+def declare_batch_api(gw, base_url: str, status_note: str = "") -> None:
+    """A provider that says it has a batch API (batch_api: true) at `base_url`, model `declared/fake-gpt`."""
+    config = yaml.safe_load(gw.config_path.read_text())
+    config["providers"].append({"name": "declared", "kind": "openai", "base_url": base_url, "api_key": "sk-upstream-test",
+                                "allow_private": True, "batch_api": True})
+    config["models"].append({"slug": "declared/fake-gpt", "routes": [
+        {"provider": "declared", "upstream_model": "fake-gpt", "input_per_mtok": 1000, "output_per_mtok": 2000}]})
+    gw.config_path.write_text(yaml.safe_dump(config))
+    with db.write_lock, db.session_scope() as s:
+        seed.apply(s, seed.load_file(gw.config_path), "test-secret")
+    gw.flush()
+
+
+def test_declared_batch_api_that_answers_404_falls_back_to_the_gateway(bgw, fake_openai, caplog):
+    # `declared` says it has a batch API, but it is the chat-only fake: its 404 on /files moves the
+    # part to the gateway's own run (logged), never a failure for the client
+    declare_batch_api(bgw, fake_openai.url)
+    fake_openai.reset()
+    sdk = bgw.sdk()
+    b = submit(sdk, [line("a", "declared/fake-gpt"), line("b", "declared/fake-gpt"), line("c")])
+    assert b.status in ("validating", "in_progress")
+    assert any("has no batch API" in r.getMessage() for r in caplog.records)
+    done = finish_here(sdk, b.id)
+    assert done.status == "completed" and done.request_counts.completed == 3 and not done.errors
+    assert [r["path"] for r in fake_openai.requests].count("/v1/chat/completions") == 2
+    rows = {r.requested_model: r for r in bgw.rows(endpoint="batches")}
+    assert rows["declared/fake-gpt"].charge_micros == rows["declared/fake-gpt"].benchmark_micros  # normal price
+    assert rows["batchy"].charge_micros < rows["batchy"].benchmark_micros  # the real batch API: batch price
+    assert held(bgw.org().id) == 0
+
+
+def test_fallback_the_org_cannot_afford_fails_only_that_part(bgw, fake_openai):
+    declare_batch_api(bgw, fake_openai.url)
+    org = bgw.new_org("tight", usd=0.1)
+    sdk = bgw.sdk(bgw.new_key("tight"))
+    b = submit(sdk, [line("a", "declared/fake-gpt", max_tokens=60)])  # fits at half price, not at full
+    assert b.status == "failed" and "cannot cover" in b.errors.data[0].message
+    assert held(org.id) == 0 and bgw.rows(endpoint="batches", org_id=org.id) == []
+
+
+def test_has_batch_api_follows_the_catalog():
+    from gateway.providers.batch_api import has_batch_api
+    from gateway.routing.routes import ProviderInfo
+
+    def p(kind, url, declared=None):
+        return ProviderInfo(1, "p", kind, url, None, batch_api=declared)
+
+    assert has_batch_api(p("openai", "https://api.openai.com/v1"))
+    assert has_batch_api(p("anthropic", "https://api.anthropic.com"))
+    assert not has_batch_api(p("openai", "http://vllm.internal:8000/v1"))
+    assert has_batch_api(p("openai", "http://vllm.internal:8000/v1", True))
+    assert not has_batch_api(p("openai", "https://api.openai.com/v1", False))
+    for kind in ("openrouter", "ollama", "gemini", "bedrock"):
+        assert not has_batch_api(p(kind, "https://openrouter.ai/api/v1", True))
 
 
 def test_malformed_results_fail_without_charge(bgw, fake_openai_batches):
@@ -328,8 +405,11 @@ def test_polling_backs_off_to_the_cap(gateway_factory, fake_openai_batches):
     from gateway.models import BatchPart
 
     gw = gateway_factory(batch_poll_min_seconds=1, batch_poll_max_seconds=4)
-    fake_openai_batches.hold = True  # the provider keeps it in progress
     b = submit(gw.sdk(), [line("a")])
+    with db.write_lock, db.session_scope() as s:
+        s.scalar(select(BatchPart)).next_poll_at = None  # due now
+    jobs.poll_batches()  # validating -> in_progress
+    fake_openai_batches.hold = True  # and there it stays, for good
     seen = []
     for _ in range(4):
         with db.write_lock, db.session_scope() as s:
@@ -338,8 +418,8 @@ def test_polling_backs_off_to_the_cap(gateway_factory, fake_openai_batches):
         jobs.poll_batches()
         with db.session_scope() as s:
             seen.append(s.scalar(select(BatchPart.poll_seconds)))
-    assert seen == [2, 4, 4, 4]
-    assert gw.sdk().batches.retrieve(b.id).status == "validating"
+    assert seen == [4, 4, 4, 4]
+    assert gw.sdk().batches.retrieve(b.id).status == "in_progress"
 
 
 def test_files_list_and_delete_within_the_org(bgw):
@@ -388,3 +468,57 @@ def test_files_and_results_are_stored_compressed(bgw):
     for f in files:
         assert len(f.content_z) < f.bytes and zlib.decompress(f.content_z)[:1] == b"{"
     assert all(orjson.loads(zlib.decompress(r))["status_code"] == 200 for r in results)
+
+
+def test_provider_caching_is_in_the_benchmark_not_a_prompt_cache_saving(bgw):
+    """As on the synchronous path (ledger/attribution.py): the provider's own caching is part of the
+    benchmark, the batch discount is `batch`'s, and the shares sum exactly to the row's saved."""
+    sdk = bgw.sdk()
+    long = "the same long preamble again and again " * 40
+    b = submit(sdk, [line("c", "batch-test/gpt-batch-cached", text=long), line("p", text=long)])
+    assert poll_until(sdk, b.id).status == "completed"
+    rows = {r.requested_model: r for r in bgw.rows(endpoint="batches")}
+    cached, plain = rows["batch-test/gpt-batch-cached"], rows["batchy"]
+    assert cached.cached_tokens > 0 and plain.cached_tokens == 0
+    for r in (cached, plain):
+        uncached = r.input_tokens - r.cached_tokens
+        full = (uncached * PRICES_IN * 1_000_000 + r.cached_tokens * 250 * 1_000_000
+                + r.output_tokens * PRICES_OUT * 1_000_000 + 500_000) // 1_000_000
+        assert r.benchmark_micros == full  # with the provider's caching, as the request would cost directly
+        assert r.charge_micros == (full * 50 + 99) // 100
+        shares = dict(kv.split("=") for kv in r.saved_by.split(","))
+        assert set(shares) == {"batch"}  # no prompt_cache: the gateway placed no breakpoint
+        assert sum(map(int, shares.values())) == r.saved_micros == r.benchmark_micros - r.charge_micros
+
+
+def test_results_with_bad_lines_charge_what_can_be_read(bgw, fake_openai_batches):
+    """A line that is not JSON, one of the wrong shape and a result for a custom_id nobody sent are
+    passed over; a success whose usage is wrong-typed is charged on estimated counts (flagged)."""
+    fake_openai_batches.garbage = True
+    sdk = bgw.sdk()
+    b = submit(sdk, [line("a"), line("b")])
+    done = poll_until(sdk, b.id)
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 0)
+    out = [orjson.loads(x) for x in sdk.files.content(done.output_file_id).content.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == ["a", "b"]
+    rows = bgw.rows(endpoint="batches")
+    assert len(rows) == 2 and len({r.request_id for r in rows}) == 2
+    (estimated,) = [r for r in rows if r.usage_estimated]
+    assert estimated.input_tokens > 0 and estimated.output_tokens > 0 and estimated.charge_micros > 0
+    assert all(r.saved_micros == r.benchmark_micros - r.charge_micros for r in rows)
+    assert held(bgw.org().id) == 0
+
+
+def test_a_reset_during_the_results_download_is_retried_and_charged_once(bgw, fake_openai_batches):
+    sdk = bgw.sdk()
+    b = submit(sdk, [line("a"), line("b"), line("c", "batch-test/error-400")])
+    fake_openai_batches.reset_downloads = 2  # the first two downloads break off mid-body
+    done = poll_until(sdk, b.id)
+    assert fake_openai_batches.reset_downloads == 0
+    assert done.status == "completed" and not done.errors
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    rows = bgw.rows(endpoint="batches")
+    assert sorted(r.requested_model for r in rows) == ["batchy", "batchy"]
+    assert len({r.request_id for r in rows}) == 2
+    assert held(bgw.org().id) == 0

@@ -132,9 +132,10 @@ def test_blank_key_keeps_it_wrong_key_fails_disabling_stops_routing(gateway, fak
     pid = provider("acme").id
     stored = provider("acme").console_key_enc
 
-    r = add_provider(console, provider_id=pid, api_key="", responses_api="no")  # edit, key left blank
+    r = add_provider(console, provider_id=pid, api_key="", responses_api="no", batch_api="yes")  # key left blank
     assert r.status_code == 200 and "Saved provider acme" in r.text
     assert provider("acme").console_key_enc == stored and provider("acme").responses_api is False
+    assert provider("acme").batch_api is True
     gateway.flush()
     assert chat(gateway, "acme/chat")[0] == "Hello from fake fake-gpt."
 
@@ -325,6 +326,7 @@ BAD_PROVIDERS = [
     ({"api_key_env": "OPENAI_API_KEY"}, "not both"),
     ({"api_key": None, "api_key_env": "GATEWAY_SECRET_KEY"}, "one of the gateway's own settings"),
     ({"responses_api": "maybe"}, "Responses API must be auto, yes or no"),
+    ({"batch_api": "sometimes"}, "Batch API must be auto, yes or no"),
 ]
 
 

@@ -141,3 +141,22 @@ def test_other_org_cannot_read_or_cancel(agw):
     assert requests.get(f"{agw.url}/api/v1/llm/batch/{b.id}",
                         headers={"Authorization": f"Bearer {other.api_key}"}).status_code == 404
     assert list(other.messages.batches.list()) == []
+
+
+def test_cache_reads_and_writes_priced_as_the_provider_bills_them(agw):
+    """Anthropic's cache reads and writes in a batch result: the benchmark holds them as the provider
+    bills them (reads at the cached price, writes at the write premium), the batch discount is the
+    only saving, and the shares sum to the row's saved."""
+    from gateway.ledger.pricing import CACHE_WRITE_PREMIUM
+
+    c = client(agw)
+    b = c.messages.batches.create(requests=[req("k", "abatch-test/claude-batch-cached",
+                                                 "a long shared system preamble " * 40)])
+    poll_until_ended(c, b.id)
+    (r,) = agw.rows(endpoint="messages.batches")
+    assert r.cached_tokens > 0 and r.cache_write_tokens > 0
+    num, den = CACHE_WRITE_PREMIUM["anthropic"]
+    plain = r.input_tokens - r.cached_tokens - r.cache_write_tokens
+    full = (plain * 3000 + r.cached_tokens * 300 + r.output_tokens * 15000) + r.cache_write_tokens * 3000 * num // den
+    assert r.benchmark_micros == full and r.charge_micros == (full * 50 + 99) // 100
+    assert r.saved_by == f"batch={r.benchmark_micros - r.charge_micros}"

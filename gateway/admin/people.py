@@ -1,5 +1,6 @@
 """Users and Apps console pages: create inline, change role, status and weekly cap, reset a password
-(one-time, shown once), activate or deactivate an app. Thin over services/people.py, which decides
+(one-time, shown once), activate or deactivate an app, set an app's default deferral and webhook
+(its signing secret shown once, services/webhooks.py). Thin over services/people.py, which decides
 who may do what (an org-admin: their own org, never a super-admin); every write is audited there.
 
 Row actions answer htmx with the row again (and a message in it); a plain form post gets the page.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, make_response, redirect, render_template, request, url_for
+from flask import abort, current_app, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from gateway.admin.blueprint import bp
@@ -20,7 +21,7 @@ from gateway.htmx import is_htmx, trigger
 from gateway.ledger.pricing import usd
 from gateway.models import App
 from gateway.services import dlp as dlp_service
-from gateway.services import people, tenancy
+from gateway.services import people, tenancy, webhooks
 from gateway.services.errors import AdminError
 
 USERS, USER_TABLE, USER_FORM, USER_ROW = ("admin/users/index.html", "admin/users/_table.html",
@@ -166,6 +167,21 @@ def app_create():
                      form={"org": form.get("org")})
 
 
+def _app_row_reply(app_id: int, message: str = "", error: str = "", issued: str = ""):
+    """The app's row again (htmx), or the page (a plain post), with a message or a secret shown once."""
+    if not is_htmx():
+        if error or issued:
+            return _app_page(APP_TABLE, delivery_error=error, issued=issued)
+        return redirect(url_for("admin.apps"))
+    session = request_session()
+    session.expire_all()
+    row = next((r for r in _app_rows(session) if r["app"].id == app_id), None)
+    if row is None:
+        abort(404)
+    html = render_template(APP_ROW, r=row, message=message, error=error, issued=issued)
+    return trigger(make_response(html), "apps-changed")
+
+
 @bp.post("/apps/<int:app_id>/active")
 def app_active(app_id: int):
     active = request.form.get("active") == "1"
@@ -173,11 +189,30 @@ def app_active(app_id: int):
         write(people.set_app_active, app_id, active)
     except AdminError:
         abort(404)
-    if not is_htmx():
-        return redirect(url_for("admin.apps"))
-    session = request_session()
-    session.expire_all()
-    row = next((r for r in _app_rows(session) if r["app"].id == app_id), None)
-    if row is None:
-        abort(404)
-    return trigger(make_response(render_template(APP_ROW, r=row)), "apps-changed")
+    return _app_row_reply(app_id)
+
+
+@bp.post("/apps/<int:app_id>/delivery")
+def app_delivery(app_id: int):
+    """Default deferral (seconds or never) and webhook URL; the first URL's secret is shown once."""
+    settings = current_app.extensions["settings"]
+    try:
+        _, secret = write(webhooks.console_update, app_id, request.form.get("deferral", "")[:32],
+                          request.form.get("webhook_url", "")[:600], settings.secret_key,
+                          settings.webhook_allow_private)
+    except AdminError as e:
+        if "does not exist" in str(e):
+            abort(404)
+        return _app_row_reply(app_id, error=str(e))
+    return _app_row_reply(app_id, message="Saved.", issued=secret or "")
+
+
+@bp.post("/apps/<int:app_id>/webhook-secret")
+def app_webhook_secret(app_id: int):
+    try:
+        _, secret = write(webhooks.console_rotate, app_id, current_app.extensions["settings"].secret_key)
+    except AdminError as e:
+        if "does not exist" in str(e):
+            abort(404)
+        return _app_row_reply(app_id, error=str(e))
+    return _app_row_reply(app_id, message="New signing secret made; the old one no longer signs.", issued=secret)

@@ -71,7 +71,8 @@ def rows() -> list[dict[str, Any]]:
 
 
 def _page(partial: str, form: dict[str, Any] | None = None, editing: Provider | None = None, **kw: Any):
-    form = form or {"kind": "openai", "enabled": True, "responses_api": "auto", "add_defaults": True}
+    form = form or {"kind": "openai", "enabled": True, "responses_api": "auto", "batch_api": "auto",
+                    "add_defaults": True}
     from gateway.services import ollama as ollama_service
 
     return reply(PAGE, partial, rows=rows(), form=form, editing=editing, kinds=provider_service.kinds(),
@@ -99,7 +100,8 @@ def provider_edit(provider_id: int):
     p = _provider(provider_id)
     form = {"name": p.name, "kind": p.kind, "base_url": provider_service.shown_url(p.base_url),
             "api_key_env": p.api_key_env or "", "enabled": p.enabled, "allow_private": p.allow_private,
-            "responses_api": {None: "auto", True: "yes", False: "no"}[p.responses_api]}
+            "responses_api": {None: "auto", True: "yes", False: "no"}[p.responses_api],
+            "batch_api": {None: "auto", True: "yes", False: "no"}[p.batch_api]}
     return _page(FORM, form=form, editing=p)
 
 

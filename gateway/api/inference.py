@@ -130,7 +130,7 @@ def serve(environ: dict, endpoint: str, dialect: str, rewrite: Callable[[bytes],
     except GatewayError as e:
         status, err_headers, body = error_parts(e, dialect)
         return status, list(err_headers.items()), [body]
-    if endpoint == "chat.completions" and (deadline := headers.get(arbitrage.HEADER)) is not None:
+    if endpoint == "chat.completions" and (deadline := arbitrage.deadline_for(headers)) is not None:
         try:  # a request that can wait may go in the org's next provider batch (services/arbitrage.py)
             deferred = arbitrage.defer(headers, rewrite(raw) if rewrite else raw, deadline)
         except GatewayError as e:

@@ -122,6 +122,53 @@ def app_enable(org_name: str, slug: str) -> None:
     _set_app_active(org_name, slug, True)
 
 
+@app_group.command("deferral")
+@click.option("--org", "org_name", required=True)
+@click.option("--slug", required=True)
+@click.option("--seconds", required=True, help="Seconds (1 to 2592000), or 'never'.")
+def app_deferral(org_name: str, slug: str, seconds: str) -> None:
+    """Defer the app's chat requests without x-gateway-deadline as if they sent this many seconds."""
+    from gateway.services import webhooks
+
+    with common.writing() as session:
+        a = tenancy.app_by_slug(session, tenancy.org_by_name(session, org_name), slug)
+        value = webhooks.set_deferral(session, a, seconds, actor="cli")
+    click.echo(f"app {slug}: default deferral {'never' if value is None else f'{value} s'}")
+
+
+@app_group.command("webhook")
+@click.option("--org", "org_name", required=True)
+@click.option("--slug", required=True)
+@click.option("--url", required=True, help="http(s) URL for deferred results; '' to remove the webhook.")
+def app_webhook(org_name: str, slug: str, url: str) -> None:
+    """Set where the app's deferred results are POSTed; the first URL prints the signing secret once."""
+    from gateway.services import webhooks
+
+    settings = common.ready_app().extensions["settings"]
+    with common.writing() as session:
+        a = tenancy.app_by_slug(session, tenancy.org_by_name(session, org_name), slug)
+        secret = webhooks.set_webhook(session, a, url, settings.secret_key, settings.webhook_allow_private,
+                                      actor="cli")
+        shown = a.webhook_url
+    click.echo(f"app {slug}: webhook {shown or 'removed'}")
+    if secret:
+        click.echo(f"signing secret: {secret}   (shown once; {webhooks.SIGNATURE_HEADER} is sha256=HMAC of the body)")
+
+
+@app_group.command("webhook-secret")
+@click.option("--org", "org_name", required=True)
+@click.option("--slug", required=True)
+def app_webhook_secret(org_name: str, slug: str) -> None:
+    """Replace the app's webhook signing secret; prints the new one once."""
+    from gateway.services import webhooks
+
+    settings = common.ready_app().extensions["settings"]
+    with common.writing() as session:
+        a = tenancy.app_by_slug(session, tenancy.org_by_name(session, org_name), slug)
+        secret = webhooks.rotate_secret(session, a, settings.secret_key, actor="cli")
+    click.echo(f"signing secret: {secret}   (shown once)")
+
+
 @admin.command("reset-password")
 @click.option("--email", required=True)
 def admin_reset_password(email: str) -> None:

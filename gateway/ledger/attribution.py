@@ -58,16 +58,16 @@ def price_miss(money: OrgMoney, miss: Miss, fee: int = 0,
     """(benchmark, charge, saved by mechanism) of a request a provider answered. `layer_costs`:
     what a layer spent on this request in the org's money (a verifier call), charged here and
     taken from that layer's saving."""
-    factor = pricing.policy_factor(money)
-    costs = {m: c for m, c in (layer_costs or {}).items() if c}
+    costs = {m: c for m, c in layer_costs.items() if c} if layer_costs else {}
     benchmark = pricing.policy_micros(money, pricing.cost_micros(miss.reference, miss.direct)) + fee
     charge = pricing.policy_micros(money, pricing.cost_micros(miss.route, miss.sent)) + fee + sum(costs.values())
     ref, route = miss.reference, miss.route
-    if (not costs and not any(n > 0 for n in miss.removed.values()) and (ref is route or ref == route)
-            and _same(miss.direct, miss.plain) and _same(miss.plain, miss.sent)):
+    if (not costs and not (miss.removed and any(n > 0 for n in miss.removed.values()))
+            and (ref is route or ref == route) and _same(miss.direct, miss.plain) and _same(miss.plain, miss.sent)):
         # The common miss: nothing removed, rerouted or cached by the gateway, so every exact share
         # below is zero and allocate() would give the whole difference (a fee's rounding) to routing.
         return benchmark, charge, ({"routing": benchmark - charge} if benchmark != charge else {})
+    factor = pricing.policy_factor(money)
     plain_ref = pricing.exact_cost(ref, miss.plain)
     plain_route = pricing.exact_cost(route, miss.plain)
     rewrites = factor * (pricing.exact_cost(ref, miss.direct) - plain_ref)

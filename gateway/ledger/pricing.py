@@ -16,6 +16,7 @@ from gateway.routing.routes import RouteInfo
 from gateway.wire.canonical import Usage
 
 MTOK = 1_000_000
+_ONE, _ZERO = Fraction(1), Fraction(0)
 
 
 # Prompt-cache writes cost more than plain input where the provider charges for them
@@ -62,9 +63,9 @@ def _cost_parts(route: RouteInfo | None, usage: Usage) -> tuple[int, int, int, i
 def policy_factor(money: OrgMoney) -> Fraction:
     """The org's policy as a multiplier of token prices (policy_micros without its rounding)."""
     if money.pricing == "list":
-        return Fraction(1)
+        return _ONE
     if money.pricing == "byok":
-        return Fraction(0)
+        return _ZERO
     bps = 10_000 + money.pricing_bps if money.pricing == "markup" else 10_000 - money.pricing_bps
     return Fraction(bps, 10_000)
 
@@ -107,9 +108,10 @@ def worst_case_micros(routes: list[RouteInfo] | tuple[RouteInfo, ...], input_tok
                       money: OrgMoney) -> int:
     """The most the request can be charged on any route it may take (fallbacks included): every
     prompt token at the full input price (no cache discount), every allowed output token."""
-    usage = Usage(input_tokens, output_tokens)
-    top = max((list_price_micros(r, usage) for r in routes), default=0)
-    # Cache writes cost up to 1.25x input; cover them on providers that charge for them.
-    premium = max((list_price_micros(r, Usage(input_tokens, 0)) // 4 for r in routes
-                   if r.provider.kind in CACHE_WRITE_PREMIUM), default=0)
+    top = premium = 0
+    for r in routes:  # list_price_micros inline: every request is held
+        top = max(top, (input_tokens * r.input_micros_per_mtok + output_tokens * r.output_micros_per_mtok
+                        + MTOK // 2) // MTOK)
+        if r.provider.kind in CACHE_WRITE_PREMIUM:  # cache writes cost up to 1.25x input: covered
+            premium = max(premium, (input_tokens * r.input_micros_per_mtok + MTOK // 2) // MTOK // 4)
     return policy_micros(money, top + premium) + request_fee(money)

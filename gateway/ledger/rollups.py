@@ -40,30 +40,56 @@ HOUR = timedelta(hours=1)
 
 # ---- writing: the ledger writer's batches -----------------------------------------------------------
 
-def rollup(rows: list[dict]) -> list[dict]:
-    """Hourly sums per (org, hour, requested model, mechanism); mechanism "" is the total."""
-    acc: dict[tuple, dict] = {}
+def groups(rows: list[dict]) -> dict[tuple, list[int]]:
+    """A batch's rows summed per (org, hour, requested model, key, user, app, provider), SUMS in
+    order: `rollup` and `party_rollup` both read these, so a batch is walked once, not once each
+    (most of a batch shares a handful of such groups)."""
+    acc: dict[tuple, list[int]] = {}
     for row in rows:
-        hour = row["created_at"].replace(minute=0, second=0, microsecond=0)
-        base = (row["org_id"], hour, row["requested_model"])
-        total = acc.setdefault((*base, ""), dict.fromkeys(SUMS, 0))
-        total["requests"] += 1
-        total["errors"] += int(row["status"] >= 400)
-        total["input_tokens"] += row["input_tokens"]
-        total["output_tokens"] += row["output_tokens"]
-        total["benchmark_micros"] += row["benchmark_micros"]
-        total["charge_micros"] += row["charge_micros"]
-        total["saved_micros"] += row["saved_micros"]
-        for mechanism, micros in (row.get("saved_mechanisms") or {}).items():
-            part = acc.setdefault((*base, mechanism), dict.fromkeys(SUMS, 0))
+        key = (row["org_id"], row["created_at"].replace(minute=0, second=0, microsecond=0), row["requested_model"],
+               row.get("key_id"), row.get("user_id"), row.get("app_id"), row.get("provider") or "")
+        s = acc.get(key)
+        if s is None:
+            s = acc[key] = [0, 0, 0, 0, 0, 0, 0]
+        s[0] += 1
+        if row["status"] >= 400:
+            s[1] += 1
+        s[2] += row["input_tokens"]
+        s[3] += row["output_tokens"]
+        s[4] += row["benchmark_micros"]
+        s[5] += row["charge_micros"]
+        s[6] += row["saved_micros"]
+    return acc
+
+
+def rollup(rows: list[dict], grouped: dict[tuple, list[int]] | None = None) -> list[dict]:
+    """Hourly sums per (org, hour, requested model, mechanism); mechanism "" is the total."""
+    acc: dict[tuple, list[int]] = {}
+    for key, sums in (groups(rows) if grouped is None else grouped).items():
+        total = acc.get(key[:3])
+        if total is None:
+            acc[key[:3]] = list(sums)
+        else:
+            for i, v in enumerate(sums):
+                total[i] += v
+    out = [{"org_id": k[0], "hour": k[1], "model": k[2], "mechanism": "", **dict(zip(SUMS, v, strict=True))}
+           for k, v in acc.items()]
+    parts: dict[tuple, dict] = {}
+    for row in rows:
+        mechanisms, unread = row.get("saved_mechanisms"), row.get("unread_writes")
+        if not mechanisms and not unread:
+            continue
+        base = (row["org_id"], row["created_at"].replace(minute=0, second=0, microsecond=0), row["requested_model"])
+        for mechanism, micros in (mechanisms or {}).items():
+            part = parts.setdefault((*base, mechanism), dict.fromkeys(SUMS, 0))
             part["requests"] += 1
             part["saved_micros"] += micros
-        if unread := row.get("unread_writes"):  # (writes, tokens, premium micros), reported once
-            note = acc.setdefault((*base, UNREAD_WRITES), dict.fromkeys(SUMS, 0))
+        if unread:  # (writes, tokens, premium micros), reported once
+            note = parts.setdefault((*base, UNREAD_WRITES), dict.fromkeys(SUMS, 0))
             note["requests"] += unread[0]
             note["input_tokens"] += unread[1]
             note["saved_micros"] -= unread[2]
-    return [{"org_id": k[0], "hour": k[1], "model": k[2], "mechanism": k[3], **v} for k, v in acc.items()]
+    return out + [{"org_id": k[0], "hour": k[1], "model": k[2], "mechanism": k[3], **v} for k, v in parts.items()]
 
 
 def upsert_rollups(session, rows: list[dict]) -> None:
@@ -214,24 +240,27 @@ PARTIES = {"key": "key_id", "user": "user_id", "app": "app_id"}
 PROVIDER = "provider"
 
 
-def party_rollup(rows: list[dict], provider_ids: Mapping[str, int] | None = None) -> list[dict]:
+def party_rollup(rows: list[dict], provider_ids: Mapping[str, int] | None = None,
+                 grouped: dict[tuple, list[int]] | None = None) -> list[dict]:
     """Hourly sums per (org, hour, party, party id); `provider_ids` (provider name -> id) adds the
     serving provider as a party (rows served by no provider, or an unknown one, are not counted there)."""
-    acc: dict[tuple, dict] = {}
-    for row in rows:
-        hour = row["created_at"].replace(minute=0, second=0, microsecond=0)
-        parties = [(party, row.get(column)) for party, column in PARTIES.items()]
-        if provider_ids and row.get("provider"):
-            parties.append((PROVIDER, provider_ids.get(row["provider"])))
+    acc: dict[tuple, list[int]] = {}
+    for (org_id, hour, _model, key_id, user_id, app_id, provider), sums in (
+            groups(rows) if grouped is None else grouped).items():
+        parties = [("key", key_id), ("user", user_id), ("app", app_id)]
+        if provider_ids and provider:
+            parties.append((PROVIDER, provider_ids.get(provider)))
         for party, party_id in parties:
             if party_id is None:
                 continue
-            s = acc.setdefault((row["org_id"], hour, party, party_id), dict.fromkeys(SUMS, 0))
-            s["requests"] += 1
-            s["errors"] += int(row["status"] >= 400)
-            for name in SUMS[2:]:
-                s[name] += row[name]
-    return [{"org_id": k[0], "hour": k[1], "party": k[2], "party_id": k[3], **v} for k, v in acc.items()]
+            s = acc.get((org_id, hour, party, party_id))
+            if s is None:
+                acc[(org_id, hour, party, party_id)] = list(sums)
+            else:
+                for i, v in enumerate(sums):
+                    s[i] += v
+    return [{"org_id": k[0], "hour": k[1], "party": k[2], "party_id": k[3], **dict(zip(SUMS, v, strict=True))}
+            for k, v in acc.items()]
 
 
 def by_day(party_rows: list[dict]) -> list[dict]:

@@ -14,7 +14,7 @@ and the loop polls at once on it; while that link is up it polls only every POLL
 otherwise, which catches a lost nudge. Without Redis (or while it is away) it polls every cycle.
 
 Crash window: the loop writes every `sync_interval` (250 ms by default), and at once when
-`ledger_flush_rows` rows (200) are queued. A graceful stop writes everything; a SIGKILL or power
+`ledger_flush_rows` rows (500) are queued. A graceful stop writes everything; a SIGKILL or power
 loss loses only the rows queued since the last write (the last ~250 ms of requests).
 """
 
@@ -37,7 +37,14 @@ from sqlalchemy import bindparam, select, update
 from gateway import db, metrics
 from gateway.ledger import error_reports
 from gateway.ledger.live import LIVE
-from gateway.ledger.rollups import party_rollup, rollup, upsert_dlp_rollups, upsert_party_rollups, upsert_rollups
+from gateway.ledger.rollups import (
+    groups,
+    party_rollup,
+    rollup,
+    upsert_dlp_rollups,
+    upsert_party_rollups,
+    upsert_rollups,
+)
 from gateway.memo import MEMO
 from gateway.models import CreditTransaction, DlpEvent, ErrorReport, LedgerEntry, Org, utcnow
 from gateway.services.credits import charge_rows
@@ -192,7 +199,9 @@ class LedgerWriter:
             if model is LedgerEntry:
                 charges[row["org_id"]] += row["charge_micros"]
                 counts[row["org_id"]] += int(row["charge_micros"] > 0)
-                row = {k: v for k, v in row.items() if k not in ("saved_mechanisms", "unread_writes")}
+                row = row.copy()  # the rollups read these two; the table has no columns for them
+                row.pop("saved_mechanisms", None)
+                row.pop("unread_writes", None)
             tables[model].append(row)
         now = utcnow()
         postings = [{**p, "created_at": now} for p in charge_rows(
@@ -202,14 +211,15 @@ class LedgerWriter:
         ledger_rows = [row for model, row in batch if model is LedgerEntry]
         if failed := error_reports.from_ledger(ledger_rows):
             tables[ErrorReport].extend(failed)
-        rollups = rollup(ledger_rows)
+        grouped = groups(ledger_rows)
+        rollups = rollup(ledger_rows, grouped)
         provider_ids = {name: p.id for name, p in MEMO.catalog.providers.items()}
         with db.write_lock, db.session_scope() as session:
             for model, rows in tables.items():
                 session.execute(model.__table__.insert(), rows)  # Core executemany: no ORM bookkeeping
             if rollups:
                 upsert_rollups(session, rollups)
-                upsert_party_rollups(session, party_rollup(ledger_rows, provider_ids))
+                upsert_party_rollups(session, party_rollup(ledger_rows, provider_ids, grouped))
             if DlpEvent in tables:
                 upsert_dlp_rollups(session, tables[DlpEvent])
             if debits := [{"org": org_id, "micros": micros} for org_id, micros in charges.items() if micros]:

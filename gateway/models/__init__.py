@@ -5,6 +5,7 @@ from gateway.models.base import Base, utcnow
 from gateway.models.batch import Batch, BatchFile, BatchPart, BatchRequest
 from gateway.models.cache import CacheEntry, ConversationSummary, SemanticEntry
 from gateway.models.catalog import Alias, Fallback, Model, Provider, Route
+from gateway.models.deferred import DeferredRequest
 from gateway.models.dlp import DlpCustomRule, DlpEvent, DlpRollup, DlpSetting
 from gateway.models.jobs import JobRun
 from gateway.models.ledger import LedgerEntry, PartyDayRollup, PartyRollup, UsageRollup
@@ -24,7 +25,7 @@ from gateway.models.responses import StoredResponse
 from gateway.models.tenancy import ApiKey, App, CreditGrant, CreditTransaction, Org, User
 
 __all__ = [
-    "Batch", "BatchFile", "BatchPart", "BatchRequest",
+    "Batch", "BatchFile", "BatchPart", "BatchRequest", "DeferredRequest",
     "AccessPolicy", "AgentConfig", "Budget", "BudgetAlert", "FeatureOptIn", "CreditTransaction", "Plan", "CacheEntry",
     "ConversationSummary", "GatewaySetting", "SavingsOverride", "SemanticEntry", "UsageRollup",
     "ByokKey", "ByokRejection", "IdempotencyRecord", "PartyDayRollup", "PartyRollup", "ReconciliationLine",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData
@@ -20,8 +21,13 @@ NAMING = {
 BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def utcnow() -> datetime:
+def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+# Naive UTC, as every stored time. Each request takes several; `datetime.utcnow` is a tenth of the
+# cost of now(UTC).replace(tzinfo=None), which Python 3.12 deprecates it in favour of.
+utcnow = datetime.utcnow if sys.version_info < (3, 12) else _utcnow
 
 
 class Base(DeclarativeBase):

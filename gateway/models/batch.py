@@ -93,7 +93,12 @@ class BatchPart(Base):
     done: Mapped[bool] = mapped_column(Boolean, default=False)  # results fetched and recorded
     error: Mapped[str | None] = mapped_column(Text)
     poll_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # Until the provider has the part (no upstream_id): the submitter's lease, after which the
+    # poller submits it again (services/batch_submit.py). Then: when to poll it next.
     next_poll_at: Mapped[datetime | None]
+    # Added to the batch's hold when the part fell back to the gateway's run (normal price), held
+    # under its own name (batch_common.topup_ref) until the batch is settled.
+    topup_micros: Mapped[int] = mapped_column(BigInt, default=0, server_default="0")
 
 
 class BatchRequest(Base):
@@ -123,6 +128,8 @@ class BatchRequest(Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     benchmark_micros: Mapped[int] = mapped_column(BigInt, default=0)
     charge_micros: Mapped[int] = mapped_column(BigInt, default=0)
     saved_micros: Mapped[int] = mapped_column(BigInt, default=0)

@@ -28,6 +28,9 @@ class Provider(Base):
     admin_api_key_env: Mapped[str | None] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     responses_api: Mapped[bool | None] = mapped_column(Boolean)  # serves /v1/responses? None: unknown
+    # Has a batch API of its kind (OpenAI's Files + Batches, Anthropic's Message Batches)? None:
+    # decided from its kind and address (providers/batch_api.has_batch_api)
+    batch_api: Mapped[bool | None] = mapped_column(Boolean)
     # Loopback and private addresses are refused unless set (a local Ollama or vLLM); see providers/egress.py.
     allow_private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

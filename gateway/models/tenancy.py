@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, false
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.models.base import Base, BigInt, utcnow
@@ -44,6 +44,11 @@ class App(Base):
     contact_email: Mapped[str] = mapped_column(String(254), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Deferred results are POSTed here, signed with the app's secret (AES-GCM under GATEWAY_SECRET_KEY).
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Requests without x-gateway-deadline are deferred as if they sent this many seconds (None: never).
+    arbitrage_deadline_seconds: Mapped[int | None] = mapped_column(Integer)
 
 
 class User(Base):

@@ -1,10 +1,10 @@
 """The hot path as one ordered list of stages, and run(ctx).
 
-A stage is a module with `name`, `enforcing`, `before(ctx)` and `after(ctx, reply)`. `before` may
-return a reply (a cache hit), which skips the rest and the provider call. An optional
-`on_reply(ctx, reply) -> reply` sees the reply before the client does (to tee a stream, say).
-`after` runs in reverse order for the stages whose `before` ran: on success, on error, and for
-streams when the stream ends (or the client goes away). Enforcing stages fail closed; advisory
+A stage is a module with `name`, `enforcing` and `before(ctx)`. `before` may return a reply (a
+cache hit), which skips the rest and the provider call. An optional `on_reply(ctx, reply) -> reply`
+sees the reply before the client does (to tee a stream, say). An optional `after(ctx, reply)` runs
+in reverse order for the stages whose `before` ran: on success, on error, and for streams when the
+stream ends (or the client goes away). Enforcing stages fail closed; advisory
 ones are skipped with a warning. The gate comes before the savings layers: a key without the
 scope or an org without credits gets no answer, not even a cached one. With tracing on
 (gateway/tracing.py) the request, each stage's `before` and each upstream attempt are spans; off,
@@ -46,7 +46,7 @@ STAGES: list[Stage] = [
 
 def run(ctx: RequestContext) -> Reply:
     """Run the stages and the provider call. Errors come back as GatewayError, already recorded."""
-    ran: list[Stage] = []
+    ran = 0  # the stages whose `before` ran: always the first `ran` of STAGES
     reply: Reply | None = None
     if tracing.TRACER is not None:
         tracing.begin(ctx)
@@ -54,7 +54,7 @@ def run(ctx: RequestContext) -> Reply:
     try:
         with drain.waiting():  # a server past its drain timeout ends the request here (a 503)
             for stage in STAGES:
-                ran.append(stage)
+                ran += 1
                 if (reply := before(stage, ctx)) is not None:
                     break
             else:
@@ -84,17 +84,21 @@ def run(ctx: RequestContext) -> Reply:
     return reply
 
 
-_HOOKS: dict = {}  # stage -> its on_reply hook, or None
-_UNSEEN = object()
+_HOOKS: list[tuple[list, list]] = []  # per count of stages run: their on_reply and after hooks, last first
 
 
-def _on_reply(ctx: RequestContext, ran: list[Stage], reply: Reply) -> Reply:
-    for stage in reversed(ran):
-        hook = _HOOKS.get(stage, _UNSEEN)
-        if hook is _UNSEEN:  # a module without the attribute: getattr's miss raises inside, so remember
-            hook = _HOOKS[stage] = getattr(stage, "on_reply", None)
-        if hook is None:
-            continue
+def _hooks(ran: int) -> tuple[list[tuple[Stage, object]], list[tuple[Stage, object]]]:
+    """(on_reply hooks, after hooks) of the first `ran` stages, in reverse: looked up once, not per request."""
+    if not _HOOKS:
+        for n in range(len(STAGES) + 1):
+            first = STAGES[:n][::-1]
+            _HOOKS.append(([(s, s.on_reply) for s in first if getattr(s, "on_reply", None)],
+                           [(s, s.after) for s in first if getattr(s, "after", None)]))
+    return _HOOKS[ran]
+
+
+def _on_reply(ctx: RequestContext, ran: int, reply: Reply) -> Reply:
+    for stage, hook in _hooks(ran)[0]:
         try:
             reply = hook(ctx, reply)
         except Exception:
@@ -118,10 +122,10 @@ def _traced_before(stage: Stage, ctx: RequestContext) -> Reply | None:
     return tracing.stage(ctx, stage.name, lambda: _before(stage, ctx))
 
 
-def _finish(ctx: RequestContext, ran: list[Stage], reply: Reply | None) -> None:
-    for stage in reversed(ran):
+def _finish(ctx: RequestContext, ran: int, reply: Reply | None) -> None:
+    for stage, after in _hooks(ran)[1]:
         try:
-            stage.after(ctx, reply)
+            after(ctx, reply)
         except Exception:
             log.warning("stage %s after() failed", stage.name, exc_info=True)
     meter.record(ctx)
@@ -129,7 +133,7 @@ def _finish(ctx: RequestContext, ran: list[Stage], reply: Reply | None) -> None:
         tracing.end(ctx, reply)
 
 
-def _finishing(ctx: RequestContext, ran: list[Stage], reply: Reply,
+def _finishing(ctx: RequestContext, ran: int, reply: Reply,
                chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Relay a stream; at its end (or the client's disconnect) price it and record its row.
 

@@ -31,7 +31,3 @@ def before(ctx: RequestContext) -> Reply | None:
         raise InvalidApiKey("Incorrect API key provided.")
     ctx.principal = principal
     return None
-
-
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None

@@ -33,7 +33,3 @@ def before(ctx: RequestContext) -> Reply | None:
     ctx.requested_model = ctx.body["model"]
     ctx.stream = bool(ctx.body.get("stream"))
     return None
-
-
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None

@@ -30,8 +30,9 @@ from gateway.errors import BudgetExceeded, InsufficientCredits, PermissionDenied
 from gateway.ledger import pricing
 from gateway.memo import MEMO, BudgetInfo, entities
 from gateway.models import utcnow
-from gateway.pipeline import byok, meter
+from gateway.pipeline import byok, meter, savings
 from gateway.pipeline.context import Reply, RequestContext
+from gateway.pipeline.savings import output_budget
 from gateway.stores.counters import (
     COUNTERS,
     BudgetCheck,
@@ -78,17 +79,15 @@ def before(ctx: RequestContext) -> Reply | None:
     return None
 
 
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None
-
-
-def hold_for(principal, micros: int, now: datetime) -> Hold:
+def hold_for(principal, micros: int, now: datetime, *, ref: str | None = None,
+             ttl_seconds: float | None = None) -> Hold:
     """Hold `micros` for the principal against its credits and hard budgets (every request, and a
-    batch submission); raises 402 or 429 budget_exceeded when they cannot cover it."""
+    batch submission, whose hold is named and lives its window: `ref`, `ttl_seconds`); raises 402
+    or 429 budget_exceeded when they cannot cover it."""
     budgets = MEMO.budgets_for(principal)
     checks = [BudgetCheck(b.id, b.entity, b.window, cap_micros(b, now)) for b in budgets if b.hard]
     result = COUNTERS.hold(principal.org_id, micros, MEMO.balance(principal.org_id), entities(principal),
-                           checks, now)
+                           checks, now, ref=ref, ttl_seconds=ttl_seconds)
     if isinstance(result, Refusal):
         refuse(result, principal, budgets, micros, now)
     return result
@@ -117,9 +116,6 @@ def output_cap(ctx: RequestContext) -> int:
     asked = [v for f in OUTPUT_FIELDS.get(ctx.endpoint, ()) if isinstance(v := ctx.body.get(f), int) and v > 0]
     if asked:
         return max(asked)
-    from gateway.pipeline import savings
-    from gateway.pipeline.savings import output_budget
-
     try:  # the layer is advisory: if it fails it sets nothing, and the bounds below apply
         if ctx.endpoint in OUTPUT_FIELDS and savings.enabled(ctx, output_budget.name):
             cap = output_budget.budget(ctx)

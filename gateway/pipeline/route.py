@@ -50,10 +50,6 @@ def before(ctx: RequestContext) -> Reply | None:
     return None
 
 
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None
-
-
 def resolve_name(requested: str, org_id: int | None, catalog: Catalog) -> tuple[str, str | None, list[str]]:
     """(slug, strategy, candidate slugs) for what the client asked for: `agent:<name>[:tier]`, an alias
     (the org's beats the global one), or a slug."""

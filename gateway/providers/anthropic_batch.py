@@ -19,7 +19,7 @@ import orjson
 from gateway import errors
 from gateway.errors import InvalidUpstreamResponse, UpstreamError
 from gateway.providers import http
-from gateway.providers.batch_api import DEADLINE_SECONDS, Outcome, State
+from gateway.providers.batch_api import DEADLINE_SECONDS, Outcome, State, parse_lines
 from gateway.routing.routes import ProviderInfo
 from gateway.wire import anthropic_messages
 from gateway.wire.canonical import Usage
@@ -67,9 +67,17 @@ def state_of(obj: Any) -> State:
     return State(obj["id"], status, output=obj.get("results_url"))
 
 
-def submit(provider: ProviderInfo, lines: Iterable[tuple[str, dict[str, Any]]], endpoint: str) -> State:
+def submit(provider: ProviderInfo, lines: Iterable[tuple[str, dict[str, Any]]], endpoint: str,
+           key: str | None = None) -> State:
+    """Create the batch. `key` is not sent: Message Batches carry no metadata to name them by."""
     payload = orjson.dumps({"requests": [{"custom_id": cid, "params": body} for cid, body in lines]})
     return state_of(_call(provider, "POST", "/v1/messages/batches", payload).json())
+
+
+def find(provider: ProviderInfo, key: str, since=None) -> State | None:
+    """None: a Message Batch carries no metadata, so a part cut short by a crash cannot be told
+    apart from another batch of the account; it is submitted again (services/batch_submit.py)."""
+    return None
 
 
 def poll(provider: ProviderInfo, upstream_id: str) -> State:
@@ -89,7 +97,7 @@ def results(provider: ProviderInfo, state: State) -> list[Outcome]:
             raise InvalidUpstreamResponse()
         path = parts.path.removeprefix(urlsplit(provider.base_url).path)
     content = _call(provider, "GET", path).content
-    return [http.parse(raw, _outcome) for raw in content.splitlines() if raw.strip()]
+    return parse_lines(content, _outcome)
 
 
 def _outcome(line: Any) -> Outcome:

@@ -19,6 +19,7 @@ class ProviderInfo:
     enabled: bool = True
     responses_api: bool | None = None  # serves /v1/responses natively; None: only OpenAI's own API
     allow_private: bool = False  # may reach loopback and private addresses (providers/egress.py)
+    batch_api: bool | None = None  # has a batch API of its kind; None: providers/batch_api.has_batch_api decides
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,14 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.ledger import pricing
+from gateway import tokens
+from gateway.ledger import attribution
 from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, utcnow
 from gateway.providers import anthropic_batch, openai_batch
 from gateway.providers.batch_api import OPEN, Outcome
@@ -43,9 +45,36 @@ class Config:
     arbitrage_min_seconds: float = _DEFAULT["batch_arbitrage_min_seconds"]
     arbitrage_max_requests: int = _DEFAULT["batch_arbitrage_max_requests"]
     arbitrage_max_age_seconds: float = _DEFAULT["batch_arbitrage_max_age_seconds"]
+    # The completion window every batch gets (`24h`, the only one OpenAI and Anthropic offer); not
+    # an operator setting: tests shorten it to see the gateway's own batches expire.
+    window_seconds: float = 86400.0
 
 
 CONFIG = Config()
+HOLD_MARGIN_SECONDS = 6 * 3600  # a batch's hold outlives its window by this much (results, settlement)
+
+
+def hold_ref(public_id: str, micros: int) -> str:
+    """A batch's hold's name, rebuilt from its row after a restart or on another worker (the amount
+    is in it: a batch whose hold grows gets a new one)."""
+    return f"batch:{public_id}:{micros}"
+
+
+def topup_ref(public_id: str, part_id: int, micros: int) -> str:
+    """The name of what a part that fell back to the gateway's run added to its batch's hold."""
+    return f"batch:{public_id}:part{part_id}:{micros}"
+
+
+def part_key(public_id: str, part_id: int) -> str:
+    """The part's name at its provider (OpenAI batch `metadata`): a recovery finds its batch by it.
+    The batch's random public id keeps it unique across gateways sharing one provider account."""
+    return f"{public_id}/{part_id}"
+
+
+def hold_ttl(expires_at: datetime | None, now: datetime) -> float:
+    """How long Redis keeps a batch's hold if nobody settles it: to its window's end, plus margin."""
+    left = (expires_at - now).total_seconds() if expires_at is not None else CONFIG.window_seconds
+    return max(0.0, left) + HOLD_MARGIN_SECONDS
 
 
 def configure(settings) -> None:
@@ -123,30 +152,70 @@ def iter_lines(items: Iterable[dict]) -> bytes:
 
 
 def price(r: BatchRequest, usage: Usage, money) -> tuple[int, int, dict[str, int]]:
-    """(benchmark, charge, saved by mechanism) of one succeeded request, after the org's policy:
-    the benchmark at the requested model's list price, the charge at the route's price times its
-    batch percent (100 for a batch the gateway runs itself)."""
+    """(benchmark, charge, saved by mechanism) of one succeeded request, after the org's policy,
+    attributed as the synchronous path does (ledger/attribution.py): the benchmark is the request
+    on the requested model's reference route with the provider's own caching (not a saving of
+    ours, so no `prompt_cache` share: the gateway places no breakpoints in a batch), `routing` the
+    difference to the route used, and `batch` the batch discount off that route's price (none for
+    a batch the gateway runs itself, batch percent 100). The shares sum exactly to benchmark - charge."""
     p = orjson.loads(r.prices_json)
     provider = ProviderInfo(0, r.provider, p["kind"], "", None)
     route = RouteInfo(0, r.model, provider, r.upstream_model, p["in"], p["out"], p["cached"], None, 0)
-    reference = RouteInfo(0, r.model, provider, r.upstream_model, p["ref_in"], p["ref_out"], None, None, 0)
-    benchmark = pricing.policy_micros(money, pricing.list_price_micros(reference, usage))
-    listed = pricing.policy_micros(money, pricing.list_price_micros(route, usage))
-    full = pricing.policy_micros(money, pricing.cost_micros(route, usage))
+    same = (p["ref_in"], p["ref_out"], p.get("ref_cached", p["cached"])) == (p["in"], p["out"], p["cached"])
+    reference = route if same else RouteInfo(0, r.model, provider, r.upstream_model, p["ref_in"], p["ref_out"],
+                                             p.get("ref_cached"), None, 0)
+    benchmark, full, saved = attribution.price_miss(money, attribution.Miss(reference, route, usage, usage, usage, {}))
     charge = at_pct(full, p["pct"]) if p["pct"] < 100 else full
-    saved = {"batch": full - charge, "prompt_cache": listed - full, "routing": benchmark - listed}
-    return benchmark, charge, {k: v for k, v in saved.items() if v}
+    if full != charge:
+        saved["batch"] = full - charge
+    return benchmark, charge, saved
+
+
+def usage_of(r: BatchRequest) -> Usage:
+    """The usage recorded on a request's row (what it is priced by)."""
+    return Usage(r.input_tokens, r.output_tokens, r.cached_tokens, r.cache_write_tokens or 0)
 
 
 def record_one(r: BatchRequest, o: Outcome, money) -> None:
-    """One request's outcome on its row: status, result (compressed), usage and price if it succeeded."""
+    """One request's outcome on its row: status, result (compressed), usage and price if it succeeded.
+    A success whose usage counts are malformed (wrong types, negative) is still charged: the counts
+    it got right are kept, the others estimated (the prompt counted, the output from the reply's
+    text), and the row says so (`usage_estimated`), as the synchronous meter does."""
     r.status = o.kind
     r.upstream_id = (o.upstream_id or "")[:128] or None
     r.result_z = z(orjson.dumps({"status_code": o.status_code, "body": o.body, "error": o.error}))
-    if o.kind == "succeeded" and not o.usage.unknown:
-        r.input_tokens, r.output_tokens, r.cached_tokens = (o.usage.input_tokens, o.usage.output_tokens,
-                                                            o.usage.cached_tokens)
-        r.benchmark_micros, r.charge_micros, _ = price(r, o.usage, money)
+    if o.kind == "succeeded":
+        u = _estimated(r, o) if o.usage.unknown else o.usage
+        r.input_tokens, r.output_tokens, r.cached_tokens, r.cache_write_tokens = (
+            u.input_tokens, u.output_tokens, u.cached_tokens, u.cache_write_tokens)
+        r.usage_estimated = bool(o.usage.unknown)
+        r.benchmark_micros, r.charge_micros, _ = price(r, usage_of(r), money)
         r.saved_micros = r.benchmark_micros - r.charge_micros
     else:
         r.charge_micros = r.benchmark_micros = r.saved_micros = 0
+
+
+def _estimated(r: BatchRequest, o: Outcome) -> Usage:
+    u = o.usage
+    raw = unz(r.body_z)
+    try:  # the line's messages as OpenAI counts them; anything else, the body's size bound
+        prompt = tokens.count_messages(orjson.loads(raw)["messages"])
+    except Exception:
+        prompt = tokens.bound(raw)
+    inputs = u.input_tokens if u.input_tokens > 0 else prompt
+    outputs = u.output_tokens if u.output_tokens > 0 else max(1, tokens.count(" ".join(_texts(o.body))))
+    return Usage(inputs, outputs, min(max(u.cached_tokens, 0), inputs), min(max(u.cache_write_tokens, 0), inputs))
+
+
+def _texts(obj: Any, depth: int = 0) -> list[str]:
+    """The reply's text (`content` and `text` strings, anywhere in the body)."""
+    if depth > 8:
+        return []
+    if isinstance(obj, dict):
+        out = []
+        for k, v in obj.items():
+            out += [v] if k in ("content", "text") and isinstance(v, str) else _texts(v, depth + 1)
+        return out
+    if isinstance(obj, list):
+        return [t for item in obj for t in _texts(item, depth + 1)]
+    return []

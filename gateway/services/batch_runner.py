@@ -5,8 +5,12 @@ A part of kind `gateway` is run here, request by request, at low priority: never
 `batch_concurrency` requests at once across the process, and none started while
 `batch_yield_in_flight` synchronous requests are waiting on their upstreams. Each request goes to its
 route through dispatch's `call_route` (translation included) and its outcome is written to its row as
-it finishes, so a restart resumes with the requests still pending. Charged at the route's normal
-price (its batch percent is 100: no discount to claim). Cancel: requests not yet started are canceled.
+it finishes, so a restart resumes with the requests still pending (one that has its result is never
+sent or charged again; one that was in flight when the process died is sent again). Charged at the
+route's normal price (its batch percent is 100: no discount to claim). Cancel: requests not yet
+started are canceled. The completion window holds here too: a request not started by the batch's
+`expires_at` is `expired` (not charged), and so is the part; what was running finishes and is charged.
+A request whose run failed inside the gateway stays pending for the next runner, until the window ends.
 
 One runner per part across workers: the runner holds a lease (`next_poll_at`, renewed as it goes);
 the poller starts a runner only for a part whose lease has run out and that runs nowhere here.
@@ -96,11 +100,7 @@ def run_part(part_id: int) -> None:
     slots = _semaphore()
     workers = []
     for request_id in pending:
-        while drain.in_flight() >= CONFIG.yield_in_flight:  # synchronous traffic first
-            gevent.sleep(0.05)
-        slots.acquire()
-        if _cancelling(batch.id):  # checked once a slot is ours: a cancel may come while we wait
-            slots.release()
+        if not _slot(batch, slots):
             break
         workers.append(gevent.spawn(_run_one, batch, owner, request_id, slots))
     gevent.joinall(workers)
@@ -110,16 +110,45 @@ def run_part(part_id: int) -> None:
         batch = session.get(Batch, part.batch_id)
         left = list(session.scalars(select(BatchRequest).where(BatchRequest.part_id == part_id,
                                                                BatchRequest.status == "pending")))
-        for r in left:  # not started before the cancel
-            r.status = "canceled"
-        part.status = "cancelled" if batch.cancelling_at is not None else "completed"
+        if batch.cancelling_at is not None:
+            for r in left:  # not started before the cancel
+                r.status = "canceled"
+            part.status = "cancelled"
+        elif _past(batch, now):
+            for r in left:  # not started within the completion window
+                r.status = "expired"
+            part.status = "expired" if left else "completed"
+        elif left:  # their run failed here: the next runner (after this lease) tries them again
+            return
+        else:
+            part.status = "completed"
         part.done = True
         refresh_status(session, batch, now)
 
 
-def _cancelling(batch_id: int) -> bool:
+def _slot(batch: Batch, slots: BoundedSemaphore) -> bool:
+    """A slot for the next request, once synchronous traffic leaves room; False (no slot held) when
+    the batch is being cancelled or its window ends first (checked again once the slot is ours)."""
+    while drain.in_flight() >= CONFIG.yield_in_flight:  # synchronous traffic first
+        if _past(batch):
+            return False
+        gevent.sleep(0.05)
+    while not slots.acquire(timeout=1.0):
+        if _past(batch):
+            return False
     with db.session_scope() as session:
-        return session.scalar(select(Batch.cancelling_at).where(Batch.id == batch_id)) is not None
+        cancelling, expires = session.execute(select(Batch.cancelling_at, Batch.expires_at)
+                                              .where(Batch.id == batch.id)).one()
+    batch.expires_at = expires
+    if cancelling is not None or _past(batch):
+        slots.release()
+        return False
+    return True
+
+
+def _past(batch: Batch, now=None) -> bool:
+    """The batch's completion window is over."""
+    return batch.expires_at is not None and (now or utcnow()) >= batch.expires_at
 
 
 def _route(r: BatchRequest) -> RouteInfo | None:

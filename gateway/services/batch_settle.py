@@ -6,12 +6,25 @@ each open provider part whose time has come for its state, backing off (x2, from
 fetched and recorded on its requests (outcome, usage, prices, the result compressed). A batch whose
 parts are all done is settled: its counts and files are written, one ledger row per succeeded
 request is queued (mechanism `batch`: benchmark = the requested model's list price, charge = the
-route's batch price, saved = the difference), and its hold is released.
+route's batch price, saved = the difference), and its holds are released: the batch's own and the
+top-up of any part that fell back to the gateway's run (services/batch_submit.py), each rebuilt by
+its name after a restart or on another worker; the charge is counted once, on the first.
+(The poll job first submits parts a stopped process stored but never submitted: batch_submit.)
+
+Holds in several processes without Redis: each process counts its own. The one that accepted a
+batch (or restored it at its start) keeps the batch's holds in `HOLDS` until the batch is settled,
+wherever that happens: `release_settled`, run by every process's arbitrage loop, releases those of
+batches the database says are settled. Until it runs (seconds), that process still counts them.
 
 Exactly once, across restarts: everything lives in the database. Settlement queues only the rows
 the ledger does not already hold (by request id), waits for the writer, then marks the batch
 settled; a crash anywhere in between repeats the step without charging twice. Canceled, expired
-and errored requests are not charged; results that cannot be read fail their part (no charge).
+and errored requests are not charged. A results download that breaks off (a reset, a timeout, a
+5xx) is tried again at the next poll, nothing recorded meanwhile; results that are not the API's
+shape at all fail their part (no charge). In results that are mostly right, a line that does not
+parse is skipped (its request, if it was one, is errored `missing_result`, not charged), a line
+for a custom_id the batch does not have is ignored, and a success with malformed usage counts is
+charged on estimated counts (batch_common.record_one).
 """
 
 from __future__ import annotations
@@ -24,24 +37,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import db
-from gateway.errors import UpstreamError
+from gateway.errors import InvalidUpstreamResponse, UpstreamError
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO, Principal, entities
-from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, LedgerEntry, utcnow
+from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, DeferredRequest, LedgerEntry, utcnow
 from gateway.providers.batch_api import TERMINAL, Outcome
 from gateway.routing.routes import ProviderInfo
 from gateway.services import batch_common as batches
 from gateway.services import batch_runner
 from gateway.services.batch_common import CONFIG, unz, z
 from gateway.stores.counters import COUNTERS, Hold, MemoryCounters
-from gateway.wire.canonical import Usage
 
 log = logging.getLogger(__name__)
 
 # batch id -> its open holds in this process: (hold, None) for the whole batch, or (hold, request id)
 # for each request of an arbitrage batch (each caller's own hold)
 HOLDS: dict[int, list[tuple[Hold, str | None]]] = {}
-UNLIMITED = 1 << 62  # restoring a hold that was granted before the restart: never refused
 
 
 def owner(batch: Batch) -> Principal:
@@ -49,18 +60,89 @@ def owner(batch: Batch) -> Principal:
                      user_id=batch.user_id, app_id=batch.app_id)
 
 
+def batch_hold(batch: Batch) -> Hold:
+    """The batch's own hold, as its row names it (services/batch_common.hold_ref)."""
+    return Hold(batch.org_id, batch.held_micros, entities(owner(batch)),
+                ref=batches.hold_ref(batch.public_id, batch.held_micros), named=True)
+
+
+def topup_hold(batch: Batch, part: BatchPart) -> Hold:
+    """What a part that fell back to the gateway's run added to the batch's hold, by its name."""
+    return Hold(batch.org_id, part.topup_micros, entities(owner(batch)),
+                ref=batches.topup_ref(batch.public_id, part.id, part.topup_micros), named=True)
+
+
+def named_holds(session: Session, batch: Batch) -> list[tuple[Hold, str | None]]:
+    """Every hold the batch's row names: its own, and its parts' top-ups. An arbitrage batch over
+    Redis is held by its requests' own shared holds (taken at their 202, still there after a
+    restart): those, by their ids, and a batch-wide hold only for what none of them covers."""
+    parts = session.scalars(select(BatchPart).where(BatchPart.batch_id == batch.id, BatchPart.topup_micros > 0))
+    topups = [(topup_hold(batch, p), None) for p in parts]
+    if batch.mechanism != "batch_arbitrage" or isinstance(COUNTERS.backend, MemoryCounters):
+        return [(batch_hold(batch), None)] + topups
+    holds: list[tuple[Hold, str | None]] = []
+    for r in session.scalars(select(DeferredRequest).where(DeferredRequest.batch_id == batch.id,
+                                                           DeferredRequest.hold_ref.is_not(None))):
+        sender = Principal(key_id=r.key_id, org_id=r.org_id, org_name="", scope="inference", user_id=r.user_id,
+                           app_id=r.app_id)
+        holds.append((Hold(r.org_id, r.held_micros, entities(sender), ref=r.hold_ref, named=True), r.request_id))
+    rest = batch.held_micros - sum(h.micros for h, _ in holds)
+    if rest > 0:
+        holds.append((Hold(batch.org_id, rest, entities(owner(batch)), ref=batches.hold_ref(batch.public_id, rest),
+                           named=True), None))
+    return holds + topups
+
+
 def restore_holds(session: Session) -> None:
-    """At start: the open batches' holds, back in memory (counters start empty after a restart).
-    Only for this process's own counters: Redis keeps its holds across a worker's restart (for at
-    most its HOLD_TTL_SECONDS, which a long batch outlives: see the README's Batch section)."""
+    """At start: the open batches' holds, back in the counters. In memory (one process) they start
+    empty; in Redis the hold is still there unless Redis lost it (then it is put back) and its
+    expiry moves on to the batch's window plus margin. A batch's hold lives until it is settled."""
     HOLDS.clear()
-    if not isinstance(COUNTERS.backend, MemoryCounters):
-        return
     now = utcnow()
     for batch in session.scalars(select(Batch).where(Batch.settled.is_(False))):
-        hold = COUNTERS.hold(batch.org_id, batch.held_micros, UNLIMITED, entities(owner(batch)), [], now)
-        if isinstance(hold, Hold):
-            HOLDS[batch.id] = [(hold, None)]
+        HOLDS[batch.id] = named_holds(session, batch)
+        for hold, _ in HOLDS[batch.id]:
+            COUNTERS.restore(hold, now, batches.hold_ttl(batch.expires_at, now))
+
+
+def release_settled() -> int:
+    """Release this process's holds of batches settled elsewhere (another process's poll job). Cheap:
+    one query over the batch ids this process holds, none when it holds nothing. Run in every
+    process (the arbitrage loop, which also releases deferred requests another process flushed:
+    arbitrage.sweep), not only by the poll job's worker: without Redis each process counts its own
+    holds. The charge counted as window spend here is the batch's recorded one, as the settling
+    process counts it."""
+    if not HOLDS:
+        return 0
+    ids = list(HOLDS)
+    with db.session_scope() as session:
+        settled = set(session.scalars(select(Batch.id).where(Batch.id.in_(ids), Batch.settled.is_(True))))
+        charges: dict[int, dict[str, int]] = {}
+        if settled:
+            for batch_id, request_id, charge in session.execute(
+                    select(BatchRequest.batch_id, BatchRequest.request_id, BatchRequest.charge_micros)
+                    .where(BatchRequest.batch_id.in_(settled), BatchRequest.status == "succeeded")):
+                charges.setdefault(batch_id, {})[request_id] = charge or 0
+    now = utcnow()
+    # Over Redis the settling worker counted the charge in the shared counters: here the holds are
+    # only released (a named one it settled already is a no-op), never charged a second time.
+    local = isinstance(COUNTERS.backend, MemoryCounters)
+    for batch_id in settled:
+        _release(HOLDS.pop(batch_id, None) or [], charges.get(batch_id, {}) if local else {}, now)
+    return len(settled)
+
+
+def _release(holds: list[tuple[Hold, str | None]], charged: dict[str, int], now: datetime) -> None:
+    """Settle the holds: one per request takes its request's charge; the rest of the charge goes to
+    the first batch-wide hold (a top-up hold is released with none: it is counted once)."""
+    covered = {request_id for _, request_id in holds if request_id}
+    rest = sum(c for request_id, c in charged.items() if request_id not in covered)
+    for hold, request_id in holds:
+        if request_id:
+            COUNTERS.settle(hold, charged.get(request_id, 0), now)
+        else:
+            COUNTERS.settle(hold, rest, now)
+            rest = 0
 
 
 # ---- polling ---------------------------------------------------------------------------------
@@ -109,9 +191,11 @@ def poll_part(part_id: int) -> None:
         if state.status in TERMINAL and state.status != "failed":
             outcomes = adapter.results(provider, state)
     except UpstreamError as e:
-        if state is not None and state.status in TERMINAL:
+        if state is not None and state.status in TERMINAL and _lasting(e):
             failure = f"The provider's results could not be read: {e.message}"
-        else:  # a provider that is down now may answer later: back off and ask again
+        else:  # down now, or the download broke off (a reset, a timeout): back off and ask again
+            if state is not None and state.status in TERMINAL:
+                state = None  # not done until its results are read
             log.warning("batch part %s: provider %s did not answer (%s)", part.id, part.provider, e.message)
     now = utcnow()
     with db.write_lock, db.session_scope() as session:
@@ -136,6 +220,15 @@ def poll_part(part_id: int) -> None:
             part.poll_seconds = int(min(CONFIG.poll_max_seconds, max(CONFIG.poll_min_seconds, part.poll_seconds * 2)))
             part.next_poll_at = now + timedelta(seconds=part.poll_seconds)
         batches.refresh_status(session, batch, now)
+
+
+def _lasting(e: UpstreamError) -> bool:
+    """A results download that will not work on a retry either: results that are not what the API
+    promises, or a client error (the file is gone). A reset, a timeout, a 5xx or a 429 are passing."""
+    if isinstance(e, InvalidUpstreamResponse):
+        return True
+    status = e.upstream_status
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
 def _fail_requests(session: Session, part: BatchPart) -> None:
@@ -177,8 +270,12 @@ def settle_if_done(batch_id: int) -> bool:
     for row in fresh:
         WRITER.enqueue(row)
     charged = {row["request_id"]: row["charge_micros"] for row in rows}
-    for hold, request_id in HOLDS.pop(batch_id, []):  # released; the charge counted as window spend
-        COUNTERS.settle(hold, charged.get(request_id, 0) if request_id else sum(charged.values()), utcnow())
+    holds = HOLDS.pop(batch_id, None)
+    if holds is None and not isinstance(COUNTERS.backend, MemoryCounters):
+        # Submitted on another worker (or before its start): the shared holds are settled by their names
+        with db.session_scope() as session:
+            holds = named_holds(session, batch)
+    _release(holds or [], charged, utcnow())  # released; the charge counted as window spend, once
     if fresh:
         WRITER.flush()  # the rows are in the ledger before the batch says so
     now = utcnow()
@@ -257,7 +354,11 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
     for r in requests:
         if r.status != "succeeded":
             continue
-        _, _, saved = batches.price(r, Usage(r.input_tokens, r.output_tokens, r.cached_tokens), money)
+        _, _, saved = batches.price(r, batches.usage_of(r), money)
+        # The shares sum to the row's saved even if the org's pricing changed since it was priced
+        if (drift := (r.benchmark_micros - r.charge_micros) - sum(saved.values())) != 0:
+            saved["batch"] = saved.get("batch", 0) + drift
+        saved = {k: v for k, v in saved.items() if v}
         if batch.mechanism != "batch" and "batch" in saved:
             saved[batch.mechanism] = saved.pop("batch")
         rows.append({
@@ -266,7 +367,8 @@ def _ledger_rows(batch: Batch, requests: list[BatchRequest]) -> list[dict]:
             "requested_model": r.requested_model, "model": r.model,
             "provider": r.provider, "upstream_model": r.upstream_model, "stream": False,
             "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
-            "cache_write_tokens": 0, "usage_estimated": False, "benchmark_micros": r.benchmark_micros,
+            "cache_write_tokens": r.cache_write_tokens or 0, "usage_estimated": bool(r.usage_estimated),
+            "benchmark_micros": r.benchmark_micros,
             "charge_micros": r.charge_micros, "saved_micros": r.benchmark_micros - r.charge_micros,
             "saved_by": ",".join(f"{k}={v}" for k, v in saved.items())[:255], "saved_mechanisms": saved,
             "cache": "miss", "status": 200, "error_type": None, "error_message": None, "latency_ms": latency,

@@ -2,19 +2,29 @@
 
 Submission (`submit`) checks the plan's batch permission, resolves every line's model through the
 gateway's routing (aliases, access rules, capabilities, context windows) onto a route whose
-provider has a batch API of the client's dialect, holds the batch's worst-case cost at the batch
-price against the org's credits and hard budgets (the gate's hold), stores the batch, its provider
-parts and its requests, then submits each part to its provider. An `Idempotency-Key` names the
-batch within the org: the same key and content returns the same batch, another content is 422.
+provider has a batch API of the client's dialect (the catalog's `batch_api`, else the gateway runs
+that line: services/batch_runner.py), holds the batch's worst-case cost at the batch price against
+the org's credits and hard budgets (the gate's hold, named after the batch and kept for its
+completion window), stores the batch, its provider parts (each under this process's submission
+lease) and its requests, then submits each part to its provider (services/batch_submit.py). An
+`Idempotency-Key` names the batch within the org: the same key and content returns the same batch,
+another content is 422.
 
 Failure modes: any bad line is a 400 naming the line, before anything is held or stored; a
 provider that refuses a part leaves that part failed with its message and its requests errored
-(not charged); the hold stays until the poller settles the batch (services/batch_settle.py).
+(not charged), except a 404/405/501 on the batch endpoints (no batch API after all), which moves
+the part to the gateway's own run once its hold is topped up to the normal price (else the part
+fails, saying why); the hold stays until the poller settles the batch (services/batch_settle.py).
+A process that stops between storing the batch and its provider's answer leaves parts without a
+provider id: the poller submits them once the lease runs out, adopting an OpenAI batch the provider
+already accepted (batch_submit.recover_due); the client, whose call broke off, finds the batch by
+listing its batches (or retries with its Idempotency-Key, which returns it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,14 +50,16 @@ from gateway.models import Batch, BatchFile, BatchPart, BatchRequest, utcnow
 from gateway.pipeline import gate
 from gateway.pipeline import route as routing
 from gateway.pipeline.context import RequestContext
-from gateway.providers.batch_api import OPEN, State
-from gateway.services import batch_runner, batch_settle
+from gateway.providers.batch_api import OPEN, State, has_batch_api
+from gateway.services import batch_runner, batch_settle, batch_submit
 from gateway.services.batch_common import (  # noqa: F401  (re-exported for the API modules)
     ADAPTERS,
     CONFIG,
     at_pct,
     configure,
     epoch,
+    hold_ref,
+    hold_ttl,
     iter_lines,
     new_id,
     refresh_status,
@@ -58,6 +70,8 @@ from gateway.services.batch_common import (  # noqa: F401  (re-exported for the 
 )
 from gateway.stores.counters import COUNTERS, Hold
 from gateway.wire import anthropic_messages, openai_chat
+
+log = logging.getLogger(__name__)
 
 # The client's dialect -> the provider kind its lines can be proxied to.
 DIALECT_KIND = {"openai": "openai", "anthropic": "anthropic"}
@@ -153,6 +167,7 @@ class Planned:
     pct: int
     held: int
     kind: str  # the provider's kind (its batch API), or "gateway" (the gateway runs it)
+    worst: int = 0  # the worst case at the route's normal price (what a gateway run may cost)
 
 
 def batch_pct(route: RouteInfo) -> int:
@@ -160,7 +175,8 @@ def batch_pct(route: RouteInfo) -> int:
 
 
 def plan_line(principal: Principal, line: Line, endpoint: str, dialect: str) -> Planned:
-    """The line's route (the first of its plan whose provider has a batch API for `dialect`) and
+    """The line's route (the first of its plan whose provider has a batch API for `dialect`, as the
+    catalog says: providers/batch_api.has_batch_api; else the first route, run by the gateway) and
     its worst-case cost at that route's batch price; 400 naming the line otherwise."""
     where = f"Line {line.number} (custom_id '{line.custom_id[:100]}')"
     raw = orjson.dumps(line.body)
@@ -175,7 +191,7 @@ def plan_line(principal: Principal, line: Line, endpoint: str, dialect: str) -> 
     except GatewayError as e:
         raise InvalidRequest(f"{where}: {e.message}", param=e.param) from None
     kind = DIALECT_KIND[dialect]
-    route = next((r for r in ctx.plan if r.provider.kind == kind), None)
+    route = next((r for r in ctx.plan if r.provider.kind == kind and has_batch_api(r.provider)), None)
     pct = batch_pct(route) if route is not None else 100
     if route is None:  # no batch API of this dialect on any route: the gateway runs it, at the normal price
         if not ctx.plan:
@@ -183,8 +199,9 @@ def plan_line(principal: Principal, line: Line, endpoint: str, dialect: str) -> 
         route, kind = ctx.plan[0], batch_runner.KIND
     money = MEMO.org_money(principal.org_id)
     output = 0 if endpoint == "embeddings" else gate.output_cap(ctx)
-    held = at_pct(pricing.worst_case_micros([route], tokens.bound(raw), output, money), pct)
-    return Planned(line, route, ctx.model.reference if ctx.model else None, route.model_slug, pct, held, kind)
+    worst = pricing.worst_case_micros([route], tokens.bound(raw), output, money)
+    return Planned(line, route, ctx.model.reference if ctx.model else None, route.model_slug, pct,
+                   at_pct(worst, pct), kind, worst)
 
 
 def fingerprint(api: str, endpoint: str, content: bytes, extra: Any = None) -> str:
@@ -223,15 +240,19 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
     dialect = "anthropic" if api == "anthropic" else "openai"
     planned = [plan_line(principal, line, endpoint, dialect) for line in lines]
     now = utcnow()
+    public_id = new_id("msgbatch_" if api == "anthropic" else "batch_")
+    expires_at = now + timedelta(seconds=CONFIG.window_seconds)
     if owners is None:
         held = sum(p.held for p in planned)
-        holds: list[tuple[Hold, str | None]] = [(gate.hold_for(principal, held, now), None)]
+        # Named, and kept for the whole window: settled from any worker, rebuilt after a restart
+        holds: list[tuple[Hold, str | None]] = [(gate.hold_for(
+            principal, held, now, ref=hold_ref(public_id, held), ttl_seconds=hold_ttl(expires_at, now)), None)]
     else:
         holds = [(hold, custom_id) for custom_id, (_, hold) in owners.items()]
         held = sum(hold.micros for hold, _ in holds)
     try:
-        batch = _store(principal, api, mechanism, client_endpoint, planned, input_file_id, metadata,
-                       idempotency_key, print_, held, now, owners)
+        batch = _store(principal, public_id, api, mechanism, client_endpoint, planned, input_file_id, metadata,
+                       idempotency_key, print_, held, now, expires_at, owners)
     except IntegrityError:  # the same Idempotency-Key raced us: the other one's batch wins
         for hold, _ in holds:
             COUNTERS.settle(hold, 0, now)
@@ -240,7 +261,7 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
             raise
         return found
     batch_settle.HOLDS[batch.id] = holds
-    _submit_parts(batch.id)
+    holds.extend(batch_submit.submit_parts(batch.id))  # a crash before this: batch_submit.recover_due
     batch_settle.settle_if_done(batch.id)  # every part refused: failed now, the hold released
     with db.session_scope() as session:
         local = list(session.scalars(select(BatchPart.id).where(BatchPart.batch_id == batch.id,
@@ -251,16 +272,16 @@ def submit(principal: Principal, *, api: str, endpoint: str, client_endpoint: st
         return session.get(Batch, batch.id)
 
 
-def _store(principal: Principal, api: str, mechanism: str, endpoint: str, planned: list[Planned],
+def _store(principal: Principal, public_id: str, api: str, mechanism: str, endpoint: str, planned: list[Planned],
            input_file_id: str | None, metadata: dict | None, idempotency_key: str | None, print_: str,
-           held: int, now: datetime, owners: dict[str, tuple[Principal, Hold]] | None) -> Batch:
+           held: int, now: datetime, expires_at: datetime, owners: dict[str, tuple[Principal, Hold]] | None) -> Batch:
     with db.write_lock, db.session_scope() as session:
-        batch = Batch(public_id=new_id("msgbatch_" if api == "anthropic" else "batch_"), org_id=principal.org_id,
+        batch = Batch(public_id=public_id, org_id=principal.org_id,
                       key_id=principal.key_id, user_id=principal.user_id, app_id=principal.app_id, api=api,
                       mechanism=mechanism, endpoint=endpoint, input_file_id=input_file_id, status="validating",
                       metadata_json=orjson.dumps(metadata).decode() if metadata else None,
                       idempotency_key=idempotency_key, fingerprint=print_, total=len(planned), held_micros=held,
-                      created_at=now, expires_at=now + timedelta(hours=24))
+                      created_at=now, expires_at=expires_at)
         session.add(batch)
         session.flush()
         parts: dict[str, BatchPart] = {}
@@ -269,13 +290,17 @@ def _store(principal: Principal, api: str, mechanism: str, endpoint: str, planne
             if part is None:
                 part = parts[p.route.provider.name] = BatchPart(
                     batch_id=batch.id, org_id=batch.org_id, provider=p.route.provider.name,
-                    kind=p.kind, status="validating", done=False, poll_seconds=0)
+                    kind=p.kind, status="validating", done=False, poll_seconds=0,
+                    # this process's lease on submitting it; past it, the poller submits it
+                    next_poll_at=now + timedelta(seconds=batch_submit.SUBMIT_LEASE_SECONDS))
                 session.add(part)
                 session.flush()
             ref = p.reference or p.route
             prices = {"in": p.route.input_micros_per_mtok, "out": p.route.output_micros_per_mtok,
                       "cached": p.route.cached_input_micros_per_mtok, "kind": p.route.provider.kind,
-                      "ref_in": ref.input_micros_per_mtok, "ref_out": ref.output_micros_per_mtok, "pct": p.pct}
+                      "ref_in": ref.input_micros_per_mtok, "ref_out": ref.output_micros_per_mtok,
+                      "ref_cached": ref.cached_input_micros_per_mtok, "pct": p.pct,
+                      "worst": p.worst}
             sender = owners[p.line.custom_id][0] if owners else None
             session.add(BatchRequest(
                 batch_id=batch.id, part_id=part.id, org_id=batch.org_id,
@@ -287,51 +312,6 @@ def _store(principal: Principal, api: str, mechanism: str, endpoint: str, planne
                 prices_json=orjson.dumps(prices).decode(), body_z=z(orjson.dumps(p.line.body)),
                 held_micros=p.held, status="pending"))
         return batch
-
-
-def _submit_parts(batch_id: int) -> None:
-    """Send each part to its provider (model rewritten to the route's upstream model). A refusal
-    fails that part, with the provider's message, and its requests are errored (never charged)."""
-    with db.session_scope() as session:
-        batch = session.get(Batch, batch_id)
-        parts = list(session.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)))
-        requests = list(session.scalars(select(BatchRequest).where(BatchRequest.batch_id == batch_id)
-                                        .order_by(BatchRequest.line)))
-    upstream_endpoint = batch.endpoint
-    results: dict[int, State | str] = {}
-    for part in parts:
-        provider = MEMO.catalog.providers.get(part.provider)
-        lines = []
-        for r in requests:
-            if r.part_id == part.id:
-                body = orjson.loads(unz(r.body_z))
-                body["model"] = r.upstream_model
-                lines.append((r.custom_id, body))
-        try:
-            if provider is None:
-                raise UpstreamError(f"The provider {part.provider} is no longer configured.")
-            if part.kind == batch_runner.KIND:  # run here, request by request (services/batch_runner.py)
-                results[part.id] = State("gateway", "in_progress")
-                continue
-            results[part.id] = ADAPTERS[part.kind].submit(provider, lines, upstream_endpoint)
-        except UpstreamError as e:
-            results[part.id] = e.message or "The provider refused the batch."
-    now = utcnow()
-    with db.write_lock, db.session_scope() as session:
-        for part in session.scalars(select(BatchPart).where(BatchPart.batch_id == batch_id)):
-            outcome = results.get(part.id)
-            if isinstance(outcome, State):
-                part.upstream_id, part.upstream_file_id, part.status = outcome.upstream_id, outcome.file_id, \
-                    outcome.status
-                part.poll_seconds = int(CONFIG.poll_min_seconds)
-                part.next_poll_at = now + timedelta(seconds=CONFIG.poll_min_seconds)
-            else:
-                part.status, part.done, part.error = "failed", True, str(outcome)[:1000]
-                for r in session.scalars(select(BatchRequest).where(BatchRequest.part_id == part.id)):
-                    r.status = "errored"
-                    r.result_z = z(orjson.dumps({"error": {"code": "batch_failed", "message": part.error}}))
-        batch = session.get(Batch, batch_id)
-        refresh_status(session, batch, now)
 
 
 # ---- reads and cancel ------------------------------------------------------------------------

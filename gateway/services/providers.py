@@ -195,7 +195,8 @@ def _yes(value: bool | None) -> str:
 
 def _provider_text(p: Provider) -> str:
     return (f"kind {p.kind}, {shown_url(p.base_url)}, key {key_status(p)}, {'enabled' if p.enabled else 'disabled'}, "
-            f"responses_api {_yes(p.responses_api)}, allow_private {'yes' if p.allow_private else 'no'}")
+            f"responses_api {_yes(p.responses_api)}, batch_api {_yes(p.batch_api)}, "
+            f"allow_private {'yes' if p.allow_private else 'no'}")
 
 
 def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret_key: str,
@@ -233,12 +234,16 @@ def put_provider(session: Session, actor: Actor, form: Mapping[str, Any], secret
     responses = (form.get("responses_api") or "auto").strip()
     if responses not in RESPONSES_API:
         raise AdminError("Responses API must be auto, yes or no.")
+    batch_api = (form.get("batch_api") or "auto").strip()
+    if batch_api not in RESPONSES_API:
+        raise AdminError("Batch API must be auto, yes or no.")
 
     p = existing or Provider(name=name)
     before = _provider_text(p) if existing else None
     had_key = bool(p.console_key_enc or p.api_key_enc)
     p.kind, p.base_url, p.enabled = kind, base_url, truthy(form.get("enabled"))
     p.responses_api = RESPONSES_API[responses]
+    p.batch_api = RESPONSES_API[batch_api]
     p.allow_private = allow_private
     if api_key:  # the console's key: it wins over the config and the environment until reset
         _store_console_key(p, api_key, secret_key)

@@ -5,9 +5,14 @@ Every method runs without yielding to the gevent hub (no I/O, no locks that can 
 check-and-hold is atomic against every other request in the process. A scaled-out version keeps
 the same methods over atomic Redis scripts.
 
-Failure mode: the counters are memory only. A restart starts with no open holds (no hold outlives
-its request) and window spend is seeded once from the ledger (`seed`); spend from other processes is
-not seen until the Redis version is in place.
+Failure mode: the counters are memory only. A restart starts with no open holds: a request's hold
+dies with it, and a batch's hold (which lives until the batch is settled, up to its completion
+window) is put back from the database with `restore` (services/batch_settle.py); window spend is
+seeded once from the ledger (`seed`). Spend from other processes is seen only with the Redis version.
+
+A hold may carry a `ref` its owner can rebuild after a restart (a batch's: `batch:<id>`) and a
+`ttl_seconds` (how long Redis keeps it when nobody settles it; a request's default, a batch's
+window). Memory ignores both.
 
 Entities are ("org", id), ("user", id), ("app", id) and ("key", id). Windows are UTC: "day",
 "week" (from Monday) and "month". Spend is kept for the current and the previous window of each
@@ -37,6 +42,7 @@ def window_start(window: str, now: datetime) -> datetime:
 
 
 _STARTS: dict[tuple[str, int, int, int], datetime] = {}  # every request asks for today's starts
+_DAY_STARTS: dict[tuple[int, int, int], tuple[tuple[str, datetime], ...]] = {}  # a day's every window
 
 
 def _window_start(window: str, now: datetime) -> datetime:
@@ -84,6 +90,7 @@ class Hold:
     buckets: tuple[str, ...] = ()
     settled: bool = False
     ref: str | None = None  # the shared hold's id when Redis holds it (stores/shared_counters.py)
+    named: bool = False  # `ref` was chosen by the owner (rebuilt after a restart): settled at most once
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +137,9 @@ class LimitState:
 class Counters(Protocol):
     def available(self, org_id: int, balance: int) -> int: ...
     def hold(self, org_id: int, micros: int, balance: int, entities: tuple[Entity, ...],
-             budgets: list[BudgetCheck], now: datetime) -> Hold | Refusal: ...
+             budgets: list[BudgetCheck], now: datetime, *, ref: str | None = None,
+             ttl_seconds: float | None = None) -> Hold | Refusal: ...
+    def restore(self, hold: Hold, now: datetime, ttl_seconds: float) -> None: ...
     def settle(self, hold: Hold, charge_micros: int, now: datetime) -> None: ...
     def spent(self, entity: Entity, window: str, start: datetime) -> int: ...
     def held(self, entity: Entity) -> int: ...
@@ -160,7 +169,8 @@ class MemoryCounters:
         """A committed credit change: in one process the balance is the database's (memo reloads it)."""
 
     def hold(self, org_id: int, micros: int, balance: int, entities: tuple[Entity, ...],
-             budgets: list[BudgetCheck], now: datetime) -> Hold | Refusal:
+             budgets: list[BudgetCheck], now: datetime, *, ref: str | None = None,
+             ttl_seconds: float | None = None) -> Hold | Refusal:
         """Set `micros` aside if the credits and every hard budget can cover it (check and hold in
         one step, with no yield in between). An org at zero or below is refused even a free request."""
         available = self.available(org_id, balance)
@@ -175,6 +185,12 @@ class MemoryCounters:
             self.entity_holds[e] = self.entity_holds.get(e, 0) + micros
         return Hold(org_id, micros, entities)
 
+    def restore(self, hold: Hold, now: datetime, ttl_seconds: float) -> None:
+        """A hold granted before this process started (a batch's), counted again, never refused."""
+        self.holds[hold.org_id] = self.holds.get(hold.org_id, 0) + hold.micros
+        for e in hold.entities:
+            self.entity_holds[e] = self.entity_holds.get(e, 0) + hold.micros
+
     def settle(self, hold: Hold, charge_micros: int, now: datetime) -> None:
         """Release the hold and count the actual charge as spend, once."""
         if hold.settled:
@@ -187,7 +203,12 @@ class MemoryCounters:
             self.add_spend(hold.entities, charge_micros, now)
 
     def add_spend(self, entities: tuple[Entity, ...], micros: int, at: datetime) -> None:
-        starts = [(window, window_start(window, at)) for window in WINDOWS]
+        starts = _DAY_STARTS.get((at.year, at.month, at.day))
+        if starts is None:
+            if len(_DAY_STARTS) > 64:
+                _DAY_STARTS.clear()
+            starts = _DAY_STARTS[(at.year, at.month, at.day)] = tuple(
+                (window, window_start(window, at)) for window in WINDOWS)
         for e in entities:
             for window, start in starts:
                 slot = self.spend.get((e, window))
@@ -278,11 +299,15 @@ class ActiveCounters:
         self.backend: Counters = MemoryCounters()
 
     def __getattr__(self, name: str):
-        return getattr(self.backend, name)
+        value = getattr(self.backend, name)
+        if callable(value):  # kept: every request calls a few, and this lookup is Python code
+            self.__dict__[name] = value
+        return value
 
 
 COUNTERS = ActiveCounters()
 
 
 def use(backend: Counters) -> None:
+    COUNTERS.__dict__.clear()
     COUNTERS.backend = backend

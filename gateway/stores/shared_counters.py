@@ -8,7 +8,10 @@ its hold (or a bucket's check and take) are atomic across every worker and machi
   (`credit()`, called after the credit log's commit by the console and the CLI).
 - Holds live per entity (org, user, app, key) in a sorted set scored by expiry and a hash of
   amounts, with their running sum in `held:<entity>`: a worker that dies mid-request leaves holds
-  that expire after HOLD_TTL_SECONDS instead of locking the money for good.
+  that expire after HOLD_TTL_SECONDS instead of locking the money for good. A hold named by its
+  owner (a batch's `batch:<id>`, whose `ttl_seconds` covers the batch's completion window) can be
+  settled from any worker, and at most once (`settled:<ref>`), and `restore` puts it back at a
+  start if Redis lost it (or refreshes its expiry), unless it was settled already.
 - Window spend is one integer per entity, window and window start (`spend:...`), expiring after
   the next window; token buckets are hashes (level, last refill, capacity).
 
@@ -42,6 +45,7 @@ from gateway.stores.counters import (
 log = logging.getLogger(__name__)
 
 HOLD_TTL_SECONDS = 900  # longer than any request's deadline and stream; then a dead worker's holds go
+SETTLED_TTL_SECONDS = 7 * 86400  # how long a named hold's settlement is remembered (no second settle)
 PREFIX = "gw:"
 
 _PURGE = """
@@ -83,12 +87,14 @@ for i = 1, n do
 end
 return {'ok', tostring(available)}
 """
-# ARGV: hold id, charge, org id, n entities, entities..., n spend keys, then per key: key, ttl
+# ARGV: hold id, charge, org id, once (seconds the settled mark is kept; 0: not marked), n entities,
+#       entities..., n spend keys, then per key: key, ttl
 _SETTLE = """
-local id, charge, org = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local n = tonumber(ARGV[4])
+local id, charge, org, once = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if once > 0 and not redis.call('SET', 'gw:settled:' .. id, '1', 'NX', 'EX', once) then return 0 end
+local n = tonumber(ARGV[5])
 for i = 1, n do
-  local e = ARGV[4 + i]
+  local e = ARGV[5 + i]
   local amt = redis.call('HGET', 'gw:holdamt:' .. e, id)
   if amt and redis.call('ZREM', 'gw:holds:' .. e, id) == 1 then
     redis.call('DECRBY', 'gw:held:' .. e, tonumber(amt))
@@ -97,10 +103,27 @@ for i = 1, n do
 end
 if charge ~= 0 then
   if redis.call('EXISTS', 'gw:bal:' .. org) == 1 then redis.call('DECRBY', 'gw:bal:' .. org, charge) end
-  local k = 5 + n
+  local k = 6 + n
   for j = 0, tonumber(ARGV[k]) - 1 do
     redis.call('INCRBY', ARGV[k + 1 + 2 * j], charge)
     redis.call('EXPIRE', ARGV[k + 1 + 2 * j], tonumber(ARGV[k + 2 + 2 * j]))
+  end
+end
+return 1
+"""
+# ARGV: expires, hold id, micros, n entities, entities...: a named hold back (or its expiry moved on)
+_RESTORE = """
+local expires, id, micros = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+if redis.call('EXISTS', 'gw:settled:' .. id) == 1 then return 0 end
+for i = 1, tonumber(ARGV[4]) do
+  local e = ARGV[4 + i]
+  if redis.call('ZSCORE', 'gw:holds:' .. e, id) then
+    redis.call('ZADD', 'gw:holds:' .. e, expires, id)
+  else
+    local old = tonumber(redis.call('HGET', 'gw:holdamt:' .. e, id) or '0')
+    redis.call('ZADD', 'gw:holds:' .. e, expires, id)
+    redis.call('HSET', 'gw:holdamt:' .. e, id, micros)
+    redis.call('INCRBY', 'gw:held:' .. e, micros - old)
   end
 end
 return 1
@@ -161,6 +184,10 @@ for i = 3, #ARGV do
 end
 return 1
 """
+
+
+def _epoch(now: datetime) -> float:
+    return now.timestamp() if now.tzinfo else (now - datetime(1970, 1, 1)).total_seconds()
 
 
 def _entity(e: Entity) -> str:
@@ -251,12 +278,13 @@ class RedisCounters:
             return self.local.spent(entity, window, start)
 
     def hold(self, org_id: int, micros: int, balance: int, entities: tuple[Entity, ...],
-             budgets: list[BudgetCheck], now: datetime) -> Hold | Refusal:
+             budgets: list[BudgetCheck], now: datetime, *, ref: str | None = None,
+             ttl_seconds: float | None = None) -> Hold | Refusal:
         everyone = tuple(dict.fromkeys((("org", org_id), *entities)))
         self._n += 1
-        hold_id = f"{self.instance}:{self._n}"
-        epoch = now.timestamp() if now.tzinfo else (now - datetime(1970, 1, 1)).total_seconds()
-        args: list = [epoch, epoch + HOLD_TTL_SECONDS, hold_id, micros, org_id, balance,
+        hold_id = ref or f"{self.instance}:{self._n}"
+        epoch = _epoch(now)
+        args: list = [epoch, epoch + (ttl_seconds or HOLD_TTL_SECONDS), hold_id, micros, org_id, balance,
                       len(everyone), *map(_entity, everyone), len(budgets)]
         for b in budgets:
             args += [_entity(b.entity), _spend_key(b.entity, b.window, window_start(b.window, now)), b.cap_micros]
@@ -269,7 +297,20 @@ class RedisCounters:
             return Refusal("credits")
         if verdict == "budget":
             return Refusal("budget", budgets[int(detail)].budget_id)
-        return Hold(org_id, micros, everyone, ref=hold_id)
+        return Hold(org_id, micros, everyone, ref=hold_id, named=ref is not None)
+
+    def restore(self, hold: Hold, now: datetime, ttl_seconds: float) -> None:
+        """A named hold granted before this worker started, put back in Redis if it is gone (Redis
+        lost it, or it expired) and kept `ttl_seconds` more; nothing when it was settled already.
+        Redis down: this worker's fallback counts it, as the hold itself would have been."""
+        everyone = tuple(dict.fromkeys((("org", hold.org_id), *hold.entities)))
+        hold.entities, hold.named = everyone, True
+        try:
+            self._run("restore", _RESTORE, [_epoch(now) + ttl_seconds, hold.ref, hold.micros, len(everyone),
+                                            *map(_entity, everyone)])
+        except ConnectionError:
+            self.local.restore(hold, now, ttl_seconds)
+            hold.ref = None
 
     def settle(self, hold: Hold, charge_micros: int, now: datetime) -> None:
         if hold.settled:
@@ -284,7 +325,7 @@ class RedisCounters:
                 for window in WINDOWS:
                     start = window_start(window, now)
                     spend += [_spend_key(e, window, start), _spend_ttl(window, start)]
-        args = [hold.ref, charge_micros, hold.org_id, len(hold.entities),
+        args = [hold.ref, charge_micros, hold.org_id, SETTLED_TTL_SECONDS if hold.named else 0, len(hold.entities),
                 *map(_entity, hold.entities), len(spend) // 2, *spend]
         try:
             self._run("settle", _SETTLE, args)

@@ -161,21 +161,30 @@ class StreamObserver:
         """Observe one upstream chunk; return the bytes to forward (the chunk itself unless hiding)."""
         if self.id is None and (found := _ID.search(chunk)):
             self.id = found.group(1).decode(errors="replace")
-        if (not self.splitter.pending and chunk.endswith(b"\n\n") and b"\r" not in chunk
-                and not _NOTABLE.search(chunk)):
-            # The common case: whole plain content events, nothing to read or hide.
-            self.deltas += chunk.count(b"data:")
-            return chunk
+        head = b""
+        if not self.splitter.pending and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            notable = _NOTABLE.search(chunk)
+            if notable is None:
+                # The common case: whole plain content events, nothing to read or hide.
+                self.deltas += chunk.count(b"data:")
+                return chunk
+            # Several events at once (a burst): those before the first notable one are plain
+            # content, passed on as they are; only the rest is split and read.
+            cut = chunk.rfind(b"\n\n", 0, notable.start()) + 2
+            if cut > 1:
+                head, chunk = chunk[:cut], chunk[cut:]
+                self.deltas += head.count(b"data:")
         events = self.splitter.feed(chunk)
         if not self.hide_usage:
-            out = chunk
+            out, dropped = chunk, False
             for event in events:
                 if not self._observe(event):
                     # An upstream error event (it may echo our provider key): the relay ends the
                     # stream with its own, scrubbed error event instead.
-                    out = scrub_bytes(out.replace(event + b"\n\n", b"", 1))
-            return out
-        out = []
+                    out, dropped = out.replace(event + b"\n\n", b"", 1), True
+            out = head + out if head else out
+            return scrub_bytes(out) if dropped else out
+        out = [head]
         for event in events:
             if self._observe(event):
                 out.append(event + b"\n\n")

@@ -21,6 +21,11 @@ def _field(slug: str) -> bytes:
 
 def body(raw: bytes, slug: str) -> bytes:
     """A whole JSON reply with its top-level `model` (the first one, which comes before any content) set."""
+    at = raw.find(b'"model":"')
+    if at >= 0:  # compact JSON, as providers send it: no pattern needed
+        end = raw.find(b'"', at + 9)
+        if end > 0 and b"\\" not in raw[at + 9:end] and raw.find(b'"model"') == at:
+            return raw[:at] + _field(slug) + raw[end + 1:]
     if b'"model"' not in raw:
         return raw
     return _MODEL.sub(lambda _: _field(slug), raw, count=1)
@@ -57,6 +62,8 @@ class StreamRewrite:
         count = head.count(b'"model"')
         if not count:
             return head
+        if self.seen is None and (first := _MODEL.search(head)) is not None:
+            self.seen = first.group(0)  # the upstream's own bytes: every later event is a plain replace
         if self.seen is not None and head.count(self.seen) == count:
             return head.replace(self.seen, self.field)
         return _MODEL.sub(self._sub, head)

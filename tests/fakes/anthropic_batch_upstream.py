@@ -14,7 +14,7 @@ Errors: ``{"type": "error", "error": {"type", "message"}}``.
 Per request, from ``params.model`` (messages as FakeAnthropic answers them): ``error-<status>`` ->
 errored; ``batch-expire`` -> expired. On cancel, the first request has finished, the rest are canceled.
 Fake attributes: ``hold`` (no progress), ``fail_create`` (status for create), ``malformed`` (results
-are not JSONL).
+are not JSONL), ``stall_create`` (an event: create stores the batch, then answers once it is set).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class FakeAnthropicBatches:
         self.hold = False
         self.fail_create: int | None = None
         self.malformed = False
+        self.stall_create = None
 
     def wsgi(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -74,6 +75,8 @@ class FakeAnthropicBatches:
                    "ended_at": None, "created_at": _now(), "expires_at": _now(timedelta(days=1)),
                    "archived_at": None, "cancel_initiated_at": None, "results_url": None}
             self.batches[bid] = {"object": obj, "requests": reqs, "results": b"", "done": len(reqs)}
+            if self.stall_create is not None:  # created, but the answer is late (the caller may be gone)
+                self.stall_create.wait(120)
             return respond(200, orjson.dumps(obj))
         if method == "GET" and path == "/v1/messages/batches":
             data = [b["object"] for b in reversed(self.batches.values())]

@@ -9,7 +9,9 @@ Routes (all require ``Authorization: Bearer <api_key>``, else 401 ``invalid_api_
   GET  /v1/batches/{id}          Batch; each retrieval moves it one step on (unless ``hold`` is set):
                                  validating -> in_progress -> finalizing -> completed (or expired);
                                  cancelling -> cancelled
-  GET  /v1/batches               list (newest first)
+  GET  /v1/batches               list, newest first, paginated as OpenAI's: ``limit`` (1-100, default
+                                 20), ``after`` (a batch id: the page after it); ``has_more``,
+                                 ``first_id``, ``last_id``. Each batch carries its ``metadata``.
   POST /v1/batches/{id}/cancel   Batch (cancelling)
 Unknown file or batch -> 404 in OpenAI's error shape.
 
@@ -23,6 +25,10 @@ Batch behaviour, from the fake's attributes:
   fail_create = N     POST /v1/batches answers status N with an OpenAI error
   malformed = True    output files are not JSONL
   fail_poll = N       GET /v1/batches/{id} answers status N (a provider down for a while)
+  garbage = True      output files also hold a line that is not JSON, a line of the wrong shape, a
+                      result for a custom_id nobody sent, and the first result's usage is wrong-typed
+  reset_downloads = N the next N file downloads break off mid-body (the connection reset)
+  stall_create = ev   POST /v1/batches creates the batch, then answers only once the event is set
 On cancel, a batch that was in progress has its first line done and the rest ``batch_cancelled``.
 """
 from __future__ import annotations
@@ -31,6 +37,7 @@ import hashlib
 import itertools
 import re
 import time
+from urllib.parse import parse_qs
 
 import orjson
 from gevent.pywsgi import WSGIServer
@@ -53,16 +60,19 @@ class FakeOpenAIBatches:
     def reset(self) -> None:
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
-        self.requests: list[dict] = []  # {"method", "path"}
+        self.requests: list[dict] = []  # {"method", "path", "query"}
         self.hold = False
         self.fail_create: int | None = None
         self.malformed = False
         self.fail_poll: int | None = None
+        self.garbage = False
+        self.reset_downloads = 0
+        self.stall_create = None
 
     # ---------------------------------------------------------------- WSGI
     def wsgi(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        self.requests.append({"method": method, "path": path})
+        self.requests.append({"method": method, "path": path, "query": environ.get("QUERY_STRING", "")})
 
         def respond(status: int, payload: bytes, content_type: str = "application/json"):
             start_response(f"{status} {'OK' if status < 400 else 'Error'}",
@@ -84,6 +94,9 @@ class FakeOpenAIBatches:
             if f is None:
                 return respond(404, _error_body(f"No such File object: {m.group(1)}", "invalid_request_error"))
             if m.group(2):
+                if self.reset_downloads:
+                    self.reset_downloads -= 1
+                    return self._cut(start_response, f["content"])
                 return respond(200, f["content"], "application/octet-stream")
             return respond(200, orjson.dumps(f["object"]))
         if method == "POST" and path == "/v1/batches":
@@ -104,12 +117,27 @@ class FakeOpenAIBatches:
             lines = [orjson.loads(x) for x in self.files[body["input_file_id"]]["content"].splitlines() if x.strip()]
             batch["request_counts"]["total"] = len(lines)
             self.batches[batch["id"]] = {"object": batch, "lines": lines, "done": 0}
+            if self.stall_create is not None:  # created, but the answer is late (the caller may be gone)
+                self.stall_create.wait(120)
             return respond(200, orjson.dumps(batch))
         if method == "GET" and path == "/v1/batches":
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            try:
+                limit = int(query.get("limit", ["20"])[0])
+            except ValueError:
+                limit = 0
+            if not 1 <= limit <= 100:
+                return respond(400, _error_body("'limit' must be between 1 and 100.", "invalid_request_error"))
             data = [b["object"] for b in reversed(self.batches.values())]
-            return respond(200, orjson.dumps({"object": "list", "data": data, "has_more": False,
-                                              "first_id": data[0]["id"] if data else None,
-                                              "last_id": data[-1]["id"] if data else None}))
+            if after := query.get("after", [None])[0]:
+                ids = [b["id"] for b in data]
+                if after not in ids:
+                    return respond(400, _error_body(f"No batch found with id '{after}'.", "invalid_request_error"))
+                data = data[ids.index(after) + 1:]
+            page = data[:limit]
+            return respond(200, orjson.dumps({"object": "list", "data": page, "has_more": len(data) > limit,
+                                              "first_id": page[0]["id"] if page else None,
+                                              "last_id": page[-1]["id"] if page else None}))
         if m := re.fullmatch(r"/v1/batches/([^/]+)(/cancel)?", path):
             b = self.batches.get(m.group(1))
             if b is None:
@@ -128,6 +156,17 @@ class FakeOpenAIBatches:
                 self._step(b)
             return respond(200, orjson.dumps(b["object"]))
         return respond(404, _error_body(f"Invalid URL ({method} {path})", "invalid_request_error"))
+
+    @staticmethod
+    def _cut(start_response, content: bytes):
+        """Headers for the whole body, half of it, then the connection reset."""
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(content)))])
+
+        def body():
+            yield content[: len(content) // 2]
+            raise ConnectionResetError(104, "fake upstream reset")
+        return body()
 
     # ---------------------------------------------------------------- state
     def _file(self, content: bytes, filename: str, purpose: str) -> dict:
@@ -190,8 +229,14 @@ class FakeOpenAIBatches:
                 "error": None})
         def encode(rows):
             return (b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        if out and self.garbage:
+            out[0]["response"]["body"]["usage"] = {"prompt_tokens": "many", "completion_tokens": [1]}
+            out += [{"id": _id("batch_req_"), "custom_id": "nobody-sent-this", "response": out[0]["response"],
+                     "error": None}, {"custom_id": 5, "response": None, "error": None}]
         if out:
             content = b"{not json\n" if self.malformed else encode(out)
+            if self.garbage:
+                content = b"{not json at all\n" + content
             obj["output_file_id"] = self._file(content, "batch_output.jsonl", "batch_output")["id"]
         if err:
             obj["error_file_id"] = self._file(encode(err), "batch_errors.jsonl", "batch_output")["id"]

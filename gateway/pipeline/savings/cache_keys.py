@@ -40,7 +40,15 @@ def directive(ctx: RequestContext) -> str:
 
 
 def eligible(ctx: RequestContext) -> bool:
-    """May a stored (or shared) answer serve this request? See the module docstring."""
+    """May a stored (or shared) answer serve this request? See the module docstring. Asked by
+    each caching layer, decided once per request (what it reads, the layers never change)."""
+    found = ctx.extra.get("cache_eligible")
+    if found is None:
+        found = ctx.extra["cache_eligible"] = _eligible(ctx)
+    return found
+
+
+def _eligible(ctx: RequestContext) -> bool:
     if ctx.endpoint not in ENDPOINTS:
         return False
     asked = directive(ctx)

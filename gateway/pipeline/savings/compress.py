@@ -113,10 +113,6 @@ def before(ctx: RequestContext) -> Reply | None:
     return None
 
 
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None
-
-
 class Split(NamedTuple):
     system: list[Message]  # kept verbatim
     head: list[Message]  # through the first user turn, kept verbatim

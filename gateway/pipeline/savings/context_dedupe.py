@@ -75,10 +75,6 @@ def before(ctx: RequestContext) -> Reply | None:
     return None
 
 
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None
-
-
 def reference(first: int, number: int, block: str) -> str:
     words = block[:QUOTE_CHARS].rsplit(" ", 1)[0] if len(block) > QUOTE_CHARS else block
     where = "earlier in this message" if first == number else f"in message {first} above"

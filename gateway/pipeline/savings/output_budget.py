@@ -46,10 +46,6 @@ def before(ctx: RequestContext) -> Reply | None:
     return None
 
 
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None
-
-
 def budget(ctx: RequestContext) -> int | None:
     model_cap = ctx.model.max_output_tokens if ctx.model else None
     configured = savings.settings(ctx, name).get("default_max_tokens")

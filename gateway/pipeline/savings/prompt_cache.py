@@ -99,10 +99,6 @@ def _long_enough(ctx: RequestContext, minimum: int) -> bool:
     return tokens.at_least(ctx.raw.decode(errors="ignore"), minimum)
 
 
-def after(ctx: RequestContext, reply: Reply | None) -> None:
-    return None
-
-
 def canonical(ctx: RequestContext) -> ChatRequest:
     """The canonical request with this layer's markup applied (once). Layers that rewrite the
     request take it from here, so the markup survives their `ctx.changed` re-encoding."""
