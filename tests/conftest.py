@@ -44,6 +44,7 @@ def _one_client_ssl_context() -> None:
 
 
 _one_client_ssl_context()
+
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_KEY = "sk-upstream-test"
 # The test catalog's prices are high ($1000-$15000 per Mtok, so that charges show in whole micros) and
