@@ -13,17 +13,19 @@ from typing import Any
 __all__ = ["create_app"]
 
 
-def create_app(overrides: Mapping[str, Any] | None = None):
+def create_app(overrides: Mapping[str, Any] | None = None, *, routes: bool = True):
+    """The app on `overrides` (else GATEWAY_*). `routes=False`, for the CLI's one-shot commands: the
+    same settings, database and process-wide configuration without the API, console and public
+    routes, whose imports and registration are about a third of such a command's start."""
     from flask import Flask
 
-    from gateway import admin, api, db, jobs, tracing
+    from gateway import db, jobs, tracing
     from gateway.ledger.writer import WRITER
     from gateway.memo import MEMO
     from gateway.providers import http, openrouter
     from gateway.scrub import install_log_filter
     from gateway.services import budgets, topups
     from gateway.settings import ROOT, Settings
-    from gateway.web import dashboard, public
 
     settings = Settings.load(overrides)
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
@@ -51,10 +53,14 @@ def create_app(overrides: Mapping[str, Any] | None = None):
     budgets.configure(settings)
     topups.configure(settings)
     WRITER.init_app(app)
-    api.init_app(app)
-    admin.init_app(app)
-    public.init_app(app)
-    dashboard.init_app(app)
+    if routes:
+        from gateway import admin, api
+        from gateway.web import dashboard, public
+
+        api.init_app(app)
+        admin.init_app(app)
+        public.init_app(app)
+        dashboard.init_app(app)
     jobs.init_app(app)
     tracing.init_app(app)
     return app

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import ast
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from gateway import db, jobs, seed, tokens
 from gateway.ledger.pricing import usd_to_micros
 from gateway.ledger.writer import WRITER
 from gateway.memo import MEMO
+from gateway.migrate import schema_current  # noqa: F401  (boot.schema_current: callers and tests)
 from gateway.models import Org, Provider, SemanticEntry, User
 from gateway.pipeline import gate
 from gateway.pipeline.savings import compress
@@ -31,7 +30,6 @@ from gateway.stores.shared_counters import RedisCounters
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations" / "versions"
 FIRST_ORG = "default"
 FIRST_ADMIN = "admin@localhost"
 FIRST_CREDITS_USD = 10
@@ -70,28 +68,6 @@ def prepare(app: Flask) -> FirstRun | None:
         key = tenancy.create_key(session, org, name="first key", actor="first-run")
         providers = list(session.scalars(select(Provider.name)).all())
         return FirstRun(FIRST_ADMIN, password, org.name, key.secret, providers or env_added)
-
-
-def schema_current() -> bool:
-    """Whether the database is at the newest migration, found without Alembic: its import alone
-    costs a server about 12 MB for the life of the process. Any doubt answers False (upgrade)."""
-    revisions, parents = set(), set()
-    try:
-        for path in MIGRATIONS.glob("*.py"):
-            tree = ast.parse(path.read_text())
-            for node in tree.body:
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-                    name = node.targets[0].id
-                    if name in ("revision", "down_revision"):
-                        value = ast.literal_eval(node.value)
-                        values = value if isinstance(value, tuple | list) else (value,)
-                        (revisions if name == "revision" else parents).update(v for v in values if v)
-        heads = revisions - parents
-        with db.engine().connect() as conn:
-            current = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
-    except Exception:
-        return False
-    return bool(heads) and current == heads
 
 
 def connect_shared(settings) -> None:

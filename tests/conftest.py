@@ -30,6 +30,21 @@ from gateway.models import LedgerEntry, Org  # noqa: E402
 from gateway.services import tenancy  # noqa: E402
 from tests.fakes import FakeOpenAI, serve  # noqa: E402
 
+
+def _one_client_ssl_context() -> None:
+    """The OpenAI and Anthropic SDK clients the tests make (several per test) each loaded the system's
+    CA bundle into a new SSL context, ~20 ms and nearly all of a client's construction: they share one,
+    built the same way (the environment it reads does not change during a session). Each client keeps
+    its own connections; the gateway's own upstream connections (urllib3) are not concerned."""
+    import functools
+
+    import httpcore2
+
+    httpcore2.default_ssl_context = functools.lru_cache(maxsize=None)(httpcore2.default_ssl_context)
+
+
+_one_client_ssl_context()
+
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_KEY = "sk-upstream-test"
 # The test catalog's prices are high ($1000-$15000 per Mtok, so that charges show in whole micros) and
@@ -163,6 +178,15 @@ class Gateway:
         return proc
 
 
+def pytest_sessionstart(session) -> None:
+    """The package byte-compiled once, into its __pycache__ as Python itself would: with
+    PYTHONDONTWRITEBYTECODE set, every `gateway` process a test starts (CLI commands, servers,
+    workers) would otherwise compile its ~200 modules from source again (~0.25 s each)."""
+    import compileall
+
+    compileall.compile_dir(ROOT / "gateway", quiet=2)
+
+
 def _gateway_env(instance: Path, config_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(GATEWAY_INSTANCE=str(instance), GATEWAY_CONFIG=str(config_path))
@@ -189,8 +213,37 @@ def from_template(template: Path, instance: Path) -> None:
         target.chmod(0o600)
 
 
+# A fresh instance's state after its first run and the fixture's own writes (top-up, password), per
+# (config, overrides, environment, UTC day): (database file, what the first run printed). Later tests
+# on the same key start from a copy of that file, as they start from the schema template, instead of
+# repeating the first run's scrypt hash and inserts; each test still gets its own database.
+_FIRST_RUNS: dict[tuple, tuple[Path, object]] = {}
+
+
+def _first_run_key(config_text: str, first_password_changed: bool, overrides: dict) -> tuple:
+    from gateway.models import utcnow
+
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if not k.startswith("PYTEST_")))
+    return config_text, first_password_changed, repr(sorted(overrides.items())), environment, utcnow().date()
+
+
+def _save_first_run(database: Path, folder: Path) -> Path:
+    """A consistent copy of the instance's database (SQLite's backup: WAL content included)."""
+    import sqlite3
+
+    folder.mkdir(exist_ok=True)
+    target = folder / f"first-run-{len(_FIRST_RUNS)}.db"
+    source, copy = sqlite3.connect(database), sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
+    return target
+
+
 @pytest.fixture
-def gateway_factory(tmp_path, fake_openai, request, schema_template):
+def gateway_factory(tmp_path, fake_openai, request, schema_template, tmp_path_factory):
     """Build a live gateway with optional settings overrides; at most one per test."""
     from gateway import boot
     from gateway.server import make_server
@@ -209,24 +262,35 @@ def gateway_factory(tmp_path, fake_openai, request, schema_template):
         (tests sign in with it again and again); False keeps it one-time, as a fresh install does."""
         instance = tmp_path / "instance"
         instance.mkdir(exist_ok=True)
-        if "database_url" not in overrides:  # SQLite in the instance folder
-            from_template(schema_template, instance)
+        config_text = yaml.safe_dump(gateway_config(fake_openai.url, fake_anthropic.url if fake_anthropic else None,
+                                                    **extra_urls))
+        # SQLite in the instance folder: from the first-run copy for this key if there is one yet
+        key = (_first_run_key(config_text, first_password_changed, overrides)
+               if "database_url" not in overrides and not (instance / "gateway.db").exists() else None)
+        saved = _FIRST_RUNS.get(key) if key is not None else None
+        if "database_url" not in overrides:
+            from_template(saved[0] if saved else schema_template, instance)
         config_path = instance / "gateway.yaml"
-        config_path.write_text(yaml.safe_dump(gateway_config(fake_openai.url,
-                                                             fake_anthropic.url if fake_anthropic else None,
-                                                             **extra_urls)))
+        config_path.write_text(config_text)
         settings = {"instance": instance, "config_path": config_path, "secret_key": "test-secret",
                     "start_jobs": False, "sync_interval": 0.05, **overrides}
         app = create_app(settings)
-        first = boot.prepare(app)
-        with db.write_lock, db.session_scope() as s:
-            tenancy.add_credits(s, tenancy.org_by_name(s, "default"), usd_to_micros(DEFAULT_ORG_TOP_UP_USD),
-                                actor="test", note="test top-up")
-        if first_password_changed:
-            from gateway.models import User
-
+        first = boot.prepare(app)  # the config is applied at every start, as in production
+        if saved:
+            assert first is None, "a first-run copy must not run the first run again"
+            first = saved[1]
+        else:
             with db.write_lock, db.session_scope() as s:
-                s.scalar(select(User).where(User.email == first.email)).must_change_password = False
+                tenancy.add_credits(s, tenancy.org_by_name(s, "default"), usd_to_micros(DEFAULT_ORG_TOP_UP_USD),
+                                    actor="test", note="test top-up")
+            if first_password_changed:
+                from gateway.models import User
+
+                with db.write_lock, db.session_scope() as s:
+                    s.scalar(select(User).where(User.email == first.email)).must_change_password = False
+            if key is not None:
+                _FIRST_RUNS[key] = (_save_first_run(instance / "gateway.db",
+                                                    tmp_path_factory.getbasetemp() / "first-runs"), first)
         boot.start_background(app)
         server = make_server(app, "127.0.0.1", 0)
         server.start()
@@ -660,6 +724,10 @@ def faulty_upstream():
     fake.pool = server.pool
     yield fake
     fake.release()
+    from gateway.providers import http
+
+    for base_url in [u for u in http._pools if u.startswith(fake.url)]:  # the gateway's kept-alive
+        http.forget(base_url)  # connections: otherwise their handlers wait out the stop's timeout
     server.stop(timeout=2)
 
 

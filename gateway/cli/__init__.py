@@ -66,7 +66,7 @@ def init() -> None:
     """Create or upgrade the database schema, and load GATEWAY_CONFIG if set."""
     from gateway import boot, seed
 
-    app = common.app()
+    app = common.app(routes=False)
     try:
         first = boot.prepare(app)
     except seed.ConfigError as e:

@@ -14,20 +14,28 @@ from gateway.services import tenancy
 from gateway.services.errors import AdminError
 
 
-def app():
-    from gateway import boot, create_app
+def app(routes: bool = True):
+    """The app a command runs in. `routes=False` (every command but serve): no API, console or
+    public routes, and the server's start-up module only where there is a Redis to connect."""
+    from gateway import create_app
 
-    app = create_app()
-    boot.connect_shared(app.extensions["settings"])  # credit changes move the shared balance too
+    app = create_app(routes=routes)
+    settings = app.extensions["settings"]
+    if routes or settings.redis_url:  # without Redis a fresh process has nothing shared to connect
+        from gateway import boot
+
+        boot.connect_shared(settings)  # credit changes move the shared balance too
     return app
 
 
 def ready_app():
-    """An app whose database is at the schema head (every command may be the first one run)."""
+    """An app whose database is at the schema head (every command may be the first one run);
+    Alembic is imported only when there is something to upgrade."""
     from gateway import migrate
 
-    app_ = app()
-    migrate.upgrade()
+    app_ = app(routes=False)
+    if not migrate.schema_current():
+        migrate.upgrade()
     return app_
 
 
