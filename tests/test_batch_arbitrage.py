@@ -195,6 +195,23 @@ def test_a_flush_that_died_after_its_claim_is_taken_back(agw, fake_openai_batche
     assert len(fake_openai_batches.batches) == 1
 
 
+def test_the_loop_looks_for_stale_claims_now_and_then_not_every_tick(agw, fake_openai_batches, monkeypatch):
+    import time as clock
+    from datetime import timedelta
+
+    from gateway.models import utcnow
+
+    rid = chat(agw, "stale", headers=DEFER).json()["id"]
+    with db.write_lock, db.session_scope() as s:  # a claim whose process died long ago
+        s.execute(arbitrage.update(DeferredRequest).where(DeferredRequest.request_id == rid).values(
+            status="claimed", claimed_by="dead", claim_token="dead-2", claimed_at=utcnow() - timedelta(hours=1)))
+    monkeypatch.setattr(arbitrage, "_reclaimed", clock.monotonic())  # looked a moment ago
+    assert arbitrage.flush_due() == [] and deferred(rid).status == "claimed"
+    monkeypatch.setattr(arbitrage, "_reclaimed", clock.monotonic() - arbitrage.RECLAIM_EVERY_SECONDS)
+    arbitrage.flush_due()
+    assert deferred(rid).status == "queued"  # taken back: the next flush sends it
+
+
 def test_old_answered_rows_are_pruned(agw):
     from datetime import timedelta
 

@@ -75,11 +75,13 @@ MECHANISM = "batch_arbitrage"
 CLAIM_LEASE_SECONDS = 300.0  # a claim older than this belongs to a process that died mid-flush
 UNLIMITED = 1 << 62  # a hold re-taken for a request already accepted: never refused
 RELEASE_SECONDS = 5.0  # how often each process releases the holds of batches settled elsewhere
+RECLAIM_EVERY_SECONDS = 30.0  # how often the loop looks for stale claims (a claim's lease is 300 s)
 WORKER = secrets.token_hex(8)  # this process, on the rows it claims
 
 LOCAL: dict[str, Hold] = {}  # request id -> the hold this process carries for it until its flush
 PENDING: dict[tuple[int, str], int] = {}  # (org, provider) -> rows this process queued since a flush
 _loop: gevent.Greenlet | None = None
+_reclaimed = 0.0  # monotonic time of the last look for stale claims
 
 
 def deadline_for(headers: Mapping[str, str]) -> str | None:
@@ -162,8 +164,11 @@ def defer(headers: Mapping[str, str], raw: bytes, deadline: str) -> tuple[str, d
 def flush_due(force: bool = False, now: datetime | None = None) -> list[str]:
     """Flush every group that is full or old enough (all of them with `force`); returns the public
     ids of the batches submitted. Safe to run in every process at once."""
+    global _reclaimed
     now = now or utcnow()
-    reclaim_stale(now)
+    if force or time.monotonic() - _reclaimed >= RECLAIM_EVERY_SECONDS:  # claims go stale in minutes
+        _reclaimed = time.monotonic()
+        reclaim_stale(now)
     sweep()
     with db.session_scope() as session:
         groups = session.execute(
