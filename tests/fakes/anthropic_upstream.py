@@ -58,7 +58,7 @@ import orjson
 from gevent.pywsgi import WSGIServer
 
 from tests.fakes.openai_upstream import BAD_SSE, LEAK_MARKER, words
-from tests.fakes.prompt_caches import AnthropicCache
+from tests.fakes.prompt_caches import AnthropicCache, content_text
 
 API_VERSION_HEADER = "anthropic-version"
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -78,24 +78,10 @@ def signature_for(thinking: str) -> str:
     return "EqQBCgIYAh" + _hash("sig", thinking)[:48] + "=="
 
 
-def _text(content) -> str:
-    """Text of a content (string or blocks), tool_result contents included."""
-    if isinstance(content, str):
-        return content
-    out = []
-    for b in content or []:
-        if isinstance(b, dict):
-            if isinstance(b.get("text"), str):
-                out.append(b["text"])
-            elif b.get("type") == "tool_result":
-                out.append(_text(b.get("content")))
-    return " ".join(out)
-
-
 def prompt_tokens(body: dict) -> int:
     system = body.get("system")
-    total = words(_text(system) if system else "")
-    total += sum(3 + words(_text(m.get("content")))
+    total = words(content_text(system) if system else "")
+    total += sum(3 + words(content_text(m.get("content")))
                  for m in body.get("messages") or [] if isinstance(m, dict))
     total += sum(3 + words(t.get("description") or "")
                  for t in body.get("tools") or [] if isinstance(t, dict))
@@ -221,7 +207,7 @@ class FakeAnthropic:
         last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
         blocks: list[dict] = []
         if "thinking" in model:
-            thought = f"The user wrote {words(_text(last.get('content')))} words; answer briefly."
+            thought = f"The user wrote {words(content_text(last.get('content')))} words; answer briefly."
             blocks.append({"type": "thinking", "thinking": thought, "signature": signature_for(thought)})
             if "redacted" in model:
                 blocks.append({"type": "redacted_thinking",
@@ -230,7 +216,7 @@ class FakeAnthropic:
         results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
         choice = body.get("tool_choice") or {}
         if "tool" in model and results:
-            text = "Tool result: " + " | ".join(_text(r.get("content")) for r in results)
+            text = "Tool result: " + " | ".join(content_text(r.get("content")) for r in results)
         elif "tool" in model and isinstance(body.get("tools"), list) and choice.get("type") != "none":
             tools = [t for t in body["tools"] if isinstance(t, dict) and t.get("name")]
             if choice.get("type") == "tool":

@@ -29,7 +29,8 @@ def _words(text) -> int:
     return len(text.split()) if isinstance(text, str) else 0
 
 
-def _text(content) -> str:
+def content_text(content) -> str:
+    """Text of a content (string or blocks), tool_result contents included."""
     if isinstance(content, str):
         return content
     out = []
@@ -38,7 +39,7 @@ def _text(content) -> str:
             if isinstance(b.get("text"), str):
                 out.append(b["text"])
             elif b.get("type") == "tool_result":
-                out.append(_text(b.get("content")))
+                out.append(content_text(b.get("content")))
     return " ".join(out)
 
 
@@ -80,7 +81,7 @@ class OpenAICache:
     def cached(self, key: str, messages: list) -> int:
         chain, total, best, digests = _Chain(), 0, 0, []
         for m in messages:
-            total += 3 + _words(_text(m.get("content") if isinstance(m, dict) else None))
+            total += 3 + _words(content_text(m.get("content") if isinstance(m, dict) else None))
             digest = chain.add(m)
             digests.append(digest)
             if (key, digest) in self.seen:
@@ -110,10 +111,10 @@ class AnthropicCache:
             bounds.append((chain.add(tools), total, _has_marker(tools)))
         system = body.get("system")
         if system:
-            total += _words(_text(system))
+            total += _words(content_text(system))
             bounds.append((chain.add(system), total, _has_marker(system)))
         for m in body.get("messages") or []:
-            total += 3 + _words(_text(m.get("content"))) if isinstance(m, dict) else 0
+            total += 3 + _words(content_text(m.get("content"))) if isinstance(m, dict) else 0
             bounds.append((chain.add(m), total, _has_marker(m)))
         marks = [i for i, b in enumerate(bounds) if b[2]]
         if not marks:
